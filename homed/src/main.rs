@@ -1,0 +1,2 @@
+//! `homed`: the home daemon (being written).
+fn main() {}

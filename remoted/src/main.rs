@@ -1,0 +1,2 @@
+//! `remoted`: the remote daemon (being written).
+fn main() {}
