@@ -1,1 +1,4 @@
 //! Shared pieces of the mosix command-line tools.
+
+pub mod client;
+pub mod local;

@@ -3,3 +3,5 @@
 //! `homed` accepts registrations from `mosrun`, answers local commands on
 //! its Unix socket (callers identified by SO_PEERCRED), and will host the
 //! deputies and the view's file server of the later issues.
+
+pub mod view;

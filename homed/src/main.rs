@@ -1,2 +1,127 @@
-//! `homed`: the home daemon (being written).
-fn main() {}
+//! `homed`: the home daemon of one node.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use mosix_proto::config::Config;
+use mosix_proto::control::{ControlRequest, ControlResponse, HomeStatus};
+use mosix_proto::daemon::{bind_unix, serve_control};
+use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The mosix home daemon: the node-local side of every process started on
+/// this node with `mosrun`.
+///
+/// It answers local commands on `<runtime_dir>/homed.sock` (callers are
+/// identified by SO_PEERCRED). Run one per node, as root, beside `remoted`.
+/// Logs go to stderr; set RUST_LOG (default `info`).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Node configuration file (default: $MOSIX_CONFIG, else
+    /// /etc/mosix/mosix.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() {
+    init_logging();
+    if let Err(e) = run(Args::parse()) {
+        tracing::error!("homed cannot start: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let key = ClusterKey::load(&config.node.key_file)?;
+    let links = TcpListener::bind(config.home_listen())
+        .with_context(|| format!("cannot listen on {}", config.home_listen()))?;
+    let link_config = Arc::new(config.clone());
+    std::thread::Builder::new()
+        .name("links".into())
+        .spawn(move || serve_links(links, key, link_config))
+        .context("cannot start the link thread")?;
+    let socket = config.homed_socket();
+    let listener = bind_unix(&socket, 0o666).context("homed's command socket")?;
+    tracing::info!(node = %config.node.name, socket = %socket.display(), "homed serving");
+    let node = config.node.name.clone();
+    serve_control(
+        listener,
+        Duration::from_secs(10),
+        move |creds, req| match req {
+            ControlRequest::HomeStatus => ControlResponse::HomeStatus {
+                status: HomeStatus {
+                    node: node.clone(),
+                    pid: std::process::id(),
+                },
+            },
+            ControlRequest::Process { .. } => {
+                tracing::debug!(uid = creds.uid, "process request before the engine exists");
+                ControlResponse::Error {
+                    message: "this homed does not manage processes yet".into(),
+                }
+            }
+            ControlRequest::Status | ControlRequest::Nodes => ControlResponse::Error {
+                message: "node status is answered by remoted, not homed".into(),
+            },
+        },
+    );
+    Ok(())
+}
+
+/// How long a peer has to finish the handshake and each later exchange.
+const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts links from other nodes' daemons; each is authenticated with the
+/// cluster key and then served in a thread of its own.
+fn serve_links(listener: TcpListener, key: ClusterKey, config: Arc<Config>) {
+    let key = Arc::new(key);
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on link port failed");
+                continue;
+            }
+        };
+        let key = key.clone();
+        let config = config.clone();
+        std::thread::spawn(move || serve_link(stream, &key, &config));
+    }
+}
+
+fn serve_link(stream: TcpStream, key: &ClusterKey, config: &Config) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let _ = stream.set_read_timeout(Some(LINK_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(LINK_TIMEOUT));
+    let hello = Hello::new(config.node.name.clone(), Role::Homed);
+    let (link, peer_hello) = match Link::accept(stream, key, hello) {
+        Ok(l) => l,
+        Err(LinkError::AuthFailed) => {
+            tracing::warn!(%peer, "link refused: authentication failed (another cluster key, or a replayed handshake)");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "link refused");
+            return;
+        }
+    };
+    tracing::debug!(%peer, node = %peer_hello.node, "link up");
+    mosix_homed::view::serve_link(link, &peer_hello, config);
+}

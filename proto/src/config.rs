@@ -1,1 +1,608 @@
-//! Node configuration (placeholder, being written).
+//! Node configuration: one TOML file per node.
+//!
+//! Found at the path given by `--config`, else `$MOSIX_CONFIG`, else
+//! [`DEFAULT_CONFIG_PATH`]. Every key has a default, documented in
+//! `mosix.toml.example` at the top of the repository; a test keeps the two
+//! in step. Unknown keys are errors (a typo must not silently fall back to a
+//! default), and every error names the key and the line.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from when neither `--config` nor
+/// `MOSIX_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mosix/mosix.toml";
+
+/// Environment variable that overrides [`DEFAULT_CONFIG_PATH`].
+pub const CONFIG_ENV: &str = "MOSIX_CONFIG";
+
+/// TCP port `remoted` listens on when `node.listen` gives none.
+pub const DEFAULT_PORT: u16 = 7340;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// cannot read configuration {path}: {source} (create it from mosix.toml.example, or pass --config)
+    #[error(
+        "cannot read configuration {path}: {source} (create it from mosix.toml.example, or pass --config)"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// {path}:{line}: key `{key}`: {message}
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key (0 when the key is absent).
+        line: usize,
+        /// Dotted path of the key, e.g. `balancer.window`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity, addresses and files of this node.
+    pub node: NodeConfig,
+    /// How load and capacity are measured.
+    pub load: LoadConfig,
+    /// Parameters of the load balancer (DESIGN.md section 7).
+    pub balancer: BalancerConfig,
+    /// How managed processes are handled.
+    pub process: ProcessConfig,
+    /// Which of the home's paths remote bodies see through the view.
+    pub view: ViewConfig,
+    /// The file this configuration came from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// `[node]`: who this node is and how to reach the others.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node name, unique in the cluster. Default: the host name.
+    pub name: String,
+    /// Address `remoted` listens on for links from other nodes.
+    pub listen: SocketAddr,
+    /// Address other nodes should use; default: `listen` (which must then
+    /// not be a wildcard address).
+    pub advertise: Option<SocketAddr>,
+    /// Address `homed` listens on for links; default: the `listen` address
+    /// with the port one higher.
+    pub home_listen: Option<SocketAddr>,
+    /// Nodes to contact at start; the rest is learnt by dissemination.
+    pub seeds: Vec<SocketAddr>,
+    /// The cluster key: 64 hex digits in a file readable by root only.
+    pub key_file: PathBuf,
+    /// Directory for the daemons' local sockets.
+    pub runtime_dir: PathBuf,
+}
+
+/// `[load]`: where the node's load and capacity come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadConfig {
+    /// A cgroup directory whose CPU limit is the node's capacity and whose
+    /// runnable tasks are its load (set by `mosix-local`). Absent: the whole
+    /// machine.
+    pub cgroup: Option<PathBuf>,
+    /// Relative CPU speed (1.0 = reference). Absent: measured at start.
+    pub speed: Option<f64>,
+    /// How often the run queue is sampled, in milliseconds.
+    pub tick_ms: u64,
+}
+
+/// `[balancer]`: dissemination and migration parameters.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancerConfig {
+    /// How often a node sends its load vector to one random node (infod: 500).
+    pub info_interval_ms: u64,
+    /// How many of the freshest entries one message carries (infod: 16-20).
+    pub window: usize,
+    /// News older than this makes a node suspect: it is probed directly.
+    pub suspect_after_ms: u64,
+    /// News older than this makes a node dead (must stay under 5000).
+    pub dead_after_ms: u64,
+    /// Dead nodes are forgotten after this long.
+    pub forget_after_ms: u64,
+}
+
+/// `[process]`: how managed processes are frozen.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// The signal that freezes a managed process, as a number or a name
+    /// (`"SIGRTMAX-1"`, `"SIGUSR2"`). A program that installs its own
+    /// handler for it cannot migrate.
+    #[serde(deserialize_with = "de_signal")]
+    pub freeze_signal: i32,
+}
+
+/// `[view]`: what bodies on other nodes see of this home's files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewConfig {
+    /// Paths exported to this home's bodies on other nodes.
+    pub exports: Vec<PathBuf>,
+    /// Paths under `exports` that bodies see from the node they run on,
+    /// because a homogeneous cluster has them alike (or they are per-node).
+    pub local: Vec<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: host_name(),
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            advertise: None,
+            home_listen: None,
+            seeds: Vec::new(),
+            key_file: PathBuf::from("/etc/mosix/cluster.key"),
+            runtime_dir: PathBuf::from("/run/mosix"),
+        }
+    }
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            cgroup: None,
+            speed: None,
+            tick_ms: 100,
+        }
+    }
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        BalancerConfig {
+            info_interval_ms: 500,
+            window: 16,
+            suspect_after_ms: 2000,
+            dead_after_ms: 4000,
+            forget_after_ms: 600_000,
+        }
+    }
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            freeze_signal: libc::SIGRTMAX() - 1,
+        }
+    }
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        ViewConfig {
+            exports: vec![PathBuf::from("/")],
+            local: [
+                "/proc",
+                "/sys",
+                "/dev",
+                "/run/mosix",
+                "/usr",
+                "/lib",
+                "/lib32",
+                "/lib64",
+                "/bin",
+                "/sbin",
+                "/etc",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `explicit`, else `$MOSIX_CONFIG`, else
+    /// [`DEFAULT_CONFIG_PATH`].
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_file(&config_path(explicit))
+    }
+
+    /// Loads and validates one file.
+    pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|span| line_of(text, span.start))
+                .unwrap_or(0);
+            ConfigError::Bad {
+                path: origin.to_path_buf(),
+                line,
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Bad {
+                path: origin.to_path_buf(),
+                line: key_line(text, key),
+                key: key.to_string(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense; returns the key and why.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let n = &self.node;
+        if n.name.is_empty() || n.name.len() > 64 || !n.name.chars().all(name_char) {
+            return Err((
+                "node.name",
+                format!(
+                    "{:?} is not a node name: use 1 to 64 letters, digits, '-', '_' or '.'",
+                    n.name
+                ),
+            ));
+        }
+        if n.advertise.is_none() && n.listen.ip().is_unspecified() && !n.seeds.is_empty() {
+            return Err((
+                "node.advertise",
+                format!(
+                    "listen address {} is a wildcard, so other nodes cannot be told where this \
+                     one is: set node.advertise to this node's own address",
+                    n.listen
+                ),
+            ));
+        }
+        let l = &self.load;
+        if let Some(speed) = l.speed {
+            if !(speed.is_finite() && speed > 0.0 && speed < 1000.0) {
+                return Err((
+                    "load.speed",
+                    format!("{speed} is not a relative speed in (0, 1000)"),
+                ));
+            }
+        }
+        if !(10..=10_000).contains(&l.tick_ms) {
+            return Err((
+                "load.tick_ms",
+                format!("{} is outside 10..=10000", l.tick_ms),
+            ));
+        }
+        let b = &self.balancer;
+        if !(50..=60_000).contains(&b.info_interval_ms) {
+            return Err((
+                "balancer.info_interval_ms",
+                format!("{} is outside 50..=60000", b.info_interval_ms),
+            ));
+        }
+        if !(1..=1024).contains(&b.window) {
+            return Err((
+                "balancer.window",
+                format!("{} is outside 1..=1024", b.window),
+            ));
+        }
+        if b.dead_after_ms <= b.info_interval_ms * 2 {
+            return Err((
+                "balancer.dead_after_ms",
+                format!(
+                    "{} must exceed twice balancer.info_interval_ms ({}), or live nodes would be \
+                     declared dead",
+                    b.dead_after_ms, b.info_interval_ms
+                ),
+            ));
+        }
+        if b.suspect_after_ms >= b.dead_after_ms {
+            return Err((
+                "balancer.suspect_after_ms",
+                format!(
+                    "{} must be below balancer.dead_after_ms ({})",
+                    b.suspect_after_ms, b.dead_after_ms
+                ),
+            ));
+        }
+        if b.forget_after_ms < b.dead_after_ms {
+            return Err((
+                "balancer.forget_after_ms",
+                format!(
+                    "{} must be at least balancer.dead_after_ms",
+                    b.forget_after_ms
+                ),
+            ));
+        }
+        if let Err(why) = check_freeze_signal(self.process.freeze_signal) {
+            return Err(("process.freeze_signal", why));
+        }
+        for p in self.view.exports.iter().chain(&self.view.local) {
+            if !p.is_absolute() {
+                return Err(("view", format!("{} is not an absolute path", p.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address other nodes use to reach this node's `remoted`.
+    pub fn advertised(&self) -> SocketAddr {
+        self.node.advertise.unwrap_or(self.node.listen)
+    }
+
+    /// The address `homed` listens on for links.
+    pub fn home_listen(&self) -> SocketAddr {
+        self.node.home_listen.unwrap_or_else(|| {
+            let mut a = self.node.listen;
+            a.set_port(a.port().wrapping_add(1));
+            a
+        })
+    }
+
+    /// Path of `remoted`'s local command socket.
+    pub fn remoted_socket(&self) -> PathBuf {
+        self.node.runtime_dir.join("remoted.sock")
+    }
+
+    /// Path of `homed`'s local command socket.
+    pub fn homed_socket(&self) -> PathBuf {
+        self.node.runtime_dir.join("homed.sock")
+    }
+
+    /// Path of `homed`'s socket for managed processes (libmosix, mosrun).
+    pub fn procs_socket(&self) -> PathBuf {
+        self.node.runtime_dir.join("procs.sock")
+    }
+}
+
+/// The path [`Config::load`] reads for a given `--config`.
+pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Line of a dotted key in the document, or 0 when it is not written there
+/// (the value then came from a default).
+fn key_line(text: &str, dotted: &str) -> usize {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return 0;
+    };
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some((key, item)) = table.get_key_value(part) else {
+            return 0;
+        };
+        if parts.peek().is_none() {
+            return key.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        }
+        match item.as_table_like() {
+            Some(t) => table = t,
+            None => return 0,
+        }
+    }
+    0
+}
+
+/// Accepts a signal number or a name such as `SIGUSR2`, `SIGRTMIN+3` or
+/// `SIGRTMAX-1`.
+fn de_signal<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Name(String),
+    }
+    match Raw::deserialize(de)? {
+        Raw::Number(n) => i32::try_from(n).map_err(|_| serde::de::Error::custom("not a signal")),
+        Raw::Name(name) => parse_signal(&name).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a signal name as [`ProcessConfig::freeze_signal`] accepts it.
+pub fn parse_signal(name: &str) -> Result<i32, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let rt = |base: i32, rest: &str, sign: i32| -> Result<i32, String> {
+        if rest.is_empty() {
+            return Ok(base);
+        }
+        let n: i32 = rest[1..]
+            .parse()
+            .map_err(|_| format!("{name:?}: bad offset after SIGRT"))?;
+        Ok(base + sign * n)
+    };
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        if rest.is_empty() || rest.starts_with('+') {
+            return rt(libc::SIGRTMIN(), rest, 1);
+        }
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        if rest.is_empty() || rest.starts_with('-') {
+            return rt(libc::SIGRTMAX(), rest, -1);
+        }
+    }
+    match bare {
+        "USR1" => Ok(libc::SIGUSR1),
+        "USR2" => Ok(libc::SIGUSR2),
+        "PWR" => Ok(libc::SIGPWR),
+        "URG" => Ok(libc::SIGURG),
+        _ => Err(format!(
+            "{name:?} is not a signal name mosix accepts (SIGUSR1, SIGUSR2, SIGPWR, SIGURG, \
+             SIGRTMIN+N, SIGRTMAX-N, or a number)"
+        )),
+    }
+}
+
+/// Refuses signals a program cannot give up (SIGKILL, SIGSEGV, ...).
+fn check_freeze_signal(sig: i32) -> Result<(), String> {
+    let usable = [libc::SIGUSR1, libc::SIGUSR2, libc::SIGPWR, libc::SIGURG];
+    if usable.contains(&sig) || (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&sig) {
+        Ok(())
+    } else {
+        Err(format!(
+            "signal {sig} cannot serve as the freeze signal: use SIGUSR1, SIGUSR2, SIGPWR, \
+             SIGURG or a real-time signal ({}..={})",
+            libc::SIGRTMIN(),
+            libc::SIGRTMAX()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn example_file_parses_and_documents_the_defaults() {
+        let text = include_str!("../../mosix.toml.example");
+        let parsed = parse(text).expect("the example file must be valid");
+        // The example sets name and addresses; everything else is the default.
+        let mut defaults = Config::default();
+        defaults.node.name = parsed.node.name.clone();
+        defaults.node.listen = parsed.node.listen;
+        defaults.node.seeds = parsed.node.seeds.clone();
+        assert_eq!(parsed, defaults);
+        // Every key of every section is present (commented or not) in the example.
+        for key in [
+            "name",
+            "listen",
+            "advertise",
+            "home_listen",
+            "seeds",
+            "key_file",
+            "runtime_dir",
+            "cgroup",
+            "speed",
+            "tick_ms",
+            "info_interval_ms",
+            "window",
+            "suspect_after_ms",
+            "dead_after_ms",
+            "forget_after_ms",
+            "freeze_signal",
+            "exports",
+            "local",
+        ] {
+            assert!(
+                text.lines().any(|l| l
+                    .trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{key} ="))),
+                "mosix.toml.example does not document `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.balancer.info_interval_ms, 500);
+        assert_eq!(c.process.freeze_signal, libc::SIGRTMAX() - 1);
+        assert_eq!(c.home_listen().port(), DEFAULT_PORT + 1);
+    }
+
+    #[test]
+    fn type_error_names_key_and_line() {
+        let err = parse("[node]\nname = \"a\"\n\n[balancer]\nwindow = \"many\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml:5"), "{msg}");
+        assert!(msg.contains("balancer.window"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let err = parse("[node]\nname = \"a\"\nlisten_on = \"1.2.3.4:5\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml:3"), "{msg}");
+        assert!(msg.contains("listen_on"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_line() {
+        let err = parse("[balancer]\ninfo_interval_ms = 500\ndead_after_ms = 600\n").unwrap_err();
+        let ConfigError::Bad { line, key, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!((*line, key.as_str()), (3, "balancer.dead_after_ms"));
+    }
+
+    #[test]
+    fn bad_address_is_reported() {
+        let err = parse("[node]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("node.listen"), "{err}");
+        assert!(err.to_string().contains(":2"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_listen_with_seeds_needs_advertise() {
+        let err = parse("[node]\nseeds = [\"10.0.0.2:7340\"]\n").unwrap_err();
+        assert!(err.to_string().contains("node.advertise"), "{err}");
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("SIGUSR2"), Ok(libc::SIGUSR2));
+        assert_eq!(parse_signal("rtmin+3"), Ok(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("SIGRTMAX-1"), Ok(libc::SIGRTMAX() - 1));
+        assert!(parse_signal("SIGKILL").is_err());
+        let c = parse("[process]\nfreeze_signal = \"SIGUSR1\"\n").unwrap();
+        assert_eq!(c.process.freeze_signal, libc::SIGUSR1);
+        let err = parse("[process]\nfreeze_signal = 9\n").unwrap_err();
+        assert!(err.to_string().contains("process.freeze_signal"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_says_what_to_do() {
+        let err = Config::load_file(Path::new("/nonexistent/mosix.toml")).unwrap_err();
+        assert!(err.to_string().contains("--config"), "{err}");
+    }
+}

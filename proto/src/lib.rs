@@ -2,6 +2,15 @@
 //! the authenticated link handshake, node configuration, and (later) the
 //! image format. This crate holds formats and their validation, never
 //! policy: what to do with a message is the daemons' business.
+//!
+//! Node configuration lives here too because every daemon and tool reads the
+//! same file and must agree on it (cluster key, freeze signal, addresses).
 
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod frame;
+pub mod link;
+pub mod local;
 pub mod msg;
+pub mod process;

@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 pub struct LoadEntry {
     /// Node name, unique in the cluster.
     pub name: String,
-    /// Where the node's `remoted` accepts links.
+    /// Where the node's `remoted` accepts links. Travels as text
+    /// (`"10.0.0.1:7340"`), the one form every encoder agrees on.
+    #[serde(with = "addr_text")]
     pub address: SocketAddr,
     /// Grows each time the node restarts (its start time in ms since the
     /// epoch), so news from an earlier life never overrides a later one.
@@ -48,4 +50,19 @@ pub enum PeerMessage {
         /// a node whose news is getting old before declaring it dead).
         want_reply: bool,
     },
+}
+
+/// Serialises a socket address as its text form.
+mod addr_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(addr)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }

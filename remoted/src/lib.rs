@@ -5,3 +5,6 @@
 //! lives in [`balancer`], free of I/O; the event loop feeds it.
 
 pub mod balancer;
+pub mod measure;
+pub mod net;
+pub mod node;

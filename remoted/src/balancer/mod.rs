@@ -1,3 +1,19 @@
 //! The load balancer as a pure state machine (DESIGN.md section 7): inputs
 //! are ticks, load samples and received messages; outputs are messages to
-//! send. No sockets, no clocks of its own.
+//! send. No sockets, no clocks of its own, no thread RNG: time is a
+//! monotonic `now_ms` passed in, randomness comes from a seed.
+//!
+//! - [`load`]: the node's load from run-queue samples.
+//! - [`dissemination`]: MOSIX infod-like gossip of load entries, liveness.
+//! - [`sim`]: a deterministic in-memory cluster driving many
+//!   [`Dissemination`]s, for tests and benchmarks.
+
+pub mod dissemination;
+pub mod load;
+pub mod sim;
+
+pub use dissemination::{
+    Action, Dissemination, DisseminationError, DisseminationParams, DisseminationStats,
+    EntryRejection, NodeView,
+};
+pub use load::{LoadCalculator, LoadError};

@@ -1,0 +1,219 @@
+//! `mosctl`: inspect and control the local mosix node.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mosix_cli::client::{Daemon, request};
+use mosix_proto::config::Config;
+use mosix_proto::control::{ControlRequest, ControlResponse, NodeInfo, NodeState};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+/// Inspect and control the local mosix node.
+///
+/// Talks to the node's daemons over their Unix sockets in the configured
+/// runtime directory. The configuration comes from --config, else
+/// $MOSIX_CONFIG, else /etc/mosix/mosix.toml.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Node configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every node this node knows: name, address, state, load, CPUs,
+    /// speed, free memory and seconds since last heard.
+    ///
+    /// --json prints a list of objects with the keys `name`, `address`,
+    /// `state` ("alive" or "dead"), `load`, `cpus`, `speed`,
+    /// `free_mem_bytes` and `last_heard_s`; this form is a stable interface
+    /// for scripts.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the local node: its entry, where its load is measured, how many
+    /// nodes it knows, and whether homed answers.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new random cluster key to FILE (mode 0600); copy the same
+    /// file to every node and name it in `node.key_file`.
+    Keygen {
+        /// Where to write the key; must not exist yet.
+        file: PathBuf,
+    },
+}
+
+/// The documented JSON form of one node (`mosctl nodes --json`).
+#[derive(Serialize)]
+struct NodeJson {
+    name: String,
+    address: String,
+    state: &'static str,
+    load: f64,
+    cpus: f64,
+    speed: f64,
+    free_mem_bytes: u64,
+    last_heard_s: f64,
+}
+
+impl From<&NodeInfo> for NodeJson {
+    fn from(n: &NodeInfo) -> Self {
+        NodeJson {
+            name: n.entry.name.clone(),
+            address: n.entry.address.to_string(),
+            state: match n.state {
+                NodeState::Alive => "alive",
+                NodeState::Dead => "dead",
+            },
+            load: round3(n.entry.load),
+            cpus: round3(n.entry.cpus),
+            speed: round3(n.entry.speed),
+            free_mem_bytes: n.entry.free_mem_bytes,
+            last_heard_s: round3(n.entry.age_ms as f64 / 1000.0),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() {
+    let mut out = String::new();
+    let result = run(&mut out);
+    // A closed pipe (`mosctl nodes | head`) ends the output quietly.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    if let Err(e) = result {
+        eprintln!("mosctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(out: &mut String) -> Result<()> {
+    let cli = Cli::parse();
+    if let Command::Keygen { file } = &cli.command {
+        mosix_proto::link::ClusterKey::generate()?
+            .write_new(file)
+            .with_context(|| format!("cannot write cluster key {}", file.display()))?;
+        writeln!(out, "wrote a new cluster key to {}", file.display())?;
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Nodes { json } => {
+            let ControlResponse::Nodes { mut nodes } =
+                request(&config, Daemon::Remoted, &ControlRequest::Nodes)?
+            else {
+                bail!("remoted answered something other than a node list");
+            };
+            nodes.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+            let rows: Vec<NodeJson> = nodes.iter().map(NodeJson::from).collect();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                print_table(out, &rows, &nodes)?;
+            }
+        }
+        Command::Status { json } => {
+            let ControlResponse::Status { status } =
+                request(&config, Daemon::Remoted, &ControlRequest::Status)?
+            else {
+                bail!("remoted answered something other than a status");
+            };
+            let home = request(&config, Daemon::Homed, &ControlRequest::HomeStatus);
+            let homed = match &home {
+                Ok(ControlResponse::HomeStatus { status }) => {
+                    format!("running (pid {})", status.pid)
+                }
+                Ok(_) => "answered oddly".to_string(),
+                Err(e) => format!("not answering: {e:#}"),
+            };
+            if json {
+                let doc = serde_json::json!({
+                    "node": NodeJson::from(&NodeInfo {
+                        entry: status.entry.clone(),
+                        state: NodeState::Alive,
+                        is_self: true,
+                    }),
+                    "load_source": status.load_source,
+                    "alive_nodes": status.alive_nodes,
+                    "known_nodes": status.known_nodes,
+                    "protocol": status.protocol,
+                    "homed": homed,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                let e = &status.entry;
+                writeln!(out, "node        {}", e.name)?;
+                writeln!(out, "address     {}", e.address)?;
+                writeln!(out, "load        {:.3}", e.load)?;
+                writeln!(out, "cpus        {:.3}", e.cpus)?;
+                writeln!(out, "speed       {:.3}", e.speed)?;
+                writeln!(out, "free memory {}", human_bytes(e.free_mem_bytes))?;
+                writeln!(out, "measured on {}", status.load_source)?;
+                writeln!(
+                    out,
+                    "cluster     {} alive of {} known",
+                    status.alive_nodes, status.known_nodes
+                )?;
+                writeln!(out, "protocol    {}", status.protocol)?;
+                writeln!(out, "homed       {homed}")?;
+            }
+        }
+        Command::Keygen { .. } => unreachable!("handled before loading the configuration"),
+    }
+    Ok(())
+}
+
+fn print_table(out: &mut String, rows: &[NodeJson], nodes: &[NodeInfo]) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{:<12} {:<22} {:<6} {:>7} {:>6} {:>6} {:>10} {:>8}",
+        "NODE", "ADDRESS", "STATE", "LOAD", "CPUS", "SPEED", "FREE MEM", "HEARD"
+    )?;
+    for (r, n) in rows.iter().zip(nodes) {
+        let name = if n.is_self {
+            format!("{}*", r.name)
+        } else {
+            r.name.clone()
+        };
+        writeln!(
+            out,
+            "{:<12} {:<22} {:<6} {:>7.2} {:>6.2} {:>6.2} {:>10} {:>7.1}s",
+            name,
+            r.address,
+            r.state,
+            r.load,
+            r.cpus,
+            r.speed,
+            human_bytes(r.free_mem_bytes),
+            r.last_heard_s
+        )?;
+    }
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}

@@ -1,0 +1,142 @@
+//! The local node as the event loop sees it: load sampling each tick, the
+//! once-a-second load average, the node's own published entry, and the
+//! snapshot `mosctl` reads.
+
+use std::sync::{Arc, Mutex};
+
+use mosix_proto::control::{LocalStatus, NodeInfo, NodeState};
+use mosix_proto::frame::PROTOCOL_VERSION;
+use mosix_proto::msg::LoadEntry;
+
+use crate::balancer::{Action, Dissemination, LoadCalculator, LoadError};
+use crate::measure::{LoadSource, Scope};
+use crate::net::Node;
+
+/// What `mosctl` sees: rebuilt by the loop after every change.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every known node, this one included.
+    pub nodes: Vec<NodeInfo>,
+    /// This node's status (None until the first publish).
+    pub status: Option<LocalStatus>,
+}
+
+/// The local node: measures itself and feeds the dissemination.
+pub struct LocalNode {
+    me: LoadEntry,
+    source: LoadSource,
+    calc: LoadCalculator,
+    last_fold_ms: u64,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+/// The load average is folded once a second (DESIGN.md section 7).
+const FOLD_MS: u64 = 1000;
+
+impl LocalNode {
+    /// A node publishing `me` (name, address, generation), measured by
+    /// `source`, with relative CPU speed `speed`.
+    pub fn new(
+        me: LoadEntry,
+        source: LoadSource,
+        speed: f64,
+        snapshot: Arc<Mutex<Snapshot>>,
+    ) -> Result<LocalNode, LoadError> {
+        let cpus = source.capacity_cpus().unwrap_or(me.cpus);
+        let calc = LoadCalculator::new(cpus, speed)?;
+        Ok(LocalNode {
+            me,
+            source,
+            calc,
+            last_fold_ms: 0,
+            snapshot,
+        })
+    }
+
+    /// Where the load figures come from, for logs and `mosctl status`.
+    pub fn source_name(&self) -> String {
+        describe(self.source.scope())
+    }
+
+    /// Publishes the snapshot without waiting for a tick.
+    pub fn publish_now(&mut self, now_ms: u64, diss: &Dissemination) {
+        self.publish(now_ms, diss);
+    }
+
+    fn own_entry(&self) -> LoadEntry {
+        self.me.clone()
+    }
+}
+
+impl Node for LocalNode {
+    fn tick(&mut self, now_ms: u64, diss: &mut Dissemination) -> Vec<Action> {
+        match self.source.run_queue() {
+            Ok(rq) => self.calc.sample(rq),
+            Err(e) => tracing::warn!(error = %e, "cannot sample the run queue"),
+        }
+        if now_ms.saturating_sub(self.last_fold_ms) >= FOLD_MS {
+            self.last_fold_ms = now_ms;
+            // Capacity can change at run time (a cgroup limit edited).
+            match self.source.capacity_cpus() {
+                Ok(cpus) => {
+                    if let Err(e) = self.calc.set_capacity(cpus, self.calc.speed()) {
+                        tracing::warn!(error = %e, "ignoring a bad capacity reading");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the CPU capacity"),
+            }
+            self.me.load = self.calc.fold();
+            self.me.cpus = self.calc.cpus();
+            match self.source.free_memory_bytes() {
+                Ok(free) => self.me.free_mem_bytes = free,
+                Err(e) => tracing::warn!(error = %e, "cannot read free memory"),
+            }
+        }
+        diss.tick(now_ms, self.own_entry())
+    }
+
+    fn publish(&mut self, now_ms: u64, diss: &Dissemination) {
+        let views = diss.nodes(now_ms);
+        let mut nodes: Vec<NodeInfo> = views
+            .into_iter()
+            .map(|v| NodeInfo {
+                state: if v.alive {
+                    NodeState::Alive
+                } else {
+                    NodeState::Dead
+                },
+                is_self: v.is_self,
+                entry: v.entry,
+            })
+            .collect();
+        if !nodes.iter().any(|n| n.is_self) {
+            nodes.push(NodeInfo {
+                entry: self.own_entry(),
+                state: NodeState::Alive,
+                is_self: true,
+            });
+        }
+        let status = LocalStatus {
+            entry: self.own_entry(),
+            load_source: self.source_name(),
+            alive_nodes: nodes.iter().filter(|n| n.state == NodeState::Alive).count(),
+            known_nodes: nodes.len(),
+            protocol: PROTOCOL_VERSION,
+        };
+        let mut snap = match self.snapshot.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        snap.nodes = nodes;
+        snap.status = Some(status);
+    }
+}
+
+/// Names a measurement scope for people: `machine` or the cgroup path.
+pub fn describe(scope: &Scope) -> String {
+    match scope {
+        Scope::Machine => "machine".into(),
+        Scope::CgroupV1 { dir, .. } => format!("cgroup v1 {}", dir.display()),
+        Scope::CgroupV2 { dir } => format!("cgroup v2 {}", dir.display()),
+    }
+}
