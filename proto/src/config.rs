@@ -23,15 +23,15 @@ pub const DEFAULT_PORT: u16 = 7340;
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// cannot read configuration {path}: {source} (create it from mosix.toml.example, or pass --config)
+    /// cannot read configuration {path}: {error} (create it from mosix.toml.example, or pass --config)
     #[error(
-        "cannot read configuration {path}: {source} (create it from mosix.toml.example, or pass --config)"
+        "cannot read configuration {path}: {error} (create it from mosix.toml.example, or pass --config)"
     )]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (part of the message, so not a `source`).
+        error: std::io::Error,
     },
     /// {path}:{line}: key `{key}`: {message}
     #[error("{path}:{line}: key `{key}`: {message}")]
@@ -217,9 +217,9 @@ impl Config {
 
     /// Loads and validates one file.
     pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut config = Self::parse(&text, path)?;
         config.source = Some(path.to_path_buf());

@@ -13,13 +13,13 @@ pub enum SocketError {
     /// another daemon already listens at {0}: stop it first, or use another runtime_dir
     #[error("another daemon already listens at {0}: stop it first, or use another runtime_dir")]
     InUse(String),
-    /// cannot create local socket {path}: {source}
-    #[error("cannot create local socket {path}: {source}")]
+    /// cannot create local socket {path}: {error}
+    #[error("cannot create local socket {path}: {error}")]
     Io {
         /// The socket path.
         path: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (part of the message, so not a `source`).
+        error: std::io::Error,
     },
 }
 
@@ -27,9 +27,9 @@ pub enum SocketError {
 /// replacing a stale socket file left by a daemon that died, but never one
 /// a live daemon still serves.
 pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
-    let io = |source| SocketError::Io {
+    let io = |error| SocketError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;

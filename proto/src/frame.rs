@@ -136,6 +136,14 @@ pub enum FrameError {
         /// The kind's limit.
         max: usize,
     },
+    /// peer sent a {kind} frame, which this connection does not carry; is a local client talking to a node port, or the reverse?
+    #[error(
+        "peer sent a {kind} frame, which this connection does not carry; is a local client talking to a node port, or the reverse?"
+    )]
+    UnexpectedKind {
+        /// The kind in the header.
+        kind: FrameKind,
+    },
     /// stream ended in the middle of a frame ({buffered} bytes of it received); the peer crashed or the connection was cut
     #[error(
         "stream ended in the middle of a frame ({buffered} bytes of it received); the peer crashed or the connection was cut"
@@ -216,22 +224,44 @@ pub fn encode_frame(kind: FrameKind, payload: &[u8]) -> Result<Vec<u8>, FrameErr
 
 /// Incremental frame decoder: push bytes as they arrive, pull whole frames.
 ///
-/// Holds only the bytes pushed and not yet returned as frames. The first
+/// Holds only the bytes pushed and not yet returned as frames. A decoder
+/// made with [`accepting`](Self::accepting) also refuses, from the header
+/// alone, the kinds its connection never carries, so (say) a node link never
+/// waits for a 16 MiB local frame from an unauthenticated peer. The first
 /// error poisons the decoder: every later [`next_frame`](Self::next_frame)
 /// returns the same error, because a framing error means the stream is out of
 /// step and no later byte can be trusted to start a frame.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
+    /// Bit `1 << kind` set for each accepted kind.
+    accepted: u8,
     buf: Vec<u8>,
     /// Bytes of `buf` already returned as frames (compacted lazily).
     start: usize,
     failed: Option<FrameError>,
 }
 
+impl Default for FrameDecoder {
+    fn default() -> FrameDecoder {
+        FrameDecoder::new()
+    }
+}
+
 impl FrameDecoder {
-    /// An empty decoder.
+    /// An empty decoder accepting every kind.
     pub fn new() -> FrameDecoder {
-        FrameDecoder::default()
+        FrameDecoder::accepting(&[FrameKind::Handshake, FrameKind::Transport, FrameKind::Local])
+    }
+
+    /// An empty decoder accepting only `kinds`; any other kind is refused
+    /// with [`FrameError::UnexpectedKind`] as soon as its header is in.
+    pub fn accepting(kinds: &[FrameKind]) -> FrameDecoder {
+        FrameDecoder {
+            accepted: kinds.iter().fold(0, |m, k| m | (1 << k.as_byte())),
+            buf: Vec::new(),
+            start: 0,
+            failed: None,
+        }
     }
 
     /// Appends bytes read from the stream. Cheap; judging happens in
@@ -259,7 +289,14 @@ impl FrameDecoder {
         let Some(header) = avail.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
-        let (kind, len) = match parse_header(header) {
+        let parsed = parse_header(header).and_then(|(kind, len)| {
+            if self.accepted & (1 << kind.as_byte()) == 0 {
+                Err(FrameError::UnexpectedKind { kind })
+            } else {
+                Ok((kind, len))
+            }
+        });
+        let (kind, len) = match parsed {
             Ok(parsed) => parsed,
             Err(err) => {
                 self.fail(err.clone());
@@ -413,6 +450,30 @@ mod tests {
         let mut dec = FrameDecoder::new();
         dec.push(&header(MAGIC, PROTOCOL_VERSION, 3, 16 << 20));
         assert_eq!(dec.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn kinds_outside_the_accepted_set_are_refused_from_the_header() {
+        let mut dec = FrameDecoder::accepting(&[FrameKind::Handshake, FrameKind::Transport]);
+        dec.push(&header(MAGIC, PROTOCOL_VERSION, 3, 16 << 20));
+        let err = dec.next_frame().unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::UnexpectedKind {
+                kind: FrameKind::Local
+            }
+        );
+        assert!(err.to_string().contains("local frame"));
+        let mut dec = FrameDecoder::accepting(&[FrameKind::Local]);
+        dec.push(&encode_frame(FrameKind::Local, b"ok").unwrap());
+        dec.push(&encode_frame(FrameKind::Transport, b"no").unwrap());
+        assert_eq!(dec.next_frame().unwrap().unwrap().payload, b"ok");
+        assert!(matches!(
+            dec.next_frame(),
+            Err(FrameError::UnexpectedKind {
+                kind: FrameKind::Transport
+            })
+        ));
     }
 
     #[test]

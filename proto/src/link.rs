@@ -566,6 +566,10 @@ impl Assembly {
 ///
 /// After an error, flush `pending_output` once, best effort (it may hold a
 /// reject telling the peer its key is wrong), then close the socket.
+///
+/// `send` never blocks and the output buffer has no cap: a caller that can
+/// outpace its peer should stop sending while `pending_output().len()` is
+/// large.
 pub struct LinkCodec {
     phase: Phase,
     own_hello: Hello,
@@ -608,7 +612,7 @@ impl LinkCodec {
             phase,
             own_hello,
             peer: None,
-            decoder: FrameDecoder::new(),
+            decoder: FrameDecoder::accepting(&[FrameKind::Handshake, FrameKind::Transport]),
             out: Vec::new(),
             out_start: 0,
             assembly: Assembly::default(),
@@ -943,26 +947,52 @@ impl<S: Read + Write> Link<S> {
 
     fn handshake(mut stream: S, mut codec: LinkCodec) -> Result<(Link<S>, Hello), LinkError> {
         let mut rbuf = vec![0u8; READ_CHUNK];
+        match Self::drive_handshake(&mut stream, &mut codec, &mut rbuf) {
+            Ok(peer) => {
+                let link = Link {
+                    stream,
+                    codec,
+                    peer: peer.clone(),
+                    rbuf,
+                };
+                Ok((link, peer))
+            }
+            // A peer that hangs up mid-handshake (we see EPIPE or ECONNRESET
+            // rather than a clean end of stream, depending on timing) is
+            // judged like one that closed: see `LinkCodec::on_eof`.
+            Err(LinkError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Err(codec.on_eof())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn drive_handshake(
+        stream: &mut S,
+        codec: &mut LinkCodec,
+        rbuf: &mut [u8],
+    ) -> Result<Hello, LinkError> {
         loop {
-            flush(&mut stream, &mut codec)?;
+            flush(stream, codec)?;
             let event = match codec.poll() {
                 Ok(event) => event,
                 Err(err) => {
                     // Best effort: let a peer with the wrong key know why.
-                    let _ = flush(&mut stream, &mut codec);
+                    let _ = flush(stream, codec);
                     return Err(err);
                 }
             };
             match event {
                 Some(LinkEvent::Established(peer)) => {
-                    flush(&mut stream, &mut codec)?;
-                    let link = Link {
-                        stream,
-                        codec,
-                        peer: peer.clone(),
-                        rbuf,
-                    };
-                    return Ok((link, peer));
+                    flush(stream, codec)?;
+                    return Ok(peer);
                 }
                 Some(LinkEvent::Message(_)) => {
                     return Err(LinkError::HandshakeProtocol {
@@ -973,7 +1003,7 @@ impl<S: Read + Write> Link<S> {
                 // send it before blocking on a read, or both sides wait.
                 None if !codec.pending_output().is_empty() => continue,
                 None => {
-                    let n = read_some(&mut stream, &mut rbuf)?;
+                    let n = read_some(stream, rbuf)?;
                     if n == 0 {
                         return Err(codec.on_eof());
                     }
@@ -1073,6 +1103,17 @@ mod tests {
         ClusterKey::from_bytes([b; CLUSTER_KEY_LEN])
     }
 
+    /// A socket pair whose reads time out, so a protocol deadlock fails the
+    /// test with an `Io` error instead of hanging it.
+    fn timed_pair() -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+        }
+        (a, b)
+    }
+
     /// Drives two codecs against each other in memory until both are
     /// established or one fails. Returns each side's events/errors.
     fn pump(a: &mut LinkCodec, b: &mut LinkCodec) -> (Vec<LinkEvent>, Vec<LinkEvent>) {
@@ -1124,6 +1165,37 @@ mod tests {
     }
 
     #[test]
+    fn handshake_survives_byte_by_byte_delivery() {
+        let mut i = LinkCodec::initiator(&key(4), Hello::new("a", Role::Tool)).unwrap();
+        let mut r = LinkCodec::responder(&key(4), Hello::new("b", Role::Homed)).unwrap();
+        let (mut ei, mut er) = (Vec::new(), Vec::new());
+        for _ in 0..4 {
+            while let Some(&b) = i.pending_output().first() {
+                i.consume_output(1);
+                r.feed(&[b]);
+                while let Some(e) = r.poll().unwrap() {
+                    er.push(e);
+                }
+            }
+            while let Some(&b) = r.pending_output().first() {
+                r.consume_output(1);
+                i.feed(&[b]);
+                while let Some(e) = i.poll().unwrap() {
+                    ei.push(e);
+                }
+            }
+        }
+        assert_eq!(
+            ei,
+            vec![LinkEvent::Established(Hello::new("b", Role::Homed))]
+        );
+        assert_eq!(
+            er,
+            vec![LinkEvent::Established(Hello::new("a", Role::Tool))]
+        );
+    }
+
+    #[test]
     fn wrong_key_fails_on_both_sides() {
         let mut i = LinkCodec::initiator(&key(1), Hello::new("a", Role::Homed)).unwrap();
         let mut r = LinkCodec::responder(&key(2), Hello::new("b", Role::Remoted)).unwrap();
@@ -1141,7 +1213,7 @@ mod tests {
 
     #[test]
     fn wrong_key_over_sockets_fails_on_both_sides() {
-        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = timed_pair();
         let t = thread::spawn(move || Link::accept(b, &key(9), Hello::new("r", Role::Remoted)));
         let ci = Link::connect(a, &key(8), Hello::new("i", Role::Tool));
         assert!(matches!(ci, Err(LinkError::AuthFailed)), "{ci:?}");
@@ -1186,12 +1258,12 @@ mod tests {
         assert!(matches!(r.on_eof(), LinkError::AuthFailed));
 
         // Same over a socket with the blocking wrapper.
-        let (mut a, b) = UnixStream::pair().unwrap();
+        let (mut a, b) = timed_pair();
         let t = thread::spawn(move || Link::accept(b, &key(5), Hello::new("r", Role::Remoted)));
         a.write_all(&msg1).unwrap();
         a.write_all(&rest).unwrap();
         assert!(matches!(t.join().unwrap(), Err(LinkError::AuthFailed)));
-        let (mut a, b) = UnixStream::pair().unwrap();
+        let (mut a, b) = timed_pair();
         let t = thread::spawn(move || Link::accept(b, &key(5), Hello::new("r", Role::Remoted)));
         a.write_all(&msg1).unwrap();
         drop(a);
@@ -1220,6 +1292,16 @@ mod tests {
             })
         ));
         assert!(err.to_string().contains("upgrade the older node"));
+
+        // A local frame header is refused at once, not waited on.
+        let mut r = LinkCodec::responder(&key(1), Hello::new("r", Role::Remoted)).unwrap();
+        r.feed(&[b'M', b'X', 1, 3, 1, 0, 0, 0]);
+        assert!(matches!(
+            r.poll(),
+            Err(LinkError::Frame(FrameError::UnexpectedKind {
+                kind: FrameKind::Local
+            }))
+        ));
 
         let mut r = LinkCodec::responder(&key(1), Hello::new("r", Role::Remoted)).unwrap();
         r.feed(&encode_frame(FrameKind::Transport, &[0; 64]).unwrap());
@@ -1303,7 +1385,7 @@ mod tests {
 
     #[test]
     fn blocking_links_carry_large_messages_and_gossip() {
-        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = timed_pair();
         let gossip = PeerMessage::Gossip {
             sender: LoadEntry {
                 name: "n1".into(),
@@ -1332,7 +1414,7 @@ mod tests {
         let (mut link, peer) = Link::connect(a, &key(3), Hello::new("i", Role::Homed)).unwrap();
         assert_eq!(link.peer(), &peer);
         assert_eq!(peer.role, Role::Remoted);
-        let blob: Vec<u8> = (0..3_000_000u32).map(|x| (x % 251) as u8).collect();
+        let blob: Vec<u8> = (0..300_000u32).map(|x| (x % 251) as u8).collect();
         link.send_bytes(&blob).unwrap();
         link.send(&gossip).unwrap();
         let back: PeerMessage = link.recv().unwrap();
