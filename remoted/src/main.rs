@@ -30,11 +30,25 @@ struct Args {
     /// /etc/mosix/mosix.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Measure this machine's relative CPU speed (1.0 = reference core),
+    /// print it and exit; needs no configuration.
+    #[arg(long)]
+    measure_speed: bool,
 }
 
 fn main() {
+    let args = Args::parse();
+    if args.measure_speed {
+        // The best of several rounds, as at start; more of them, since this
+        // figure is then given to many nodes.
+        let speed = (0..5)
+            .map(|_| mosix_remoted::measure::measure_speed())
+            .fold(0.0, f64::max);
+        println!("{speed:.3}");
+        return;
+    }
     init_logging();
-    if let Err(e) = run(Args::parse()) {
+    if let Err(e) = run(args) {
         tracing::error!("remoted stopped: {e:#}");
         std::process::exit(1);
     }

@@ -46,6 +46,10 @@ enum Cmd {
         /// Seconds to wait for every node to see every other alive.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Relative CPU speed of every node (they share this machine's
+        /// CPUs). Default: measured once at start by `remoted --measure-speed`.
+        #[arg(long)]
+        speed: Option<f64>,
     },
     /// Run a command inside a node; exits with its status (128+N if killed by signal N).
     ///
@@ -111,12 +115,14 @@ fn run(args: Args) -> Result<ExitCode> {
             dir,
             cpu_share,
             timeout,
+            speed,
         } => {
             local::up(&local::UpOptions {
                 nodes,
                 dir,
                 cpu_share,
                 timeout: Duration::from_secs(timeout),
+                speed,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -162,11 +162,15 @@ struct NodeSection<'a> {
 #[derive(Serialize)]
 struct LoadSection<'a> {
     cgroup: &'a Path,
+    speed: f64,
 }
 
 /// The `mosix.toml` of node `i` of an `n`-node cluster: it listens on its
 /// own address, seeds every other node and measures load from `cgroup`.
-pub fn render_config(layout: &Layout, i: u32, n: u32, cgroup: &Path) -> String {
+/// Every node gets the same `speed`: they share this machine's CPU model,
+/// and a calibration run inside a throttled cgroup on a busy machine would
+/// give each a different, noisy figure.
+pub fn render_config(layout: &Layout, i: u32, n: u32, cgroup: &Path, speed: f64) -> String {
     let key = layout.key_path();
     let file = ConfigFile {
         node: NodeSection {
@@ -179,7 +183,7 @@ pub fn render_config(layout: &Layout, i: u32, n: u32, cgroup: &Path) -> String {
             key_file: &key,
             runtime_dir: RUNTIME_DIR,
         },
-        load: LoadSection { cgroup },
+        load: LoadSection { cgroup, speed },
     };
     let body = toml::to_string(&file).unwrap_or_else(|e| {
         // Only non-UTF-8 paths can fail; say so in the file the daemon reads.
@@ -261,7 +265,7 @@ mod tests {
     fn config_parses_with_the_daemons_parser() {
         let l = Layout::new(Path::new("/tmp/mosix \"q\" dir"));
         let cg = PathBuf::from("/sys/fs/cgroup/cpu/mosix-abcd/n2");
-        let text = render_config(&l, 2, 3, &cg);
+        let text = render_config(&l, 2, 3, &cg, 1.0);
         let cfg = mosix_proto::config::Config::parse(&text, Path::new("mosix.toml"))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(cfg.node.name, "n2");
@@ -276,7 +280,7 @@ mod tests {
     #[test]
     fn single_node_config_has_no_seeds() {
         let l = Layout::new(Path::new("/tmp/one"));
-        let text = render_config(&l, 1, 1, Path::new("/sys/fs/cgroup/x"));
+        let text = render_config(&l, 1, 1, Path::new("/sys/fs/cgroup/x"), 1.0);
         assert!(text.contains("seeds = []"), "{text}");
     }
 }

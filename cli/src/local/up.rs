@@ -24,6 +24,9 @@ pub struct UpOptions {
     pub cpu_share: f64,
     /// How long to wait for the nodes to see each other.
     pub timeout: Duration,
+    /// Relative CPU speed written into every node's config; `None`:
+    /// measured once here by `remoted --measure-speed`.
+    pub speed: Option<f64>,
 }
 
 /// One row of `mosctl nodes --json`; other keys are ignored.
@@ -101,7 +104,12 @@ pub fn up(opts: &UpOptions) -> Result<()> {
     let leave = |e: anyhow::Error, what: &str| {
         anyhow::anyhow!("{e:#}\n{what}; run `{down_hint}` to remove what was made")
     };
-    let cluster = build(&layout, &mut state, &ip).map_err(|e| leave(e, "cluster set-up failed"))?;
+    let speed = match opts.speed {
+        Some(s) => s,
+        None => measure_speed(&bins)?,
+    };
+    let cluster =
+        build(&layout, &mut state, &ip, speed).map_err(|e| leave(e, "cluster set-up failed"))?;
     let children =
         start_daemons(&cluster, &bins).map_err(|e| leave(e, "starting the daemons failed"))?;
     wait_until_connected(&cluster, children, opts.timeout, &bins)
@@ -120,8 +128,27 @@ pub fn up(opts: &UpOptions) -> Result<()> {
     Ok(())
 }
 
+/// Calibrates this machine's CPU speed once, with the daemon's own
+/// calibration (`remoted --measure-speed`), outside any node's cgroup.
+fn measure_speed(bins: &Path) -> Result<f64> {
+    let out = Command::new(bins.join("remoted"))
+        .arg("--measure-speed")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run remoted --measure-speed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim().parse::<f64>() {
+        Ok(s) if out.status.success() && s.is_finite() && s > 0.0 => Ok(s),
+        _ => bail!(
+            "remoted --measure-speed printed {:?} ({}): pass --speed to set it by hand",
+            text.trim(),
+            out.status
+        ),
+    }
+}
+
 /// Key, node directories, configuration, network, mount namespaces, cgroups.
-fn build(layout: &Layout, state: &mut State, ip: &net::Ip) -> Result<Cluster> {
+fn build(layout: &Layout, state: &mut State, ip: &net::Ip, speed: f64) -> Result<Cluster> {
     write_key(&layout.key_path())?;
     let nodes: Vec<String> = (1..=state.nodes).map(node_name).collect();
     for (k, node) in nodes.iter().enumerate() {
@@ -139,7 +166,7 @@ fn build(layout: &Layout, state: &mut State, ip: &net::Ip) -> Result<Cluster> {
             }
         }
         let cpu_group = cgroup::cpu_group(state, node).context("state lists no cgroup")?;
-        let config = super::layout::render_config(layout, i, state.nodes, &cpu_group);
+        let config = super::layout::render_config(layout, i, state.nodes, &cpu_group, speed);
         let path = layout.config_path(node);
         std::fs::write(&path, config)
             .with_context(|| format!("cannot write {}", path.display()))?;
