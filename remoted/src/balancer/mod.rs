@@ -7,10 +7,20 @@
 //! - [`dissemination`]: MOSIX infod-like gossip of load entries, liveness.
 //! - [`sim`]: a deterministic in-memory cluster driving many
 //!   [`Dissemination`]s, for tests and benchmarks.
+//! - [`consider`]: migration consideration: which process moves where.
+//! - [`procsim`]: a deterministic cluster running CPU-bound processes under
+//!   all three, for the paper's Table 1 and tests of the policy as a whole.
 
+pub mod consider;
 pub mod dissemination;
 pub mod load;
+pub mod procsim;
 pub mod sim;
+
+pub use consider::{
+    Consider, ConsiderError, ConsiderParams, Decision, ExpelPlan, LocalState, Offer, ProcFact,
+    Reason, Refusal, Stuck,
+};
 
 pub use dissemination::{
     Action, Dissemination, DisseminationError, DisseminationParams, DisseminationStats,
