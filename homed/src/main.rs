@@ -27,21 +27,11 @@ struct Args {
 }
 
 fn main() {
-    init_logging();
+    mosix_proto::daemon::init_logging();
     if let Err(e) = run(Args::parse()) {
         tracing::error!("homed cannot start: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 fn run(args: Args) -> Result<()> {

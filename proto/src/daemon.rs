@@ -23,6 +23,19 @@ pub enum SocketError {
     },
 }
 
+/// Sets up the daemons' logging: to stderr (the service manager or
+/// `mosix-local` keeps it), filtered by `RUST_LOG` (default `info`),
+/// coloured only on a terminal.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Binds a Unix socket at `path` with `mode`, creating its directory and
 /// replacing a stale socket file left by a daemon that died, but never one
 /// a live daemon still serves.

@@ -47,21 +47,11 @@ fn main() {
         println!("{speed:.3}");
         return;
     }
-    init_logging();
+    mosix_proto::daemon::init_logging();
     if let Err(e) = run(args) {
         tracing::error!("remoted stopped: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 fn run(args: Args) -> Result<()> {
