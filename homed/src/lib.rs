@@ -4,4 +4,5 @@
 //! its Unix socket (callers identified by SO_PEERCRED), and will host the
 //! deputies and the view's file server of the later issues.
 
+pub mod engine;
 pub mod view;

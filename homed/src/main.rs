@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mosix_homed::engine::Engine;
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse, HomeStatus};
 use mosix_proto::daemon::{bind_unix, serve_control};
@@ -15,7 +16,9 @@ use std::time::Duration;
 /// this node with `mosrun`.
 ///
 /// It answers local commands on `<runtime_dir>/homed.sock` (callers are
-/// identified by SO_PEERCRED). Run one per node, as root, beside `remoted`.
+/// identified by SO_PEERCRED), registers and freezes managed processes on
+/// `<runtime_dir>/procs.sock` (checkpoints), and serves other nodes' links
+/// (the view) on the `home_listen` address. Run one per node, as root, beside `remoted`.
 /// Logs go to stderr; set RUST_LOG (default `info`).
 #[derive(Parser)]
 #[command(version)]
@@ -44,6 +47,13 @@ fn run(args: Args) -> Result<()> {
         .name("links".into())
         .spawn(move || serve_links(links, key, link_config))
         .context("cannot start the link thread")?;
+    let engine = Arc::new(Engine::new(&config).context("cannot start the process engine")?);
+    let procs = bind_unix(&config.procs_socket(), 0o666).context("homed's process socket")?;
+    let serving = engine.clone();
+    std::thread::Builder::new()
+        .name("procs".into())
+        .spawn(move || serving.serve(procs))
+        .context("cannot start the process thread")?;
     let socket = config.homed_socket();
     let listener = bind_unix(&socket, 0o666).context("homed's command socket")?;
     tracing::info!(node = %config.node.name, socket = %socket.display(), "homed serving");
@@ -58,12 +68,9 @@ fn run(args: Args) -> Result<()> {
                     pid: std::process::id(),
                 },
             },
-            ControlRequest::Process { .. } => {
-                tracing::debug!(uid = creds.uid, "process request before the engine exists");
-                ControlResponse::Error {
-                    message: "this homed does not manage processes yet".into(),
-                }
-            }
+            ControlRequest::Process { request } => ControlResponse::Process {
+                response: engine.handle(creds, request),
+            },
             ControlRequest::Status | ControlRequest::Nodes => ControlResponse::Error {
                 message: "node status is answered by remoted, not homed".into(),
             },

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod frame;
+pub mod image;
 pub mod link;
 pub mod local;
 pub mod msg;

@@ -107,15 +107,15 @@ pub struct ClusterKey([u8; CLUSTER_KEY_LEN]);
 /// Why a cluster key could not be loaded, parsed, generated or written.
 #[derive(Debug, Error)]
 pub enum KeyError {
-    /// cannot read cluster key file {path}: {source}; check the key path in the node configuration
+    /// cannot read cluster key file {path}: {error}; check the key path in the node configuration
     #[error(
-        "cannot read cluster key file {path}: {source}; check the key path in the node configuration"
+        "cannot read cluster key file {path}: {error}; check the key path in the node configuration"
     )]
     Read {
         /// The key file.
         path: PathBuf,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
     /// cluster key file {path} has mode {mode:04o}, so group or others may read or change it; run `chmod 600 {path}`
     #[error(
@@ -139,16 +139,16 @@ pub enum KeyError {
         /// What is wrong with it.
         detail: String,
     },
-    /// cannot create cluster key file {path}: {source}; an existing key is never overwritten, remove it first if you mean to replace it
+    /// cannot create cluster key file {path}: {error}; an existing key is never overwritten, remove it first if you mean to replace it
     #[error(
-        "cannot create cluster key file {path}: {source}; an existing key is never overwritten, remove it first if you mean to replace it",
+        "cannot create cluster key file {path}: {error}; an existing key is never overwritten, remove it first if you mean to replace it",
         path = path.display()
     )]
     Write {
         /// The key file.
         path: PathBuf,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
     /// cannot get random bytes from the operating system for a new cluster key: {detail}
     #[error("cannot get random bytes from the operating system for a new cluster key: {detail}")]
@@ -222,9 +222,9 @@ impl ClusterKey {
     /// read or write: a leaked key lets anyone run code on every node.
     pub fn load(path: &Path) -> Result<ClusterKey, KeyError> {
         use std::os::unix::fs::PermissionsExt;
-        let read_err = |source| KeyError::Read {
+        let read_err = |error| KeyError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
@@ -253,9 +253,9 @@ impl ClusterKey {
     /// overwrites: fails if the file exists.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         use std::os::unix::fs::PermissionsExt;
-        let write_err = |source| KeyError::Write {
+        let write_err = |error| KeyError::Write {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)

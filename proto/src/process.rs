@@ -1,7 +1,22 @@
 //! Requests about processes started at this home (`mosps`, `mosmigrate`),
-//! answered by `homed`'s engine. Owned by the engine work (issue 3).
+//! answered by `homed`'s engine. The engine's own socket with libmosix
+//! (`procs.sock`) speaks the fixed records of [`crate::image::layout`]
+//! instead, because its client is a signal handler.
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What happens to a process after its checkpoint is safely on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCheckpoint {
+    /// It goes on running (`mosmigrate PID checkpoint`).
+    Continue,
+    /// It is stopped with SIGSTOP (`mosmigrate PID chkstop`).
+    Stop,
+    /// It ends (`mosmigrate PID chkexit`).
+    Exit,
+}
 
 /// A request about processes, carried in `ControlRequest::Process`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -9,6 +24,16 @@ use serde::{Deserialize, Serialize};
 pub enum ProcessRequest {
     /// List the caller's processes (root: all).
     List,
+    /// Freeze a process, write its image, then continue, stop or end it.
+    Checkpoint {
+        /// Home pid.
+        pid: i32,
+        /// What to do after the image is complete.
+        after: AfterCheckpoint,
+        /// Absolute path of the image; default: the process's `mosrun -C`
+        /// file, else `<its cwd>/ckpt.<pid>.mosix`.
+        file: Option<PathBuf>,
+    },
 }
 
 /// One managed process, as `mosps` shows it.
@@ -18,6 +43,41 @@ pub struct ProcessInfo {
     pub pid: i32,
     /// The process's command line.
     pub cmdline: Vec<String>,
+    /// Owner uid.
+    #[serde(default)]
+    pub uid: u32,
+    /// Where it runs: "here" for now (the migration issue adds nodes).
+    #[serde(default)]
+    pub location: String,
+    /// Whether it was restarted from an image.
+    #[serde(default)]
+    pub restored: bool,
+    /// Its checkpoint file, if `mosrun -C` gave one.
+    #[serde(default)]
+    pub checkpoint_file: Option<PathBuf>,
+    /// Periodic checkpoint interval in minutes (0: none).
+    #[serde(default)]
+    pub checkpoint_minutes: u32,
+    /// Why it cannot be frozen now, if it cannot (openMosix's `cantmove`).
+    #[serde(default)]
+    pub cantmove: Option<String>,
+}
+
+/// Result of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointDone {
+    /// Pid.
+    pub pid: i32,
+    /// The image written (complete on disk).
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Pages of memory in it.
+    pub pages: u64,
+    /// Milliseconds from the freeze signal to the image complete on disk.
+    pub frozen_ms: u64,
+    /// What was done afterwards.
+    pub after: AfterCheckpoint,
 }
 
 /// An answer to a [`ProcessRequest`].
@@ -28,5 +88,15 @@ pub enum ProcessResponse {
     List {
         /// The processes.
         processes: Vec<ProcessInfo>,
+    },
+    /// Answer to [`ProcessRequest::Checkpoint`].
+    Checkpointed {
+        /// What was written.
+        done: CheckpointDone,
+    },
+    /// The request failed; nothing about the process changed.
+    Error {
+        /// What failed, on what, and what to do.
+        message: String,
     },
 }

@@ -1,0 +1,438 @@
+//! The migration engine's home side (DESIGN.md section 3, steps 1-3): it
+//! keeps the table of processes started here under libmosix, freezes them
+//! on request and writes their images (checkpoint to a file).
+//!
+//! Each managed process connects once to `<runtime_dir>/procs.sock`
+//! (served by [`Engine::serve`]) and sends a fixed-layout
+//! [`layout::Hello`]; the engine checks it against the connection's
+//! SO_PEERCRED. To freeze it, the engine sends the freeze signal; the
+//! process's handler answers with a [`layout::FreezeRecord`] on the same
+//! connection and blocks until the engine has written the image and sent a
+//! verdict (continue, stop, exit). A failure anywhere before the verdict
+//! lets the process run on, unchanged.
+
+mod capture;
+mod procfs;
+mod sys;
+
+use mosix_proto::config::Config;
+use mosix_proto::image::layout::{self, FreezeRecord, Hello};
+use mosix_proto::image::{self as image, CpuFeatures};
+use mosix_proto::local::{Credentials, peer_credentials};
+use mosix_proto::process::{
+    AfterCheckpoint, CheckpointDone, ProcessInfo, ProcessRequest, ProcessResponse,
+};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a process has to answer the freeze signal.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new connection has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// freeze signal {0} is not a real-time signal this engine can use: set process.freeze_signal to one between SIGRTMIN and SIGRTMAX
+    #[error(
+        "freeze signal {0} is not a real-time signal this engine can use: set process.freeze_signal to one between SIGRTMIN and SIGRTMAX"
+    )]
+    BadSignal(i32),
+}
+
+/// A checkpoint request waiting for the process's freeze record.
+struct PendingOp {
+    after: AfterCheckpoint,
+    path: PathBuf,
+    started: Instant,
+    reply: mpsc::Sender<OpEvent>,
+}
+
+/// Progress of a checkpoint, from the connection thread to the requester.
+enum OpEvent {
+    /// The process is in its handler; the image is being written.
+    Frozen,
+    /// Finished (image complete, verdict sent), or failed (process runs on).
+    Done(Result<CheckpointDone, String>),
+}
+
+/// One managed process.
+struct Proc {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    cmdline: Vec<String>,
+    restored: bool,
+    checkpoint_file: Option<PathBuf>,
+    interval: Option<Duration>,
+    refuse: Option<String>,
+    freeze_signal: i32,
+    /// The control fd number in the process (left out of images).
+    writer: Mutex<UnixStream>,
+    op: Mutex<Option<PendingOp>>,
+    busy: Mutex<()>,
+    last_checkpoint: Mutex<Instant>,
+}
+
+/// The engine: shared by `homed`'s procs-socket server and its command
+/// socket handler.
+pub struct Engine {
+    freeze_signal: i32,
+    procs: Mutex<HashMap<i32, Arc<Proc>>>,
+    env: capture::CaptureEnv,
+}
+
+impl Engine {
+    /// An engine for this node's configuration.
+    pub fn new(config: &Config) -> Result<Engine, EngineError> {
+        let sig = config.process.freeze_signal;
+        if sig < libc::SIGRTMIN() || sig > libc::SIGRTMAX() {
+            return Err(EngineError::BadSignal(sig));
+        }
+        Ok(Engine {
+            freeze_signal: sig,
+            procs: Mutex::new(HashMap::new()),
+            env: capture::CaptureEnv {
+                zero_pfn: sys::zero_pfn(),
+                cpu: CpuFeatures::current(),
+                kernel_release: sys::kernel_release(),
+            },
+        })
+    }
+
+    /// Serve libmosix connections on `listener` (`procs.sock`) forever,
+    /// one thread per process, plus the periodic-checkpoint timer.
+    pub fn serve(self: Arc<Self>, listener: UnixListener) {
+        let ticker = self.clone();
+        std::thread::spawn(move || ticker.periodic());
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => {
+                    let me = self.clone();
+                    std::thread::spawn(move || me.serve_process(s));
+                }
+                Err(e) => tracing::warn!(error = %e, "accept on procs socket failed"),
+            }
+        }
+    }
+
+    /// Answer a command from `mosps`/`mosmigrate` (through homed.sock).
+    /// A user may act only on their own processes; root on all.
+    pub fn handle(&self, caller: &Credentials, req: ProcessRequest) -> ProcessResponse {
+        match req {
+            ProcessRequest::List => ProcessResponse::List {
+                processes: self.list(caller),
+            },
+            ProcessRequest::Checkpoint { pid, after, file } => {
+                match self.checkpoint(caller, pid, after, file) {
+                    Ok(done) => ProcessResponse::Checkpointed { done },
+                    Err(message) => ProcessResponse::Error { message },
+                }
+            }
+        }
+    }
+
+    fn list(&self, caller: &Credentials) -> Vec<ProcessInfo> {
+        let procs: Vec<Arc<Proc>> = self.lock_procs().values().cloned().collect();
+        let mut out: Vec<ProcessInfo> = procs
+            .iter()
+            .filter(|p| caller.uid == 0 || caller.uid == p.uid)
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                cmdline: p.cmdline.clone(),
+                uid: p.uid,
+                location: "here".into(),
+                restored: p.restored,
+                checkpoint_file: p.checkpoint_file.clone(),
+                checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
+                cantmove: self.cantmove(p),
+            })
+            .collect();
+        out.sort_by_key(|p| p.pid);
+        out
+    }
+
+    fn lock_procs(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<Proc>>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cantmove(&self, p: &Proc) -> Option<String> {
+        if let Some(r) = &p.refuse {
+            return Some(r.clone());
+        }
+        // The control fd is a socket, which never makes a process refused.
+        procfs::cantmove(p.pid, p.freeze_signal, -1)
+    }
+
+    /// Freeze `pid`, write its image, then apply `after`.
+    fn checkpoint(
+        &self,
+        caller: &Credentials,
+        pid: i32,
+        after: AfterCheckpoint,
+        file: Option<PathBuf>,
+    ) -> Result<CheckpointDone, String> {
+        let p = self.lock_procs().get(&pid).cloned().ok_or_else(|| {
+            format!("process {pid} is not a mosix process of this node (see mosps)")
+        })?;
+        if caller.uid != 0 && caller.uid != p.uid {
+            return Err(format!(
+                "permission denied: process {pid} belongs to uid {}, not to you (uid {})",
+                p.uid, caller.uid
+            ));
+        }
+        let path = match file.or_else(|| p.checkpoint_file.clone()) {
+            Some(f) if f.is_absolute() => f,
+            Some(f) => {
+                return Err(format!(
+                    "checkpoint file {} must be an absolute path",
+                    f.display()
+                ));
+            }
+            None => {
+                let cwd = procfs::link(pid, "cwd")?;
+                cwd.join(format!("ckpt.{pid}.mosix"))
+            }
+        };
+        if let Some(why) = self.cantmove(&p) {
+            return Err(format!(
+                "process {pid} cannot be frozen safely: {why}; it runs on unchanged"
+            ));
+        }
+        let _busy = p
+            .busy
+            .try_lock()
+            .map_err(|_| format!("a checkpoint of process {pid} is already in progress"))?;
+        let (tx, rx) = mpsc::channel();
+        *p.op.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingOp {
+            after,
+            path,
+            started: Instant::now(),
+            reply: tx,
+        });
+        if let Err(e) = sys::kill(pid, p.freeze_signal) {
+            p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return Err(format!(
+                "cannot send the freeze signal to process {pid}: {e}"
+            ));
+        }
+        match rx.recv_timeout(FREEZE_TIMEOUT) {
+            Ok(OpEvent::Frozen) => {}
+            Ok(OpEvent::Done(r)) => return r,
+            Err(_) => {
+                // Nobody took the op: the process never answered.
+                if p.op
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .is_some()
+                {
+                    return Err(format!(
+                        "process {pid} did not answer the freeze signal within {} s; it runs on unchanged",
+                        FREEZE_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+        }
+        // Frozen: the image is being written by the connection thread,
+        // which always reports an outcome (or dies with the process).
+        loop {
+            match rx.recv() {
+                Ok(OpEvent::Done(r)) => {
+                    if r.is_ok() {
+                        *p.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Instant::now();
+                    }
+                    return r;
+                }
+                Ok(OpEvent::Frozen) => continue,
+                Err(_) => {
+                    return Err(format!(
+                        "process {pid} went away while its image was being written"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Take periodic checkpoints (`mosrun -A MINUTES`).
+    fn periodic(self: Arc<Self>) {
+        let root = Credentials {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            let due: Vec<Arc<Proc>> = self
+                .lock_procs()
+                .values()
+                .filter(|p| {
+                    p.interval.is_some_and(|iv| {
+                        p.last_checkpoint
+                            .lock()
+                            .map(|t| t.elapsed() >= iv)
+                            .unwrap_or(false)
+                    })
+                })
+                .cloned()
+                .collect();
+            for p in due {
+                *p.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                match self.checkpoint(&root, p.pid, AfterCheckpoint::Continue, None) {
+                    Ok(d) => {
+                        tracing::info!(pid = p.pid, path = %d.path.display(), bytes = d.bytes, "periodic checkpoint")
+                    }
+                    Err(e) => tracing::warn!(pid = p.pid, error = %e, "periodic checkpoint failed"),
+                }
+            }
+        }
+    }
+
+    /// One libmosix connection: hello, then freeze records until EOF.
+    fn serve_process(self: Arc<Self>, mut stream: UnixStream) {
+        let creds = match peer_credentials(&stream) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot identify a process on procs.sock; closing");
+                return;
+            }
+        };
+        let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
+        let mut hb = [0u8; size_of::<Hello>()];
+        if let Err(e) = stream.read_exact(&mut hb) {
+            tracing::warn!(pid = creds.pid, error = %e, "no hello from process; closing");
+            return;
+        }
+        let Some(hello) = image::from_bytes::<Hello>(&hb) else {
+            return;
+        };
+        if hello.magic != layout::HELLO_MAGIC || hello.version != layout::LAYOUT_VERSION {
+            tracing::warn!(
+                pid = creds.pid,
+                "bad hello (another libmosix version?); closing"
+            );
+            return;
+        }
+        if hello.pid != creds.pid {
+            tracing::warn!(
+                claimed = hello.pid,
+                real = creds.pid,
+                "hello names another pid; closing"
+            );
+            return;
+        }
+        if hello.freeze_signal != self.freeze_signal {
+            tracing::warn!(
+                pid = creds.pid,
+                signal = hello.freeze_signal,
+                "process uses another freeze signal than this node's"
+            );
+        }
+        let text = |b: &[u8], n: u32| {
+            String::from_utf8_lossy(&b[..(n as usize).min(b.len())]).into_owned()
+        };
+        let checkpoint_file = (hello.path_len > 0)
+            .then(|| PathBuf::from(text(&hello.checkpoint_path, hello.path_len)));
+        let refuse = (hello.refuse_len > 0).then(|| text(&hello.refuse, hello.refuse_len));
+        let Ok(writer) = stream.try_clone() else {
+            return;
+        };
+        let p = Arc::new(Proc {
+            pid: creds.pid,
+            uid: creds.uid,
+            gid: creds.gid,
+            cmdline: procfs::cmdline(creds.pid),
+            restored: hello.kind == layout::HELLO_RESTORED,
+            checkpoint_file,
+            interval: (hello.interval_minutes > 0)
+                .then(|| Duration::from_secs(hello.interval_minutes as u64 * 60)),
+            refuse,
+            freeze_signal: hello.freeze_signal,
+            writer: Mutex::new(writer),
+            op: Mutex::new(None),
+            busy: Mutex::new(()),
+            last_checkpoint: Mutex::new(Instant::now()),
+        });
+        tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
+        self.lock_procs().insert(p.pid, p.clone());
+        let _ = stream.set_read_timeout(None);
+        let mut rb = [0u8; size_of::<FreezeRecord>()];
+        while stream.read_exact(&mut rb).is_ok() {
+            let Some(rec) = image::from_bytes::<FreezeRecord>(&rb) else {
+                break;
+            };
+            if rec.magic != layout::FREEZE_MAGIC
+                || rec.size as usize != size_of::<FreezeRecord>()
+                || rec.pid != p.pid
+            {
+                tracing::warn!(pid = p.pid, "bad freeze record; closing");
+                break;
+            }
+            let op = p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(op) = op else {
+                // A freeze signal nobody here asked for: let it run on.
+                self.verdict(&p, layout::VERDICT_CONTINUE);
+                continue;
+            };
+            let _ = op.reply.send(OpEvent::Frozen);
+            let result = self.write_image(&p, &rec, &op);
+            let verdict = match (&result, op.after) {
+                (Err(_), _) | (Ok(_), AfterCheckpoint::Continue) => layout::VERDICT_CONTINUE,
+                (Ok(_), AfterCheckpoint::Stop) => layout::VERDICT_STOP,
+                (Ok(_), AfterCheckpoint::Exit) => layout::VERDICT_EXIT,
+            };
+            self.verdict(&p, verdict);
+            match &result {
+                Ok(d) => {
+                    tracing::info!(pid = p.pid, path = %d.path.display(), bytes = d.bytes, frozen_ms = d.frozen_ms, "checkpoint written")
+                }
+                Err(e) => {
+                    tracing::warn!(pid = p.pid, error = %e, "checkpoint failed; process runs on")
+                }
+            }
+            let _ = op.reply.send(OpEvent::Done(result));
+        }
+        let mut procs = self.lock_procs();
+        if procs.get(&p.pid).is_some_and(|q| Arc::ptr_eq(q, &p)) {
+            procs.remove(&p.pid);
+        }
+        tracing::info!(pid = p.pid, "process left");
+    }
+
+    fn verdict(&self, p: &Proc, v: u32) {
+        let mut w = p.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = w.write_all(&v.to_le_bytes()) {
+            tracing::warn!(pid = p.pid, error = %e, "cannot send verdict");
+        }
+    }
+
+    fn write_image(
+        &self,
+        p: &Proc,
+        rec: &FreezeRecord,
+        op: &PendingOp,
+    ) -> Result<CheckpointDone, String> {
+        let spec = capture::describe(p.pid, p.uid, rec, &self.env)?;
+        let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
+            .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
+        let written = {
+            let _ids = sys::FsIds::become_user(p.uid, p.gid);
+            image::write_image(&op.path, &spec, &mut capture::ProcMem(mem))
+                .map_err(|e| e.to_string())?
+        };
+        Ok(CheckpointDone {
+            pid: p.pid,
+            path: written.path,
+            bytes: written.bytes,
+            pages: written.pages,
+            frozen_ms: op.started.elapsed().as_millis() as u64,
+            after: op.after,
+        })
+    }
+}

@@ -1,0 +1,352 @@
+//! What the engine reads about a process from `/proc`: its maps, mm
+//! fields, fds and the reasons it cannot be frozen.
+
+use mosix_proto::image::layout::*;
+use std::collections::HashSet;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MapLine {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub dev: String,
+    pub inode: u64,
+    /// Path or pseudo-name (`[heap]`), empty for anonymous memory.
+    pub name: String,
+}
+
+/// Parse `/proc/PID/maps` text.
+pub(crate) fn parse_maps(text: &str) -> Result<Vec<MapLine>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.splitn(6, ' ');
+        let range = it.next().ok_or("empty maps line")?;
+        let perms = it.next().ok_or("no perms")?.as_bytes();
+        let offset = it.next().ok_or("no offset")?;
+        let dev = it.next().ok_or("no dev")?;
+        let inode = it.next().ok_or("no inode")?;
+        let name = it.next().unwrap_or("").trim_start().to_string();
+        let (s, e) = range.split_once('-').ok_or("bad range")?;
+        let hex =
+            |v: &str| u64::from_str_radix(v, 16).map_err(|_| format!("bad number {v:?} in maps"));
+        if perms.len() < 4 {
+            return Err(format!("bad perms in maps line {line:?}"));
+        }
+        out.push(MapLine {
+            start: hex(s)?,
+            end: hex(e)?,
+            read: perms[0] == b'r',
+            write: perms[1] == b'w',
+            exec: perms[2] == b'x',
+            shared: perms[3] == b's',
+            offset: hex(offset)?,
+            dev: dev.to_string(),
+            inode: inode
+                .parse()
+                .map_err(|_| format!("bad inode in maps line {line:?}"))?,
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// Fields of `/proc/PID/stat` the image needs (all but `brk`, which the
+/// freeze record carries).
+pub(crate) fn parse_stat(text: &str) -> Result<MmFields, String> {
+    let after = text.rsplit_once(')').ok_or("no ')' in stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Field n (1-based, as in proc(5)) is f[n - 3].
+    let get = |n: usize| -> Result<u64, String> {
+        f.get(n - 3)
+            .ok_or(format!("stat has no field {n}"))?
+            .parse::<u64>()
+            .map_err(|_| format!("stat field {n} is not a number"))
+    };
+    Ok(MmFields {
+        start_code: get(26)?,
+        end_code: get(27)?,
+        start_stack: get(28)?,
+        start_data: get(45)?,
+        end_data: get(46)?,
+        start_brk: get(47)?,
+        brk: 0,
+        arg_start: get(48)?,
+        arg_end: get(49)?,
+        env_start: get(50)?,
+        env_end: get(51)?,
+        auxv_len: 0,
+        auxv: [0; 64],
+        rlimits: [[u64::MAX; 2]; NRLIMITS],
+    })
+}
+
+/// A `Key:\tvalue` line of `/proc/PID/status`.
+pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// The command line of `pid` (empty if it is gone).
+pub(crate) fn cmdline(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// One open fd, classified.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenFd {
+    pub fd: i32,
+    pub kind: u32,
+    pub path: String,
+    pub flags: u32,
+    pub cloexec: bool,
+    pub pos: u64,
+    pub size: u64,
+    /// Why this fd makes the process unfreezable, if it does.
+    pub refuse: Option<String>,
+}
+
+/// Major numbers of tty devices (console/vt, /dev/tty, ptys).
+fn is_tty_major(major: u64) -> bool {
+    matches!(major, 4 | 5 | 136..=143)
+}
+
+/// The fds of `pid`, without `skip` (libmosix's control fd).
+pub(crate) fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {dir}: {e}"))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| format!("cannot list {dir}: {e}"))?;
+        let Ok(fd) = ent.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fd == skip {
+            continue;
+        }
+        let link = ent.path();
+        let Ok(target) = std::fs::read_link(&link) else {
+            continue;
+        }; // closed meanwhile
+        let path = target.to_string_lossy().into_owned();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let pos = status_field(&info, "pos")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let oflags = status_field(&info, "flags")
+            .and_then(|v| u32::from_str_radix(v, 8).ok())
+            .unwrap_or(0);
+        let cloexec = oflags & libc::O_CLOEXEC as u32 != 0;
+        let flags = oflags & !(libc::O_CLOEXEC as u32);
+        let mut refuse = None;
+        let mut size = 0;
+        let kind = if path.starts_with("socket:") {
+            FK_SOCKET
+        } else if path.starts_with("pipe:") {
+            FK_PIPE
+        } else if path.starts_with("anon_inode:") {
+            refuse = Some(format!(
+                "fd {fd} is an {path} (eventfd, epoll, timerfd, signalfd... cannot be restored)"
+            ));
+            FK_OTHER
+        } else {
+            match std::fs::metadata(&link) {
+                Ok(m) if m.file_type().is_file() => {
+                    size = m.len();
+                    FK_REGULAR
+                }
+                Ok(m) if m.is_dir() => FK_DIR,
+                Ok(m) if m.file_type().is_fifo() => FK_PIPE,
+                Ok(m) if m.file_type().is_char_device() => {
+                    let major = libc::major(m.rdev()) as u64;
+                    if is_tty_major(major) {
+                        FK_TTY
+                    } else if major == 1 {
+                        // /dev/null, zero, full, random, urandom: stateless.
+                        FK_OTHER
+                    } else {
+                        refuse = Some(format!(
+                            "fd {fd} is the device {path} (only ttys and /dev/null-like devices are allowed)"
+                        ));
+                        FK_OTHER
+                    }
+                }
+                Ok(_) => {
+                    refuse = Some(format!("fd {fd} is the device or special file {path}"));
+                    FK_OTHER
+                }
+                Err(_) => {
+                    refuse = Some(format!(
+                        "fd {fd} points to {path}, which cannot be reopened"
+                    ));
+                    FK_OTHER
+                }
+            }
+        };
+        out.push(OpenFd {
+            fd,
+            kind,
+            path,
+            flags,
+            cloexec,
+            pos,
+            size,
+            refuse,
+        });
+    }
+    out.sort_by_key(|f| f.fd);
+    Ok(out)
+}
+
+/// Whether `pid` can be frozen safely now; `Some(reason)` if not.
+pub(crate) fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        Err(e) => return Some(format!("cannot read /proc/{pid}/status: {e}")),
+    };
+    if let Some(n) = status_field(&status, "Threads").and_then(|v| v.parse::<u32>().ok())
+        && n > 1
+    {
+        return Some(format!(
+            "it has {n} threads; only single-threaded processes can be frozen"
+        ));
+    }
+    if let Some(v) = status_field(&status, "VmLck")
+        && v.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0
+    {
+        return Some(format!("it has locked memory (mlock, VmLck {v})"));
+    }
+    let bit = 1u64 << (freeze_signal - 1);
+    let mask = |k| {
+        status_field(&status, k)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0)
+    };
+    if mask("SigBlk") & bit != 0 {
+        return Some(format!("it blocks the freeze signal {freeze_signal}"));
+    }
+    if mask("SigCgt") & bit == 0 {
+        return Some(format!(
+            "it no longer catches the freeze signal {freeze_signal} (the program reset it)"
+        ));
+    }
+    let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| e.to_string())
+        .and_then(|t| parse_maps(&t))
+    {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot read its maps: {e}")),
+    };
+    let mut shared_files = HashSet::new();
+    for m in &maps {
+        if m.name.starts_with("/SYSV") {
+            return Some("it has SysV shared memory attached".into());
+        }
+        if m.shared && m.write && m.inode != 0 {
+            shared_files.insert((m.dev.clone(), m.inode, m.name.clone()));
+        }
+    }
+    if !shared_files.is_empty()
+        && let Some(r) = shared_elsewhere(pid, &shared_files)
+    {
+        return Some(r);
+    }
+    match open_fds(pid, ctl_fd) {
+        Ok(fds) => fds.into_iter().find_map(|f| f.refuse),
+        Err(e) => Some(e),
+    }
+}
+
+/// Whether another process maps one of `files` (dev, inode, name).
+fn shared_elsewhere(pid: i32, files: &HashSet<(String, u64, String)>) -> Option<String> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    for ent in rd.flatten() {
+        let Ok(other) = ent.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if other == pid {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{other}/maps")) else {
+            continue;
+        };
+        let Ok(maps) = parse_maps(&text) else {
+            continue;
+        };
+        for m in maps {
+            if let Some((_, _, name)) = files.iter().find(|(d, i, _)| *d == m.dev && *i == m.inode)
+            {
+                return Some(format!(
+                    "its writable shared mapping of {name} is also mapped by pid {other}"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `readlink /proc/PID/<what>` as a string.
+pub(crate) fn link(pid: i32, what: &str) -> Result<PathBuf, String> {
+    let p = format!("/proc/{pid}/{what}");
+    std::fs::read_link(Path::new(&p)).map_err(|e| format!("cannot read {p}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_parse() {
+        let t = "55d0c0000000-55d0c0001000 r-xp 00002000 fe:00 1234                       /usr/bin/cat\n\
+                 7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]\n\
+                 7f0000000000-7f0000001000 rw-s 00000000 00:05 77 /dev/zero (deleted)\n\
+                 7f0000002000-7f0000003000 ---p 00000000 00:00 0 \n";
+        let m = parse_maps(t).unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].start, 0x55d0c0000000);
+        assert!(m[0].exec && !m[0].write && !m[0].shared);
+        assert_eq!(m[0].offset, 0x2000);
+        assert_eq!(m[0].name, "/usr/bin/cat");
+        assert_eq!(m[1].name, "[stack]");
+        assert!(m[2].shared);
+        assert_eq!(m[2].name, "/dev/zero (deleted)");
+        assert_eq!(m[3].name, "");
+        assert!(parse_maps("zz-1 rw-p 0 0 0").is_err());
+    }
+
+    #[test]
+    fn own_stat_parses() {
+        let t = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let mm = parse_stat(&t).unwrap();
+        assert!(mm.start_code < mm.end_code);
+        assert!(mm.arg_start < mm.arg_end);
+        assert!(parse_stat("1 (x) S 1 2").is_err());
+    }
+
+    #[test]
+    fn own_fds_are_classified() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let fds = open_fds(std::process::id() as i32, -1).unwrap();
+        use std::os::fd::AsRawFd;
+        let me = fds.iter().find(|x| x.fd == f.as_raw_fd()).unwrap();
+        assert_eq!(me.kind, FK_REGULAR);
+        assert!(me.cloexec);
+    }
+}

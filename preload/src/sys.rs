@@ -1,0 +1,425 @@
+//! The system calls libmosix makes, each wrapped once. Everything here is
+//! async-signal-safe unless its doc says "constructor only".
+
+use crate::layout::{ITimer, KSigaction, WINDOW_SIZE, WINDOW_START};
+use core::ffi::CStr;
+
+/// `ARCH_GET_FS` of arch_prctl.
+const ARCH_GET_FS: i32 = 0x1003;
+/// `ARCH_GET_GS` of arch_prctl.
+const ARCH_GET_GS: i32 = 0x1004;
+
+/// Reserve the restorer window (constructor only).
+pub(crate) fn reserve_window() -> Result<(), &'static str> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; a
+    // PROT_NONE, NORESERVE anonymous mapping costs no memory.
+    let p = unsafe {
+        libc::mmap(
+            WINDOW_START as *mut libc::c_void,
+            WINDOW_SIZE as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(
+            "libmosix: the restorer window (0x100000000000, 256 MiB) is already mapped; running unmanaged",
+        );
+    }
+    if p as u64 != WINDOW_START {
+        // SAFETY: `p` is the mapping just created, which nobody uses.
+        unsafe { libc::munmap(p, WINDOW_SIZE as usize) };
+        return Err("libmosix: the kernel placed the restorer window elsewhere; running unmanaged");
+    }
+    Ok(())
+}
+
+/// Write `msg` and a newline to stderr.
+pub(crate) fn note(msg: &str) {
+    write_all(2, msg.as_bytes());
+    write_all(2, b"\n");
+}
+
+/// An integer environment variable (constructor only).
+pub(crate) fn env_int(name: &CStr) -> Option<i64> {
+    let mut buf = [0u8; 32];
+    let n = env_copy_len(name, &mut buf);
+    if n == 0 {
+        return None;
+    }
+    core::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// Copy an environment variable into `out`, NUL-terminated; false if it is
+/// unset or too long (constructor only).
+pub(crate) fn env_copy(name: &CStr, out: &mut [u8]) -> bool {
+    let n = env_copy_len(name, out);
+    n > 0 && n < out.len()
+}
+
+/// Copy an environment variable into `out` and return its length (0 if
+/// unset, empty or too long; the rest of `out` stays zero) (constructor
+/// only).
+pub(crate) fn env_copy_len(name: &CStr, out: &mut [u8]) -> usize {
+    // SAFETY: `name` is NUL-terminated; getenv is safe in the constructor
+    // (nobody changes the environment concurrently).
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: getenv returned a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    if bytes.len() >= out.len() {
+        return 0;
+    }
+    out[..bytes.len()].copy_from_slice(bytes);
+    bytes.len()
+}
+
+/// glibc's rseq registration: (`__rseq_offset`, `__rseq_size`), (0, 0) if
+/// this glibc does not register rseq (constructor only).
+pub(crate) fn glibc_rseq() -> (i64, u32) {
+    // SAFETY: dlsym with NUL-terminated names; RTLD_DEFAULT searches the
+    // global scope.
+    let off = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()) };
+    // SAFETY: as above.
+    let size = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) };
+    if off.is_null() || size.is_null() {
+        return (0, 0);
+    }
+    // SAFETY: glibc defines `__rseq_offset` as a `const ptrdiff_t`.
+    let off = unsafe { *(off as *const isize) } as i64;
+    // SAFETY: glibc defines `__rseq_size` as a `const unsigned int`.
+    let size = unsafe { *(size as *const u32) };
+    (off, size)
+}
+
+/// Find the offset of glibc's cached tid in the thread control block, by
+/// looking for the value of gettid() in the first bytes after fs base
+/// (constructor only). -1 if not found.
+pub(crate) fn find_tcb_tid() -> i64 {
+    let fs = fs_base();
+    if fs == 0 {
+        return -1;
+    }
+    let tid = gettid() as u32;
+    // glibc's `struct pthread` starts at fs base and is larger than this.
+    let mut off = 0x10u64;
+    while off < 0x700 {
+        // SAFETY: fs base points at glibc's struct pthread, which is
+        // larger than 0x700 bytes and readable.
+        let v = unsafe { core::ptr::read_volatile((fs + off) as *const u32) };
+        if v == tid {
+            return off as i64;
+        }
+        off += 4;
+    }
+    -1
+}
+
+/// Write our tid into glibc's TCB at `off` from fs base.
+pub(crate) fn patch_tcb_tid(off: i64) {
+    let fs = fs_base();
+    if fs == 0 {
+        return;
+    }
+    // SAFETY: `off` was found in the same TCB by `find_tcb_tid`, and the
+    // TCB is restored memory of this process.
+    unsafe { core::ptr::write_volatile((fs + off as u64) as *mut u32, gettid() as u32) };
+}
+
+/// Whether `sig` already has a handler (or is ignored) (constructor only).
+pub(crate) fn has_foreign_handler(sig: i32) -> bool {
+    let a = get_sigaction(sig);
+    a.handler != 0
+}
+
+/// Install `handler` on `sig` with SA_SIGINFO | SA_RESTART and every signal
+/// blocked while it runs (constructor only).
+pub(crate) fn install_handler(
+    sig: i32,
+    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+) -> bool {
+    // SAFETY: a zeroed sigaction is a valid initial value.
+    let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
+    sa.sa_sigaction = handler as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut sa.sa_mask) };
+    crate::hooks::real_sigaction(sig, &sa)
+}
+
+/// The kernel's view of the action of `sig` (zero if it cannot be read).
+pub(crate) fn get_sigaction(sig: i32) -> KSigaction {
+    let mut old = KSigaction::default();
+    // SAFETY: rt_sigaction with a null new action only writes `old`, whose
+    // layout is the kernel's `struct sigaction` on x86-64; sigsetsize 8.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig as libc::c_long,
+            core::ptr::null::<KSigaction>(),
+            &mut old as *mut KSigaction,
+            8 as libc::c_long,
+        )
+    };
+    if r != 0 { KSigaction::default() } else { old }
+}
+
+/// The interval timer `which` (0 real, 1 virtual, 2 prof).
+pub(crate) fn get_itimer(which: i32) -> ITimer {
+    // SAFETY: zeroed itimerval is valid.
+    let mut v: libc::itimerval = unsafe { core::mem::zeroed() };
+    // SAFETY: getitimer writes `v`; `which` is 0..=2.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getitimer,
+            which as libc::c_long,
+            &mut v as *mut libc::itimerval,
+        )
+    };
+    if r != 0 {
+        return ITimer::default();
+    }
+    ITimer {
+        interval_sec: v.it_interval.tv_sec,
+        interval_usec: v.it_interval.tv_usec,
+        value_sec: v.it_value.tv_sec,
+        value_usec: v.it_value.tv_usec,
+    }
+}
+
+/// The robust futex list head and length of this thread.
+pub(crate) fn robust_list() -> (u64, u64) {
+    let mut head: u64 = 0;
+    let mut len: u64 = 0;
+    // SAFETY: get_robust_list(0, ...) writes two words we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0 as libc::c_long,
+            &mut head as *mut u64,
+            &mut len as *mut u64,
+        )
+    };
+    if r != 0 { (0, 0) } else { (head, len) }
+}
+
+/// The program break, straight from the kernel (`brk(0)`).
+pub(crate) fn current_brk() -> u64 {
+    // SAFETY: brk(0) never changes the break; it returns the current one.
+    unsafe { libc::syscall(libc::SYS_brk, 0 as libc::c_long) as u64 }
+}
+
+/// fs base (the TLS pointer).
+pub(crate) fn fs_base() -> u64 {
+    arch_get(ARCH_GET_FS)
+}
+
+/// gs base.
+pub(crate) fn gs_base() -> u64 {
+    arch_get(ARCH_GET_GS)
+}
+
+fn arch_get(code: i32) -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: ARCH_GET_FS/GS write one word we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            code as libc::c_long,
+            &mut v as *mut u64,
+        )
+    };
+    if r != 0 { 0 } else { v }
+}
+
+/// getpid(2), straight from the kernel.
+pub(crate) fn getpid() -> i32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// gettid(2).
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// errno of this thread.
+pub(crate) fn errno() -> i32 {
+    // SAFETY: __errno_location has no preconditions.
+    let p = unsafe { libc::__errno_location() };
+    // SAFETY: it points at this thread's errno.
+    unsafe { *p }
+}
+
+/// Set errno of this thread.
+pub(crate) fn set_errno(v: i32) {
+    // SAFETY: __errno_location has no preconditions.
+    let p = unsafe { libc::__errno_location() };
+    // SAFETY: it points at this thread's errno.
+    unsafe { *p = v };
+}
+
+/// close(2), errors ignored.
+pub(crate) fn close(fd: i32) {
+    // SAFETY: closing an fd we own.
+    unsafe { libc::close(fd) };
+}
+
+/// Connect a SOCK_STREAM Unix socket to the NUL-terminated `path`; -1 on
+/// failure.
+pub(crate) fn connect_unix(path: &[u8; 108]) -> i32 {
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return -1;
+    }
+    // SAFETY: zeroed sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(path.iter()) {
+        *d = *s as libc::c_char;
+    }
+    addr.sun_path[107] = 0;
+    // SAFETY: `addr` is a valid sockaddr_un of the given size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        close(fd);
+        return -1;
+    }
+    fd
+}
+
+/// Move `fd` to the lowest free number >= `min` (close-on-exec); -1 on
+/// failure (then `fd` is left open).
+pub(crate) fn dup_above(fd: i32, min: i32) -> i32 {
+    // SAFETY: fcntl on an fd we own.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if n >= 0 {
+        close(fd);
+    }
+    n
+}
+
+/// Move `fd` to exactly `target` (close-on-exec); -1 on failure.
+pub(crate) fn dup_to(fd: i32, target: i32) -> i32 {
+    if fd == target {
+        return fd;
+    }
+    // SAFETY: dup3 between fds of this process; `target` is ours (the
+    // control fd number, which the image did not restore).
+    let n = unsafe { libc::dup3(fd, target, libc::O_CLOEXEC) };
+    if n >= 0 {
+        close(fd);
+    }
+    n
+}
+
+/// Write all of `buf` to `fd`, retrying on EINTR; false on failure.
+pub(crate) fn write_all(fd: i32, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reading `buf.len()` bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return false;
+        }
+        buf = &buf[n as usize..];
+    }
+    true
+}
+
+/// Send all of `buf` on the control socket `fd`, retrying on EINTR, with
+/// MSG_NOSIGNAL: a homed that went away must not raise SIGPIPE, which
+/// would stay pending in the handler and kill the program afterwards.
+pub(crate) fn send_all(fd: i32, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reading `buf.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return false;
+        }
+        buf = &buf[n as usize..];
+    }
+    true
+}
+
+/// Read exactly one little-endian u32 from `fd`; None on EOF or error.
+pub(crate) fn read_u32(fd: i32) -> Option<u32> {
+    let mut b = [0u8; 4];
+    let mut got = 0usize;
+    while got < 4 {
+        // SAFETY: `b[got..]` is valid for writing.
+        let n = unsafe { libc::read(fd, b[got..].as_mut_ptr() as *mut libc::c_void, 4 - got) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return None;
+        }
+        if n == 0 {
+            return None;
+        }
+        got += n as usize;
+    }
+    Some(u32::from_le_bytes(b))
+}
+
+/// The bytes of a plain-data record.
+pub(crate) fn as_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `T` is one of the `repr(C)` records of `layout`, plain data
+    // without padding-dependent invariants; reading its bytes is defined
+    // since every record is fully initialised before it is sent.
+    unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) }
+}
+
+/// Stop this process (SIGSTOP cannot be blocked); returns when continued.
+pub(crate) fn stop_self() {
+    // SAFETY: signalling ourselves.
+    unsafe { libc::kill(getpid(), libc::SIGSTOP) };
+}
+
+/// End the whole process now with `status`.
+pub(crate) fn exit_group(status: i32) -> ! {
+    // SAFETY: exit_group does not return.
+    unsafe { libc::syscall(libc::SYS_exit_group, status as libc::c_long) };
+    // SAFETY: not reached; _exit as a belt-and-braces end.
+    unsafe { libc::_exit(status) }
+}
+
+/// Run `f` in the child after every fork (constructor only).
+pub(crate) fn at_fork_child(f: extern "C" fn()) {
+    // SAFETY: registering a fork handler with glibc.
+    unsafe { libc::pthread_atfork(None, None, Some(f)) };
+}

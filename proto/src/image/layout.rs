@@ -1,0 +1,473 @@
+//! Fixed-layout (`repr(C)`, little-endian, x86-64) records shared by the
+//! three parties of a freeze: the freeze handler in libmosix (which must not
+//! allocate, so it can only write fixed records), `homed`'s engine (which
+//! writes images) and the `#![no_std]` restorer (which reads them without a
+//! parser).
+//!
+//! This file uses `core` only. `mosix-preload` and `mosix-restore` include
+//! it with `#[path]` instead of depending on `mosix-proto`, because neither
+//! may pull std-using crates (serde, snow) into a signal handler or a no-libc
+//! static binary. Every record starts with a magic and the layout version
+//! [`LAYOUT_VERSION`]; bump it on any change here.
+#![allow(dead_code)]
+
+/// Version of every record in this file; images and freeze records with
+/// another version are refused.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Page size the engine assumes (x86-64 base pages).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Start of the address window libmosix reserves (`PROT_NONE`,
+/// `MAP_FIXED_NOREPLACE`) in every managed process, so no image ever has a
+/// mapping there and `mosix-restore` can be linked at this fixed address.
+/// 16 TiB: far above PIE programs (0x55..) and their heap, far below the
+/// top-down mmap area and the stack (0x7f..).
+pub const WINDOW_START: u64 = 0x1000_0000_0000;
+/// Size of the reserved window (256 MiB).
+pub const WINDOW_SIZE: u64 = 0x1000_0000;
+/// Where `mosix-restore`'s text starts (`--image-base`), at the window's
+/// start. Its data, bss and stack follow within the first 16 MiB.
+pub const RESTORER_BASE: u64 = WINDOW_START;
+/// Scratch area of the restorer (image metadata, temporary vdso home):
+/// the window's upper part.
+pub const SCRATCH_START: u64 = WINDOW_START + 0x0100_0000;
+/// Where the restorer parks vvar/vdso between unmapping and placing them.
+pub const VDSO_PARK: u64 = WINDOW_START + 0x0080_0000;
+/// Most metadata (header + record + region table + runs + strings + fds)
+/// an image may have, so the restorer can hold it in its scratch area.
+pub const MAX_METADATA: u64 = WINDOW_SIZE - (SCRATCH_START - WINDOW_START);
+
+/// Magic of a [`FreezeRecord`] ("MOSXFRZ1").
+pub const FREEZE_MAGIC: u64 = u64::from_le_bytes(*b"MOSXFRZ1");
+/// Magic of a [`Hello`] ("MOSXHELO").
+pub const HELLO_MAGIC: u64 = u64::from_le_bytes(*b"MOSXHELO");
+/// Magic at the start of an image file.
+pub const IMAGE_MAGIC: [u8; 8] = *b"MOSIXIMG";
+
+/// What the freeze handler saves to resume: the callee-saved registers, the
+/// stack pointer and the resume address, like `setjmp`. The restorer loads
+/// them and jumps to `rip` with `rax = 1`; the handler then returns through
+/// the kernel's signal frame (`rt_sigreturn`), which holds every other
+/// register, the FPU/xsave state and the signal mask.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JmpBuf {
+    /// rbx
+    pub rbx: u64,
+    /// rbp
+    pub rbp: u64,
+    /// r12
+    pub r12: u64,
+    /// r13
+    pub r13: u64,
+    /// r14
+    pub r14: u64,
+    /// r15
+    pub r15: u64,
+    /// Stack pointer after the save call returned.
+    pub rsp: u64,
+    /// Return address of the save call.
+    pub rip: u64,
+}
+
+/// One signal action as the kernel's `rt_sigaction` sees it (x86-64
+/// `struct kernel_sigaction`, with an 8-byte mask).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KSigaction {
+    /// Handler address, or 0 (SIG_DFL) / 1 (SIG_IGN).
+    pub handler: u64,
+    /// SA_* flags.
+    pub flags: u64,
+    /// `sa_restorer` (glibc's `__restore_rt`).
+    pub restorer: u64,
+    /// Blocked mask while the handler runs.
+    pub mask: u64,
+}
+
+/// An interval timer as `getitimer` returns it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ITimer {
+    /// Interval seconds.
+    pub interval_sec: i64,
+    /// Interval microseconds.
+    pub interval_usec: i64,
+    /// Remaining seconds.
+    pub value_sec: i64,
+    /// Remaining microseconds.
+    pub value_usec: i64,
+}
+
+/// Number of signals whose actions are recorded (1..=64).
+pub const NSIG: usize = 64;
+
+/// Record flag: the process was interrupted while on its sigaltstack.
+pub const RF_ON_ALTSTACK: u32 = 1;
+
+/// What the freeze handler writes to its control fd after saving its
+/// context: the kernel-side state that is not in the signal frame and not
+/// readable from `/proc` by the engine. Written from a signal handler, so
+/// fixed-size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FreezeRecord {
+    /// [`FREEZE_MAGIC`].
+    pub magic: u64,
+    /// [`LAYOUT_VERSION`].
+    pub version: u32,
+    /// `size_of::<FreezeRecord>()`, a second check of the layout.
+    pub size: u32,
+    /// The process's pid (as it sees itself).
+    pub pid: i32,
+    /// The control fd, which the engine leaves out of the fd table.
+    pub ctl_fd: i32,
+    /// Resume context.
+    pub jmpbuf: JmpBuf,
+    /// fs base (TLS pointer): not in the signal frame.
+    pub fs_base: u64,
+    /// gs base.
+    pub gs_base: u64,
+    /// Registered rseq area, 0 if none.
+    pub rseq_addr: u64,
+    /// Length it was registered with.
+    pub rseq_len: u32,
+    /// Its signature.
+    pub rseq_sig: u32,
+    /// Robust futex list head, 0 if none.
+    pub robust_list: u64,
+    /// Its length.
+    pub robust_len: u64,
+    /// Address of the kernel's `ucontext` of the freeze signal's frame.
+    pub ucontext: u64,
+    /// Offset of glibc's cached tid in the TCB (from fs base), or -1 if
+    /// not found; the restored handler writes its new tid there.
+    pub tcb_tid_offset: i64,
+    /// The program break (`brk(0)`), which `/proc` does not show.
+    pub brk: u64,
+    /// The freeze signal.
+    pub freeze_signal: i32,
+    /// `RF_*` flags.
+    pub flags: u32,
+    /// Signal actions, index `sig - 1`.
+    pub sigactions: [KSigaction; NSIG],
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
+    pub itimers: [ITimer; 3],
+}
+
+impl FreezeRecord {
+    /// A record with everything zero but the magic, version and size.
+    pub const fn empty() -> FreezeRecord {
+        FreezeRecord {
+            magic: FREEZE_MAGIC,
+            version: LAYOUT_VERSION,
+            size: core::mem::size_of::<FreezeRecord>() as u32,
+            pid: 0,
+            ctl_fd: -1,
+            jmpbuf: JmpBuf {
+                rbx: 0,
+                rbp: 0,
+                r12: 0,
+                r13: 0,
+                r14: 0,
+                r15: 0,
+                rsp: 0,
+                rip: 0,
+            },
+            fs_base: 0,
+            gs_base: 0,
+            rseq_addr: 0,
+            rseq_len: 0,
+            rseq_sig: 0,
+            robust_list: 0,
+            robust_len: 0,
+            ucontext: 0,
+            tcb_tid_offset: -1,
+            brk: 0,
+            freeze_signal: 0,
+            flags: 0,
+            sigactions: [KSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            }; NSIG],
+            itimers: [ITimer {
+                interval_sec: 0,
+                interval_usec: 0,
+                value_sec: 0,
+                value_usec: 0,
+            }; 3],
+        }
+    }
+}
+
+/// Hello kind: a process that just started under mosix.
+pub const HELLO_STARTED: u32 = 0;
+/// Hello kind: a process that was just restored from an image.
+pub const HELLO_RESTORED: u32 = 1;
+
+/// Longest checkpoint path a [`Hello`] carries.
+pub const HELLO_PATH_MAX: usize = 1024;
+
+/// First message of libmosix on its control connection to `homed`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Hello {
+    /// [`HELLO_MAGIC`].
+    pub magic: u64,
+    /// [`LAYOUT_VERSION`].
+    pub version: u32,
+    /// `HELLO_*`.
+    pub kind: u32,
+    /// The process's pid.
+    pub pid: i32,
+    /// Signal libmosix handles as the freeze signal.
+    pub freeze_signal: i32,
+    /// Periodic checkpoint interval in minutes (`mosrun -A`), 0 for none.
+    pub interval_minutes: u32,
+    /// Length of `checkpoint_path` used, 0 for none (`mosrun -C`).
+    pub path_len: u32,
+    /// Checkpoint file, not NUL-terminated.
+    pub checkpoint_path: [u8; HELLO_PATH_MAX],
+    /// Non-zero: a reason the process cannot be frozen safely, found by
+    /// libmosix (for example: its own handler on the freeze signal).
+    pub refuse_len: u32,
+    /// The reason, not NUL-terminated.
+    pub refuse: [u8; 124],
+}
+
+/// Verdict: go on running.
+pub const VERDICT_CONTINUE: u32 = 1;
+/// Verdict: the image is safe; stop (SIGSTOP) after returning.
+pub const VERDICT_STOP: u32 = 2;
+/// Verdict: the image is safe; end the process.
+pub const VERDICT_EXIT: u32 = 3;
+/// Exit status of a process ended by [`VERDICT_EXIT`] (a checkpoint-and-
+/// exit, `mosmigrate PID chkexit`).
+pub const CHKEXIT_STATUS: i32 = 0;
+
+/// Image header flag: none defined yet.
+pub const IMAGE_FLAGS_NONE: u32 = 0;
+
+/// The first bytes of an image file. Offsets are from the start of the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ImageHeader {
+    /// [`IMAGE_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`LAYOUT_VERSION`].
+    pub version: u32,
+    /// `size_of::<ImageHeader>()`.
+    pub header_size: u32,
+    /// Checksum (see `mosix_proto::image::checksum`) of the whole file
+    /// with this field read as zero.
+    pub checksum: u64,
+    /// Total file size in bytes.
+    pub file_size: u64,
+    /// Size of the metadata (everything before the first page data),
+    /// at most [`MAX_METADATA`].
+    pub metadata_size: u64,
+    /// CPU: xsave area size (CPUID 0xD.0 EBX).
+    pub xsave_size: u32,
+    /// Page size.
+    pub page_size: u32,
+    /// CPU: XCR0 (enabled xsave features).
+    pub xcr0: u64,
+    /// Offset of the [`FreezeRecord`].
+    pub record_off: u64,
+    /// Offset of the [`MmFields`].
+    pub mm_off: u64,
+    /// Offset of the region table ([`RegionDesc`] × `n_regions`).
+    pub regions_off: u64,
+    /// Number of regions.
+    pub n_regions: u64,
+    /// Offset of the run table ([`PageRun`] × `n_runs`).
+    pub runs_off: u64,
+    /// Number of runs.
+    pub n_runs: u64,
+    /// Offset of the fd table ([`FdDesc`] × `n_fds`).
+    pub fds_off: u64,
+    /// Number of fds.
+    pub n_fds: u64,
+    /// Offset of the string table.
+    pub strings_off: u64,
+    /// Its size.
+    pub strings_size: u64,
+    /// Number of pages of data in the image.
+    pub n_pages: u64,
+    /// Time of the checkpoint, seconds since the epoch.
+    pub created_unix: u64,
+    /// `IMAGE_FLAGS_*`.
+    pub flags: u32,
+    /// The process's uid.
+    pub uid: u32,
+    /// The process's pid when it was frozen.
+    pub pid: i32,
+    /// Its umask.
+    pub umask: u32,
+    /// String (offset, length) of the kernel release that wrote it.
+    pub kernel_release: StrRef,
+    /// String of the cwd.
+    pub cwd: StrRef,
+    /// String of the executable path.
+    pub exe: StrRef,
+    /// String of the command line (NUL-separated).
+    pub cmdline: StrRef,
+    /// Reserved, zero.
+    pub reserved: [u64; 7],
+}
+
+/// A string in the string table: offset from the table's start, length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRef {
+    /// Offset within the string table.
+    pub off: u32,
+    /// Length in bytes (strings are also NUL-terminated in the table).
+    pub len: u32,
+}
+
+/// mm fields for `prctl(PR_SET_MM, PR_SET_MM_MAP)` and the aux vector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MmFields {
+    /// start_code
+    pub start_code: u64,
+    /// end_code
+    pub end_code: u64,
+    /// start_data
+    pub start_data: u64,
+    /// end_data
+    pub end_data: u64,
+    /// start_brk
+    pub start_brk: u64,
+    /// brk
+    pub brk: u64,
+    /// start_stack
+    pub start_stack: u64,
+    /// arg_start
+    pub arg_start: u64,
+    /// arg_end
+    pub arg_end: u64,
+    /// env_start
+    pub env_start: u64,
+    /// env_end
+    pub env_end: u64,
+    /// Bytes of `auxv` used.
+    pub auxv_len: u64,
+    /// The aux vector (pairs of u64), as `/proc/PID/auxv` gave it.
+    pub auxv: [u64; 64],
+    /// Resource limits (soft, hard) by `RLIMIT_*` number; applied by
+    /// `mosrun -R` before it runs the restorer.
+    pub rlimits: [[u64; 2]; NRLIMITS],
+}
+
+/// Number of resource limits recorded (RLIMIT_CPU..RLIMIT_RTTIME).
+pub const NRLIMITS: usize = 16;
+
+/// Region kind: anonymous private memory (data in the image).
+pub const RK_ANON: u32 = 1;
+/// Region kind: private file mapping; clean pages come from the file,
+/// written pages from the image.
+pub const RK_FILE_PRIVATE: u32 = 2;
+/// Region kind: shared file mapping (re-mapped shared from the file).
+pub const RK_FILE_SHARED: u32 = 3;
+/// Region kind: shared anonymous memory (data in the image).
+pub const RK_ANON_SHARED: u32 = 4;
+/// Region kind: the process's `[vvar]` (placement only).
+pub const RK_VVAR: u32 = 5;
+/// Region kind: `[vvar_vclock]` (placement only).
+pub const RK_VVAR_VCLOCK: u32 = 6;
+/// Region kind: `[vdso]` (placement only).
+pub const RK_VDSO: u32 = 7;
+
+/// Region flag: grows down (the main stack).
+pub const RF_GROWSDOWN: u32 = 1;
+/// Region flag: the `[heap]`.
+pub const RF_HEAP: u32 = 2;
+/// Region flag: the `[stack]`.
+pub const RF_STACK: u32 = 4;
+
+/// PROT_READ as stored in `RegionDesc::prot`.
+pub const PROT_R: u32 = 1;
+/// PROT_WRITE.
+pub const PROT_W: u32 = 2;
+/// PROT_EXEC.
+pub const PROT_X: u32 = 4;
+
+/// One mapping of the frozen process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionDesc {
+    /// First address (page aligned).
+    pub start: u64,
+    /// End address (exclusive, page aligned).
+    pub end: u64,
+    /// `RK_*`.
+    pub kind: u32,
+    /// `PROT_R|PROT_W|PROT_X`.
+    pub prot: u32,
+    /// `RF_*` flags.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// File offset of the mapping (file kinds).
+    pub file_off: u64,
+    /// File path (file kinds).
+    pub path: StrRef,
+    /// File size when frozen (file kinds), to detect a changed file.
+    pub file_size: u64,
+    /// Index of this region's first run in the run table.
+    pub first_run: u64,
+    /// Number of runs.
+    pub n_runs: u64,
+}
+
+/// Pages `[start_page, start_page + n_pages)` of a region (page indices
+/// from the region's start) whose contents are in the image at `data_off`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageRun {
+    /// First page index within the region.
+    pub start_page: u64,
+    /// Number of pages.
+    pub n_pages: u64,
+    /// File offset of the data (page aligned).
+    pub data_off: u64,
+}
+
+/// Fd kind: regular file, re-opened by path at its offset.
+pub const FK_REGULAR: u32 = 1;
+/// Fd kind: a tty.
+pub const FK_TTY: u32 = 2;
+/// Fd kind: a pipe or FIFO.
+pub const FK_PIPE: u32 = 3;
+/// Fd kind: a socket.
+pub const FK_SOCKET: u32 = 4;
+/// Fd kind: a directory, re-opened by path.
+pub const FK_DIR: u32 = 5;
+/// Fd kind: anything else (`/dev/null` and other character devices, anon
+/// inodes).
+pub const FK_OTHER: u32 = 6;
+
+/// One open fd of the frozen process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdDesc {
+    /// The fd number.
+    pub fd: i32,
+    /// `FK_*`.
+    pub kind: u32,
+    /// Open flags (`O_*` from fdinfo, without O_CLOEXEC).
+    pub flags: u32,
+    /// Non-zero if FD_CLOEXEC is set.
+    pub cloexec: u32,
+    /// File offset.
+    pub pos: u64,
+    /// Size of a regular file when frozen.
+    pub size: u64,
+    /// Target path (`/proc/PID/fd/N` link).
+    pub path: StrRef,
+}
