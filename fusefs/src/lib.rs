@@ -1,6 +1,83 @@
-//! The view (DESIGN.md section 6): a FUSE file system on each remote node
-//! that shows a home node's exported files, every operation forwarded over
-//! the authenticated link to that home's `homed`.
+//! The view (DESIGN.md section 6): a FUSE file system on a remote node that
+//! shows a home node's exported files, every operation forwarded over
+//! authenticated links to that home's `homed` (whose server side lives in
+//! `mosix_homed::view`), which performs it with the body owner's
+//! credentials.
 //!
-//! Not built yet: the view lands with its own issue. Until then a body can
-//! only reach files by the same path on the node it runs on.
+//! # Consistency: NFS-like close-to-open
+//!
+//! - **Names and attributes** are cached by the kernel for [`fs::ATTR_TTL`]
+//!   (1 s), like NFS's attribute cache: a change made at home shows up
+//!   through the view within a second, and at once for a file opened after
+//!   the change (open always asks the home).
+//! - **File data** stays in the remote kernel's page cache across opens
+//!   only while the file is unchanged: at each open the home compares the
+//!   file's (mtime, size) with what it was at the last open or close
+//!   through this session and lets the client keep its cache
+//!   (`FOPEN_KEEP_CACHE`) only if they match; otherwise the kernel drops
+//!   the cached pages. `FUSE_AUTO_INVAL_DATA` also drops them when a
+//!   refreshed attribute shows a new mtime. So a reader that opens a file
+//!   after a writer closed it (anywhere) sees the writer's data: this is
+//!   close-to-open.
+//! - **Writes** go to the home as they are made (no writeback cache):
+//!   processes at home and bodies elsewhere write the same files, and
+//!   `O_APPEND` must append at the home's end of file, which only the home
+//!   knows. Writes are up to [`fs::MAX_WRITE`] (1 MiB) per request, and
+//!   readahead up to the same, so sequential I/O moves in large messages.
+//! - **Directories** are listed with readdirplus, so `ls -l` costs one
+//!   round trip per batch of entries, not one per file.
+//! - **POSIX record locks** (fcntl F_SETLK/F_SETLKW/F_GETLK) are not kept
+//!   by the remote kernel: they are taken at home, one open file
+//!   description per (file, lock owner) holding them as OFD locks, so
+//!   processes at home and bodies elsewhere exclude each other. Closing
+//!   any descriptor of the file drops the owner's locks, as POSIX says.
+//!   (flock(2) locks stay local to the remote node.)
+//!
+//! # Not yet here
+//!
+//! Mounting by `remoted` (one view per home, per-body mount namespaces
+//! with the view bind-mounted over the exported paths) and re-opening
+//! files across migration are issue 5's later steps.
+
+pub mod client;
+pub mod fs;
+
+pub use client::{Creds, ViewClient, ViewError};
+pub use fs::ViewFs;
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// How the view is mounted: a `fuse` mount named `mosix-view`, readable by
+/// every local user (the body runs as its owner, not as the mounting
+/// daemon), with no device files or set-uid programs honoured.
+pub fn mount_config(home_node: &str) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("mosix-view:{home_node}")),
+        fuser::MountOption::Subtype("mosix-view".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    // No `default_permissions`: the home checks every access as the owner.
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(8);
+    config.clone_fd = true;
+    config
+}
+
+/// Mounts the view of `client` at `mountpoint` in the background; the
+/// returned session unmounts when dropped.
+pub fn spawn_mount(
+    client: Arc<ViewClient>,
+    home_node: &str,
+    mountpoint: &Path,
+) -> std::io::Result<fuser::BackgroundSession> {
+    fuser::spawn_mount(ViewFs::new(client), mountpoint, &mount_config(home_node))
+}
+
+/// Mounts the view of `client` at `mountpoint` and serves it until it is
+/// unmounted.
+pub fn mount(client: Arc<ViewClient>, home_node: &str, mountpoint: &Path) -> std::io::Result<()> {
+    fuser::mount(ViewFs::new(client), mountpoint, &mount_config(home_node))
+}

@@ -15,3 +15,4 @@ pub mod link;
 pub mod local;
 pub mod msg;
 pub mod process;
+pub mod view;
