@@ -99,6 +99,8 @@ pub struct Simulation {
     pending: BTreeMap<u64, Event>,
     next_seq: u64,
     rng: StdRng,
+    /// Loads set by [`Simulation::set_load`], replacing the derived ones.
+    loads: BTreeMap<usize, f64>,
 }
 
 /// The address of simulated node `i`.
@@ -124,6 +126,7 @@ impl Simulation {
             pending: BTreeMap::new(),
             next_seq: 0,
             rng: StdRng::seed_from_u64(0),
+            loads: BTreeMap::new(),
         };
         for i in 0..n {
             let address = sim_address(i);
@@ -156,7 +159,14 @@ impl Simulation {
         &self.nodes
     }
 
-    /// Node `i`'s own entry at this moment (load figures derive from `i`).
+    /// Gives node `i` a new load from now on (a burst of work arriving), so
+    /// a test or benchmark can watch the news travel.
+    pub fn set_load(&mut self, i: usize, load: f64) {
+        self.loads.insert(i, load);
+    }
+
+    /// Node `i`'s own entry at this moment (load figures derive from `i`
+    /// unless [`Simulation::set_load`] set one).
     fn own_entry(&self, i: usize) -> LoadEntry {
         let n = &self.nodes[i];
         LoadEntry {
@@ -164,7 +174,7 @@ impl Simulation {
             address: n.address,
             generation: n.generation,
             age_ms: 0,
-            load: (i % 7) as f64 * 0.25,
+            load: self.loads.get(&i).copied().unwrap_or((i % 7) as f64 * 0.25),
             cpus: 1.0 + (i % 3) as f64,
             speed: 1.0,
             free_mem_bytes: 1 << 30,
