@@ -28,8 +28,14 @@ enum Action {
 }
 
 /// Checkpoint a mosix process of this node.
+///
+/// Writes the image of PID (a process started with mosrun; you may act
+/// only on your own, root on all) and then lets it go on, stops it, or
+/// ends it. Returns when the image is complete on disk and prints its
+/// path. FILE defaults to the one given to `mosrun -C`, else to
+/// `<the process's cwd>/ckpt.<pid>.mosix`. Restart with `mosrun -R FILE`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Node configuration file (default: $MOSIX_CONFIG, else
     /// /etc/mosix/mosix.toml).

@@ -15,9 +15,12 @@ use mosix_proto::control::{ControlRequest, ControlResponse};
 use mosix_proto::process::{ProcessRequest, ProcessResponse};
 use std::path::PathBuf;
 
-/// List the mosix processes of this node.
+/// List the mosix processes of this node: yours, or all for root.
+///
+/// --json prints a list of objects with at least the keys `pid` (home pid)
+/// and `cmdline` (a list of strings); that form is stable for scripts.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Node configuration file (default: $MOSIX_CONFIG, else
     /// /etc/mosix/mosix.toml).

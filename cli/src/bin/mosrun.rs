@@ -24,8 +24,21 @@ use std::path::{Path, PathBuf};
 
 /// Run a program under mosix, restart it from a checkpoint image, or show
 /// an image.
+///
+/// `mosrun [-C FILE [-A MINUTES]] -- prog args` registers with this node's
+/// homed and runs prog in place (same pid, same parent) with libmosix.so
+/// preloaded, so it can be checkpointed (`mosmigrate PID checkpoint`).
+/// Images are written whole under a temporary name and renamed, so a file
+/// of the final name is always complete. Without -C, checkpoints go to
+/// `<the process's cwd>/ckpt.<pid>.mosix` unless mosmigrate names a file.
+///
+/// `mosrun -R FILE` restarts the saved process in this process: regular
+/// files are re-opened by path at their offsets (an error if one is
+/// missing or changed size), fds 0-2 that were a terminal or pipe are this
+/// terminal's, other pipes and sockets become /dev/null unless -O says
+/// otherwise. Exit status 125 means mosrun itself failed.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Node configuration file (default: $MOSIX_CONFIG, else
     /// /etc/mosix/mosix.toml).
