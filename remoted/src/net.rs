@@ -303,19 +303,12 @@ impl EventLoop {
         };
         if !conn.connected {
             // A non-blocking connect finished, one way or the other.
-            match conn.stream.take_error() {
-                Ok(None) => {}
-                Ok(Some(e)) | Err(e) => {
-                    let peer = conn.peer;
-                    tracing::debug!(%peer, error = %e, "connect failed");
-                    self.close(token);
-                    let now = self.now_ms();
-                    diss.on_send_failed(now, peer);
-                    return;
-                }
-            }
-            match conn.stream.peer_addr() {
-                Ok(_) => conn.connected = true,
+            let outcome = match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => conn.stream.peer_addr().map(|_| ()),
+            };
+            match outcome {
+                Ok(()) => conn.connected = true,
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
                 Err(e) => {
                     let peer = conn.peer;

@@ -37,6 +37,7 @@ fn main() -> Result<()> {
         .to_path_buf();
     for b in [
         "homed",
+        "mosctl",
         "mosrun",
         "mosmigrate",
         "mosix-restore",
@@ -81,10 +82,25 @@ fn run(bin: &Path, base: &Path, sizes: &[u64]) -> Result<()> {
         bail!("cannot compile {}", src.display());
     }
     let config = base.join("mosix.toml");
+    let key = base.join("cluster.key");
+    let keygen = Command::new(bin.join("mosctl"))
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .context("mosctl keygen")?;
+    if !keygen.status.success() {
+        bail!(
+            "mosctl keygen failed: {}",
+            String::from_utf8_lossy(&keygen.stderr)
+        );
+    }
+    // One node, alone: its link ports on ephemeral loopback ports.
     std::fs::write(
         &config,
         format!(
-            "[node]\nname = \"bench\"\nruntime_dir = \"{}\"\n",
+            "[node]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\nhome_listen = \"127.0.0.1:0\"\n\
+             key_file = \"{}\"\nruntime_dir = \"{}\"\n",
+            key.display(),
             base.join("run").display()
         ),
     )?;
