@@ -503,7 +503,13 @@ fn unfreezable_processes_are_refused_and_run_on() {
         &home.dir,
     );
     assert!(home.wait_registered(child.id(), &mut child));
-    std::thread::sleep(Duration::from_millis(200));
+    // Python starts its second thread some time after registering.
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&tasks).map(|d| d.count()).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "the second thread never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let err = home
         .chkexit(child.id(), &home.path("img"))
         .expect_err("a 2-thread process must be refused");
