@@ -5,4 +5,5 @@
 //! deputies and the view's file server of the later issues.
 
 pub mod engine;
+pub mod migrate;
 pub mod view;

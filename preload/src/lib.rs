@@ -22,13 +22,14 @@
 pub mod layout;
 
 mod context;
+mod deputy;
 mod hooks;
 mod state;
 mod sys;
 
 use layout::{
     FreezeRecord, HELLO_MAGIC, HELLO_PATH_MAX, HELLO_RESTORED, HELLO_STARTED, Hello,
-    LAYOUT_VERSION, VERDICT_CONTINUE, VERDICT_EXIT, VERDICT_STOP,
+    LAYOUT_VERSION, VERDICT_CONTINUE, VERDICT_DEPUTY, VERDICT_EXIT, VERDICT_STOP,
 };
 use state::Global;
 
@@ -262,6 +263,9 @@ unsafe fn freeze_first(eng: *mut Engine, sig: i32, uc: *mut libc::c_void) {
     match sys::read_u32(e.ctl_fd) {
         Some(VERDICT_STOP) => sys::stop_self(),
         Some(VERDICT_EXIT) => sys::exit_group(layout::CHKEXIT_STATUS),
+        // The body runs elsewhere now: become its deputy (returns only
+        // if that failed; then the process runs on here).
+        Some(VERDICT_DEPUTY) => deputy::become_deputy(e.ctl_fd),
         Some(VERDICT_CONTINUE) => {}
         // homed went away or said something unknown: run on unfrozen.
         _ => {}

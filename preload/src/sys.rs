@@ -423,3 +423,57 @@ pub(crate) fn at_fork_child(f: extern "C" fn()) {
     // SAFETY: registering a fork handler with glibc.
     unsafe { libc::pthread_atfork(None, None, Some(f)) };
 }
+
+/// Read exactly `buf.len()` bytes from `fd`; false on EOF or error.
+pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> bool {
+    let mut got = 0usize;
+    while got < buf.len() {
+        // SAFETY: `buf[got..]` is valid for writing.
+        let n = unsafe {
+            libc::read(
+                fd,
+                buf[got..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - got,
+            )
+        };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return false;
+        }
+        got += n as usize;
+    }
+    true
+}
+
+/// `fcntl(fd, F_GETFD)`: the fd's flags, -1 if it is not open.
+pub(crate) fn get_fd_flags(fd: i32) -> i32 {
+    // SAFETY: F_GETFD only reads the fd table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) }
+}
+
+/// `fcntl(fd, F_SETFD, flags)`; false on failure.
+pub(crate) fn set_fd_flags(fd: i32, flags: i32) -> bool {
+    // SAFETY: F_SETFD changes only the fd's close-on-exec flag.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flags) == 0 }
+}
+
+/// `execve(path, argv, envp)`; returns only on failure. `path` is
+/// NUL-terminated, `argv` and `envp` are NULL-terminated arrays of
+/// NUL-terminated strings.
+pub(crate) fn execve(path: &[u8], argv: &[*const libc::c_char], envp: &[*const libc::c_char]) {
+    if !path.contains(&0)
+        || argv.last() != Some(&core::ptr::null())
+        || envp.last() != Some(&core::ptr::null())
+    {
+        return;
+    }
+    // SAFETY: checked above: every array is NULL-terminated and `path`
+    // NUL-terminated; the strings outlive the call (it only returns on
+    // failure).
+    unsafe { libc::execve(path.as_ptr().cast(), argv.as_ptr(), envp.as_ptr()) };
+}

@@ -543,6 +543,91 @@ pub fn write_image(
     result
 }
 
+/// An image laid out for streaming (migration, DESIGN.md section 3 step
+/// 3): no file on the sending side. The receiver writes the bytes in
+/// order, then stores the checksum [`ImagePlan::stream`] returns into the
+/// header ([`patch_checksum`]), which gives the same bytes
+/// [`write_image`] would have written.
+pub struct ImagePlan {
+    meta: Vec<u8>,
+    plan: DataPlan,
+    file_size: u64,
+    pages: u64,
+}
+
+impl ImagePlan {
+    /// Lay out the image of `spec`.
+    pub fn new(spec: &ImageSpec) -> Result<ImagePlan, ImageError> {
+        let (header, meta, plan) = build_metadata(spec)?;
+        Ok(ImagePlan {
+            meta,
+            plan,
+            file_size: header.file_size,
+            pages: header.n_pages,
+        })
+    }
+
+    /// Total bytes the stream will carry.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Pages of memory in it.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// Send the image in chunks of at most `chunk` bytes to `out` (the
+    /// header's checksum is still zero); returns the checksum.
+    pub fn stream(
+        &self,
+        source: &mut dyn PageSource,
+        chunk: usize,
+        out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ImageError> {
+        let sink = |source| ImageError::Io {
+            what: "send",
+            path: "the image stream".into(),
+            source,
+        };
+        let mut sum = Checksum::new();
+        sum.update(&self.meta);
+        for c in self.meta.chunks(chunk.max(PAGE_SIZE as usize)) {
+            out(c).map_err(sink)?;
+        }
+        let mut buf = vec![0u8; chunk.max(PAGE_SIZE as usize)];
+        for &(addr, _, bytes) in &self.plan {
+            let mut done = 0u64;
+            while done < bytes {
+                let n = (bytes - done).min(buf.len() as u64) as usize;
+                source
+                    .read_pages(addr + done, &mut buf[..n])
+                    .map_err(|source| ImageError::Io {
+                        what: "read the memory of the frozen process for",
+                        path: "the image stream".into(),
+                        source,
+                    })?;
+                sum.update(&buf[..n]);
+                out(&buf[..n]).map_err(sink)?;
+                done += n as u64;
+            }
+        }
+        Ok(sum.finish())
+    }
+}
+
+/// Store `checksum` into the header at the start of a streamed image
+/// (see [`ImagePlan`]).
+pub fn patch_checksum(file: &File, checksum: u64) -> std::io::Result<()> {
+    let mut hb = [0u8; size_of::<ImageHeader>()];
+    file.read_exact_at(&mut hb, 0)?;
+    let Some(mut h) = from_bytes::<ImageHeader>(&hb) else {
+        return Err(std::io::Error::other("image header too short"));
+    };
+    h.checksum = checksum;
+    file.write_all_at(as_bytes(&h), 0)
+}
+
 /// Region as [`LoadedImage`] shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionInfo {
@@ -966,6 +1051,52 @@ mod tests {
                 xcr0: 7,
             },
         }
+    }
+
+    #[test]
+    fn streamed_image_equals_the_written_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        write_image(&path, &spec(), &mut Pattern).unwrap();
+        let plan = ImagePlan::new(&spec()).unwrap();
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        let sum = plan
+            .stream(&mut Pattern, 4096, &mut |c| {
+                assert!(c.len() <= 4096);
+                chunks += 1;
+                got.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+        assert!(chunks > 1);
+        assert_eq!(got.len() as u64, plan.file_size());
+        assert_eq!(plan.pages(), 3);
+        let streamed = dir.path().join("streamed");
+        std::fs::write(&streamed, &got).unwrap();
+        // Before the checksum is stored the image is refused...
+        assert!(LoadedImage::open(&streamed).is_err());
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&streamed)
+            .unwrap();
+        patch_checksum(&f, sum).unwrap();
+        // ...after, it is byte for byte what write_image wrote.
+        assert_eq!(
+            std::fs::read(&streamed).unwrap(),
+            std::fs::read(&path).unwrap()
+        );
+        assert_eq!(LoadedImage::open(&streamed).unwrap().pid, 42);
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_stream() {
+        let plan = ImagePlan::new(&spec()).unwrap();
+        let r = plan.stream(&mut Pattern, 4096, &mut |_| {
+            Err(std::io::Error::other("link cut"))
+        });
+        assert!(matches!(r, Err(ImageError::Io { .. })));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod image;
 pub mod link;
 pub mod local;
+pub mod migrate;
 pub mod msg;
 pub mod process;
 pub mod view;

@@ -34,6 +34,32 @@ pub enum ProcessRequest {
         /// file, else `<its cwd>/ckpt.<pid>.mosix`.
         file: Option<PathBuf>,
     },
+    /// Move a process's body to another node (`mosmigrate PID NODE`); the
+    /// process stays here as its deputy.
+    Migrate {
+        /// Home pid.
+        pid: i32,
+        /// Destination node name (for messages).
+        node: String,
+        /// The destination's `remoted` address, `IP:PORT` (its body host
+        /// listens on [`crate::migrate::host_addr`] of it).
+        address: String,
+    },
+}
+
+/// Result of a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrateDone {
+    /// Home pid (now the deputy's).
+    pub pid: i32,
+    /// Where the body runs.
+    pub node: String,
+    /// The body's pid there.
+    pub body_pid: i32,
+    /// Image bytes sent.
+    pub bytes: u64,
+    /// Milliseconds from the freeze signal to the body let go.
+    pub frozen_ms: u64,
 }
 
 /// One managed process, as `mosps` shows it.
@@ -93,6 +119,11 @@ pub enum ProcessResponse {
     Checkpointed {
         /// What was written.
         done: CheckpointDone,
+    },
+    /// Answer to [`ProcessRequest::Migrate`]: the body runs at `node`.
+    Migrated {
+        /// What was done.
+        done: MigrateDone,
     },
     /// The request failed; nothing about the process changed.
     Error {

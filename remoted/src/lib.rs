@@ -5,6 +5,7 @@
 //! lives in [`balancer`], free of I/O; the event loop feeds it.
 
 pub mod balancer;
+pub mod host;
 pub mod measure;
 pub mod net;
 pub mod node;

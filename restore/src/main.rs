@@ -105,13 +105,21 @@ extern "C" fn restore_main(sp: *const u64) -> ! {
     let argc = unsafe { *sp };
     if argc < 2 {
         die(
-            b"usage: mosix-restore IMAGE-FD (run by mosrun -R, not by hand)",
+            b"usage: mosix-restore IMAGE-FD [hold] (run by mosrun -R or remoted, not by hand)",
             0,
         );
     }
     // SAFETY: argv[1] exists (argc >= 2) and is a NUL-terminated string.
     let arg1 = unsafe { *sp.wrapping_add(2) } as *const u8;
     let fd = parse_fd(arg1);
+    // `mosix-restore FD hold` (a migration's destination): stop before
+    // the first user instruction until the source commits.
+    let hold = argc >= 3 && {
+        // SAFETY: argv[2] exists when argc >= 3.
+        let arg2 = unsafe { *sp.wrapping_add(3) } as *const u8;
+        // SAFETY: argv[2] is a NUL-terminated string.
+        unsafe { is_hold(arg2) }
+    };
 
     // Nothing may interrupt us: the handlers we install point into the
     // image, and the restored frame brings the real mask back.
@@ -143,7 +151,36 @@ extern "C" fn restore_main(sp: *const u64) -> ! {
     set_kernel_state(&img, fd);
     let rec = *img.record();
     finish_window();
+    if hold {
+        // Held (DESIGN.md section 3 step 4): the parent sees us stopped
+        // (waitpid WUNTRACED) as "restored and held", and SIGCONT is the
+        // go. Every signal is blocked here, so the SIGCONT stays pending
+        // and reaches the program after the restored mask is back, as a
+        // SIGCONT it would get after any stop.
+        // SAFETY: getpid has no memory effects.
+        let me = unsafe { syscall6(nr::GETPID, 0, 0, 0, 0, 0, 0) };
+        // SAFETY: kill(me, SIGSTOP) only stops this process.
+        unsafe { syscall6(nr::KILL, me as usize, 19, 0, 0, 0, 0) };
+    }
     jump(&rec)
+}
+
+/// Whether the C string at `p` is exactly "hold".
+///
+/// # Safety
+/// `p` points to a NUL-terminated string.
+unsafe fn is_hold(p: *const u8) -> bool {
+    for (i, &c) in b"hold\0".iter().enumerate() {
+        // SAFETY: the caller guarantees a NUL-terminated string and we
+        // stop at the first byte that differs, at the latest at its NUL,
+        // so `p + i` stays within it.
+        let at = unsafe { p.add(i) };
+        // SAFETY: `at` is within the NUL-terminated string.
+        if unsafe { *at } != c {
+            return false;
+        }
+    }
+    true
 }
 
 /// Parse a small decimal fd from a C string.

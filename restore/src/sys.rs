@@ -20,6 +20,8 @@ pub mod nr {
     pub const FCNTL: usize = 72;
     pub const PRCTL: usize = 157;
     pub const ARCH_PRCTL: usize = 158;
+    pub const GETPID: usize = 39;
+    pub const KILL: usize = 62;
     pub const EXIT_GROUP: usize = 231;
     pub const SET_ROBUST_LIST: usize = 273;
     pub const RSEQ: usize = 334;

@@ -1,17 +1,19 @@
 //! `mosmigrate PID checkpoint|chkstop|chkexit [FILE]`: checkpoint a mosix
 //! process of this node now, then let it go on, stop it, or end it.
+//! `mosmigrate PID NODE`: move its body to node NODE (it stays here as its
+//! deputy).
 //!
 //! FILE defaults to the process's `mosrun -C` file, else to
 //! `<its working directory>/ckpt.<PID>.mosix`. The command prints the path
 //! it wrote and returns only when the image is complete on disk. (Moving a
-//! process to another node, `mosmigrate PID NODE`, comes with the
-//! migration issue.)
+//! process back home and between remote nodes comes later in issue 4.)
 
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
 use mosix_cli::client::{Daemon, request_with_timeout};
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse};
+use mosix_proto::process::MigrateDone;
 use mosix_proto::process::{AfterCheckpoint, ProcessRequest, ProcessResponse};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,13 +29,15 @@ enum Action {
     Chkexit,
 }
 
-/// Checkpoint a mosix process of this node.
+/// Checkpoint a mosix process of this node, or move it to another node.
 ///
 /// Writes the image of PID (a process started with mosrun; you may act
 /// only on your own, root on all) and then lets it go on, stops it, or
 /// ends it. Returns when the image is complete on disk and prints its
 /// path. FILE defaults to the one given to `mosrun -C`, else to
 /// `<the process's cwd>/ckpt.<pid>.mosix`. Restart with `mosrun -R FILE`.
+/// With a node name (see `mosctl nodes`) instead of an action, the body
+/// moves there and PID stays here as its deputy.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -43,8 +47,8 @@ struct Args {
     config: Option<PathBuf>,
     /// The process (its home pid, as mosps shows it).
     pid: i32,
-    /// What to do.
-    action: Action,
+    /// What to do: checkpoint, chkstop, chkexit, or a node name.
+    action: String,
     /// Image file (relative to the current directory).
     file: Option<PathBuf>,
 }
@@ -62,7 +66,11 @@ fn run(args: Args) -> Result<()> {
         Some(f) if f.is_relative() => Some(std::env::current_dir()?.join(f)),
         f => f,
     };
-    let after = match args.action {
+    let action = match Action::from_str(&args.action, true) {
+        Ok(a) => a,
+        Err(_) => return migrate(&config, args.pid, &args.action),
+    };
+    let after = match action {
         Action::Checkpoint => AfterCheckpoint::Continue,
         Action::Chkstop => AfterCheckpoint::Stop,
         Action::Chkexit => AfterCheckpoint::Exit,
@@ -88,6 +96,59 @@ fn run(args: Args) -> Result<()> {
         | ControlResponse::Error { message } => {
             bail!("{message}")
         }
+        other => bail!("unexpected answer from homed: {other:?}"),
+    }
+}
+
+/// Move the body of `pid` to `node` (its address from this node's remoted).
+fn migrate(config: &Config, pid: i32, node: &str) -> Result<()> {
+    let nodes = match request_with_timeout(
+        config,
+        Daemon::Remoted,
+        &ControlRequest::Nodes,
+        Duration::from_secs(10),
+    )? {
+        ControlResponse::Nodes { nodes } => nodes,
+        ControlResponse::Error { message } => bail!("remoted: {message}"),
+        other => bail!("unexpected answer from remoted: {other:?}"),
+    };
+    let Some(n) = nodes.iter().find(|n| n.entry.name == node) else {
+        let names: Vec<&str> = nodes.iter().map(|n| n.entry.name.as_str()).collect();
+        bail!(
+            "{node} is neither checkpoint, chkstop, chkexit nor a known node (known: {})",
+            names.join(", ")
+        );
+    };
+    if n.is_self {
+        bail!("process {pid} already runs on {node}, its home");
+    }
+    let req = ControlRequest::Process {
+        request: ProcessRequest::Migrate {
+            pid,
+            node: node.to_string(),
+            address: n.entry.address.to_string(),
+        },
+    };
+    match request_with_timeout(config, Daemon::Homed, &req, Duration::from_secs(3600))? {
+        ControlResponse::Process {
+            response: ProcessResponse::Migrated { done },
+        } => {
+            let MigrateDone {
+                node,
+                body_pid,
+                bytes,
+                frozen_ms,
+                ..
+            } = done;
+            println!(
+                "{pid} runs on {node} (pid {body_pid} there), {bytes} bytes moved, frozen {frozen_ms} ms"
+            );
+            Ok(())
+        }
+        ControlResponse::Process {
+            response: ProcessResponse::Error { message },
+        }
+        | ControlResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer from homed: {other:?}"),
     }
 }

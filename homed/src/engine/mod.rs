@@ -20,7 +20,7 @@ use mosix_proto::image::layout::{self, FreezeRecord, Hello};
 use mosix_proto::image::{self as image, CpuFeatures};
 use mosix_proto::local::{Credentials, peer_credentials};
 use mosix_proto::process::{
-    AfterCheckpoint, CheckpointDone, ProcessInfo, ProcessRequest, ProcessResponse,
+    AfterCheckpoint, CheckpointDone, MigrateDone, ProcessInfo, ProcessRequest, ProcessResponse,
 };
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -45,12 +45,25 @@ pub enum EngineError {
     BadSignal(i32),
 }
 
+impl OpEvent {
+    /// The event's name, for internal-error messages.
+    fn name(&self) -> &'static str {
+        match self {
+            OpEvent::Frozen => "frozen",
+            OpEvent::Done(_) => "a checkpoint",
+            OpEvent::Migrated(_) => "a migration",
+        }
+    }
+}
+
 /// A checkpoint request waiting for the process's freeze record.
 struct PendingOp {
     after: AfterCheckpoint,
     path: PathBuf,
     started: Instant,
     reply: mpsc::Sender<OpEvent>,
+    /// Set for a migration instead of a checkpoint.
+    migrate: Option<crate::migrate::Target>,
 }
 
 /// Progress of a checkpoint, from the connection thread to the requester.
@@ -59,6 +72,9 @@ enum OpEvent {
     Frozen,
     /// Finished (image complete, verdict sent), or failed (process runs on).
     Done(Result<CheckpointDone, String>),
+    /// A migration committed (the body runs away), or failed (the process
+    /// runs on here).
+    Migrated(Result<MigrateDone, String>),
 }
 
 /// One managed process.
@@ -77,6 +93,8 @@ struct Proc {
     op: Mutex<Option<PendingOp>>,
     busy: Mutex<()>,
     last_checkpoint: Mutex<Instant>,
+    /// The node running its body, once it left.
+    away: Mutex<Option<String>>,
 }
 
 /// The engine: shared by `homed`'s procs-socket server and its command
@@ -85,6 +103,10 @@ pub struct Engine {
     freeze_signal: i32,
     procs: Mutex<HashMap<i32, Arc<Proc>>>,
     env: capture::CaptureEnv,
+    /// This node's name (links say it).
+    node: String,
+    /// The cluster key file (loaded for each migration).
+    key_file: PathBuf,
 }
 
 impl Engine {
@@ -102,6 +124,8 @@ impl Engine {
                 cpu: CpuFeatures::current(),
                 kernel_release: sys::kernel_release(),
             },
+            node: config.node.name.clone(),
+            key_file: config.node.key_file.clone(),
         })
     }
 
@@ -134,6 +158,28 @@ impl Engine {
                     Err(message) => ProcessResponse::Error { message },
                 }
             }
+            ProcessRequest::Migrate { pid, node, address } => {
+                let Ok(address) = address.parse() else {
+                    return ProcessResponse::Error {
+                        message: format!("{address:?} is not an IP:PORT address of node {node}"),
+                    };
+                };
+                let target = crate::migrate::Target { node, address };
+                match self.freeze(
+                    caller,
+                    pid,
+                    AfterCheckpoint::Continue,
+                    PathBuf::new(),
+                    Some(target),
+                ) {
+                    Ok(OpEvent::Migrated(Ok(done))) => ProcessResponse::Migrated { done },
+                    Ok(OpEvent::Migrated(Err(message)) | OpEvent::Done(Err(message)))
+                    | Err(message) => ProcessResponse::Error { message },
+                    Ok(other) => ProcessResponse::Error {
+                        message: format!("internal error: migration ended with {}", other.name()),
+                    },
+                }
+            }
         }
     }
 
@@ -146,7 +192,12 @@ impl Engine {
                 pid: p.pid,
                 cmdline: p.cmdline.clone(),
                 uid: p.uid,
-                location: "here".into(),
+                location: p
+                    .away
+                    .lock()
+                    .map(|a| a.clone())
+                    .unwrap_or_default()
+                    .unwrap_or_else(|| "here".into()),
                 restored: p.restored,
                 checkpoint_file: p.checkpoint_file.clone(),
                 checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
@@ -199,6 +250,44 @@ impl Engine {
                 cwd.join(format!("ckpt.{pid}.mosix"))
             }
         };
+        match self.freeze(caller, pid, after, path, None)? {
+            OpEvent::Done(r) => {
+                if r.is_ok() {
+                    *p.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
+                r
+            }
+            other => Err(format!(
+                "internal error: checkpoint ended with {}",
+                other.name()
+            )),
+        }
+    }
+
+    /// Freeze `pid` and let its connection thread write the image (to
+    /// `path`) or migrate it (to `migrate`); returns the final event.
+    fn freeze(
+        &self,
+        caller: &Credentials,
+        pid: i32,
+        after: AfterCheckpoint,
+        path: PathBuf,
+        migrate: Option<crate::migrate::Target>,
+    ) -> Result<OpEvent, String> {
+        let p = self.lock_procs().get(&pid).cloned().ok_or_else(|| {
+            format!("process {pid} is not a mosix process of this node (see mosps)")
+        })?;
+        if caller.uid != 0 && caller.uid != p.uid {
+            return Err(format!(
+                "permission denied: process {pid} belongs to uid {}, not to you (uid {})",
+                p.uid, caller.uid
+            ));
+        }
+        if let Some(node) = p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Err(format!(
+                "process {pid} already runs on node {node}; moving it again is not supported yet"
+            ));
+        }
         if let Some(why) = self.cantmove(&p) {
             return Err(format!(
                 "process {pid} cannot be frozen safely: {why}; it runs on unchanged"
@@ -214,6 +303,7 @@ impl Engine {
             path,
             started: Instant::now(),
             reply: tx,
+            migrate,
         });
         if let Err(e) = sys::kill(pid, p.freeze_signal) {
             p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -223,7 +313,7 @@ impl Engine {
         }
         match rx.recv_timeout(FREEZE_TIMEOUT) {
             Ok(OpEvent::Frozen) => {}
-            Ok(OpEvent::Done(r)) => return r,
+            Ok(ev) => return Ok(ev),
             Err(_) => {
                 // Nobody took the op: the process never answered.
                 if p.op
@@ -243,14 +333,8 @@ impl Engine {
         // which always reports an outcome (or dies with the process).
         loop {
             match rx.recv() {
-                Ok(OpEvent::Done(r)) => {
-                    if r.is_ok() {
-                        *p.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Instant::now();
-                    }
-                    return r;
-                }
                 Ok(OpEvent::Frozen) => continue,
+                Ok(ev) => return Ok(ev),
                 Err(_) => {
                     return Err(format!(
                         "process {pid} went away while its image was being written"
@@ -358,6 +442,7 @@ impl Engine {
             op: Mutex::new(None),
             busy: Mutex::new(()),
             last_checkpoint: Mutex::new(Instant::now()),
+            away: Mutex::new(None),
         });
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
@@ -381,6 +466,12 @@ impl Engine {
                 continue;
             };
             let _ = op.reply.send(OpEvent::Frozen);
+            if let Some(target) = op.migrate.clone() {
+                if self.migrate_out(&p, &rec, &op, &target, &stream) {
+                    break;
+                }
+                continue;
+            }
             let result = self.write_image(&p, &rec, &op);
             let verdict = match (&result, op.after) {
                 (Err(_), _) | (Ok(_), AfterCheckpoint::Continue) => layout::VERDICT_CONTINUE,
@@ -403,6 +494,57 @@ impl Engine {
             procs.remove(&p.pid);
         }
         tracing::info!(pid = p.pid, "process left");
+    }
+
+    /// Move the frozen `p` to `target`. True if it left (this connection
+    /// then served its deputy until the body ended); false if it runs on
+    /// here.
+    fn migrate_out(
+        &self,
+        p: &Proc,
+        rec: &FreezeRecord,
+        op: &PendingOp,
+        target: &crate::migrate::Target,
+        ctl: &UnixStream,
+    ) -> bool {
+        let who = crate::migrate::Mover {
+            home: &self.node,
+            key_file: &self.key_file,
+            pid: p.pid,
+            uid: p.uid,
+            gid: p.gid,
+        };
+        let sent = capture::describe(p.pid, p.uid, rec, &self.env).and_then(|spec| {
+            let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
+                .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
+            crate::migrate::send_body(&who, target, &spec, &mut capture::ProcMem(mem))
+        });
+        let mut held = match sent {
+            Ok(h) => h,
+            Err(e) => {
+                self.verdict(p, layout::VERDICT_CONTINUE);
+                tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration failed; process runs on here");
+                let _ = op.reply.send(OpEvent::Migrated(Err(e)));
+                return false;
+            }
+        };
+        if let Err(e) = crate::migrate::commit(ctl, &mut held, &target.node) {
+            tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration not committed");
+            let _ = op.reply.send(OpEvent::Migrated(Err(e)));
+            return false;
+        }
+        *p.away.lock().unwrap_or_else(|e| e.into_inner()) = Some(target.node.clone());
+        let done = MigrateDone {
+            pid: p.pid,
+            node: target.node.clone(),
+            body_pid: held.body_pid,
+            bytes: held.bytes,
+            frozen_ms: op.started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(pid = p.pid, node = %done.node, body_pid = done.body_pid, bytes = done.bytes, frozen_ms = done.frozen_ms, "migrated; deputy here");
+        let _ = op.reply.send(OpEvent::Migrated(Ok(done)));
+        crate::migrate::relay(ctl, &mut held.link, p.pid, &target.node);
+        true
     }
 
     fn verdict(&self, p: &Proc, v: u32) {

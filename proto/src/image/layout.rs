@@ -244,6 +244,19 @@ pub const VERDICT_CONTINUE: u32 = 1;
 pub const VERDICT_STOP: u32 = 2;
 /// Verdict: the image is safe; end the process.
 pub const VERDICT_EXIT: u32 = 3;
+/// Verdict: the body now runs on another node and is held there; become
+/// the deputy. Followed on the control fd by a `u32` length and that many
+/// bytes: the path of `mosix-deputy`, which the handler `exec`s (keeping
+/// pid, parent, fds and cwd) as `mosix-deputy CTL-FD CLOEXEC-FDS`.
+pub const VERDICT_DEPUTY: u32 = 4;
+/// Longest `mosix-deputy` path a [`VERDICT_DEPUTY`] may carry.
+pub const DEPUTY_PATH_MAX: usize = 256;
+/// First word `mosix-deputy` writes on the control fd: it is up, the
+/// source may let the body go.
+pub const DEPUTY_READY: u32 = 0x5245_4459;
+/// Word the freeze handler writes when its `exec` of `mosix-deputy`
+/// failed: the process runs on at home and the body must be dropped.
+pub const DEPUTY_FAILED: u32 = 0x4641_494c;
 /// Exit status of a process ended by [`VERDICT_EXIT`] (a checkpoint-and-
 /// exit, `mosmigrate PID chkexit`).
 pub const CHKEXIT_STATUS: i32 = 0;

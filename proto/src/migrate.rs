@@ -1,0 +1,223 @@
+//! Messages of a migration (DESIGN.md section 3, steps 3-5 and 7).
+//!
+//! The source's `homed` connects an authenticated link to the destination's
+//! body host (a listener of `remoted` on its port + [`HOST_PORT_OFFSET`];
+//! bodies must be descendants of `remoted`) and says [`ToHost::Offer`]. Once
+//! [`FromHost::Accepted`], it sends the image as raw link messages (exactly
+//! `bytes` bytes in all, see [`crate::image::ImagePlan`]) and then
+//! [`ToHost::ImageEnd`]. The host restores the body held before its first
+//! user instruction and answers [`FromHost::Held`] (or
+//! [`FromHost::Failed`]). Only then may the source commit (its process
+//! becomes the deputy) and say [`ToHost::Go`]; anything else, including a
+//! closed link, makes the host kill the held body. After `Go` the same link
+//! carries signals for the body and, at the end, its exit status.
+//!
+//! Between `homed` and `mosix-deputy` (over the process's old control fd,
+//! with [`crate::local`] framing) pass [`DeputyMsg`]s.
+
+use crate::view::Bytes;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The body host listens on the remoted port plus this.
+pub const HOST_PORT_OFFSET: u16 = 2;
+
+/// Largest raw image chunk the source sends in one link message.
+pub const CHUNK: usize = 4 << 20;
+
+/// The body-host address of a node whose `remoted` listens on `remoted`.
+pub fn host_addr(remoted: SocketAddr) -> SocketAddr {
+    let mut a = remoted;
+    a.set_port(remoted.port().wrapping_add(HOST_PORT_OFFSET));
+    a
+}
+
+/// Source to destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToHost {
+    /// Please host this body.
+    Offer {
+        /// The process's home pid (for logs and `mosps` at the host).
+        home_pid: i32,
+        /// Owner uid the body runs with.
+        uid: u32,
+        /// Owner gid the body runs with.
+        gid: u32,
+        /// Exact image size that follows.
+        bytes: u64,
+    },
+    /// The image is complete; its header checksum.
+    ImageEnd {
+        /// Checksum to store in the header (see `ImagePlan::stream`).
+        checksum: u64,
+    },
+    /// The source committed: let the held body run.
+    Go,
+    /// The source gave up: kill the held body.
+    Abort,
+    /// Raise this signal in the body (forwarded from the deputy).
+    Signal {
+        /// Signal number.
+        sig: i32,
+    },
+}
+
+/// Destination to source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromHost {
+    /// Send the image.
+    Accepted,
+    /// Not hosting it; nothing was started.
+    Refused {
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Restored and held before its first user instruction.
+    Held {
+        /// The body's pid on the destination.
+        body_pid: i32,
+    },
+    /// Restoring failed; nothing runs at the destination.
+    Failed {
+        /// What failed.
+        reason: String,
+    },
+    /// The body wrote `data` to its relayed fd `fd` (a pipe at home);
+    /// all of a body's output comes before its [`FromHost::Exited`].
+    Output {
+        /// The fd number (the same in the body and the deputy).
+        fd: i32,
+        /// The bytes, in order.
+        data: Bytes,
+    },
+    /// The body ended.
+    Exited {
+        /// How.
+        status: BodyStatus,
+    },
+}
+
+/// How a body ended, as `wait` saw it at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BodyStatus {
+    /// `exit(code)`.
+    Code {
+        /// Exit code.
+        code: i32,
+    },
+    /// Killed by a signal.
+    Signal {
+        /// The signal.
+        sig: i32,
+        /// Whether it dumped core.
+        core: bool,
+    },
+}
+
+impl BodyStatus {
+    /// Decode a `waitpid` status word; `None` if it is not a termination.
+    pub fn from_wait(status: i32) -> Option<BodyStatus> {
+        if libc::WIFEXITED(status) {
+            Some(BodyStatus::Code {
+                code: libc::WEXITSTATUS(status),
+            })
+        } else if libc::WIFSIGNALED(status) {
+            Some(BodyStatus::Signal {
+                sig: libc::WTERMSIG(status),
+                core: libc::WCOREDUMP(status),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Between `homed` and `mosix-deputy`, after the deputy's first word
+/// (`layout::DEPUTY_READY`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeputyMsg {
+    /// Deputy to homed: a signal arrived for the body.
+    Signal {
+        /// Signal number.
+        sig: i32,
+    },
+    /// Homed to deputy: write `data` to the deputy's own `fd` (the body's
+    /// output to a pipe at home).
+    Output {
+        /// The fd number.
+        fd: i32,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Homed to deputy: the body ended; end the same way.
+    Exited {
+        /// How.
+        status: BodyStatus,
+    },
+    /// Homed to deputy: the body's node is gone (end as if SIGKILLed).
+    Lost,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_is_remoted_port_plus_two() {
+        let a: SocketAddr = "10.77.0.2:7340".parse().unwrap();
+        assert_eq!(host_addr(a).to_string(), "10.77.0.2:7342");
+    }
+
+    #[test]
+    fn wait_status_decodes_code_and_signal() {
+        assert_eq!(
+            BodyStatus::from_wait(7 << 8),
+            Some(BodyStatus::Code { code: 7 })
+        );
+        assert_eq!(
+            BodyStatus::from_wait(15),
+            Some(BodyStatus::Signal {
+                sig: 15,
+                core: false
+            })
+        );
+        assert_eq!(
+            BodyStatus::from_wait(0x80 | 11),
+            Some(BodyStatus::Signal {
+                sig: 11,
+                core: true
+            })
+        );
+        // Stopped by SIGSTOP: not an end.
+        assert_eq!(BodyStatus::from_wait((19 << 8) | 0x7f), None);
+    }
+
+    #[test]
+    fn output_is_carried_as_a_byte_string() {
+        let data: Vec<u8> = (0..=255).collect();
+        let m = FromHost::Output {
+            fd: 1,
+            data: Bytes(data.clone()),
+        };
+        let b = crate::link::encode(&m).unwrap();
+        // A msgpack bin (1 byte a byte), not an array of integers.
+        assert!(b.len() < data.len() + 32, "{} bytes encoded", b.len());
+        assert_eq!(crate::link::decode::<FromHost>(&b).unwrap(), m);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let m = ToHost::Offer {
+            home_pid: 5,
+            uid: 1000,
+            gid: 1000,
+            bytes: 4096,
+        };
+        let b = crate::link::encode(&m).unwrap();
+        assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
+    }
+}

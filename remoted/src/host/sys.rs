@@ -1,0 +1,120 @@
+//! The few raw system calls the body host needs.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::FromRawFd;
+
+/// An anonymous in-memory file (no name anywhere in the file system),
+/// close-on-exec: the received image lives here, never on disk.
+pub fn memfd(name: &std::ffi::CStr) -> io::Result<File> {
+    // SAFETY: memfd_create with a NUL-terminated name; returns a new fd.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh fd that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `waitpid(pid, flags)`: the status word, retrying on EINTR.
+pub fn waitpid(pid: i32, flags: i32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on a child of ours, writing into `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r == pid {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// Send `sig` to `pid`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) has no memory effects.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Run in the forked child before `exec` (async-signal-safe calls only):
+/// set the umask, put each `(fd, src)` of `dups` at `fd` (`src` numbers
+/// are above every `fd`), open each `(fd, path, flags, pos)` as the body's
+/// user and place it at `fd`, and make `keep` survive the `exec`.
+pub fn place_fds(
+    umask: u32,
+    dups: &[(i32, i32)],
+    plan: &[(i32, std::ffi::CString, i32, Option<u64>)],
+    keep: i32,
+) -> io::Result<()> {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(umask as libc::mode_t) };
+    for &(fd, src) in dups {
+        // SAFETY: dup2 between fds of this (child) process; the copy at
+        // `fd` is not close-on-exec, `src` (close-on-exec) goes at exec.
+        if unsafe { libc::dup2(src, fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (fd, path, flags, pos) in plan {
+        // SAFETY: open(2) with a NUL-terminated path.
+        let tmp = unsafe { libc::open(path.as_ptr(), *flags | libc::O_CLOEXEC, 0o666) };
+        if tmp < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(pos) = pos {
+            // SAFETY: lseek on the fd just opened.
+            if unsafe { libc::lseek(tmp, *pos as libc::off_t, libc::SEEK_SET) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if tmp != *fd {
+            // SAFETY: dup2 between fds of this (child) process; clears
+            // FD_CLOEXEC on `fd` (the restorer sets it as the image had it).
+            if unsafe { libc::dup2(tmp, *fd) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: closing the temporary number.
+            unsafe { libc::close(tmp) };
+        } else {
+            // SAFETY: F_SETFD on our own fd.
+            unsafe { libc::fcntl(tmp, libc::F_SETFD, 0) };
+        }
+    }
+    // SAFETY: F_SETFD on the image fd: it must survive the exec.
+    if unsafe { libc::fcntl(keep, libc::F_SETFD, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A close-on-exec duplicate of `f` numbered `min` or above.
+pub fn dup_above(f: &File, min: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own returns a new fd.
+    let n = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `n` is a fresh fd nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let r = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: a fresh fd nothing else owns.
+    let w = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
+    Ok((r, w))
+}
