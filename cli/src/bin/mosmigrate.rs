@@ -54,6 +54,7 @@ struct Args {
 }
 
 fn main() {
+    mosix_cli::sys::default_sigpipe();
     if let Err(e) = run(Args::parse()) {
         eprintln!("mosmigrate: {e:#}");
         std::process::exit(1);

@@ -32,6 +32,7 @@ struct Args {
 }
 
 fn main() {
+    mosix_cli::sys::default_sigpipe();
     if let Err(e) = run(Args::parse()) {
         eprintln!("mosps: {e:#}");
         std::process::exit(1);

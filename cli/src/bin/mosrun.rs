@@ -69,6 +69,7 @@ struct Args {
 }
 
 fn main() {
+    mosix_cli::sys::default_sigpipe();
     let args = Args::parse();
     let r = if let Some(f) = &args.inspect {
         inspect(f, args.json)
