@@ -203,23 +203,8 @@ impl Rng {
 
 /// Build examples/c/NAME.c into the home's directory.
 fn build_c(home: &Home, name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/c")
-        .join(format!("{name}.c"));
-    let exe = home.path(name);
-    let out = Command::new("cc")
-        .args(["-O1", "-mavx", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("cc");
-    assert!(
-        out.status.success(),
-        "cc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    // -mavx: selfcheck keeps AVX registers live across the freeze.
+    mosix_tests::build_c_example(name, &home.dir, &["-mavx"])
 }
 
 /// Run `argv` undisturbed: (stdout, status).

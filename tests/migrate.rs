@@ -15,21 +15,7 @@ const EXIT_CODE: &str = "7";
 
 /// Build examples/c/progress.c into `dir`.
 fn build_progress(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c/progress.c");
-    let exe = dir.join("progress");
-    let out = Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("cc");
-    assert!(
-        out.status.success(),
-        "cc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    mosix_tests::build_c_example("progress", dir, &[])
 }
 
 /// A program run under mosix at `node` by a shell that records its pid

@@ -36,6 +36,30 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Compiles the test program `examples/c/<name>.c` into `dir/<name>` with
+/// `cc -O1` and `flags`; fails the test with the compiler's message.
+pub fn build_c_example(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/c")
+        .join(format!("{name}.c"));
+    let exe = dir.join(name);
+    let out = Command::new("cc")
+        .arg("-O1")
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("cannot run cc: install gcc");
+    assert!(
+        out.status.success(),
+        "cc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
 /// Whether the tests can do what they need (root, iproute2). Integration
 /// tests call this and fail with the reason if not; CI runs them as root.
 pub fn require_root() {
