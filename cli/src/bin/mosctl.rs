@@ -85,6 +85,13 @@ impl From<&NodeInfo> for NodeJson {
     }
 }
 
+/// Sorts `n2` before `n10`: the name's text, then its trailing number.
+fn natural_key(name: &str) -> (&str, u64, &str) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, num) = name.split_at(name.len() - digits);
+    (stem, num.parse().unwrap_or(0), name)
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -120,7 +127,7 @@ fn run(out: &mut String) -> Result<()> {
             else {
                 bail!("remoted answered something other than a node list");
             };
-            nodes.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+            nodes.sort_by(|a, b| natural_key(&a.entry.name).cmp(&natural_key(&b.entry.name)));
             let rows: Vec<NodeJson> = nodes.iter().map(NodeJson::from).collect();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -216,4 +223,16 @@ fn human_bytes(b: u64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_key;
+
+    #[test]
+    fn nodes_sort_by_their_number() {
+        let mut names = vec!["n10", "n2", "n1", "b", "a3", "n"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(names, ["a3", "b", "n", "n1", "n2", "n10"]);
+    }
 }
