@@ -321,7 +321,7 @@ impl Drop for ViewClient {
 mod tests {
     use super::*;
     use mosix_proto::link::CLUSTER_KEY_LEN;
-    use mosix_proto::view::{Bytes, ROOT_NODE, Time};
+    use mosix_proto::view::{Bytes, ROOT_NODE};
     use std::net::TcpListener;
 
     fn key() -> ClusterKey {
@@ -329,21 +329,7 @@ mod tests {
     }
 
     fn root() -> Attr {
-        let t = Time { sec: 0, nsec: 0 };
-        Attr {
-            ino: ROOT_NODE,
-            mode: libc::S_IFDIR | 0o755,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            size: 0,
-            blocks: 0,
-            blksize: 4096,
-            atime: t,
-            mtime: t,
-            ctime: t,
-        }
+        crate::fs::placeholder_dir(ROOT_NODE)
     }
 
     /// A stand-in home: accepts the two links of one session and hands

@@ -812,7 +812,7 @@ impl Filesystem for ViewFs {
 
 /// Attributes for `.`/`..` in readdirplus, which the kernel never uses
 /// beyond the type.
-fn placeholder_dir(ino: u64) -> Attr {
+pub(crate) fn placeholder_dir(ino: u64) -> Attr {
     let t = Time { sec: 0, nsec: 0 };
     Attr {
         ino,
