@@ -328,11 +328,12 @@ pub(crate) fn dup_to(fd: i32, target: i32) -> i32 {
     n
 }
 
-/// Write all of `buf` to `fd`, retrying on EINTR; false on failure.
-pub(crate) fn write_all(fd: i32, mut buf: &[u8]) -> bool {
+/// Hands all of `buf` to `op` (one raw write-like call, returning what it
+/// returned), retrying on EINTR and after short writes; false on failure.
+/// Async-signal-safe: no allocation, the closure lives on the stack.
+fn put_all(mut buf: &[u8], op: impl Fn(&[u8]) -> isize) -> bool {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reading `buf.len()` bytes.
-        let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        let n = op(buf);
         if n < 0 {
             if errno() == libc::EINTR {
                 continue;
@@ -347,32 +348,29 @@ pub(crate) fn write_all(fd: i32, mut buf: &[u8]) -> bool {
     true
 }
 
+/// Write all of `buf` to `fd`, retrying on EINTR; false on failure.
+pub(crate) fn write_all(fd: i32, buf: &[u8]) -> bool {
+    put_all(buf, |b| {
+        // SAFETY: `b` is valid for reading `b.len()` bytes.
+        unsafe { libc::write(fd, b.as_ptr() as *const libc::c_void, b.len()) }
+    })
+}
+
 /// Send all of `buf` on the control socket `fd`, retrying on EINTR, with
 /// MSG_NOSIGNAL: a homed that went away must not raise SIGPIPE, which
 /// would stay pending in the handler and kill the program afterwards.
-pub(crate) fn send_all(fd: i32, mut buf: &[u8]) -> bool {
-    while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reading `buf.len()` bytes.
-        let n = unsafe {
+pub(crate) fn send_all(fd: i32, buf: &[u8]) -> bool {
+    put_all(buf, |b| {
+        // SAFETY: `b` is valid for reading `b.len()` bytes.
+        unsafe {
             libc::send(
                 fd,
-                buf.as_ptr() as *const libc::c_void,
-                buf.len(),
+                b.as_ptr() as *const libc::c_void,
+                b.len(),
                 libc::MSG_NOSIGNAL,
             )
-        };
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            return false;
         }
-        if n == 0 {
-            return false;
-        }
-        buf = &buf[n as usize..];
-    }
-    true
+    })
 }
 
 /// Read exactly one little-endian u32 from `fd`; None on EOF or error.
