@@ -92,6 +92,12 @@ pub enum FromHost {
         /// The bytes, in order.
         data: Bytes,
     },
+    /// This node wants the body gone (its owner is back, memory is short,
+    /// `mosctl expel`): the home should move it home or elsewhere.
+    Leave {
+        /// Why, for the home's log.
+        reason: String,
+    },
     /// The body ended.
     Exited {
         /// How.

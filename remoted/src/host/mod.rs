@@ -21,6 +21,7 @@
 //! become relay sockets to the deputy (now: /dev/null), a time namespace,
 //! a mount namespace with the view.
 
+pub mod guests;
 mod sys;
 
 use mosix_proto::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
@@ -130,7 +131,10 @@ impl Host {
         }
         let home = who.node.clone();
         match self.restore(&mut link, &home) {
-            Ok(Some((pid, relays))) => self.run_body(&mut link, pid, &home, relays),
+            Ok(Some((pid, relays, info))) => {
+                let (_registration, leave) = guests::register(info);
+                self.run_body(&mut link, pid, &home, relays, leave)
+            }
             Ok(None) => {}
             Err(reason) => {
                 tracing::warn!(%home, %reason, "migration in failed");
@@ -146,7 +150,7 @@ impl Host {
         &self,
         link: &mut Link<TcpStream>,
         home: &str,
-    ) -> Result<Option<(i32, Relays)>, String> {
+    ) -> Result<Option<(i32, Relays, guests::GuestInfo)>, String> {
         let (home_pid, uid, gid, bytes) = match link.recv::<ToHost>() {
             Ok(ToHost::Offer {
                 home_pid,
@@ -157,6 +161,12 @@ impl Host {
             Ok(other) => return Err(format!("expected an offer, got {other:?}")),
             Err(e) => return Err(format!("no offer: {e}")),
         };
+        if !guests::accepting() {
+            return Err(format!(
+                "node {} takes no guests now (mosctl block); try another node",
+                self.node
+            ));
+        }
         let min = size_of::<layout::ImageHeader>() as u64;
         if bytes < min {
             return Err(format!("an image of {bytes} bytes is too small to be one"));
@@ -264,7 +274,14 @@ impl Host {
                 sys::kill(pid, libc::SIGCONT)
                     .map_err(|e| drop_body(pid, format!("cannot continue the body: {e}")))?;
                 tracing::info!(%home, home_pid, body_pid = pid, "body running");
-                Ok(Some((pid, relays)))
+                let info = guests::GuestInfo {
+                    home: home.to_string(),
+                    home_pid,
+                    body_pid: pid,
+                    uid,
+                    since: std::time::Instant::now(),
+                };
+                Ok(Some((pid, relays, info)))
             }
             Ok(other) => {
                 drop_body(pid, format!("source said {other:?} instead of go"));
@@ -277,7 +294,14 @@ impl Host {
 
     /// Relay signals to the running body, its output and its exit status
     /// back.
-    fn run_body(&self, link: &mut Link<TcpStream>, pid: i32, home: &str, relays: Relays) {
+    fn run_body(
+        &self,
+        link: &mut Link<TcpStream>,
+        pid: i32,
+        home: &str,
+        relays: Relays,
+        leave: mpsc::Receiver<String>,
+    ) {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(sys::waitpid(pid, 0));
@@ -316,6 +340,12 @@ impl Host {
             };
             if output_open && !source_gone {
                 output_open = forward_output(link, &out_rx, ended.is_some());
+            }
+            if !source_gone && let Ok(reason) = leave.try_recv() {
+                tracing::info!(%home, body_pid = pid, %reason, "asking the home to take its process back");
+                if let Err(e) = link.send(&FromHost::Leave { reason }) {
+                    tracing::warn!(%home, body_pid = pid, error = %e, "cannot ask the home to take its process back");
+                }
             }
             if let Some(r) = ended {
                 let status = r.ok().and_then(BodyStatus::from_wait);
