@@ -328,16 +328,6 @@ fn real_program(home: &Home, argv: &[&str]) {
     assert_eq!(status.code(), want_status.code(), "{argv:?}");
 }
 
-fn python3() -> &'static str {
-    [
-        "/usr/bin/python3",
-        "/root/.pyenv/versions/3.11.7/bin/python3",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("a real python3 binary (not pyenv's shell shim)")
-}
-
 #[test]
 fn real_interpreters_survive_chkexit_and_restart() {
     let home = Home::start();
@@ -347,7 +337,7 @@ fn real_interpreters_survive_chkexit_and_restart() {
         "t = 0\nfor i in range(12000000):\n    t = (t * 31 + i) % 1000003\n    if i % 1000000 == 0:\n        print('progress', i, t, flush=True)\nprint('done', t)\n",
     )
     .unwrap();
-    real_program(&home, &[python3(), py.to_str().unwrap()]);
+    real_program(&home, &[mosix_tests::real_python3(), py.to_str().unwrap()]);
     real_program(
         &home,
         &[
@@ -483,7 +473,7 @@ fn unfreezable_processes_are_refused_and_run_on() {
     let home = Home::start();
     let out = home.path("out");
     let mut child = home.run(
-        &[python3(), "-c", "import threading,time\nt=threading.Thread(target=time.sleep,args=(3,))\nt.start()\ntime.sleep(0.5)\nprint('still here')\nt.join()"],
+        &[mosix_tests::real_python3(), "-c", "import threading,time\nt=threading.Thread(target=time.sleep,args=(3,))\nt.start()\ntime.sleep(0.5)\nprint('still here')\nt.join()"],
         &out,
         &home.dir,
     );
@@ -641,7 +631,7 @@ fn limits_umask_and_working_directory_come_back() {
     let script = |runner: &str| {
         format!(
             "ulimit -n 77 && umask 027 && cd \"$1\" && exec {runner} {} -c \"$2\"",
-            python3()
+            mosix_tests::real_python3()
         )
     };
     let out = Command::new("/bin/bash")

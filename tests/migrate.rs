@@ -351,3 +351,239 @@ fn output_to_a_pipe_is_relayed_through_the_deputy() {
         want.len()
     );
 }
+
+/// Move `home`'s body to `node` ("home" brings it back); panics with the
+/// daemons' logs if that fails.
+fn move_to(c: &Cluster, home: i32, node: &str) {
+    let out = c
+        .exec("n1", &["mosmigrate", &home.to_string(), node])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosmigrate {home} {node} failed: {}\nhomed n1: {}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log("n1", "homed"),
+    );
+}
+
+/// Where the program `argv` (home pid `home`) really runs now: `None` if
+/// at home (the home pid is the program itself and no other copy exists),
+/// else the node whose `remoted` its only body descends from.
+fn really_runs_at(c: &Cluster, argv: &[&str], home: i32, nodes: &[&str]) -> Option<String> {
+    let bodies: Vec<i32> = processes_running(argv)
+        .into_iter()
+        .filter(|&p| p != home)
+        .collect();
+    if bodies.is_empty() {
+        assert_eq!(
+            cmdline(home),
+            argv,
+            "no body anywhere, and home is not the program"
+        );
+        return None;
+    }
+    assert_eq!(bodies.len(), 1, "more than one body: {bodies:?}");
+    assert_eq!(
+        cmdline(home).first().map(String::as_str),
+        Some("mosix-deputy"),
+        "a body runs away but home is not its deputy"
+    );
+    nodes
+        .iter()
+        .find(|n| descends_from(bodies[0], c.daemon_pid(n, "remoted").unwrap()))
+        .map(|n| n.to_string())
+        .or_else(|| panic!("body {} descends from no node's remoted", bodies[0]))
+}
+
+/// `mosps --json`'s object for home pid `pid` at n1, if listed.
+fn mosps_entry(c: &Cluster, pid: i32) -> Option<serde_json::Value> {
+    let out = c.exec("n1", &["mosps", "--json"]).ok()?;
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    list.into_iter().find(|p| p["pid"] == pid)
+}
+
+/// A pause of 200-1000 ms, different from run to run (printed, so a
+/// failure can be replayed by reading the log).
+fn random_pause(step: &str) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let ms = 200 + (nanos % 800) as u64;
+    eprintln!("{step}: pausing {ms} ms");
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// home -> n2 -> n3 -> home at random instants, with output to a file
+/// (`pipe` false) or a pipe: same bytes, same status, one home pid, and
+/// the body always where mosps says and nowhere else.
+fn round_trip(pipe: bool, work: &str) {
+    let c = Cluster::up(3).unwrap();
+    let exe = build_progress(&c.dir);
+    let exe = exe.to_str().unwrap();
+    let argv = [exe, "80", work, EXIT_CODE];
+    let job = Job::start_with(&c, "n1", &argv, "trip", pipe);
+    let home = job.home_pid(&c);
+    let shell = ppid(home).expect("home pid's parent");
+    c.wait_for("progress before migrating", Duration::from_secs(30), || {
+        Ok(pipe || job.lines() >= 2)
+    })
+    .unwrap();
+    let nodes = ["n2", "n3"];
+    for (to, want) in [("n2", Some("n2")), ("n3", Some("n3")), ("home", None)] {
+        random_pause(to);
+        move_to(&c, home, to);
+        assert_eq!(
+            really_runs_at(&c, &argv, home, &nodes).as_deref(),
+            want,
+            "after moving to {to}"
+        );
+        // The home pid never changes and keeps its parent.
+        assert!(is_running(home));
+        assert_eq!(ppid(home), Some(shell));
+        let p = mosps_entry(&c, home).unwrap_or_else(|| panic!("mosps lost {home}"));
+        let node = want.unwrap_or("n1");
+        assert_eq!(p["node"], node, "mosps: {p}");
+        assert_eq!(p["home"], "n1", "mosps: {p}");
+        assert_eq!(p["state"], "running", "mosps: {p}");
+        assert!(p["cantmove"].is_null(), "mosps: {p}");
+    }
+    assert!(
+        pipe || job.lines() < 80,
+        "the program finished before its round trip ended; give it more work"
+    );
+    let (got, rc) = job.finish(&c);
+    let (want, want_rc) = reference(&argv);
+    assert_eq!(rc, want_rc, "exit status differs");
+    assert!(
+        got == want,
+        "output differs from an undisturbed run ({} bytes, want {})",
+        got.len(),
+        want.len()
+    );
+    assert!(processes_running(&argv).is_empty(), "a copy is left over");
+}
+
+#[test]
+fn round_trip_home_n2_n3_home_with_output_to_a_file() {
+    round_trip(false, "100000006");
+}
+
+#[test]
+fn round_trip_home_n2_n3_home_with_output_to_a_pipe() {
+    round_trip(true, "100000007");
+}
+
+/// A real program nobody here wrote, started at n1 with `script` (a
+/// shell command line; its stdout goes to a file), moved to n2 and back
+/// home mid-run: same bytes and status as an undisturbed run at n1.
+fn real_program_round_trip(c: &Cluster, name: &str, script: &str) {
+    let out_file = c.dir.join(format!("{name}.out"));
+    let want_file = c.dir.join(format!("{name}.want"));
+    let pid_file = c.dir.join(format!("{name}.pid"));
+    let rc_file = c.dir.join(format!("{name}.rc"));
+    let reference = c
+        .exec(
+            "n1",
+            &[
+                "sh",
+                "-c",
+                &format!("{script} > {}; echo $?", want_file.display()),
+            ],
+        )
+        .unwrap();
+    let want_rc = String::from_utf8_lossy(&reference.stdout)
+        .trim()
+        .to_string();
+    let run = format!(
+        "{mosrun} -- {script} > {out} & echo $! > {pid}; wait $!; echo $? > {rc}",
+        mosrun = bin("mosrun").display(),
+        out = out_file.display(),
+        pid = pid_file.display(),
+        rc = rc_file.display(),
+    );
+    let mut shell = Command::new(bin("mosix-local"))
+        .args(["exec", "--dir"])
+        .arg(&c.dir)
+        .args(["n1", "--", "sh", "-c", &run])
+        .env("MOSIX_BIN_DIR", bin_dir())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.wait_for("the pid file", Duration::from_secs(10), || {
+        Ok(std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let home: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Wait until libmosix registered it with homed.
+    c.wait_for("the process to be managed", Duration::from_secs(10), || {
+        Ok(mosps_entry(c, home).is_some())
+    })
+    .unwrap();
+    random_pause(name);
+    move_to(c, home, "n2");
+    assert!(is_running(home), "{name} ended before it came back");
+    random_pause(name);
+    move_to(c, home, "home");
+    c.wait_for("the end", Duration::from_secs(120), || {
+        Ok(std::fs::read_to_string(&rc_file).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let _ = shell.wait();
+    let rc = std::fs::read_to_string(&rc_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(rc, want_rc, "{name}: exit status differs");
+    let got = std::fs::read(&out_file).unwrap();
+    let want = std::fs::read(&want_file).unwrap();
+    assert!(
+        got == want,
+        "{name}: output differs from an undisturbed run ({} bytes, want {})",
+        got.len(),
+        want.len()
+    );
+}
+
+#[test]
+fn real_programs_move_away_and_back_mid_run() {
+    let c = Cluster::up(2).unwrap();
+    let data = c.dir.join("data.txt");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&data).unwrap());
+        let mut x: u64 = 88172645463325252;
+        for _ in 0..400_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            writeln!(f, "{x:020} {}", x % 1000).unwrap();
+        }
+    }
+    let d = data.display();
+    let pi = c.dir.join("pi.bc");
+    std::fs::write(&pi, "scale=3200; 4*a(1)\n").unwrap();
+    let python = mosix_tests::real_python3();
+    let many = |n: usize| vec![d.to_string(); n].join(" ");
+    // Each runs for some seconds at a node's CPU share, so it is moved
+    // mid-run; each is started directly by mosrun (no shell in between).
+    let cases = [
+        ("bc", format!("bc -l {} < /dev/null", pi.display())),
+        (
+            "python3",
+            format!("{python} -c 'import sys\nt=0\nfor i in range(25000000): t=(t*31+i)%1000003\nprint(t); sys.exit(5)'"),
+        ),
+        ("perl", "perl -e '$t=0; for $i (1..60000000) { $t=($t*31+$i)%1000003 } print \"$t\\n\"; exit 3'".to_string()),
+        ("awk", "awk 'BEGIN { t=0; for (i=0;i<40000000;i++) t=(t*31+i)%1000003; print t }'".to_string()),
+        ("sha256sum", format!("sha256sum {}", many(150))),
+        ("gzip", format!("gzip -9 -c {}", many(4))),
+        ("sort", format!("sort --parallel=1 -k2,2n -k1,1 {}", many(8))),
+    ];
+    for (name, script) in &cases {
+        real_program_round_trip(&c, name, script);
+    }
+}

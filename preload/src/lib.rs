@@ -167,9 +167,21 @@ extern "C" fn after_fork_child() {
 unsafe fn connect_ctl(eng: *mut Engine, kind: u32) -> bool {
     // SAFETY: the caller guarantees exclusive access to ENGINE.
     let e = unsafe { &mut *eng };
-    let fd = sys::connect_unix(&e.sock_path);
+    // A restored process whose restorer's parent put a socket at the
+    // control fd's number (a node's body host, or the deputy when the body
+    // comes home) talks to that one: the daemon that placed it is the one
+    // that can freeze it again.
+    let inherited = kind == HELLO_RESTORED && e.ctl_fd >= 0 && sys::is_socket(e.ctl_fd);
+    let fd = if inherited {
+        e.ctl_fd
+    } else {
+        sys::connect_unix(&e.sock_path)
+    };
     if fd < 0 {
         return false;
+    }
+    if inherited {
+        sys::set_fd_flags(fd, libc::FD_CLOEXEC);
     }
     let target = if kind == HELLO_RESTORED && e.ctl_fd >= 0 {
         sys::dup_to(fd, e.ctl_fd)

@@ -448,6 +448,15 @@ pub(crate) fn read_exact(fd: i32, buf: &mut [u8]) -> bool {
     true
 }
 
+/// Whether `fd` is an open socket.
+pub(crate) fn is_socket(fd: i32) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fstat writes into the stat buffer we own.
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
 /// `fcntl(fd, F_GETFD)`: the fd's flags, -1 if it is not open.
 pub(crate) fn get_fd_flags(fd: i32) -> i32 {
     // SAFETY: F_GETFD only reads the fd table.

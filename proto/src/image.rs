@@ -52,7 +52,7 @@ const _: () = {
     assert!(size_of::<MmFields>() == 864);
     assert!(size_of::<RegionDesc>() == 72);
     assert!(size_of::<PageRun>() == 24);
-    assert!(size_of::<FdDesc>() == 40);
+    assert!(size_of::<FdDesc>() == 48);
     assert!(size_of::<Hello>() == 1184);
     // The restorer's own image (text, data, 256 KiB stack) must fit below
     // the vdso park, which must fit below the scratch area; the window
@@ -668,6 +668,8 @@ pub struct FdInfo {
     pub size: u64,
     /// FD_CLOEXEC.
     pub cloexec: bool,
+    /// A lower fd sharing its open file description, if any.
+    pub same_as: Option<i32>,
 }
 
 /// A checked image: header, record and tables decoded.
@@ -943,6 +945,7 @@ impl LoadedImage {
                 pos: d.pos,
                 size: d.size,
                 cloexec: d.cloexec != 0,
+                same_as: d.shares_with.checked_sub(1).map(|n| n as i32),
             });
         }
         let cmdline = string(h.cmdline)?.split('\0').map(str::to_owned).collect();

@@ -136,6 +136,67 @@ fn read_full(stream: &mut UnixStream, buf: &mut [u8]) -> Result<usize, LocalErro
     Ok(got)
 }
 
+/// Passes `fd` to the peer (SCM_RIGHTS, with one byte of data): how a
+/// daemon hands a process an open file no path leads to (a memfd).
+pub fn send_fd(stream: &UnixStream, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), LocalError> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let iov = [io::IoSlice::new(b"F")];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    loop {
+        match sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(LocalError::Closed),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(LocalError::Io(e.into())),
+        }
+    }
+}
+
+/// Receives an fd sent with [`send_fd`] (close-on-exec).
+pub fn recv_fd(stream: &UnixStream) -> Result<std::os::fd::OwnedFd, LocalError> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    loop {
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let msg = match recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(LocalError::Io(e.into())),
+        };
+        if msg.bytes == 0 {
+            return Err(LocalError::Closed);
+        }
+        let mut got = None;
+        for c in msg.cmsgs().map_err(|e| LocalError::Io(e.into()))? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just installed `fd` in this
+                    // process for us; nothing else owns it.
+                    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                    if got.is_none() {
+                        got = Some(owned);
+                    }
+                }
+            }
+        }
+        return got.ok_or_else(|| {
+            LocalError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "expected an fd (SCM_RIGHTS) on the local socket, got plain data",
+            ))
+        });
+    }
+}
+
 /// Who is at the other end of a local socket, as the kernel saw it when the
 /// connection was made (`SO_PEERCRED`); the basis of every permission check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -46,6 +46,13 @@ pub enum ToHost {
         gid: u32,
         /// Exact image size that follows.
         bytes: u64,
+        /// The fd number of the process's control connection (left out of
+        /// its image): the host gives the body its control socket there.
+        #[serde(default = "no_fd")]
+        ctl_fd: i32,
+        /// The process's freeze signal.
+        #[serde(default)]
+        freeze_signal: i32,
     },
     /// The image is complete; its header checksum.
     ImageEnd {
@@ -61,6 +68,19 @@ pub enum ToHost {
         /// Signal number.
         sig: i32,
     },
+    /// Freeze the running body and send its image back
+    /// ([`FromHost::Image`]); it stays frozen here until [`ToHost::Done`]
+    /// or [`ToHost::Resume`].
+    Freeze,
+    /// The frozen body runs elsewhere now: end it here, silently, and
+    /// answer [`FromHost::Left`].
+    Done,
+    /// The move failed: let the frozen body run on here.
+    Resume,
+}
+
+fn no_fd() -> i32 {
+    -1
 }
 
 /// Destination to source.
@@ -98,6 +118,26 @@ pub enum FromHost {
         /// Why, for the home's log.
         reason: String,
     },
+    /// The body is frozen; its image follows as raw link messages of
+    /// exactly `bytes` bytes in all, then [`FromHost::ImageEnd`]. All its
+    /// output came before this.
+    Image {
+        /// Exact image size that follows.
+        bytes: u64,
+    },
+    /// The image is complete; its header checksum.
+    ImageEnd {
+        /// Checksum to store in the header.
+        checksum: u64,
+    },
+    /// The body could not be frozen or captured; it runs on here.
+    FreezeFailed {
+        /// What failed.
+        reason: String,
+    },
+    /// The frozen body was ended after [`ToHost::Done`]: it runs only
+    /// where it was moved to. The last message on the link.
+    Left,
     /// The body ended.
     Exited {
         /// How.
@@ -166,6 +206,64 @@ pub enum DeputyMsg {
     },
     /// Homed to deputy: the body's node is gone (end as if SIGKILLed).
     Lost,
+    /// Deputy to homed: the image is in place and the restorer is being
+    /// `exec`ed; the next bytes on the connection are the restored
+    /// process's hello. The deputy's last message.
+    Leaving,
+    /// Deputy to homed: it could not prepare the restore; it is still the
+    /// deputy and the body may run on where it is.
+    ComeHomeFailed {
+        /// What failed.
+        reason: String,
+    },
+    /// Homed to deputy: the body came home. An fd holding its image
+    /// follows (SCM_RIGHTS, see [`crate::local::recv_fd`]); put the fds in
+    /// the state the image expects and `exec` `restorer` on it, keeping
+    /// the control fd open: the process is whole again.
+    ComeHome {
+        /// `mosix-restore`'s path.
+        restorer: String,
+        /// The process's fds as the body left them.
+        fds: Vec<FdState>,
+    },
+}
+
+/// One fd of a body coming home, as the deputy must leave it for the
+/// restorer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdState {
+    /// The fd number.
+    pub fd: i32,
+    /// What to do with it.
+    pub how: FdHow,
+}
+
+/// How the deputy prepares one fd of a body coming home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FdHow {
+    /// Keep the deputy's own fd (the one the body's relay stood for).
+    Keep,
+    /// Keep the deputy's own fd (the same open file) and move its offset
+    /// to where the body left it.
+    Seek {
+        /// The body's offset.
+        pos: u64,
+    },
+    /// Make it a dup of the lower fd `of` (they shared one open file).
+    Dup {
+        /// The fd it duplicates.
+        of: i32,
+    },
+    /// Open `path` with `flags` (at `pos`): a file the body opened away.
+    Open {
+        /// Its path.
+        path: String,
+        /// open(2) flags.
+        flags: i32,
+        /// Offset, for regular files.
+        pos: Option<u64>,
+    },
 }
 
 #[cfg(test)]
@@ -222,6 +320,8 @@ mod tests {
             uid: 1000,
             gid: 1000,
             bytes: 4096,
+            ctl_fd: 1000,
+            freeze_signal: 63,
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);

@@ -72,9 +72,19 @@ pub struct ProcessInfo {
     /// Owner uid.
     #[serde(default)]
     pub uid: u32,
-    /// Where it runs: "here" for now (the migration issue adds nodes).
+    /// The node it was started at, where its pid lives (this node).
     #[serde(default)]
-    pub location: String,
+    pub home: String,
+    /// The node its body runs on now (`home` when it is at home).
+    #[serde(default)]
+    pub node: String,
+    /// `running`, `migrating` (being frozen, moved or brought home) or
+    /// `frozen` (stopped after a checkpoint, or by a signal).
+    #[serde(default)]
+    pub state: String,
+    /// How many times it moved (away, on, or home).
+    #[serde(default)]
+    pub migrations: u32,
     /// Whether it was restarted from an image.
     #[serde(default)]
     pub restored: bool,

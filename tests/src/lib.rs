@@ -232,3 +232,15 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A real python3 binary (not pyenv's shell shim, which is a script that
+/// execs the real one and so is not the process that runs the work).
+pub fn real_python3() -> &'static str {
+    [
+        "/usr/bin/python3",
+        "/root/.pyenv/versions/3.11.7/bin/python3",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("a real python3 binary (not pyenv's shell shim)")
+}

@@ -1,12 +1,11 @@
 //! `mosmigrate PID checkpoint|chkstop|chkexit [FILE]`: checkpoint a mosix
 //! process of this node now, then let it go on, stop it, or end it.
-//! `mosmigrate PID NODE`: move its body to node NODE (it stays here as its
-//! deputy).
+//! `mosmigrate PID NODE|home`: move its body to node NODE (it stays here
+//! as its deputy), on from one node to another, or back home.
 //!
 //! FILE defaults to the process's `mosrun -C` file, else to
 //! `<its working directory>/ckpt.<PID>.mosix`. The command prints the path
-//! it wrote and returns only when the image is complete on disk. (Moving a
-//! process back home and between remote nodes comes later in issue 4.)
+//! it wrote and returns only when the image is complete on disk.
 
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
@@ -37,7 +36,9 @@ enum Action {
 /// path. FILE defaults to the one given to `mosrun -C`, else to
 /// `<the process's cwd>/ckpt.<pid>.mosix`. Restart with `mosrun -R FILE`.
 /// With a node name (see `mosctl nodes`) instead of an action, the body
-/// moves there and PID stays here as its deputy.
+/// moves there and PID stays here as its deputy; a body that is away
+/// moves on to that node, or comes back with `home` (or this node's name)
+/// and is a whole process here again.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -113,6 +114,10 @@ fn migrate(config: &Config, pid: i32, node: &str) -> Result<()> {
         ControlResponse::Error { message } => bail!("remoted: {message}"),
         other => bail!("unexpected answer from remoted: {other:?}"),
     };
+    let home = node == "home" || nodes.iter().any(|n| n.is_self && n.entry.name == node);
+    if home {
+        return send_migrate(config, pid, "home", "");
+    }
     let Some(n) = nodes.iter().find(|n| n.entry.name == node) else {
         let names: Vec<&str> = nodes.iter().map(|n| n.entry.name.as_str()).collect();
         bail!(
@@ -120,14 +125,16 @@ fn migrate(config: &Config, pid: i32, node: &str) -> Result<()> {
             names.join(", ")
         );
     };
-    if n.is_self {
-        bail!("process {pid} already runs on {node}, its home");
-    }
+    send_migrate(config, pid, node, &n.entry.address.to_string())
+}
+
+/// Ask homed to move `pid` to `node` at `address` ("home": back home).
+fn send_migrate(config: &Config, pid: i32, node: &str, address: &str) -> Result<()> {
     let req = ControlRequest::Process {
         request: ProcessRequest::Migrate {
             pid,
             node: node.to_string(),
-            address: n.entry.address.to_string(),
+            address: address.to_string(),
         },
     };
     match request_with_timeout(config, Daemon::Homed, &req, Duration::from_secs(3600))? {
@@ -141,9 +148,13 @@ fn migrate(config: &Config, pid: i32, node: &str) -> Result<()> {
                 frozen_ms,
                 ..
             } = done;
-            println!(
-                "{pid} runs on {node} (pid {body_pid} there), {bytes} bytes moved, frozen {frozen_ms} ms"
-            );
+            if node == "home" {
+                println!("{pid} is home again, {bytes} bytes moved, frozen {frozen_ms} ms");
+            } else {
+                println!(
+                    "{pid} runs on {node} (pid {body_pid} there), {bytes} bytes moved, frozen {frozen_ms} ms"
+                );
+            }
             Ok(())
         }
         ControlResponse::Process {

@@ -2,10 +2,12 @@
 //! of them for root).
 //!
 //! `--json` prints a JSON array of objects with the keys `pid` (home pid),
-//! `cmdline` (array of strings), `uid`, `location` ("here" until the
-//! migration issue), `restored` (restarted from an image),
-//! `checkpoint_file` (or null), `checkpoint_minutes` and `cantmove` (why
-//! it cannot be frozen now, or null).
+//! `home` (this node's name), `node` (the node its body runs on now; the
+//! home's name when at home), `state` (`running`, `migrating` or
+//! `frozen`), `migrations` (how many times it moved), `cantmove` (why it
+//! cannot move now, or null), `cmdline` (array of strings), `uid`,
+//! `restored` (restarted from an image), `checkpoint_file` (or null) and
+//! `checkpoint_minutes`.
 
 use anyhow::{Result, bail};
 use clap::Parser;
@@ -17,8 +19,11 @@ use std::path::PathBuf;
 
 /// List the mosix processes of this node: yours, or all for root.
 ///
-/// --json prints a list of objects with at least the keys `pid` (home pid)
-/// and `cmdline` (a list of strings); that form is stable for scripts.
+/// --json prints a list of objects with the keys `pid` (home pid), `home`
+/// and `node` (node names: where it started, where it runs now), `state`
+/// (running, migrating, frozen), `migrations`, `cantmove` (a reason or
+/// null) and `cmdline` (a list of strings), among others; that form is
+/// stable for scripts.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -61,25 +66,27 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>8} {:>6} {:<6} {:<10} COMMAND",
-        "PID", "UID", "WHERE", "FREEZE"
+        "{:>8} {:>6} {:<8} {:<9} {:>5} {:<8} COMMAND",
+        "PID", "UID", "NODE", "STATE", "MIGR", "MOVE"
     );
     for p in processes {
-        let freeze = if p.cantmove.is_some() {
+        let movable = if p.cantmove.is_some() {
             "cantmove"
         } else {
             "ok"
         };
         println!(
-            "{:>8} {:>6} {:<6} {:<10} {}",
+            "{:>8} {:>6} {:<8} {:<9} {:>5} {:<8} {}",
             p.pid,
             p.uid,
-            p.location,
-            freeze,
+            p.node,
+            p.state,
+            p.migrations,
+            movable,
             p.cmdline.join(" ")
         );
         if let Some(why) = p.cantmove {
-            println!("{:>8} {:>6} {:<6} {:<10} ({why})", "", "", "", "");
+            println!("{:>8} ({why})", "");
         }
     }
     Ok(())

@@ -18,13 +18,15 @@
 
 use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
-use mosix_proto::local::{recv_local, send_local};
-use mosix_proto::migrate::{BodyStatus, DeputyMsg};
+use mosix_proto::local::{recv_fd, recv_local, send_local};
+use mosix_proto::migrate::{BodyStatus, DeputyMsg, FdHow, FdState};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 
 /// Signals caught here and raised in the body.
 const FORWARDED: [Signal; 10] = [
@@ -80,9 +82,14 @@ fn run() -> Result<()> {
     ctl.write_all(&DEPUTY_READY.to_le_bytes())
         .context("cannot tell homed the deputy is up")?;
     let mut out = ctl.try_clone().context("cannot clone the control socket")?;
+    // Held by whoever writes to homed; coming home holds it through the
+    // exec, so no signal message can follow the last one.
+    let writing = Arc::new(Mutex::new(()));
+    let signals_writing = writing.clone();
     std::thread::spawn(move || {
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = info.ssi_signo as i32;
+            let _w = signals_writing.lock().unwrap_or_else(|e| e.into_inner());
             if send_local(&mut out, &DeputyMsg::Signal { sig }).is_err() {
                 return;
             }
@@ -99,10 +106,120 @@ fn run() -> Result<()> {
                 });
             }
             Ok(DeputyMsg::Output { fd, data }) => write_out(fd, &data.0),
-            Ok(DeputyMsg::Signal { .. }) => {}
+            Ok(DeputyMsg::ComeHome { restorer, fds }) => {
+                let image = recv_fd(&ctl).context("no image fd from homed")?;
+                let guard = writing.lock().unwrap_or_else(|e| e.into_inner());
+                let reason = match come_home(&ctl, image, &restorer, &fds) {
+                    Ok(never) => match never {},
+                    Err(e) => format!("{e:#}"),
+                };
+                drop(guard);
+                eprintln!("mosix-deputy: cannot bring the process home: {reason}");
+                send_local(&mut ctl, &DeputyMsg::ComeHomeFailed { reason })
+                    .context("cannot tell homed")?;
+            }
+            Ok(
+                DeputyMsg::Signal { .. } | DeputyMsg::Leaving | DeputyMsg::ComeHomeFailed { .. },
+            ) => {}
             Err(e) => bail!("lost homed (it holds the link to the body): {e}"),
         }
     }
+}
+
+/// The body came home: make the fds what the image expects, then become
+/// the process again by `exec`ing the restorer on the image (the control
+/// fd stays open: the restored libmosix says hello on it). Returns only
+/// on failure; before the fds are touched if at all possible.
+fn come_home(
+    ctl: &UnixStream,
+    image: OwnedFd,
+    restorer: &str,
+    fds: &[FdState],
+) -> Result<std::convert::Infallible> {
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{Whence, lseek};
+    // Open what the body opened away, at spare numbers first: a failure
+    // here leaves the deputy as it was.
+    let mut opened = Vec::new();
+    for f in fds {
+        if let FdHow::Open { path, flags, pos } = &f.how {
+            let flags = OFlag::from_bits_truncate(*flags)
+                & !(OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_EXCL | OFlag::O_NOCTTY);
+            let fd = open(path.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
+                .with_context(|| format!("cannot open {path} for fd {}", f.fd))?;
+            if let Some(pos) = pos {
+                lseek(&fd, *pos as i64, Whence::SeekSet)
+                    .with_context(|| format!("cannot seek {path} for fd {}", f.fd))?;
+            }
+            opened.push((f.fd, fd));
+        }
+    }
+    for f in fds {
+        if let FdHow::Seek { pos } = f.how {
+            // SAFETY: borrowing one of the process's own fds for a seek.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(f.fd) };
+            lseek(fd, pos as i64, Whence::SeekSet)
+                .with_context(|| format!("cannot move fd {} to offset {pos}", f.fd))?;
+        }
+    }
+    let restorer_c = std::ffi::CString::new(restorer).context("restorer path has a NUL")?;
+    // From here on the deputy is being taken apart.
+    let wanted: std::collections::HashSet<RawFd> = fds.iter().map(|f| f.fd).collect();
+    let spare: std::collections::HashSet<RawFd> =
+        opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    let keep_too = [ctl.as_raw_fd(), image.as_raw_fd()];
+    let open_now: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .context("cannot list the deputy's fds")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open_now {
+        if !wanted.contains(&fd) && !spare.contains(&fd) && !keep_too.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    for (at, fd) in opened {
+        // SAFETY: placing an fd we opened at the number the image has;
+        // whatever was there is the deputy's own and no longer wanted.
+        let placed = unsafe { libc::dup2(fd.as_raw_fd(), at) };
+        if placed < 0 {
+            bail!("cannot place fd {at}: {}", std::io::Error::last_os_error());
+        }
+    }
+    for f in fds {
+        if let FdHow::Dup { of } = f.how {
+            // SAFETY: making fd `f.fd` share `of`'s open file, as the body
+            // had them; both are the process's own numbers.
+            if unsafe { libc::dup2(of, f.fd) } < 0 {
+                bail!(
+                    "cannot make fd {} a dup of fd {of}: {}",
+                    f.fd,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    for fd in keep_too {
+        // SAFETY: borrowing our own fd to clear close-on-exec.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        fcntl(b, FcntlArg::F_SETFD(FdFlag::empty()))
+            .with_context(|| format!("cannot keep fd {fd} across the exec"))?;
+    }
+    let mut out = ctl.try_clone().context("cannot clone the control socket")?;
+    send_local(&mut out, &DeputyMsg::Leaving).context("cannot tell homed")?;
+    let arg = std::ffi::CString::new(image.as_raw_fd().to_string()).unwrap_or_default();
+    let name = c"mosix-restore";
+    let e = nix::unistd::execve::<&std::ffi::CStr, &std::ffi::CStr>(
+        &restorer_c,
+        &[name, arg.as_c_str()],
+        &[],
+    );
+    // Too late to go back: the fds are gone.
+    eprintln!("mosix-deputy: cannot exec {restorer}: {e:?}; the process is lost");
+    end_as(BodyStatus::Signal {
+        sig: libc::SIGKILL,
+        core: false,
+    })
 }
 
 /// Take ownership of the inherited control fd, close-on-exec again.

@@ -14,7 +14,7 @@ const PM_FILE: u64 = 1 << 61;
 const PM_PFN_MASK: u64 = (1 << 55) - 1;
 
 /// Machine facts the capture needs.
-pub(crate) struct CaptureEnv {
+pub struct CaptureEnv {
     /// PFN of the kernel's zero page, 0 if unknown (then zero-page
     /// mappings are sent like any page).
     pub zero_pfn: u64,
@@ -24,9 +24,20 @@ pub(crate) struct CaptureEnv {
     pub kernel_release: String,
 }
 
+impl CaptureEnv {
+    /// This machine's facts.
+    pub fn here() -> CaptureEnv {
+        CaptureEnv {
+            zero_pfn: super::sys::zero_pfn(),
+            cpu: CpuFeatures::current(),
+            kernel_release: super::sys::kernel_release(),
+        }
+    }
+}
+
 /// Reads the frozen process's memory through `/proc/PID/mem`, which also
 /// reads pages the process itself cannot (PROT_NONE).
-pub(crate) struct ProcMem(pub File);
+pub struct ProcMem(pub File);
 
 impl PageSource for ProcMem {
     fn read_pages(&mut self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -35,7 +46,7 @@ impl PageSource for ProcMem {
 }
 
 /// Build the image description of `pid`, frozen with `record`.
-pub(crate) fn describe(
+pub fn describe(
     pid: i32,
     uid: u32,
     record: &FreezeRecord,
@@ -71,21 +82,31 @@ pub(crate) fn describe(
             regions.push(r);
         }
     }
-    let fds = procfs::open_fds(pid, record.ctl_fd)?
-        .into_iter()
-        .map(|f| FdSpec {
+    let mut open = procfs::open_fds(pid, record.ctl_fd)?;
+    open.sort_by_key(|f| f.fd);
+    let mut fds: Vec<FdSpec> = Vec::with_capacity(open.len());
+    for f in open {
+        // The first lower fd with the same open file description.
+        let shares_with = fds
+            .iter()
+            .find(|g| g.desc.shares_with == 0 && super::sys::same_file(pid, g.desc.fd, f.fd))
+            .map(|g| g.desc.fd as u32 + 1)
+            .unwrap_or(0);
+        fds.push(FdSpec {
             desc: FdDesc {
                 fd: f.fd,
                 kind: f.kind,
                 flags: f.flags,
                 cloexec: f.cloexec as u32,
+                shares_with,
+                reserved: 0,
                 pos: f.pos,
                 size: f.size,
                 path: StrRef::default(),
             },
             path: f.path,
-        })
-        .collect();
+        });
+    }
     let cwd = procfs::link(pid, "cwd")?.to_string_lossy().into_owned();
     let exe = procfs::link(pid, "exe")?.to_string_lossy().into_owned();
     Ok(ImageSpec {

@@ -11,13 +11,13 @@
 //! verdict (continue, stop, exit). A failure anywhere before the verdict
 //! lets the process run on, unchanged.
 
-mod capture;
+pub mod capture;
 mod procfs;
 mod sys;
 
 use mosix_proto::config::Config;
+use mosix_proto::image;
 use mosix_proto::image::layout::{self, FreezeRecord, Hello};
-use mosix_proto::image::{self as image, CpuFeatures};
 use mosix_proto::local::{Credentials, peer_credentials};
 use mosix_proto::process::{
     AfterCheckpoint, CheckpointDone, MigrateDone, ProcessInfo, ProcessRequest, ProcessResponse,
@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 /// How long a process has to answer the freeze signal.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a move of a process that is away may take.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,6 +97,12 @@ struct Proc {
     last_checkpoint: Mutex<Instant>,
     /// The node running its body, once it left.
     away: Mutex<Option<String>>,
+    /// While away: where move requests for it go (its relay).
+    mover: Mutex<Option<mpsc::Sender<crate::migrate::MoveRequest>>>,
+    /// How many times it moved.
+    migrations: std::sync::atomic::AtomicU32,
+    /// A move of its body (away) is under way.
+    moving: std::sync::atomic::AtomicBool,
 }
 
 /// The engine: shared by `homed`'s procs-socket server and its command
@@ -119,11 +127,7 @@ impl Engine {
         Ok(Engine {
             freeze_signal: sig,
             procs: Mutex::new(HashMap::new()),
-            env: capture::CaptureEnv {
-                zero_pfn: sys::zero_pfn(),
-                cpu: CpuFeatures::current(),
-                kernel_release: sys::kernel_release(),
-            },
+            env: capture::CaptureEnv::here(),
             node: config.node.name.clone(),
             key_file: config.node.key_file.clone(),
         })
@@ -159,6 +163,32 @@ impl Engine {
                 }
             }
             ProcessRequest::Migrate { pid, node, address } => {
+                let home = node == "home" || node == self.node;
+                if self.is_away(pid) {
+                    let to = if home {
+                        None
+                    } else {
+                        match address.parse() {
+                            Ok(address) => Some(crate::migrate::Target { node, address }),
+                            Err(_) => {
+                                return ProcessResponse::Error {
+                                    message: format!(
+                                        "{address:?} is not an IP:PORT address of node {node}"
+                                    ),
+                                };
+                            }
+                        }
+                    };
+                    return match self.move_away(caller, pid, to) {
+                        Ok(done) => ProcessResponse::Migrated { done },
+                        Err(message) => ProcessResponse::Error { message },
+                    };
+                }
+                if home {
+                    return ProcessResponse::Error {
+                        message: format!("process {pid} already runs here, at its home"),
+                    };
+                }
                 let Ok(address) = address.parse() else {
                     return ProcessResponse::Error {
                         message: format!("{address:?} is not an IP:PORT address of node {node}"),
@@ -183,6 +213,59 @@ impl Engine {
         }
     }
 
+    /// Whether `pid`'s body runs on another node.
+    fn is_away(&self, pid: i32) -> bool {
+        self.lock_procs()
+            .get(&pid)
+            .is_some_and(|p| p.away.lock().map(|a| a.is_some()).unwrap_or(false))
+    }
+
+    /// Move a process whose body is away: home (`to` = `None`) or on.
+    fn move_away(
+        &self,
+        caller: &Credentials,
+        pid: i32,
+        to: Option<crate::migrate::Target>,
+    ) -> Result<MigrateDone, String> {
+        let p = self.lock_procs().get(&pid).cloned().ok_or_else(|| {
+            format!("process {pid} is not a mosix process of this node (see mosps)")
+        })?;
+        if caller.uid != 0 && caller.uid != p.uid {
+            return Err(format!(
+                "permission denied: process {pid} belongs to uid {}, not to you (uid {})",
+                p.uid, caller.uid
+            ));
+        }
+        if let (Some(t), Some(now)) = (
+            &to,
+            p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
+        ) && &t.node == now
+        {
+            return Err(format!("process {pid} already runs on node {now}"));
+        }
+        let mover = p
+            .mover
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| format!("process {pid} is between nodes; try again"))?;
+        let (tx, rx) = mpsc::channel();
+        let request = crate::migrate::MoveRequest {
+            to,
+            why: format!("asked by uid {}", caller.uid),
+            reply: Some(tx),
+        };
+        if mover.send(request).is_err() {
+            return Err(format!(
+                "process {pid} ended or is between nodes; see mosps"
+            ));
+        }
+        p.moving.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcome = rx.recv_timeout(MOVE_TIMEOUT);
+        p.moving.store(false, std::sync::atomic::Ordering::Relaxed);
+        outcome.map_err(|_| format!("no outcome for the move of process {pid}; see homed's log"))?
+    }
+
     fn list(&self, caller: &Credentials) -> Vec<ProcessInfo> {
         let procs: Vec<Arc<Proc>> = self.lock_procs().values().cloned().collect();
         let mut out: Vec<ProcessInfo> = procs
@@ -192,12 +275,15 @@ impl Engine {
                 pid: p.pid,
                 cmdline: p.cmdline.clone(),
                 uid: p.uid,
-                location: p
+                home: self.node.clone(),
+                node: p
                     .away
                     .lock()
                     .map(|a| a.clone())
                     .unwrap_or_default()
-                    .unwrap_or_else(|| "here".into()),
+                    .unwrap_or_else(|| self.node.clone()),
+                state: self.state(p).into(),
+                migrations: p.migrations.load(std::sync::atomic::Ordering::Relaxed),
                 restored: p.restored,
                 checkpoint_file: p.checkpoint_file.clone(),
                 checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
@@ -212,9 +298,24 @@ impl Engine {
         self.procs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `running`, `migrating` or `frozen`, for mosps.
+    fn state(&self, p: &Proc) -> &'static str {
+        if p.busy.try_lock().is_err() || p.moving.load(std::sync::atomic::Ordering::Relaxed) {
+            "migrating"
+        } else if p.away.lock().map(|a| a.is_none()).unwrap_or(true) && procfs::is_stopped(p.pid) {
+            "frozen"
+        } else {
+            "running"
+        }
+    }
+
     fn cantmove(&self, p: &Proc) -> Option<String> {
         if let Some(r) = &p.refuse {
             return Some(r.clone());
+        }
+        if p.away.lock().map(|a| a.is_some()).unwrap_or(false) {
+            // Its body left, so it could; the deputy's fds say nothing.
+            return None;
         }
         // The control fd is a socket, which never makes a process refused.
         procfs::cantmove(p.pid, p.freeze_signal, -1)
@@ -443,6 +544,9 @@ impl Engine {
             busy: Mutex::new(()),
             last_checkpoint: Mutex::new(Instant::now()),
             away: Mutex::new(None),
+            mover: Mutex::new(None),
+            migrations: Default::default(),
+            moving: Default::default(),
         });
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
@@ -507,17 +611,16 @@ impl Engine {
         target: &crate::migrate::Target,
         ctl: &UnixStream,
     ) -> bool {
-        let who = crate::migrate::Mover {
-            home: &self.node,
-            key_file: &self.key_file,
-            pid: p.pid,
-            uid: p.uid,
-            gid: p.gid,
-        };
+        let who = self.mover(p, rec);
         let sent = capture::describe(p.pid, p.uid, rec, &self.env).and_then(|spec| {
             let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
                 .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
-            crate::migrate::send_body(&who, target, &spec, &mut capture::ProcMem(mem))
+            let mut mem = capture::ProcMem(mem);
+            let source = crate::migrate::ImageSource::Capture {
+                spec: &spec,
+                mem: &mut mem,
+            };
+            crate::migrate::send_body(&who, target, source)
         });
         let mut held = match sent {
             Ok(h) => h,
@@ -533,7 +636,7 @@ impl Engine {
             let _ = op.reply.send(OpEvent::Migrated(Err(e)));
             return false;
         }
-        *p.away.lock().unwrap_or_else(|e| e.into_inner()) = Some(target.node.clone());
+        self.set_away(p, Some(&target.node));
         let done = MigrateDone {
             pid: p.pid,
             node: target.node.clone(),
@@ -543,8 +646,44 @@ impl Engine {
         };
         tracing::info!(pid = p.pid, node = %done.node, body_pid = done.body_pid, bytes = done.bytes, frozen_ms = done.frozen_ms, "migrated; deputy here");
         let _ = op.reply.send(OpEvent::Migrated(Ok(done)));
-        crate::migrate::relay(ctl, &mut held.link, p.pid, &target.node);
-        true
+        let (tx, moves) = mpsc::channel();
+        *p.mover.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let on_move = |node: Option<&str>| self.set_away(p, node);
+        let away = crate::migrate::Away {
+            who,
+            node: target.node.clone(),
+            body_pid: held.body_pid,
+            on_move: &on_move,
+        };
+        let end = crate::migrate::relay(ctl, held.link, away, &moves);
+        p.mover.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match end {
+            crate::migrate::RelayEnd::Ended => true,
+            crate::migrate::RelayEnd::Home => {
+                tracing::info!(pid = p.pid, "process is home again");
+                false
+            }
+        }
+    }
+
+    /// Who is moving, for the migration code.
+    fn mover<'a>(&'a self, p: &Proc, rec: &FreezeRecord) -> crate::migrate::Mover<'a> {
+        crate::migrate::Mover {
+            home: &self.node,
+            key_file: &self.key_file,
+            pid: p.pid,
+            uid: p.uid,
+            gid: p.gid,
+            ctl_fd: rec.ctl_fd,
+            freeze_signal: p.freeze_signal,
+        }
+    }
+
+    /// Record where `p`'s body runs (`None`: here) and count the move.
+    fn set_away(&self, p: &Proc, node: Option<&str>) {
+        *p.away.lock().unwrap_or_else(|e| e.into_inner()) = node.map(str::to_string);
+        p.migrations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn verdict(&self, p: &Proc, v: u32) {

@@ -308,6 +308,17 @@ pub(crate) fn link(pid: i32, what: &str) -> Result<PathBuf, String> {
     std::fs::read_link(Path::new(&p)).map_err(|e| format!("cannot read {p}: {e}"))
 }
 
+/// Whether `pid` is stopped (state `T` or `t` in `/proc/PID/stat`).
+pub(crate) fn is_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next())
+        })
+        .is_some_and(|c| c == 'T' || c == 't')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,3 +108,13 @@ impl Drop for FsIds {
         unsafe { libc::setfsgid(self.old_gid) };
     }
 }
+
+/// Whether fds `a` and `b` of `pid` are one open file description
+/// (`kcmp(KCMP_FILE)`; false if that cannot be told).
+pub(crate) fn same_file(pid: i32, a: i32, b: i32) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp(2) only compares kernel objects of `pid`; no memory is
+    // passed.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
+    r == 0
+}

@@ -15,17 +15,22 @@
 //! and the body's output to pipes and its exit status back to the deputy,
 //! until the body ends.
 
-use mosix_proto::image::layout::{DEPUTY_PATH_MAX, DEPUTY_READY, VERDICT_DEPUTY};
-use mosix_proto::image::{ImagePlan, ImageSpec, PageSource};
-use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
-use mosix_proto::local::{recv_local, send_local};
-use mosix_proto::migrate::{CHUNK, DeputyMsg, FromHost, ToHost, host_addr};
+use mosix_proto::image::layout::{
+    DEPUTY_PATH_MAX, DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED, Hello, VERDICT_DEPUTY,
+};
+use mosix_proto::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
+use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
+use mosix_proto::local::{recv_local, send_fd, send_local};
+use mosix_proto::migrate::{CHUNK, DeputyMsg, FdHow, FdState, FromHost, ToHost, host_addr};
+use mosix_proto::process::MigrateDone;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connecting to the destination.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,6 +62,24 @@ pub struct Mover<'a> {
     pub uid: u32,
     /// Owner gid.
     pub gid: u32,
+    /// Its control fd number (the body's host puts its control socket
+    /// there).
+    pub ctl_fd: i32,
+    /// Its freeze signal.
+    pub freeze_signal: i32,
+}
+
+/// Where the image sent comes from.
+pub enum ImageSource<'a> {
+    /// A process frozen here, captured as it is sent.
+    Capture {
+        /// Its description.
+        spec: &'a ImageSpec,
+        /// Its memory.
+        mem: &'a mut dyn PageSource,
+    },
+    /// A complete image received from the body's last node.
+    Received(&'a Received),
 }
 
 /// A body restored and held at the destination.
@@ -69,13 +92,18 @@ pub struct Held {
     pub bytes: u64,
 }
 
+/// An [`ImageSource`] ready to stream.
+enum Prepared<'a> {
+    Capture(ImagePlan, &'a mut dyn PageSource),
+    Received(&'a Received),
+}
+
 /// Send the frozen process's image to `target` and wait until it is
 /// restored and held there. On error nothing runs at the destination.
 pub fn send_body(
     who: &Mover<'_>,
     target: &Target,
-    spec: &ImageSpec,
-    mem: &mut dyn PageSource,
+    source: ImageSource<'_>,
 ) -> Result<Held, String> {
     let node = &target.node;
     let addr = host_addr(target.address);
@@ -85,15 +113,25 @@ pub fn send_body(
     })?;
     let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
     let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
-    let (mut link, _) = Link::connect(stream, &key, Hello::new(who.home, Role::Homed))
+    let (mut link, _) = Link::connect(stream, &key, link::Hello::new(who.home, Role::Homed))
         .map_err(|e| format!("no link to node {node} ({addr}): {e}"))?;
-    let plan = ImagePlan::new(spec).map_err(|e| e.to_string())?;
-    let bytes = plan.file_size();
+    let prepared = match source {
+        ImageSource::Capture { spec, mem } => {
+            Prepared::Capture(ImagePlan::new(spec).map_err(|e| e.to_string())?, mem)
+        }
+        ImageSource::Received(r) => Prepared::Received(r),
+    };
+    let bytes = match &prepared {
+        Prepared::Capture(plan, _) => plan.file_size(),
+        Prepared::Received(r) => r.bytes,
+    };
     link.send(&ToHost::Offer {
         home_pid: who.pid,
         uid: who.uid,
         gid: who.gid,
         bytes,
+        ctl_fd: who.ctl_fd,
+        freeze_signal: who.freeze_signal,
     })
     .map_err(|e| format!("cannot offer the process to node {node}: {e}"))?;
     match link.recv::<FromHost>() {
@@ -104,11 +142,18 @@ pub fn send_body(
         Ok(other) => return Err(format!("node {node} answered {other:?} to the offer")),
         Err(e) => return Err(format!("node {node} did not answer the offer: {e}")),
     }
-    let checksum = plan
-        .stream(mem, CHUNK, &mut |chunk| {
-            link.send_bytes(chunk).map_err(std::io::Error::other)
-        })
-        .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
+    let checksum = match prepared {
+        Prepared::Capture(plan, mem) => plan
+            .stream(mem, CHUNK, &mut |chunk| {
+                link.send_bytes(chunk).map_err(std::io::Error::other)
+            })
+            .map_err(|e| format!("sending the image to node {node} failed: {e}"))?,
+        Prepared::Received(r) => {
+            r.send(&mut link)
+                .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
+            r.checksum
+        }
+    };
     link.send(&ToHost::ImageEnd { checksum })
         .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
     match link.recv::<FromHost>() {
@@ -191,15 +236,81 @@ pub fn commit(ctl: &UnixStream, held: &mut Held, node: &str) -> Result<(), Strin
     })
 }
 
-/// Carry signals from the deputy (on `ctl`) to the body and its end back,
-/// until the body ends, its node is lost, or the deputy dies.
-pub fn relay(ctl: &UnixStream, link: &mut Link<TcpStream>, pid: i32, node: &str) {
+/// A body's image received from the node it ran on, in memory (a memfd,
+/// never a file on disk), checked.
+pub struct Received {
+    file: std::fs::File,
+    /// Its size.
+    pub bytes: u64,
+    /// Its header checksum.
+    pub checksum: u64,
+    /// What it holds.
+    pub image: LoadedImage,
+}
+
+impl Received {
+    /// Send it as raw link messages.
+    fn send(&self, link: &mut Link<TcpStream>) -> std::io::Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = 0u64;
+        while at < self.bytes {
+            let n = (self.bytes - at).min(CHUNK as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], at)?;
+            link.send_bytes(&buf[..n]).map_err(std::io::Error::other)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A request to move a process whose body is away.
+pub struct MoveRequest {
+    /// Where to: a node, or home (`None`).
+    pub to: Option<Target>,
+    /// Why (for the log).
+    pub why: String,
+    /// The outcome.
+    pub reply: Option<mpsc::Sender<Result<MigrateDone, String>>>,
+}
+
+/// How [`relay`] ended.
+pub enum RelayEnd {
+    /// The body ended (or was lost); the deputy has been told.
+    Ended,
+    /// The process came home and is whole again: its control connection
+    /// carries freeze records again.
+    Home,
+}
+
+/// What [`relay`] needs to know about the process and its body.
+pub struct Away<'a> {
+    /// Who it is.
+    pub who: Mover<'a>,
+    /// The node its body runs on.
+    pub node: String,
+    /// Its pid there.
+    pub body_pid: i32,
+    /// Told each time the body moves (the new node, `None`: home).
+    pub on_move: &'a dyn Fn(Option<&str>),
+}
+
+/// Carry signals from the deputy (on `ctl`) to the body, its output and
+/// end back, and move it on when asked (`moves`, or its node asking it to
+/// leave), until the body ends, its node is lost, the deputy dies, or the
+/// process comes home.
+pub fn relay(
+    ctl: &UnixStream,
+    mut link: Link<TcpStream>,
+    mut away: Away<'_>,
+    moves: &mpsc::Receiver<MoveRequest>,
+) -> RelayEnd {
+    let pid = away.who.pid;
     let (tx, rx) = mpsc::channel();
     if let Ok(mut reader) = ctl.try_clone() {
         std::thread::spawn(move || {
             loop {
                 let m = recv_local::<DeputyMsg>(&mut reader);
-                let end = m.is_err();
+                let end = matches!(m, Err(_) | Ok(DeputyMsg::Leaving));
                 if tx.send(m.ok()).is_err() || end {
                     return;
                 }
@@ -207,7 +318,7 @@ pub fn relay(ctl: &UnixStream, link: &mut Link<TcpStream>, pid: i32, node: &str)
         });
     }
     let Ok(mut to_deputy) = ctl.try_clone() else {
-        return;
+        return RelayEnd::Ended;
     };
     let _ = link.get_ref().set_read_timeout(Some(POLL));
     loop {
@@ -215,7 +326,7 @@ pub fn relay(ctl: &UnixStream, link: &mut Link<TcpStream>, pid: i32, node: &str)
             match m {
                 Some(DeputyMsg::Signal { sig }) => {
                     if let Err(e) = link.send(&ToHost::Signal { sig }) {
-                        tracing::warn!(pid, %node, sig, error = %e, "cannot forward a signal to the body");
+                        tracing::warn!(pid, node = %away.node, sig, error = %e, "cannot forward a signal to the body");
                     }
                 }
                 Some(other) => {
@@ -223,12 +334,13 @@ pub fn relay(ctl: &UnixStream, link: &mut Link<TcpStream>, pid: i32, node: &str)
                 }
                 None => {
                     // The deputy died (SIGKILL): the body must not outlive it.
-                    tracing::info!(pid, %node, "deputy gone; killing the body");
+                    tracing::info!(pid, node = %away.node, "deputy gone; killing the body");
                     let _ = link.send(&ToHost::Signal { sig: libc::SIGKILL });
-                    return;
+                    return RelayEnd::Ended;
                 }
             }
         }
+        let mut request = moves.try_recv().ok();
         match link.recv::<FromHost>() {
             Ok(FromHost::Output { fd, data }) => {
                 if let Err(e) = send_local(&mut to_deputy, &DeputyMsg::Output { fd, data }) {
@@ -237,12 +349,20 @@ pub fn relay(ctl: &UnixStream, link: &mut Link<TcpStream>, pid: i32, node: &str)
                 }
             }
             Ok(FromHost::Exited { status }) => {
-                tracing::info!(pid, %node, ?status, "body ended");
+                tracing::info!(pid, node = %away.node, ?status, "body ended");
                 let _ = send_local(&mut to_deputy, &DeputyMsg::Exited { status });
-                return;
+                return RelayEnd::Ended;
+            }
+            Ok(FromHost::Leave { reason }) => {
+                tracing::info!(pid, node = %away.node, %reason, "the body's node wants it gone; bringing it home");
+                request.get_or_insert(MoveRequest {
+                    to: None,
+                    why: format!("node {} asked: {reason}", away.node),
+                    reply: None,
+                });
             }
             Ok(other) => {
-                tracing::warn!(pid, %node, msg = ?other, "unexpected message from the body's host")
+                tracing::warn!(pid, node = %away.node, msg = ?other, "unexpected message from the body's host")
             }
             Err(LinkError::Io(e))
                 if matches!(
@@ -250,10 +370,376 @@ pub fn relay(ctl: &UnixStream, link: &mut Link<TcpStream>, pid: i32, node: &str)
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(e) => {
-                tracing::warn!(pid, %node, error = %e, "lost the node running the body; the deputy ends as killed");
+                tracing::warn!(pid, node = %away.node, error = %e, "lost the node running the body; the deputy ends as killed");
                 let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
-                return;
+                return RelayEnd::Ended;
+            }
+        }
+        if let Some(req) = request {
+            let started = Instant::now();
+            let outcome = move_body(ctl, &mut link, &mut away, &rx, req.to.as_ref());
+            let (end, result) = match outcome {
+                Moved::Away(new_link, done) => {
+                    link = *new_link;
+                    let _ = link.get_ref().set_read_timeout(Some(POLL));
+                    (None, Ok(done))
+                }
+                Moved::Home(done) => (Some(RelayEnd::Home), Ok(done)),
+                Moved::Failed(e) => (None, Err(e)),
+                Moved::Ended(e) => (Some(RelayEnd::Ended), Err(e)),
+            };
+            let result = result.map(|mut d| {
+                d.frozen_ms = started.elapsed().as_millis() as u64;
+                d
+            });
+            match &result {
+                Ok(d) => {
+                    tracing::info!(pid, node = %d.node, why = %req.why, bytes = d.bytes, frozen_ms = d.frozen_ms, "moved")
+                }
+                Err(e) => tracing::warn!(pid, why = %req.why, error = %e, "move failed"),
+            }
+            if let Some(reply) = req.reply {
+                let _ = reply.send(result);
+            }
+            if let Some(end) = end {
+                return end;
             }
         }
     }
+}
+
+/// How [`move_body`] ended.
+enum Moved {
+    /// The body runs at the new node; its link.
+    Away(Box<Link<TcpStream>>, MigrateDone),
+    /// The process is whole again at home.
+    Home(MigrateDone),
+    /// Nothing changed: the body runs on where it was.
+    Failed(String),
+    /// The process ended meanwhile (or was lost); the deputy was told.
+    Ended(String),
+}
+
+/// Bring the body's image here, then restore it at `to` or at home.
+fn move_body(
+    ctl: &UnixStream,
+    link: &mut Link<TcpStream>,
+    away: &mut Away<'_>,
+    deputy: &mpsc::Receiver<Option<DeputyMsg>>,
+    to: Option<&Target>,
+) -> Moved {
+    let pid = away.who.pid;
+    let from = away.node.clone();
+    let mut to_deputy = match ctl.try_clone() {
+        Ok(c) => c,
+        Err(e) => return Moved::Failed(format!("cannot use the deputy's connection: {e}")),
+    };
+    let received = match fetch_image(link, &mut to_deputy, &from) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Moved::Ended(format!(
+                "process {pid} ended on node {from} before it could move"
+            ));
+        }
+        Err(Fetch::Failed(e)) => return Moved::Failed(e),
+        Err(Fetch::Lost(e)) => {
+            let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
+            return Moved::Ended(e);
+        }
+    };
+    match to {
+        Some(target) => {
+            let mut held = match send_body(&away.who, target, ImageSource::Received(&received)) {
+                Ok(h) => h,
+                Err(e) => return resume(link, &mut to_deputy, &from, e),
+            };
+            // The old body must be gone before the new one runs.
+            if let Err(e) = release_old(link, &from) {
+                tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
+            }
+            if let Err(e) = held.link.send(&ToHost::Go) {
+                let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
+                return Moved::Ended(format!(
+                    "the link to node {} broke at the commit: {e}",
+                    target.node
+                ));
+            }
+            (away.on_move)(Some(&target.node));
+            away.node = target.node.clone();
+            away.body_pid = held.body_pid;
+            let done = MigrateDone {
+                pid,
+                node: target.node.clone(),
+                body_pid: held.body_pid,
+                bytes: held.bytes,
+                frozen_ms: 0,
+            };
+            Moved::Away(Box::new(held.link), done)
+        }
+        None => match come_home(ctl, &mut to_deputy, deputy, &received, pid) {
+            Ok(()) => {
+                if let Err(e) = release_old(link, &from) {
+                    tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
+                }
+                (away.on_move)(None);
+                Moved::Home(MigrateDone {
+                    pid,
+                    node: "home".into(),
+                    body_pid: pid,
+                    bytes: received.bytes,
+                    frozen_ms: 0,
+                })
+            }
+            Err(ComeHome::NotYet(e)) => resume(link, &mut to_deputy, &from, e),
+            Err(ComeHome::Lost(e)) => {
+                // The deputy is gone and the restore did not happen: the
+                // process is lost. End the body too: never two, never an
+                // orphan.
+                let _ = link.send(&ToHost::Done);
+                Moved::Ended(e)
+            }
+        },
+    }
+}
+
+/// The move failed before anything changed: let the frozen body run on.
+fn resume(
+    link: &mut Link<TcpStream>,
+    to_deputy: &mut UnixStream,
+    from: &str,
+    why: String,
+) -> Moved {
+    match link.send(&ToHost::Resume) {
+        Ok(()) => Moved::Failed(format!("{why}; the process runs on at node {from}")),
+        Err(e) => {
+            let _ = send_local(to_deputy, &DeputyMsg::Lost);
+            Moved::Ended(format!("{why}, and node {from} was lost meanwhile: {e}"))
+        }
+    }
+}
+
+/// Why [`fetch_image`] failed.
+enum Fetch {
+    /// The body runs on at its node.
+    Failed(String),
+    /// The node is lost.
+    Lost(String),
+}
+
+/// Ask the host to freeze the body and receive its image. `Ok(None)`: the
+/// body ended first (the deputy was told).
+fn fetch_image(
+    link: &mut Link<TcpStream>,
+    to_deputy: &mut UnixStream,
+    node: &str,
+) -> Result<Option<Received>, Fetch> {
+    let lost = |e: LinkError| Fetch::Lost(format!("lost node {node} while moving the body: {e}"));
+    link.send(&ToHost::Freeze).map_err(lost)?;
+    let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
+    let bytes = loop {
+        match link.recv::<FromHost>() {
+            Ok(FromHost::Output { fd, data }) => {
+                let _ = send_local(to_deputy, &DeputyMsg::Output { fd, data });
+            }
+            Ok(FromHost::Image { bytes }) => break bytes,
+            Ok(FromHost::FreezeFailed { reason }) => {
+                return Err(Fetch::Failed(format!(
+                    "node {node} could not freeze the body: {reason}"
+                )));
+            }
+            Ok(FromHost::Exited { status }) => {
+                let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
+                return Ok(None);
+            }
+            Ok(FromHost::Leave { .. }) => {}
+            Ok(other) => {
+                return Err(Fetch::Lost(format!(
+                    "node {node} answered {other:?} to a freeze"
+                )));
+            }
+            Err(e) => return Err(lost(e)),
+        }
+    };
+    let file =
+        memfd().map_err(|e| Fetch::Failed(format!("cannot hold the image in memory: {e}")))?;
+    let mut got = 0u64;
+    let mut w = &file;
+    while got < bytes {
+        let chunk = link.recv_bytes().map_err(lost)?;
+        if got + chunk.len() as u64 > bytes {
+            return Err(Fetch::Lost(format!(
+                "node {node} sent more than the {bytes} image bytes it announced"
+            )));
+        }
+        w.write_all(&chunk)
+            .map_err(|e| Fetch::Failed(format!("cannot store the image in memory: {e}")))?;
+        got += chunk.len() as u64;
+    }
+    let checksum = match link.recv::<FromHost>() {
+        Ok(FromHost::ImageEnd { checksum }) => checksum,
+        Ok(FromHost::FreezeFailed { reason }) => {
+            return Err(Fetch::Failed(format!(
+                "node {node} could not capture the body: {reason}"
+            )));
+        }
+        Ok(other) => {
+            return Err(Fetch::Lost(format!(
+                "node {node} sent {other:?} instead of the image's end"
+            )));
+        }
+        Err(e) => return Err(lost(e)),
+    };
+    let _ = link.get_ref().set_read_timeout(Some(POLL));
+    let bad = |e: String| Fetch::Failed(e);
+    patch_checksum(&file, checksum).map_err(|e| bad(format!("cannot finish the image: {e}")))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let image =
+        LoadedImage::open(&path).map_err(|e| bad(format!("node {node} sent a bad image: {e}")))?;
+    Ok(Some(Received {
+        file,
+        bytes,
+        checksum,
+        image,
+    }))
+}
+
+/// Tell the old host its frozen body runs elsewhere now, and wait until
+/// it has ended there.
+fn release_old(link: &mut Link<TcpStream>, node: &str) -> Result<(), String> {
+    link.send(&ToHost::Done).map_err(|e| e.to_string())?;
+    let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
+    loop {
+        match link.recv::<FromHost>() {
+            Ok(FromHost::Left) => return Ok(()),
+            Ok(FromHost::Output { .. } | FromHost::Leave { .. }) => {}
+            Ok(other) => return Err(format!("node {node} answered {other:?} to done")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Why [`come_home`] failed.
+enum ComeHome {
+    /// Nothing happened at home yet: the body may run on where it is.
+    NotYet(String),
+    /// The deputy went away: the process is gone.
+    Lost(String),
+}
+
+/// Hand the image to the deputy, which `exec`s the restorer in place;
+/// wait until the restored process says hello on `ctl`.
+fn come_home(
+    ctl: &UnixStream,
+    to_deputy: &mut UnixStream,
+    deputy: &mpsc::Receiver<Option<DeputyMsg>>,
+    received: &Received,
+    pid: i32,
+) -> Result<(), ComeHome> {
+    let restorer = restorer_path();
+    if !restorer.exists() {
+        return Err(ComeHome::NotYet(format!(
+            "{} is missing: install mosix-restore beside homed",
+            restorer.display()
+        )));
+    }
+    received
+        .image
+        .check_cpu(mosix_proto::image::CpuFeatures::current())
+        .map_err(|e| ComeHome::NotYet(format!("this node cannot run the image: {e}")))?;
+    let fds = fd_states(&received.image, pid);
+    tracing::debug!(pid, ?fds, "fds of the process coming home");
+    let msg = DeputyMsg::ComeHome {
+        restorer: restorer.to_string_lossy().into_owned(),
+        fds,
+    };
+    send_local(to_deputy, &msg)
+        .and_then(|()| send_fd(ctl, received.file.as_fd()))
+        .map_err(|e| ComeHome::NotYet(format!("cannot hand the image to the deputy: {e}")))?;
+    // The deputy says it is leaving, then its exec'd restorer's process
+    // says hello on the same connection.
+    loop {
+        match deputy.recv_timeout(STEP_TIMEOUT) {
+            Ok(Some(DeputyMsg::Leaving)) => break,
+            Ok(Some(DeputyMsg::Signal { .. })) => {}
+            Ok(Some(DeputyMsg::ComeHomeFailed { reason })) => {
+                return Err(ComeHome::NotYet(format!(
+                    "the deputy could not restore the process: {reason}"
+                )));
+            }
+            Ok(Some(other)) => {
+                tracing::warn!(pid, msg = ?other, "unexpected message from the deputy while coming home")
+            }
+            Ok(None) | Err(_) => {
+                return Err(ComeHome::Lost(format!(
+                    "the deputy of process {pid} went away while it came home; the process is lost"
+                )));
+            }
+        }
+    }
+    let mut hb = [0u8; size_of::<Hello>()];
+    let _ = ctl.set_read_timeout(Some(STEP_TIMEOUT));
+    let got = (&*ctl).read_exact(&mut hb);
+    let _ = ctl.set_read_timeout(None);
+    match got
+        .ok()
+        .and_then(|()| mosix_proto::image::from_bytes::<Hello>(&hb))
+    {
+        Some(h) if h.magic == HELLO_MAGIC && h.kind == HELLO_RESTORED && h.pid == pid => Ok(()),
+        _ => Err(ComeHome::Lost(format!(
+            "process {pid} did not come back to life at home (see its stderr); it is lost"
+        ))),
+    }
+}
+
+/// What the deputy must do with each fd of the image: keep its own (the
+/// real fd the body's relay stood for), move a file's offset to the
+/// body's, or open a file the body opened away.
+fn fd_states(image: &LoadedImage, pid: i32) -> Vec<FdState> {
+    image
+        .fds
+        .iter()
+        .map(|f| {
+            let mine = std::fs::read_link(format!("/proc/{pid}/fd/{}", f.fd))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned());
+            let same = mine.as_deref() == Some(f.path.as_str());
+            let how = match f.kind {
+                // A dup of a lower fd: that one carries the offset.
+                _ if let Some(of) = f.same_as => FdHow::Dup { of },
+                "file" if same => FdHow::Seek { pos: f.pos },
+                "file" => FdHow::Open {
+                    path: f.path.clone(),
+                    flags: f.flags as i32,
+                    pos: Some(f.pos),
+                },
+                "dir" | "other" if !same => FdHow::Open {
+                    path: f.path.clone(),
+                    flags: f.flags as i32,
+                    pos: None,
+                },
+                _ => FdHow::Keep,
+            };
+            FdState { fd: f.fd, how }
+        })
+        .collect()
+}
+
+/// Where `mosix-restore` is: beside this `homed`.
+fn restorer_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("mosix-restore")))
+        .unwrap_or_else(|| PathBuf::from("/usr/libexec/mosix/mosix-restore"))
+}
+
+/// An anonymous in-memory file for a received image.
+fn memfd() -> std::io::Result<std::fs::File> {
+    // SAFETY: memfd_create with a NUL-terminated name; returns a new fd
+    // that nothing else owns.
+    let fd = unsafe { libc::memfd_create(c"mosix-image".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and ours.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }

@@ -13,7 +13,7 @@
 
 /// Version of every record in this file; images and freeze records with
 /// another version are refused.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Page size the engine assumes (x86-64 base pages).
 pub const PAGE_SIZE: u64 = 4096;
@@ -477,6 +477,12 @@ pub struct FdDesc {
     pub flags: u32,
     /// Non-zero if FD_CLOEXEC is set.
     pub cloexec: u32,
+    /// 1 + the lowest other fd sharing this open file description (a
+    /// `dup`, like `2>&1`), 0 if none: restored as a dup of that one, so
+    /// the two keep one offset.
+    pub shares_with: u32,
+    /// Zero.
+    pub reserved: u32,
     /// File offset.
     pub pos: u64,
     /// Size of a regular file when frozen.

@@ -21,15 +21,18 @@
 //! become relay sockets to the deputy (now: /dev/null), a time namespace,
 //! a mount namespace with the view.
 
+mod body;
 pub mod guests;
 mod sys;
 
+use body::Body;
+use std::os::unix::net::UnixStream;
+
 use mosix_proto::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
-use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
+use mosix_proto::link::{ClusterKey, Hello, Link, Role};
 use mosix_proto::migrate::{BodyStatus, FromHost, ToHost, host_addr};
-use mosix_proto::view::Bytes;
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
@@ -37,17 +40,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long the source has for each step before the body is dropped.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a hosted body's link is checked while waiting for its end.
-const POLL: Duration = Duration::from_millis(100);
-/// Most bytes of the body's output in one message.
-const OUTPUT_CHUNK: usize = 64 * 1024;
-/// Output messages queued before the body's pipe is left to fill.
-const OUTPUT_QUEUE: usize = 64;
 
 /// Why the body host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +127,9 @@ impl Host {
         }
         let home = who.node.clone();
         match self.restore(&mut link, &home) {
-            Ok(Some((pid, relays, info))) => {
-                let (_registration, leave) = guests::register(info);
-                self.run_body(&mut link, pid, &home, relays, leave)
+            Ok(Some(body)) => {
+                let (_registration, leave) = guests::register(body.info.clone());
+                body.run(&mut link, &home, leave)
             }
             Ok(None) => {}
             Err(reason) => {
@@ -146,18 +142,16 @@ impl Host {
     /// Receive, check and restore the body, held; `Some(pid, relays)`
     /// once it was told to go (`relays`: the read ends of its output
     /// pipes, by body fd), `None` if the source aborted (the body is gone).
-    fn restore(
-        &self,
-        link: &mut Link<TcpStream>,
-        home: &str,
-    ) -> Result<Option<(i32, Relays, guests::GuestInfo)>, String> {
-        let (home_pid, uid, gid, bytes) = match link.recv::<ToHost>() {
+    fn restore(&self, link: &mut Link<TcpStream>, home: &str) -> Result<Option<Body>, String> {
+        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal) = match link.recv::<ToHost>() {
             Ok(ToHost::Offer {
                 home_pid,
                 uid,
                 gid,
                 bytes,
-            }) => (home_pid, uid, gid, bytes),
+                ctl_fd,
+                freeze_signal,
+            }) => (home_pid, uid, gid, bytes, ctl_fd, freeze_signal),
             Ok(other) => return Err(format!("expected an offer, got {other:?}")),
             Err(e) => return Err(format!("no offer: {e}")),
         };
@@ -206,7 +200,7 @@ impl Host {
                 img.uid
             ));
         }
-        let (plan, relayed) = fd_plan(&img)?;
+        let (plan, relayed, aliases) = fd_plan(&img)?;
         let top = plan
             .iter()
             .map(|p| p.0)
@@ -226,11 +220,21 @@ impl Host {
             relays.push((fd, r));
             write_ends.push(w);
         }
-        let dups: Vec<(i32, i32)> = relayed
+        let mut dups: Vec<(i32, i32)> = relayed
             .iter()
             .zip(&write_ends)
             .map(|(&fd, w)| (fd, w.as_raw_fd()))
             .collect();
+        // The body's control connection: its end goes at the number its
+        // libmosix uses, so the freeze handler talks to us (see
+        // `Body::freeze`).
+        let (ctl, body_ctl) = UnixStream::pair()
+            .map_err(|e| format!("cannot make the body's control socket: {e}"))?;
+        let body_ctl = sys::dup_above(&std::fs::File::from(OwnedFd::from(body_ctl)), top)
+            .map_err(|e| format!("cannot place the body's control socket: {e}"))?;
+        if ctl_fd >= 0 && !plan.iter().any(|p| p.0 == ctl_fd) && !relayed.contains(&ctl_fd) {
+            dups.push((ctl_fd, body_ctl.as_raw_fd()));
+        }
         let image_fd =
             sys::dup_above(&image, top).map_err(|e| format!("cannot place the image fd: {e}"))?;
         let raw = image_fd.as_raw_fd();
@@ -250,13 +254,14 @@ impl Host {
         // makes async-signal-safe system calls (umask, open, lseek, dup2,
         // close, fcntl) on data prepared before the fork.
         unsafe {
-            cmd.pre_exec(move || sys::place_fds(umask, &dups, &plan, raw));
+            cmd.pre_exec(move || sys::place_fds(umask, &dups, &plan, &aliases, raw));
         }
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.restorer.display()))?;
         drop(image_fd);
         drop(write_ends);
+        drop(body_ctl);
         let pid = child.id() as i32;
         let status = sys::waitpid(pid, libc::WUNTRACED)
             .map_err(|e| format!("cannot wait for the restorer: {e}"))?;
@@ -281,7 +286,15 @@ impl Host {
                     uid,
                     since: std::time::Instant::now(),
                 };
-                Ok(Some((pid, relays, info)))
+                Ok(Some(Body {
+                    pid,
+                    uid,
+                    freeze_signal,
+                    ctl,
+                    hello_seen: false,
+                    relays,
+                    info,
+                }))
             }
             Ok(other) => {
                 drop_body(pid, format!("source said {other:?} instead of go"));
@@ -289,123 +302,6 @@ impl Host {
                 Ok(None)
             }
             Err(e) => Err(drop_body(pid, format!("no go from the source: {e}"))),
-        }
-    }
-
-    /// Relay signals to the running body, its output and its exit status
-    /// back.
-    fn run_body(
-        &self,
-        link: &mut Link<TcpStream>,
-        pid: i32,
-        home: &str,
-        relays: Relays,
-        leave: mpsc::Receiver<String>,
-    ) {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(sys::waitpid(pid, 0));
-        });
-        // Bounded: a slow reader at home slows the body down (its pipe
-        // fills) instead of filling our memory.
-        let (out_tx, out_rx) = mpsc::sync_channel::<(i32, Vec<u8>)>(OUTPUT_QUEUE);
-        for (fd, r) in relays {
-            let out = out_tx.clone();
-            std::thread::spawn(move || {
-                let mut r = std::fs::File::from(r);
-                let mut buf = vec![0u8; OUTPUT_CHUNK];
-                loop {
-                    match r.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if out.send((fd, buf[..n].to_vec())).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => return,
-                    }
-                }
-            });
-        }
-        drop(out_tx);
-        let mut output_open = true;
-        let _ = link.get_ref().set_read_timeout(Some(POLL));
-        let mut source_gone = false;
-        loop {
-            let ended = if source_gone {
-                rx.recv().ok()
-            } else {
-                rx.try_recv().ok()
-            };
-            if output_open && !source_gone {
-                output_open = forward_output(link, &out_rx, ended.is_some());
-            }
-            if !source_gone && let Ok(reason) = leave.try_recv() {
-                tracing::info!(%home, body_pid = pid, %reason, "asking the home to take its process back");
-                if let Err(e) = link.send(&FromHost::Leave { reason }) {
-                    tracing::warn!(%home, body_pid = pid, error = %e, "cannot ask the home to take its process back");
-                }
-            }
-            if let Some(r) = ended {
-                let status = r.ok().and_then(BodyStatus::from_wait);
-                tracing::info!(%home, body_pid = pid, ?status, "body ended");
-                if let (Some(status), false) = (status, source_gone) {
-                    let _ = link.send(&FromHost::Exited { status });
-                }
-                return;
-            }
-            match link.recv::<ToHost>() {
-                Ok(ToHost::Signal { sig }) if (1..=64).contains(&sig) => {
-                    if let Err(e) = sys::kill(pid, sig) {
-                        tracing::warn!(body_pid = pid, sig, error = %e, "cannot signal the body");
-                    }
-                }
-                Ok(other) => {
-                    tracing::warn!(body_pid = pid, msg = ?other, "unexpected message for a running body; killing it");
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                }
-                Err(LinkError::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => {
-                    // No deputy any more: no orphan either.
-                    tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost; killing the body");
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                    source_gone = true;
-                }
-            }
-        }
-    }
-}
-
-/// Send the body's pending output to the source; after the body ended
-/// (`ended`), everything up to the end of its pipes. False once every
-/// pipe is closed.
-fn forward_output(
-    link: &mut Link<TcpStream>,
-    out: &mpsc::Receiver<(i32, Vec<u8>)>,
-    ended: bool,
-) -> bool {
-    loop {
-        let next = if ended {
-            out.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
-        } else {
-            out.try_recv()
-        };
-        match next {
-            Ok((fd, data)) => {
-                if let Err(e) = link.send(&FromHost::Output {
-                    fd,
-                    data: Bytes(data),
-                }) {
-                    tracing::warn!(fd, error = %e, "cannot forward the body's output");
-                }
-            }
-            Err(mpsc::TryRecvError::Empty) => return true,
-            Err(mpsc::TryRecvError::Disconnected) => return false,
         }
     }
 }
@@ -420,6 +316,9 @@ fn drop_body(pid: i32, why: String) -> String {
 /// The read ends of a body's output pipes, by the body's fd number.
 type Relays = Vec<(i32, OwnedFd)>;
 
+/// Fds that are dups of a lower one: `(fd, of)`.
+type Aliases = Vec<(i32, i32)>;
+
 /// How each fd of the image is opened at the destination.
 type FdPlan = Vec<(i32, CString, i32, Option<u64>)>;
 
@@ -427,10 +326,16 @@ type FdPlan = Vec<(i32, CString, i32, Option<u64>)>;
 /// same offset); write-only pipes relayed to the deputy (returned apart);
 /// anything else (ttys, sockets, read ends of pipes) refused until its
 /// relay exists, rather than silently cut off.
-fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>), String> {
+fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>, Aliases), String> {
     let mut plan = Vec::new();
     let mut relayed = Vec::new();
+    let mut aliases = Vec::new();
     for f in &img.fds {
+        if let Some(of) = f.same_as {
+            // A dup (`2>&1`): the same open file here too, one offset.
+            aliases.push((f.fd, of));
+            continue;
+        }
         let flags =
             (f.flags as i32) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY);
         let (path, flags, pos) = match f.kind {
@@ -465,5 +370,5 @@ fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>), String> {
             .map_err(|_| format!("fd {} has a path with a NUL byte", f.fd))?;
         plan.push((f.fd, c, flags, pos));
     }
-    Ok((plan, relayed))
+    Ok((plan, relayed, aliases))
 }

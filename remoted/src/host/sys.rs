@@ -45,11 +45,13 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 /// Run in the forked child before `exec` (async-signal-safe calls only):
 /// set the umask, put each `(fd, src)` of `dups` at `fd` (`src` numbers
 /// are above every `fd`), open each `(fd, path, flags, pos)` as the body's
-/// user and place it at `fd`, and make `keep` survive the `exec`.
+/// user and place it at `fd`, make each `(fd, of)` of `aliases` a dup of
+/// `of` (placed before), and make `keep` survive the `exec`.
 pub fn place_fds(
     umask: u32,
     dups: &[(i32, i32)],
     plan: &[(i32, std::ffi::CString, i32, Option<u64>)],
+    aliases: &[(i32, i32)],
     keep: i32,
 ) -> io::Result<()> {
     // SAFETY: umask cannot fail.
@@ -86,6 +88,13 @@ pub fn place_fds(
             unsafe { libc::fcntl(tmp, libc::F_SETFD, 0) };
         }
     }
+    for &(fd, of) in aliases {
+        // SAFETY: dup2 between fds of this (child) process; `of` was
+        // placed above.
+        if unsafe { libc::dup2(of, fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     // SAFETY: F_SETFD on the image fd: it must survive the exec.
     if unsafe { libc::fcntl(keep, libc::F_SETFD, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -117,4 +126,52 @@ pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     // SAFETY: a fresh fd nothing else owns.
     let w = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
     Ok((r, w))
+}
+
+/// A pidfd for our child `pid`: readable once it has ended.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Set or clear O_NONBLOCK on `fd`.
+pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>, yes: bool) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let fl = if yes {
+        fl | OFlag::O_NONBLOCK
+    } else {
+        fl - OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(fl))?;
+    Ok(())
+}
+
+/// Wait up to `timeout` until one of `fds` is readable (or hung up);
+/// whether any is.
+pub fn poll_in(fds: &[i32], timeout: std::time::Duration) -> io::Result<bool> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: poll(2) on a buffer of `p.len()` pollfds we own.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(n > 0)
 }

@@ -1,0 +1,376 @@
+//! A guest body once it runs (DESIGN.md section 3, steps 3, 6 and 7): its
+//! output to the home's pipes, signals from the deputy, its end, and
+//! freezing it again when the home moves it on (home, or to another node).
+//!
+//! One thread per body polls the home's link, the body's relayed pipes and
+//! a pidfd of the body, so that when the home asks for the body
+//! ([`ToHost::Freeze`]) every byte the body wrote before the freeze has
+//! gone home before its image does: output is never lost or repeated.
+//!
+//! The body's libmosix talks to this thread over the control socket the
+//! host placed at its control fd number: on a freeze it writes its freeze
+//! record here and waits for our verdict. The image goes back over the
+//! link; the body stays frozen until the home says [`ToHost::Done`] (it
+//! runs elsewhere now: end it, answer [`FromHost::Left`]) or
+//! [`ToHost::Resume`] (the move failed: run on). A lost link kills the
+//! body: without its deputy it must not run on.
+
+use super::guests::GuestInfo;
+use super::{Relays, sys};
+use mosix_homed::engine::capture::{self, CaptureEnv};
+use mosix_proto::image::layout::{self, FreezeRecord, Hello};
+use mosix_proto::image::{self as image, ImagePlan};
+use mosix_proto::link::{Link, LinkError};
+use mosix_proto::migrate::{BodyStatus, CHUNK, FromHost, ToHost};
+use mosix_proto::view::Bytes;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Longest wait for the body to answer the freeze signal.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the home's decision about a frozen body (it may be
+/// sending a large image on to another node meanwhile).
+const DECISION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most bytes of the body's output in one message.
+const OUTPUT_CHUNK: usize = 64 * 1024;
+/// How long the loop sleeps when nothing happens.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// A restored, running guest body.
+pub(super) struct Body {
+    /// Its pid here.
+    pub(super) pid: i32,
+    /// Owner.
+    pub(super) uid: u32,
+    /// Its freeze signal.
+    pub(super) freeze_signal: i32,
+    /// Our end of its control socket.
+    pub(super) ctl: UnixStream,
+    /// Whether its libmosix said hello on `ctl` yet.
+    pub(super) hello_seen: bool,
+    /// Read ends of its relayed output pipes, by its fd number.
+    pub(super) relays: Relays,
+    /// As the registry shows it.
+    pub(super) info: GuestInfo,
+}
+
+/// How a freeze ended.
+enum Frozen {
+    /// The body runs on here.
+    Resumed,
+    /// It runs elsewhere now; this thread is done.
+    Left,
+    /// The link broke: the body was killed.
+    Gone,
+}
+
+impl Body {
+    /// Serve the body until it ends, leaves, or its home is lost.
+    pub(super) fn run(
+        mut self,
+        link: &mut Link<TcpStream>,
+        home: &str,
+        leave: mpsc::Receiver<String>,
+    ) {
+        let pid = self.pid;
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(body_pid = pid, error = %e, "cannot watch the body (pidfd_open); killing it");
+                kill_and_reap(pid);
+                return;
+            }
+        };
+        for (_, r) in &self.relays {
+            let _ = sys::set_nonblocking(r.as_fd(), true);
+        }
+        loop {
+            let mut fds: Vec<i32> = vec![link.get_ref().as_raw_fd(), pidfd.as_raw_fd()];
+            fds.extend(self.relays.iter().map(|(_, r)| r.as_raw_fd()));
+            let _ = sys::poll_in(&fds, IDLE);
+            if let Err(e) = self.pump_output(link) {
+                tracing::warn!(%home, body_pid = pid, error = %e, "cannot pass the body's output home; killing the body");
+                kill_and_reap(pid);
+                return;
+            }
+            if let Ok(reason) = leave.try_recv() {
+                tracing::info!(%home, body_pid = pid, %reason, "asking the home to take its process back");
+                if let Err(e) = link.send(&FromHost::Leave { reason }) {
+                    tracing::warn!(%home, body_pid = pid, error = %e, "cannot ask the home to take its process back");
+                }
+            }
+            if sys::poll_in(&[pidfd.as_raw_fd()], Duration::ZERO).unwrap_or(false) {
+                self.finish(link, home);
+                return;
+            }
+            loop {
+                match recv_now(link) {
+                    Ok(None) => break,
+                    Ok(Some(ToHost::Signal { sig })) if (1..=64).contains(&sig) => {
+                        if let Err(e) = sys::kill(pid, sig) {
+                            tracing::warn!(body_pid = pid, sig, error = %e, "cannot signal the body");
+                        }
+                    }
+                    Ok(Some(ToHost::Freeze)) => match self.freeze(link, home) {
+                        Frozen::Resumed => {}
+                        Frozen::Left | Frozen::Gone => return,
+                    },
+                    Ok(Some(other)) => {
+                        tracing::warn!(%home, body_pid = pid, msg = ?other, "unexpected message for a running body; killing it");
+                        kill_and_reap(pid);
+                        return;
+                    }
+                    Err(e) => {
+                        // No deputy any more: no orphan either.
+                        tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost; killing the body");
+                        kill_and_reap(pid);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body ended: its last output, then its status.
+    fn finish(&mut self, link: &mut Link<TcpStream>, home: &str) {
+        let status = sys::waitpid(self.pid, 0)
+            .ok()
+            .and_then(BodyStatus::from_wait);
+        let _ = self.pump_output(link);
+        tracing::info!(%home, body_pid = self.pid, ?status, "body ended");
+        if let Some(status) = status {
+            let _ = link.send(&FromHost::Exited { status });
+        }
+    }
+
+    /// Send home everything the body has written so far.
+    fn pump_output(&mut self, link: &mut Link<TcpStream>) -> Result<(), LinkError> {
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
+        let mut closed = Vec::new();
+        for (i, (fd, r)) in self.relays.iter().enumerate() {
+            let mut f = std::fs::File::from(r.try_clone().map_err(LinkError::Io)?);
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => {
+                        closed.push(i);
+                        break;
+                    }
+                    Ok(n) => link.send(&FromHost::Output {
+                        fd: *fd,
+                        data: Bytes(buf[..n].to_vec()),
+                    })?,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            self.relays.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Write a verdict to the frozen body.
+    fn verdict(&mut self, v: u32) -> std::io::Result<()> {
+        self.ctl.write_all(&v.to_le_bytes())
+    }
+
+    /// The home wants the body: freeze it, send its image, and do what
+    /// the home decides.
+    fn freeze(&mut self, link: &mut Link<TcpStream>, home: &str) -> Frozen {
+        let pid = self.pid;
+        let record = match self.stop_in_handler() {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!(%home, body_pid = pid, %reason, "cannot freeze the body; it runs on");
+                return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
+            }
+        };
+        // Frozen: whatever it wrote is in its pipes now, and goes first.
+        if let Err(e) = self.pump_output(link) {
+            tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost during a freeze; killing the body");
+            kill_and_reap(pid);
+            return Frozen::Gone;
+        }
+        match self.send_image(link, &record) {
+            Ok(bytes) => {
+                tracing::info!(%home, body_pid = pid, bytes, "body frozen and its image sent home")
+            }
+            Err(Some(reason)) => {
+                tracing::warn!(%home, body_pid = pid, %reason, "cannot capture the body; it runs on");
+                let _ = self.verdict(layout::VERDICT_CONTINUE);
+                return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
+            }
+            Err(None) => {
+                tracing::warn!(%home, body_pid = pid, "link to the home lost while sending the image; killing the body");
+                kill_and_reap(pid);
+                return Frozen::Gone;
+            }
+        }
+        let _ = link.get_ref().set_read_timeout(Some(DECISION_TIMEOUT));
+        let mut held_signals = Vec::new();
+        let decision = loop {
+            match link.recv::<ToHost>() {
+                Ok(ToHost::Signal { sig }) if (1..=64).contains(&sig) => held_signals.push(sig),
+                Ok(m) => break Ok(m),
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = link.get_ref().set_read_timeout(None);
+        match decision {
+            Ok(ToHost::Done) => {
+                let _ = self.verdict(layout::VERDICT_EXIT);
+                let _ = sys::waitpid(pid, 0);
+                tracing::info!(%home, body_pid = pid, "body left this node");
+                let _ = link.send(&FromHost::Left);
+                Frozen::Left
+            }
+            Ok(ToHost::Resume) => {
+                if let Err(e) = self.verdict(layout::VERDICT_CONTINUE) {
+                    tracing::warn!(body_pid = pid, error = %e, "cannot resume the body");
+                }
+                for sig in held_signals {
+                    let _ = sys::kill(pid, sig);
+                }
+                tracing::info!(%home, body_pid = pid, "the move failed; body runs on here");
+                Frozen::Resumed
+            }
+            Ok(other) => {
+                tracing::warn!(%home, body_pid = pid, msg = ?other, "unexpected answer about a frozen body; killing it");
+                kill_and_reap(pid);
+                Frozen::Gone
+            }
+            Err(e) => {
+                tracing::warn!(%home, body_pid = pid, error = %e, "no decision from the home about the frozen body; killing it");
+                kill_and_reap(pid);
+                Frozen::Gone
+            }
+        }
+    }
+
+    /// Send `msg`; a broken link kills the body.
+    fn send_or_kill(&mut self, link: &mut Link<TcpStream>, msg: &FromHost) -> Frozen {
+        match link.send(msg) {
+            Ok(()) => Frozen::Resumed,
+            Err(e) => {
+                tracing::warn!(body_pid = self.pid, error = %e, "link to the home lost; killing the body");
+                kill_and_reap(self.pid);
+                Frozen::Gone
+            }
+        }
+    }
+
+    /// Send the freeze signal and read the body's freeze record.
+    fn stop_in_handler(&mut self) -> Result<FreezeRecord, String> {
+        let pid = self.pid;
+        let _ = self.ctl.set_read_timeout(Some(FREEZE_TIMEOUT));
+        if !self.hello_seen {
+            let mut hb = [0u8; size_of::<Hello>()];
+            self.ctl.read_exact(&mut hb).map_err(|e| {
+                format!("the body's libmosix never attached to its control socket: {e}")
+            })?;
+            match image::from_bytes::<Hello>(&hb) {
+                Some(h) if h.magic == layout::HELLO_MAGIC && h.kind == layout::HELLO_RESTORED => {}
+                _ => return Err("the body's libmosix said a bad hello".into()),
+            }
+            self.hello_seen = true;
+        }
+        sys::kill(pid, self.freeze_signal)
+            .map_err(|e| format!("cannot send the freeze signal: {e}"))?;
+        let mut rb = [0u8; size_of::<FreezeRecord>()];
+        self.ctl.read_exact(&mut rb).map_err(|e| {
+            format!(
+                "the body did not answer the freeze signal within {} s: {e}",
+                FREEZE_TIMEOUT.as_secs()
+            )
+        })?;
+        let _ = self.ctl.set_read_timeout(None);
+        match image::from_bytes::<FreezeRecord>(&rb) {
+            Some(r)
+                if r.magic == layout::FREEZE_MAGIC
+                    && r.size as usize == size_of::<FreezeRecord>()
+                    && r.pid == pid =>
+            {
+                Ok(r)
+            }
+            _ => {
+                // The handler waits for a verdict that will not come from a
+                // conversation out of step: end it rather than guess.
+                kill_and_reap(pid);
+                Err("the body's freeze record is bad; the body was killed".into())
+            }
+        }
+    }
+
+    /// Capture the frozen body and stream its image home. `Err(Some)`: it
+    /// could not be captured (the home was told nothing yet, or got a
+    /// padded image it must drop); `Err(None)`: the link broke.
+    fn send_image(
+        &mut self,
+        link: &mut Link<TcpStream>,
+        record: &FreezeRecord,
+    ) -> Result<u64, Option<String>> {
+        let env = CaptureEnv::here();
+        let spec = capture::describe(self.pid, self.uid, record, &env).map_err(Some)?;
+        let plan = ImagePlan::new(&spec).map_err(|e| Some(e.to_string()))?;
+        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid))
+            .map_err(|e| Some(format!("cannot open /proc/{}/mem: {e}", self.pid)))?;
+        let bytes = plan.file_size();
+        link.send(&FromHost::Image { bytes }).map_err(|_| None)?;
+        let mut sent = 0u64;
+        let mut link_broke = false;
+        let streamed = plan.stream(&mut capture::ProcMem(mem), CHUNK, &mut |chunk| {
+            link.send_bytes(chunk).map_err(|e| {
+                link_broke = true;
+                std::io::Error::other(e)
+            })?;
+            sent += chunk.len() as u64;
+            Ok(())
+        });
+        match streamed {
+            Ok(checksum) => {
+                link.send(&FromHost::ImageEnd { checksum })
+                    .map_err(|_| None)?;
+                Ok(bytes)
+            }
+            Err(_) if link_broke => Err(None),
+            Err(e) => {
+                // Keep the stream in step: pad to the size announced; the
+                // home drops it on the FreezeFailed that follows.
+                let zeros = vec![0u8; CHUNK];
+                while sent < bytes {
+                    let n = (bytes - sent).min(CHUNK as u64) as usize;
+                    link.send_bytes(&zeros[..n]).map_err(|_| None)?;
+                    sent += n as u64;
+                }
+                Err(Some(format!("reading the frozen body failed: {e}")))
+            }
+        }
+    }
+}
+
+/// One message from the home if one is there, without waiting.
+fn recv_now(link: &mut Link<TcpStream>) -> Result<Option<ToHost>, LinkError> {
+    link.get_ref()
+        .set_nonblocking(true)
+        .map_err(LinkError::Io)?;
+    let got = link.recv::<ToHost>();
+    link.get_ref()
+        .set_nonblocking(false)
+        .map_err(LinkError::Io)?;
+    match got {
+        Ok(m) => Ok(Some(m)),
+        Err(LinkError::Io(e)) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Kill and reap a body that must not run on.
+fn kill_and_reap(pid: i32) {
+    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = sys::waitpid(pid, 0);
+}
