@@ -587,3 +587,118 @@ fn real_programs_move_away_and_back_mid_run() {
         real_program_round_trip(&c, name, script);
     }
 }
+
+/// The job's body, its node's death, and the deputy's end: within 5 s
+/// the parent sees death by SIGKILL, homed names the lost node, and no
+/// copy of the program is left anywhere.
+fn lose_the_node(c: &Cluster, argv: &[&str], name: &str, node: &str, kill_it: &dyn Fn()) {
+    let (job, home) = start_and_move(c, argv, name, node);
+    assert_eq!(
+        really_runs_at(c, argv, home, &[node]).as_deref(),
+        Some(node)
+    );
+    let lost_at = std::time::Instant::now();
+    kill_it();
+    if let Err(e) = c.wait_for("the deputy to end", Duration::from_secs(10), || {
+        Ok(!is_running(home))
+    }) {
+        panic!(
+            "{e} after losing {node}\nhomed n1: {}\nremoted {node}: {}",
+            c.log("n1", "homed"),
+            c.log(node, "remoted")
+        );
+    }
+    let took = lost_at.elapsed();
+    let (_, rc) = job.finish(c);
+    assert_eq!(rc, "137", "the parent should see death by SIGKILL");
+    assert!(
+        took < Duration::from_secs(5),
+        "the deputy took {took:?} to notice node {node} was lost"
+    );
+    let log = c.log("n1", "homed");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("lost the node running the body") && l.contains(node)),
+        "homed does not name the lost node {node}: {log}"
+    );
+    c.wait_for("no copy left anywhere", Duration::from_secs(10), || {
+        Ok(processes_running(argv).is_empty())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_lost_node_ends_the_deputy_as_killed_within_5s() {
+    let c = Cluster::up(3).unwrap();
+    let exe = build_progress(&c.dir);
+    let exe = exe.to_str().unwrap();
+    // Its daemons stop: the link closes, and the body dies with remoted.
+    let argv = [exe, STEPS, "100000008", EXIT_CODE];
+    lose_the_node(&c, &argv, "stop", "n2", &|| {
+        let out = c.local(&["stop", "n2"]).unwrap();
+        assert!(out.status.success());
+    });
+    // Its network is cut: nothing says goodbye; keepalive tells.
+    let argv = [exe, STEPS, "100000009", EXIT_CODE];
+    lose_the_node(&c, &argv, "cut", "n3", &|| {
+        let out = c
+            .exec("n3", &["ip", "link", "set", "eth0", "down"])
+            .unwrap();
+        assert!(out.status.success(), "cannot cut n3's network");
+    });
+}
+
+#[test]
+fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
+    let c = Cluster::up(2).unwrap();
+    let exe = mosix_tests::build_c_example("bigmem", &c.dir, &[]);
+    let exe = exe.to_str().unwrap();
+    // 1.5 GiB of dirty memory: the transfer takes long enough to be cut.
+    let argv = [exe, "1536", "40"];
+    let job = Job::start(&c, "n1", &argv, "big");
+    let home = job.home_pid(&c);
+    c.wait_for("the memory to be filled", Duration::from_secs(120), || {
+        Ok(job.lines() >= 1)
+    })
+    .unwrap();
+    let remoted2 = c.daemon_pid("n2", "remoted").unwrap();
+    let mover = Command::new(bin("mosix-local"))
+        .args(["exec", "--dir"])
+        .arg(&c.dir)
+        .args(["n1", "--", "mosmigrate", &home.to_string(), "n2"])
+        .env("MOSIX_BIN_DIR", bin_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The image is arriving once n2's remoted holds its memfd.
+    c.wait_for("the transfer to start", Duration::from_secs(60), || {
+        Ok(std::fs::read_dir(format!("/proc/{remoted2}/fd"))?
+            .flatten()
+            .any(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().contains("mosix-image"))
+            }))
+    })
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(remoted2),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = mover.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the move succeeded to a dead node");
+    assert!(
+        err.contains("n2"),
+        "the error does not name the node: {err}"
+    );
+    // Still the program itself at home, the only copy, and it finishes
+    // as an undisturbed run would.
+    assert_eq!(cmdline(home), argv);
+    assert_eq!(processes_running(&argv), vec![home]);
+    let (got, rc) = job.finish(&c);
+    let (want, want_rc) = reference(&argv);
+    assert_eq!(rc, want_rc, "exit status differs");
+    assert!(got == want, "output differs from an undisturbed run");
+}

@@ -32,6 +32,22 @@ pub fn host_addr(remoted: SocketAddr) -> SocketAddr {
     a
 }
 
+/// Make a migration link notice a silent peer (a node that crashed or
+/// was cut off sends no FIN): TCP keepalive probes after 1 s of silence,
+/// each second, and the link fails after 3 unanswered ones; data left
+/// unacknowledged for 4 s fails it too (without that, retransmissions
+/// would go on for minutes). So a lost node is known within about 4 s
+/// (the deputy must end within 5 s).
+pub fn watch_peer(stream: &std::net::TcpStream) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(stream, sockopt::KeepAlive, &true)?;
+    setsockopt(stream, sockopt::TcpKeepIdle, &1)?;
+    setsockopt(stream, sockopt::TcpKeepInterval, &1)?;
+    setsockopt(stream, sockopt::TcpKeepCount, &3)?;
+    setsockopt(stream, sockopt::TcpUserTimeout, &4000)?;
+    Ok(())
+}
+
 /// Source to destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -12,7 +12,7 @@
 //! lets the process run on, unchanged.
 
 pub mod capture;
-mod procfs;
+pub mod procfs;
 mod sys;
 
 use mosix_proto::config::Config;
@@ -318,7 +318,7 @@ impl Engine {
             return None;
         }
         // The control fd is a socket, which never makes a process refused.
-        procfs::cantmove(p.pid, p.freeze_signal, -1)
+        procfs::cantmove(p.pid, p.freeze_signal, -1).or_else(|| procfs::children_block_move(p.pid))
     }
 
     /// Freeze `pid`, write its image, then apply `after`.
@@ -389,7 +389,14 @@ impl Engine {
                 "process {pid} already runs on node {node}; moving it again is not supported yet"
             ));
         }
-        if let Some(why) = self.cantmove(&p) {
+        let why_not = match migrate {
+            Some(_) => self.cantmove(&p),
+            None => p
+                .refuse
+                .clone()
+                .or_else(|| procfs::cantmove(p.pid, p.freeze_signal, -1)),
+        };
+        if let Some(why) = why_not {
             return Err(format!(
                 "process {pid} cannot be frozen safely: {why}; it runs on unchanged"
             ));

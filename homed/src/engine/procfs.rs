@@ -212,7 +212,7 @@ pub(crate) fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
 }
 
 /// Whether `pid` can be frozen safely now; `Some(reason)` if not.
-pub(crate) fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
+pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
     let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
         Err(e) => return Some(format!("cannot read /proc/{pid}/status: {e}")),
@@ -317,6 +317,20 @@ pub(crate) fn is_stopped(pid: i32) -> bool {
                 .and_then(|i| s[i + 1..].trim_start().chars().next())
         })
         .is_some_and(|c| c == 'T' || c == 't')
+}
+
+/// Why a process with children cannot move: its children stay where
+/// they run, so its `wait` and their signals would break (forking the
+/// deputy along with a body is not built yet). `None` if it has none.
+pub fn children_block_move(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let kids: Vec<&str> = text.split_whitespace().collect();
+    (!kids.is_empty()).then(|| {
+        format!(
+            "it has child processes ({}); a process moves only without children for now",
+            kids.join(" ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -111,6 +111,9 @@ pub fn send_body(
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
         format!("cannot reach node {node}'s body host at {addr}: {e}; is its remoted running?")
     })?;
+    if let Err(e) = mosix_proto::migrate::watch_peer(&stream) {
+        tracing::warn!(%node, error = %e, "cannot set keepalive on the migration link; a silent node is noticed late");
+    }
     let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
     let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
     let (mut link, _) = Link::connect(stream, &key, link::Hello::new(who.home, Role::Homed))
@@ -365,10 +368,9 @@ pub fn relay(
                 tracing::warn!(pid, node = %away.node, msg = ?other, "unexpected message from the body's host")
             }
             Err(LinkError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+                // A read timeout (the poll), not a keepalive failure
+                // (TimedOut), which means the node is lost.
+                if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 tracing::warn!(pid, node = %away.node, error = %e, "lost the node running the body; the deputy ends as killed");
                 let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);

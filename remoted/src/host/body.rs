@@ -18,6 +18,7 @@
 use super::guests::GuestInfo;
 use super::{Relays, sys};
 use mosix_homed::engine::capture::{self, CaptureEnv};
+use mosix_homed::engine::procfs;
 use mosix_proto::image::layout::{self, FreezeRecord, Hello};
 use mosix_proto::image::{self as image, ImagePlan};
 use mosix_proto::link::{Link, LinkError};
@@ -50,6 +51,8 @@ pub(super) struct Body {
     pub(super) freeze_signal: i32,
     /// Our end of its control socket.
     pub(super) ctl: UnixStream,
+    /// Its end's fd number in the body.
+    pub(super) ctl_fd: i32,
     /// Whether its libmosix said hello on `ctl` yet.
     pub(super) hello_seen: bool,
     /// Read ends of its relayed output pipes, by its fd number.
@@ -278,6 +281,11 @@ impl Body {
                 _ => return Err("the body's libmosix said a bad hello".into()),
             }
             self.hello_seen = true;
+        }
+        if let Some(why) = procfs::cantmove(pid, self.freeze_signal, self.ctl_fd)
+            .or_else(|| procfs::children_block_move(pid))
+        {
+            return Err(format!("it cannot move now: {why}"));
         }
         sys::kill(pid, self.freeze_signal)
             .map_err(|e| format!("cannot send the freeze signal: {e}"))?;

@@ -109,6 +109,9 @@ impl Host {
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
+        if let Err(e) = mosix_proto::migrate::watch_peer(&stream) {
+            tracing::warn!(%peer, error = %e, "cannot set keepalive on a migration link; a silent home is noticed late");
+        }
         let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
         let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
         let hello = Hello::new(self.node.clone(), Role::Remoted);
@@ -254,7 +257,10 @@ impl Host {
         // makes async-signal-safe system calls (umask, open, lseek, dup2,
         // close, fcntl) on data prepared before the fork.
         unsafe {
-            cmd.pre_exec(move || sys::place_fds(umask, &dups, &plan, &aliases, raw));
+            cmd.pre_exec(move || {
+                sys::die_with_parent()?;
+                sys::place_fds(umask, &dups, &plan, &aliases, raw)
+            });
         }
         let child = cmd
             .spawn()
@@ -291,6 +297,7 @@ impl Host {
                     uid,
                     freeze_signal,
                     ctl,
+                    ctl_fd,
                     hello_seen: false,
                     relays,
                     info,

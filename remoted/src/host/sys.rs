@@ -175,3 +175,15 @@ pub fn poll_in(fds: &[i32], timeout: std::time::Duration) -> io::Result<bool> {
     }
     Ok(n > 0)
 }
+
+/// In a forked child: be killed when the thread that forked it ends (the
+/// body's host thread, which lives as long as the body is ours), so a
+/// `remoted` that dies leaves no body behind. Set after the uid change,
+/// which would clear it.
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
