@@ -21,6 +21,7 @@
 #[path = "../../proto/src/image/layout.rs"]
 pub mod layout;
 
+mod body;
 mod context;
 mod deputy;
 mod hooks;
@@ -96,6 +97,7 @@ static INIT: extern "C" fn() = mosix_init;
 extern "C" fn mosix_init() {
     let eng = ENGINE.get();
     hooks::resolve();
+    body::resolve();
     if let Err(what) = sys::reserve_window() {
         sys::note(what);
         return;
@@ -203,6 +205,11 @@ unsafe fn connect_ctl(eng: *mut Engine, kind: u32) -> bool {
         sys::close(target);
         e.ctl_fd = -1;
         return false;
+    }
+    if inherited {
+        // The daemon that placed the socket says whether we are a body
+        // away from home, and what home looks like.
+        body::attach(target);
     }
     true
 }

@@ -33,6 +33,8 @@ pub unsafe trait Pod: Copy {}
 // SAFETY: all-integer repr(C) records without padding (checked by the
 // size assertions below).
 unsafe impl Pod for ImageHeader {}
+// SAFETY: repr(C) plain data, every bit pattern valid.
+unsafe impl Pod for BodyInfo {}
 // SAFETY: as above.
 unsafe impl Pod for FreezeRecord {}
 // SAFETY: as above.
@@ -54,6 +56,8 @@ const _: () = {
     assert!(size_of::<PageRun>() == 24);
     assert!(size_of::<FdDesc>() == 48);
     assert!(size_of::<Hello>() == 1184);
+    assert!(size_of::<TtyInfo>() == 56);
+    assert!(size_of::<BodyInfo>() == 32 + 56 * MAX_TTYS);
     // The restorer's own image (text, data, 256 KiB stack) must fit below
     // the vdso park, which must fit below the scratch area; the window
     // lies below the top-down mmap area and the stack.

@@ -69,6 +69,9 @@ pub enum ToHost {
         /// The process's freeze signal.
         #[serde(default)]
         freeze_signal: i32,
+        /// What the body's identity calls and tty control answer.
+        #[serde(default)]
+        home: HomeFacts,
     },
     /// The image is complete; its header checksum.
     ImageEnd {
@@ -84,6 +87,14 @@ pub enum ToHost {
         /// Signal number.
         sig: i32,
     },
+    /// Input for the body's relayed fd `fd` (read at home from the real
+    /// fd); empty: end of input (a pipe's writer closed).
+    Input {
+        /// The fd number.
+        fd: i32,
+        /// The bytes.
+        data: Bytes,
+    },
     /// Freeze the running body and send its image back
     /// ([`FromHost::Image`]); it stays frozen here until [`ToHost::Done`]
     /// or [`ToHost::Resume`].
@@ -93,6 +104,54 @@ pub enum ToHost {
     Done,
     /// The move failed: let the frozen body run on here.
     Resume,
+}
+
+/// The home side of a process, as its body away answers for it
+/// (DESIGN.md section 4), taken when it moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeFacts {
+    /// Its pid at home.
+    pub pid: i32,
+    /// Its parent's pid at home.
+    pub ppid: i32,
+    /// Its process group at home.
+    pub pgrp: i32,
+    /// Its session at home.
+    pub sid: i32,
+    /// Its terminals at home (fds that are ttys).
+    pub ttys: Vec<TtyFacts>,
+}
+
+/// One terminal at home.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyFacts {
+    /// The fd number.
+    pub fd: i32,
+    /// rows, cols, xpixel, ypixel.
+    pub winsize: [u16; 4],
+    /// The kernel `struct termios` bytes.
+    pub termios: Bytes,
+}
+
+impl HomeFacts {
+    /// The record a body's libmosix reads after its hello.
+    pub fn body_info(&self) -> crate::image::layout::BodyInfo {
+        use crate::image::layout::{BodyInfo, KTERMIOS_LEN, MAX_TTYS};
+        let mut b = BodyInfo::at_home();
+        b.away = 1;
+        b.home_pid = self.pid;
+        b.home_ppid = self.ppid;
+        b.home_pgrp = self.pgrp;
+        b.home_sid = self.sid;
+        for (slot, t) in b.ttys.iter_mut().zip(self.ttys.iter().take(MAX_TTYS)) {
+            slot.fd = t.fd;
+            slot.winsize = t.winsize;
+            let n = t.termios.0.len().min(KTERMIOS_LEN);
+            slot.termios[..n].copy_from_slice(&t.termios.0[..n]);
+        }
+        b.n_ttys = self.ttys.len().min(MAX_TTYS) as u32;
+        b
+    }
 }
 
 fn no_fd() -> i32 {
@@ -133,6 +192,22 @@ pub enum FromHost {
     Leave {
         /// Why, for the home's log.
         reason: String,
+    },
+    /// The body has read all the input it was given on `fd`: read more at
+    /// home (at most one chunk is ever in flight, so little is read ahead
+    /// of the body).
+    WantInput {
+        /// The fd number.
+        fd: i32,
+    },
+    /// Input given to the body on `fd` that it had not read when it was
+    /// frozen: it goes first wherever the body runs next. Sent just
+    /// before [`FromHost::Image`].
+    Unread {
+        /// The fd number.
+        fd: i32,
+        /// The bytes, in order.
+        data: Bytes,
     },
     /// The body is frozen; its image follows as raw link messages of
     /// exactly `bytes` bytes in all, then [`FromHost::ImageEnd`]. All its
@@ -222,6 +297,27 @@ pub enum DeputyMsg {
     },
     /// Homed to deputy: the body's node is gone (end as if SIGKILLed).
     Lost,
+    /// Homed to deputy: read a chunk of input from your `fd` for the body.
+    WantInput {
+        /// The fd number.
+        fd: i32,
+    },
+    /// Homed to deputy: stop reading input (the body is coming home);
+    /// answer [`DeputyMsg::InputStopped`], after which no `Input` follows.
+    StopInput,
+    /// Deputy to homed: input reading stopped; what was read but not
+    /// sent yet, by fd.
+    InputStopped {
+        /// The bytes, by fd, in order.
+        leftover: Vec<(i32, Bytes)>,
+    },
+    /// Deputy to homed: input read from `fd` (empty: end of input).
+    Input {
+        /// The fd number.
+        fd: i32,
+        /// The bytes.
+        data: Bytes,
+    },
     /// Deputy to homed: the image is in place and the restorer is being
     /// `exec`ed; the next bytes on the connection are the restored
     /// process's hello. The deputy's last message.
@@ -241,6 +337,10 @@ pub enum DeputyMsg {
         restorer: String,
         /// The process's fds as the body left them.
         fds: Vec<FdState>,
+        /// Input read at home for the body that it has not read yet, by
+        /// fd: the process must read it first.
+        #[serde(default)]
+        unread: Vec<(i32, Bytes)>,
     },
 }
 
@@ -338,6 +438,7 @@ mod tests {
             bytes: 4096,
             ctl_fd: 1000,
             freeze_signal: 63,
+            home: HomeFacts::default(),
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);

@@ -20,13 +20,16 @@ use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
 use mosix_proto::local::{recv_fd, recv_local, send_local};
 use mosix_proto::migrate::{BodyStatus, DeputyMsg, FdHow, FdState};
+use mosix_proto::view::Bytes;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 /// Signals caught here and raised in the body.
 const FORWARDED: [Signal; 10] = [
@@ -81,20 +84,22 @@ fn run() -> Result<()> {
         SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).context("cannot create a signalfd")?;
     ctl.write_all(&DEPUTY_READY.to_le_bytes())
         .context("cannot tell homed the deputy is up")?;
-    let mut out = ctl.try_clone().context("cannot clone the control socket")?;
-    // Held by whoever writes to homed; coming home holds it through the
-    // exec, so no signal message can follow the last one.
-    let writing = Arc::new(Mutex::new(()));
-    let signals_writing = writing.clone();
+    // Whoever writes to homed holds this; coming home holds it through the
+    // exec, so nothing can follow the deputy's last message.
+    let writer = Arc::new(Mutex::new(
+        ctl.try_clone().context("cannot clone the control socket")?,
+    ));
+    let signals_writer = writer.clone();
     std::thread::spawn(move || {
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = info.ssi_signo as i32;
-            let _w = signals_writing.lock().unwrap_or_else(|e| e.into_inner());
-            if send_local(&mut out, &DeputyMsg::Signal { sig }).is_err() {
+            let mut w = signals_writer.lock().unwrap_or_else(|e| e.into_inner());
+            if send_local(&mut w, &DeputyMsg::Signal { sig }).is_err() {
                 return;
             }
         }
     });
+    let mut inputs = Inputs::new(writer.clone());
     loop {
         match recv_local::<DeputyMsg>(&mut ctl) {
             Ok(DeputyMsg::Exited { status }) => end_as(status),
@@ -106,35 +111,156 @@ fn run() -> Result<()> {
                 });
             }
             Ok(DeputyMsg::Output { fd, data }) => write_out(fd, &data.0),
-            Ok(DeputyMsg::ComeHome { restorer, fds }) => {
+            Ok(DeputyMsg::WantInput { fd }) => inputs.want(fd),
+            Ok(DeputyMsg::StopInput) => {
+                let leftover = inputs.stop();
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                send_local(&mut w, &DeputyMsg::InputStopped { leftover })
+                    .context("cannot tell homed")?;
+            }
+            Ok(DeputyMsg::ComeHome {
+                restorer,
+                fds,
+                unread,
+            }) => {
                 let image = recv_fd(&ctl).context("no image fd from homed")?;
-                let guard = writing.lock().unwrap_or_else(|e| e.into_inner());
-                let reason = match come_home(&ctl, image, &restorer, &fds) {
+                let mut guard = writer.lock().unwrap_or_else(|e| e.into_inner());
+                let ctl_no = ctl.as_raw_fd();
+                let reason = match come_home(&mut guard, ctl_no, image, &restorer, &fds, &unread) {
                     Ok(never) => match never {},
                     Err(e) => format!("{e:#}"),
                 };
-                drop(guard);
                 eprintln!("mosix-deputy: cannot bring the process home: {reason}");
-                send_local(&mut ctl, &DeputyMsg::ComeHomeFailed { reason })
+                send_local(&mut guard, &DeputyMsg::ComeHomeFailed { reason })
                     .context("cannot tell homed")?;
             }
             Ok(
-                DeputyMsg::Signal { .. } | DeputyMsg::Leaving | DeputyMsg::ComeHomeFailed { .. },
+                DeputyMsg::Signal { .. }
+                | DeputyMsg::Leaving
+                | DeputyMsg::ComeHomeFailed { .. }
+                | DeputyMsg::Input { .. }
+                | DeputyMsg::InputStopped { .. },
             ) => {}
             Err(e) => bail!("lost homed (it holds the link to the body): {e}"),
         }
     }
 }
 
+/// Reads input at home for the body: one chunk from an fd each time its
+/// host asks ([`DeputyMsg::WantInput`]), so little is read ahead of the
+/// body, and nothing once the body comes home ([`Inputs::stop`]).
+struct Inputs {
+    writer: Arc<Mutex<UnixStream>>,
+    readers: HashMap<RawFd, (mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    stop: Arc<AtomicBool>,
+    leftover: Arc<Mutex<Vec<(i32, Bytes)>>>,
+}
+
+/// How long a reader waits for input before it looks at the stop flag.
+const INPUT_POLL_MS: u16 = 100;
+
+impl Inputs {
+    fn new(writer: Arc<Mutex<UnixStream>>) -> Inputs {
+        Inputs {
+            writer,
+            readers: HashMap::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            leftover: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Read one chunk from `fd` for the body.
+    fn want(&mut self, fd: RawFd) {
+        if let Some((tx, _)) = self.readers.get(&fd)
+            && tx.send(()).is_ok()
+        {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(());
+        let writer = self.writer.clone();
+        let stop = self.stop.clone();
+        let leftover = self.leftover.clone();
+        let handle = std::thread::spawn(move || read_input(fd, &rx, &writer, &stop, &leftover));
+        self.readers.insert(fd, (tx, handle));
+    }
+
+    /// Stop reading; what was read and not sent yet.
+    fn stop(&mut self) -> Vec<(i32, Bytes)> {
+        self.stop.store(true, Ordering::SeqCst);
+        for (_, (tx, handle)) in self.readers.drain() {
+            drop(tx);
+            let _ = handle.join();
+        }
+        std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One fd's reader: a chunk per request, until stopped or at the end of a
+/// pipe.
+fn read_input(
+    fd: RawFd,
+    wants: &mpsc::Receiver<()>,
+    writer: &Mutex<UnixStream>,
+    stop: &AtomicBool,
+    leftover: &Mutex<Vec<(i32, Bytes)>>,
+) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // SAFETY: borrowing one of the process's own fds, open for the
+    // deputy's whole life.
+    let f = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let is_tty = nix::unistd::isatty(f).unwrap_or(false);
+    let mut buf = vec![0u8; 64 * 1024];
+    while wants.recv().is_ok() {
+        let n = loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut p = [PollFd::new(f, PollFlags::POLLIN)];
+            match poll(&mut p, PollTimeout::from(INPUT_POLL_MS)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            match nix::unistd::read(f, &mut buf) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+                Err(_) => return,
+            }
+        };
+        let data = Bytes(buf[..n].to_vec());
+        if stop.load(Ordering::SeqCst) {
+            if n > 0 {
+                leftover
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((fd, data));
+            }
+            return;
+        }
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        if send_local(&mut w, &DeputyMsg::Input { fd, data }).is_err() {
+            return;
+        }
+        if n == 0 && !is_tty {
+            // The end of a pipe is for ever; a terminal's ^D is not.
+            return;
+        }
+    }
+}
+
 /// The body came home: make the fds what the image expects, then become
 /// the process again by `exec`ing the restorer on the image (the control
-/// fd stays open: the restored libmosix says hello on it). Returns only
+/// fd `ctl_no` stays open: the restored libmosix says hello on it; `ctl`
+/// is the writing end of it the deputy holds). Returns only
 /// on failure; before the fds are touched if at all possible.
 fn come_home(
-    ctl: &UnixStream,
+    ctl: &mut UnixStream,
+    ctl_no: RawFd,
     image: OwnedFd,
     restorer: &str,
     fds: &[FdState],
+    unread: &[(i32, Bytes)],
 ) -> Result<std::convert::Infallible> {
     use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
     use nix::sys::stat::Mode;
@@ -155,6 +281,14 @@ fn come_home(
             opened.push((f.fd, fd));
         }
     }
+    // Input the body was given and did not read comes first: a feeder
+    // (not our child) writes it, then the rest of the pipe, into a new
+    // pipe that takes the fd's place.
+    for (fd, data) in unread {
+        let fed = feed(*fd, &data.0)
+            .with_context(|| format!("cannot give back fd {fd}'s unread input"))?;
+        opened.push((*fd, fed));
+    }
     for f in fds {
         if let FdHow::Seek { pos } = f.how {
             // SAFETY: borrowing one of the process's own fds for a seek.
@@ -168,13 +302,21 @@ fn come_home(
     let wanted: std::collections::HashSet<RawFd> = fds.iter().map(|f| f.fd).collect();
     let spare: std::collections::HashSet<RawFd> =
         opened.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    let keep_too = [ctl.as_raw_fd(), image.as_raw_fd()];
+    // The control connection at the number the process knows (`ctl` is
+    // a clone of it, closed at the exec).
+    let keep_too = [ctl_no, image.as_raw_fd()];
     let open_now: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .context("cannot list the deputy's fds")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in open_now {
-        if !wanted.contains(&fd) && !spare.contains(&fd) && !keep_too.contains(&fd) {
+        // The clone `ctl` goes at the exec (close-on-exec), not before:
+        // the last message is written through it.
+        if !wanted.contains(&fd)
+            && !spare.contains(&fd)
+            && !keep_too.contains(&fd)
+            && fd != ctl.as_raw_fd()
+        {
             let _ = nix::unistd::close(fd);
         }
     }
@@ -205,8 +347,7 @@ fn come_home(
         fcntl(b, FcntlArg::F_SETFD(FdFlag::empty()))
             .with_context(|| format!("cannot keep fd {fd} across the exec"))?;
     }
-    let mut out = ctl.try_clone().context("cannot clone the control socket")?;
-    send_local(&mut out, &DeputyMsg::Leaving).context("cannot tell homed")?;
+    send_local(ctl, &DeputyMsg::Leaving).context("cannot tell homed")?;
     let arg = std::ffi::CString::new(image.as_raw_fd().to_string()).unwrap_or_default();
     let name = c"mosix-restore";
     let e = nix::unistd::execve::<&std::ffi::CStr, &std::ffi::CStr>(
@@ -220,6 +361,71 @@ fn come_home(
         sig: libc::SIGKILL,
         core: false,
     })
+}
+
+/// A pipe whose reader gets `data` and then everything still to come on
+/// our `fd`, written by a grandchild (so the process never sees it as a
+/// child); the read end.
+fn feed(fd: RawFd, data: &[u8]) -> Result<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let (wr, src) = (w.as_raw_fd(), fd);
+    // SAFETY: after fork the child only calls async-signal-safe functions
+    // (fork, close, read, write, _exit) on memory allocated before.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: as above.
+            if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+                feeder(src, wr, data);
+            }
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+    }
+    drop(w);
+    Ok(r)
+}
+
+/// The feeder's whole life: only raw, async-signal-safe calls.
+fn feeder(src: RawFd, dst: RawFd, mut data: &[u8]) -> ! {
+    for n in 0..1024 {
+        if n != src && n != dst {
+            // SAFETY: closing fds of this forked process.
+            unsafe { libc::close(n) };
+        }
+    }
+    let mut buf = [0u8; 16384];
+    loop {
+        while !data.is_empty() {
+            // SAFETY: write(2) from memory we own.
+            let n = unsafe { libc::write(dst, data.as_ptr().cast(), data.len()) };
+            if n <= 0 {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(0) };
+            }
+            data = &data[n as usize..];
+        }
+        // SAFETY: read(2) into a stack buffer.
+        let n = unsafe { libc::read(src, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) };
+        }
+        // The slice lives on this stack frame until written.
+        let chunk: &[u8] = &buf[..n as usize];
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            // SAFETY: write(2) from the stack buffer.
+            let k = unsafe { libc::write(dst, rest.as_ptr().cast(), rest.len()) };
+            if k <= 0 {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(0) };
+            }
+            rest = &rest[k as usize..];
+        }
+    }
 }
 
 /// Take ownership of the inherited control fd, close-on-exec again.

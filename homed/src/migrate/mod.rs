@@ -15,14 +15,20 @@
 //! and the body's output to pipes and its exit status back to the deputy,
 //! until the body ends.
 
+mod sys;
+
 use mosix_proto::image::layout::{
     DEPUTY_PATH_MAX, DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED, Hello, VERDICT_DEPUTY,
 };
 use mosix_proto::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
-use mosix_proto::migrate::{CHUNK, DeputyMsg, FdHow, FdState, FromHost, ToHost, host_addr};
+use mosix_proto::migrate::{
+    CHUNK, DeputyMsg, FdHow, FdState, FromHost, HomeFacts, ToHost, TtyFacts, host_addr,
+};
 use mosix_proto::process::MigrateDone;
+use mosix_proto::view::Bytes;
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
@@ -135,6 +141,7 @@ pub fn send_body(
         bytes,
         ctl_fd: who.ctl_fd,
         freeze_signal: who.freeze_signal,
+        home: home_facts(who.pid),
     })
     .map_err(|e| format!("cannot offer the process to node {node}: {e}"))?;
     match link.recv::<FromHost>() {
@@ -170,6 +177,45 @@ pub fn send_body(
         )),
         Ok(other) => Err(format!("node {node} answered {other:?} instead of held")),
         Err(e) => Err(format!("node {node} did not confirm the restore: {e}")),
+    }
+}
+
+/// What a body away answers for its home process `pid` (the process, or
+/// its deputy, which holds the same fds): ids and terminals.
+pub fn home_facts(pid: i32) -> HomeFacts {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // pid (comm) state ppid pgrp session ...: comm may hold anything.
+    let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
+    let f: Vec<i32> = after
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    let mut ttys = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        let mut fds: Vec<i32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort();
+        for fd in fds {
+            if let Some((termios, winsize)) = sys::tty_state(&format!("/proc/{pid}/fd/{fd}")) {
+                ttys.push(TtyFacts {
+                    fd,
+                    winsize,
+                    termios: termios.to_vec().into(),
+                });
+            }
+        }
+    }
+    HomeFacts {
+        pid,
+        ppid: get(0),
+        pgrp: get(1),
+        sid: get(2),
+        ttys,
     }
 }
 
@@ -249,6 +295,8 @@ pub struct Received {
     pub checksum: u64,
     /// What it holds.
     pub image: LoadedImage,
+    /// Input it had been given and had not read, by fd, in order.
+    pub unread: Vec<(i32, Bytes)>,
 }
 
 impl Received {
@@ -324,12 +372,20 @@ pub fn relay(
         return RelayEnd::Ended;
     };
     let _ = link.get_ref().set_read_timeout(Some(POLL));
+    // Fds the deputy was asked to read input from and has not answered.
+    let mut wanted: HashSet<i32> = HashSet::new();
     loop {
         while let Ok(m) = rx.try_recv() {
             match m {
                 Some(DeputyMsg::Signal { sig }) => {
                     if let Err(e) = link.send(&ToHost::Signal { sig }) {
                         tracing::warn!(pid, node = %away.node, sig, error = %e, "cannot forward a signal to the body");
+                    }
+                }
+                Some(DeputyMsg::Input { fd, data }) => {
+                    wanted.remove(&fd);
+                    if let Err(e) = link.send(&ToHost::Input { fd, data }) {
+                        tracing::warn!(pid, node = %away.node, fd, error = %e, "cannot pass input to the body");
                     }
                 }
                 Some(other) => {
@@ -356,6 +412,13 @@ pub fn relay(
                 let _ = send_local(&mut to_deputy, &DeputyMsg::Exited { status });
                 return RelayEnd::Ended;
             }
+            Ok(FromHost::WantInput { fd }) => {
+                if wanted.insert(fd)
+                    && let Err(e) = send_local(&mut to_deputy, &DeputyMsg::WantInput { fd })
+                {
+                    tracing::warn!(pid, fd, error = %e, "cannot ask the deputy for input");
+                }
+            }
             Ok(FromHost::Leave { reason }) => {
                 tracing::info!(pid, node = %away.node, %reason, "the body's node wants it gone; bringing it home");
                 request.get_or_insert(MoveRequest {
@@ -379,7 +442,7 @@ pub fn relay(
         }
         if let Some(req) = request {
             let started = Instant::now();
-            let outcome = move_body(ctl, &mut link, &mut away, &rx, req.to.as_ref());
+            let outcome = move_body(ctl, &mut link, &mut away, &rx, req.to.as_ref(), &mut wanted);
             let (end, result) = match outcome {
                 Moved::Away(new_link, done) => {
                     link = *new_link;
@@ -429,6 +492,7 @@ fn move_body(
     away: &mut Away<'_>,
     deputy: &mpsc::Receiver<Option<DeputyMsg>>,
     to: Option<&Target>,
+    wanted: &mut HashSet<i32>,
 ) -> Moved {
     let pid = away.who.pid;
     let from = away.node.clone();
@@ -478,7 +542,7 @@ fn move_body(
             };
             Moved::Away(Box::new(held.link), done)
         }
-        None => match come_home(ctl, &mut to_deputy, deputy, &received, pid) {
+        None => match come_home(ctl, &mut to_deputy, deputy, &received, pid, wanted) {
             Ok(()) => {
                 if let Err(e) = release_old(link, &from) {
                     tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
@@ -538,11 +602,14 @@ fn fetch_image(
     let lost = |e: LinkError| Fetch::Lost(format!("lost node {node} while moving the body: {e}"));
     link.send(&ToHost::Freeze).map_err(lost)?;
     let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
+    let mut unread = Vec::new();
     let bytes = loop {
         match link.recv::<FromHost>() {
             Ok(FromHost::Output { fd, data }) => {
                 let _ = send_local(to_deputy, &DeputyMsg::Output { fd, data });
             }
+            Ok(FromHost::Unread { fd, data }) => unread.push((fd, data)),
+            Ok(FromHost::WantInput { .. }) => {}
             Ok(FromHost::Image { bytes }) => break bytes,
             Ok(FromHost::FreezeFailed { reason }) => {
                 return Err(Fetch::Failed(format!(
@@ -602,6 +669,7 @@ fn fetch_image(
         bytes,
         checksum,
         image,
+        unread,
     }))
 }
 
@@ -636,6 +704,7 @@ fn come_home(
     deputy: &mpsc::Receiver<Option<DeputyMsg>>,
     received: &Received,
     pid: i32,
+    wanted: &mut HashSet<i32>,
 ) -> Result<(), ComeHome> {
     let restorer = restorer_path();
     if !restorer.exists() {
@@ -650,9 +719,46 @@ fn come_home(
         .map_err(|e| ComeHome::NotYet(format!("this node cannot run the image: {e}")))?;
     let fds = fd_states(&received.image, pid);
     tracing::debug!(pid, ?fds, "fds of the process coming home");
+    // Input read at home for the body and not read by it, oldest first:
+    // what its node gave back, what was on its way, what the deputy holds.
+    let mut unread = received.unread.clone();
+    send_local(to_deputy, &DeputyMsg::StopInput)
+        .map_err(|e| ComeHome::NotYet(format!("cannot stop the deputy's input: {e}")))?;
+    let mut late_signals = Vec::new();
+    loop {
+        match deputy.recv_timeout(STEP_TIMEOUT) {
+            Ok(Some(DeputyMsg::Input { fd, data })) => unread.push((fd, data)),
+            Ok(Some(DeputyMsg::InputStopped { leftover })) => {
+                unread.extend(leftover);
+                break;
+            }
+            Ok(Some(DeputyMsg::Signal { sig })) => late_signals.push(sig),
+            Ok(Some(other)) => {
+                tracing::warn!(pid, msg = ?other, "unexpected message from the deputy while coming home")
+            }
+            Ok(None) | Err(_) => {
+                return Err(ComeHome::Lost(format!(
+                    "the deputy of process {pid} went away while it came home; the process is lost"
+                )));
+            }
+        }
+    }
+    wanted.clear();
+    unread.retain(|(_, d)| !d.0.is_empty());
+    // A terminal's unread input goes back into its input queue; a pipe's
+    // is fed by the deputy ahead of the rest of the pipe.
+    let (tty_input, pipe_input): (Vec<_>, Vec<_>) = unread
+        .into_iter()
+        .partition(|(fd, _)| sys::tty_state(&format!("/proc/{pid}/fd/{fd}")).is_some());
+    for (fd, data) in &tty_input {
+        if let Err(e) = sys::push_tty_input(&format!("/proc/{pid}/fd/{fd}"), &data.0) {
+            tracing::warn!(pid, fd, error = %e, "cannot give back terminal input the body had not read");
+        }
+    }
     let msg = DeputyMsg::ComeHome {
         restorer: restorer.to_string_lossy().into_owned(),
         fds,
+        unread: pipe_input,
     };
     send_local(to_deputy, &msg)
         .and_then(|()| send_fd(ctl, received.file.as_fd()))
@@ -686,7 +792,18 @@ fn come_home(
         .ok()
         .and_then(|()| mosix_proto::image::from_bytes::<Hello>(&hb))
     {
-        Some(h) if h.magic == HELLO_MAGIC && h.kind == HELLO_RESTORED && h.pid == pid => Ok(()),
+        Some(h) if h.magic == HELLO_MAGIC && h.kind == HELLO_RESTORED && h.pid == pid => {
+            // It is whole at home: no body answers for it any more.
+            let info = mosix_proto::image::layout::BodyInfo::at_home();
+            if let Err(e) = (&*ctl).write_all(mosix_proto::image::as_bytes(&info)) {
+                tracing::warn!(pid, error = %e, "cannot brief the process that came home");
+            }
+            for sig in late_signals {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid, sig) };
+            }
+            Ok(())
+        }
         _ => Err(ComeHome::Lost(format!(
             "process {pid} did not come back to life at home (see its stderr); it is lost"
         ))),

@@ -208,6 +208,76 @@ pub const HELLO_STARTED: u32 = 0;
 /// Hello kind: a process that was just restored from an image.
 pub const HELLO_RESTORED: u32 = 1;
 
+/// Magic of a [`BodyInfo`].
+pub const BODY_MAGIC: u64 = u64::from_le_bytes(*b"MOSXBODY");
+/// Most relayed terminals a [`BodyInfo`] describes.
+pub const MAX_TTYS: usize = 8;
+/// Size of the kernel's `struct termios` (`TCGETS`).
+pub const KTERMIOS_LEN: usize = 36;
+
+/// A terminal at home, as a body away sees it through its relay.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtyInfo {
+    /// The fd number (in the body and at home).
+    pub fd: i32,
+    /// Zero.
+    pub reserved: u32,
+    /// `struct winsize` (rows, cols, xpixel, ypixel) at home.
+    pub winsize: [u16; 4],
+    /// The kernel `struct termios` at home.
+    pub termios: [u8; KTERMIOS_LEN],
+    /// Zero.
+    pub pad: [u8; 4],
+}
+
+/// Written by the daemon that placed a restored process's control socket
+/// right after the process's hello on it: whether it is a body away from
+/// home, and the home facts its libmosix answers with (DESIGN.md section
+/// 4: identity calls, tty control).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BodyInfo {
+    /// [`BODY_MAGIC`].
+    pub magic: u64,
+    /// 1: a body on another node; 0: whole again at home.
+    pub away: u32,
+    /// Its pid at home.
+    pub home_pid: i32,
+    /// Its parent's pid at home (when it left).
+    pub home_ppid: i32,
+    /// Its process group at home.
+    pub home_pgrp: i32,
+    /// Its session at home.
+    pub home_sid: i32,
+    /// How many of `ttys` are used.
+    pub n_ttys: u32,
+    /// Its relayed terminals.
+    pub ttys: [TtyInfo; MAX_TTYS],
+}
+
+impl BodyInfo {
+    /// A process whole at home.
+    pub const fn at_home() -> BodyInfo {
+        BodyInfo {
+            magic: BODY_MAGIC,
+            away: 0,
+            home_pid: 0,
+            home_ppid: 0,
+            home_pgrp: 0,
+            home_sid: 0,
+            n_ttys: 0,
+            ttys: [TtyInfo {
+                fd: -1,
+                reserved: 0,
+                winsize: [0; 4],
+                termios: [0; KTERMIOS_LEN],
+                pad: [0; 4],
+            }; MAX_TTYS],
+        }
+    }
+}
+
 /// Longest checkpoint path a [`Hello`] carries.
 pub const HELLO_PATH_MAX: usize = 1024;
 

@@ -26,7 +26,7 @@ use mosix_proto::migrate::{BodyStatus, CHUNK, FromHost, ToHost};
 use mosix_proto::view::Bytes;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -40,6 +40,77 @@ const DECISION_TIMEOUT: Duration = Duration::from_secs(600);
 const OUTPUT_CHUNK: usize = 64 * 1024;
 /// How long the loop sleeps when nothing happens.
 const IDLE: Duration = Duration::from_secs(1);
+/// How often to look whether the body has read its input.
+const INPUT_CHECK: Duration = Duration::from_millis(10);
+
+/// Which way a relayed fd carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RelayKind {
+    /// A pipe the body writes (its output goes home).
+    Output,
+    /// A pipe the body reads (input read at home comes in).
+    Input,
+    /// A terminal at home: both ways, through a socket pair.
+    Terminal,
+}
+
+/// One relayed fd of the body: a real local fd whose far end is the
+/// deputy's real fd (DESIGN.md section 4).
+pub(super) struct Relay {
+    /// The body's fd number.
+    fd: i32,
+    /// Ours to read the body's output from (non-blocking).
+    out: Option<OwnedFd>,
+    /// Ours to write input from home into.
+    input: Option<OwnedFd>,
+    /// A copy of the body's own end, only to take back input it has not
+    /// read when it is frozen (never read while it runs).
+    unread: Option<OwnedFd>,
+    /// Input from home not yet written to the body's end (it was full).
+    queue: std::collections::VecDeque<u8>,
+    /// Input was given that the body may not have read yet.
+    given: bool,
+    /// Home was asked for input and has not answered yet.
+    asked: bool,
+}
+
+impl Relay {
+    /// A relay for the body's `fd`, and the end the body gets.
+    pub(super) fn new(fd: i32, kind: RelayKind) -> std::io::Result<(Relay, OwnedFd)> {
+        let relay = |out, input, unread| Relay {
+            fd,
+            out,
+            input,
+            unread,
+            queue: Default::default(),
+            given: false,
+            asked: false,
+        };
+        match kind {
+            RelayKind::Output => {
+                let (r, w) = sys::pipe()?;
+                sys::set_nonblocking(r.as_fd(), true)?;
+                Ok((relay(Some(r), None, None), w))
+            }
+            RelayKind::Input => {
+                let (r, w) = sys::pipe()?;
+                sys::set_nonblocking(w.as_fd(), true)?;
+                let keep = r.try_clone()?;
+                Ok((relay(None, Some(w), Some(keep)), r))
+            }
+            RelayKind::Terminal => {
+                let (ours, theirs) = UnixStream::pair()?;
+                let ours = OwnedFd::from(ours);
+                let theirs = OwnedFd::from(theirs);
+                // Only our end's description turns non-blocking.
+                sys::set_nonblocking(ours.as_fd(), true)?;
+                let input = ours.try_clone()?;
+                let unread = theirs.try_clone()?;
+                Ok((relay(Some(ours), Some(input), Some(unread)), theirs))
+            }
+        }
+    }
+}
 
 /// A restored, running guest body.
 pub(super) struct Body {
@@ -88,14 +159,22 @@ impl Body {
                 return;
             }
         };
-        for (_, r) in &self.relays {
-            let _ = sys::set_nonblocking(r.as_fd(), true);
-        }
         loop {
             let mut fds: Vec<i32> = vec![link.get_ref().as_raw_fd(), pidfd.as_raw_fd()];
-            fds.extend(self.relays.iter().map(|(_, r)| r.as_raw_fd()));
-            let _ = sys::poll_in(&fds, IDLE);
-            if let Err(e) = self.pump_output(link) {
+            fds.extend(
+                self.relays
+                    .iter()
+                    .filter_map(|r| r.out.as_ref())
+                    .map(|o| o.as_raw_fd()),
+            );
+            // While the body has input to read, look often whether it has.
+            self.flush_input();
+            let waiting = self.relays.iter().any(|r| r.given && !r.asked);
+            let _ = sys::poll_in(&fds, if waiting { INPUT_CHECK } else { IDLE });
+            if let Err(e) = self
+                .pump_output(link)
+                .and_then(|()| self.ask_for_input(link))
+            {
                 tracing::warn!(%home, body_pid = pid, error = %e, "cannot pass the body's output home; killing the body");
                 kill_and_reap(pid);
                 return;
@@ -118,6 +197,7 @@ impl Body {
                             tracing::warn!(body_pid = pid, sig, error = %e, "cannot signal the body");
                         }
                     }
+                    Ok(Some(ToHost::Input { fd, data })) => self.give_input(fd, &data.0),
                     Ok(Some(ToHost::Freeze)) => match self.freeze(link, home) {
                         Frozen::Resumed => {}
                         Frozen::Left | Frozen::Gone => return,
@@ -153,17 +233,16 @@ impl Body {
     /// Send home everything the body has written so far.
     fn pump_output(&mut self, link: &mut Link<TcpStream>) -> Result<(), LinkError> {
         let mut buf = vec![0u8; OUTPUT_CHUNK];
-        let mut closed = Vec::new();
-        for (i, (fd, r)) in self.relays.iter().enumerate() {
-            let mut f = std::fs::File::from(r.try_clone().map_err(LinkError::Io)?);
+        for r in &mut self.relays {
+            let Some(out) = &r.out else { continue };
             loop {
-                match f.read(&mut buf) {
+                match sys::read(out.as_fd(), &mut buf) {
                     Ok(0) => {
-                        closed.push(i);
+                        r.out = None;
                         break;
                     }
                     Ok(n) => link.send(&FromHost::Output {
-                        fd: *fd,
+                        fd: r.fd,
                         data: Bytes(buf[..n].to_vec()),
                     })?,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -171,8 +250,95 @@ impl Body {
                 }
             }
         }
-        for i in closed.into_iter().rev() {
-            self.relays.remove(i);
+        Ok(())
+    }
+
+    /// Ask home for more input on each relay whose input the body has
+    /// read (at most one chunk is ever ahead of the body).
+    fn ask_for_input(&mut self, link: &mut Link<TcpStream>) -> Result<(), LinkError> {
+        for r in &mut self.relays {
+            if r.input.is_none() || r.asked || !r.queue.is_empty() {
+                continue;
+            }
+            let drained = !r.given
+                || r.unread
+                    .as_ref()
+                    .is_some_and(|u| sys::pending(u.as_fd()).unwrap_or(0) == 0);
+            if drained {
+                link.send(&FromHost::WantInput { fd: r.fd })?;
+                r.asked = true;
+                r.given = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Input from home for the body's `fd` (empty: its end).
+    fn give_input(&mut self, fd: i32, data: &[u8]) {
+        let Some(r) = self.relays.iter_mut().find(|r| r.fd == fd) else {
+            tracing::warn!(
+                body_pid = self.pid,
+                fd,
+                "input for an fd that is not relayed; dropped"
+            );
+            return;
+        };
+        r.asked = false;
+        if data.is_empty() {
+            if r.out.is_none() && r.queue.is_empty() {
+                // A pipe whose writer at home closed: the body sees EOF.
+                r.input = None;
+            }
+            return;
+        }
+        r.queue.extend(data);
+        r.given = true;
+        self.flush_input();
+    }
+
+    /// Write queued input into the body's ends, as far as they take it.
+    fn flush_input(&mut self) {
+        for r in &mut self.relays {
+            let Some(input) = &r.input else { continue };
+            while !r.queue.is_empty() {
+                let (a, _) = r.queue.as_slices();
+                match sys::write(input.as_fd(), a) {
+                    Ok(n) => {
+                        r.queue.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!(body_pid = self.pid, fd = r.fd, error = %e, "cannot give the body its input");
+                        r.queue.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take back the input the frozen body has not read, and send it home.
+    fn return_unread(&mut self, link: &mut Link<TcpStream>) -> Result<(), LinkError> {
+        for r in &self.relays {
+            let Some(u) = &r.unread else { continue };
+            let n = sys::pending(u.as_fd()).unwrap_or(0);
+            if n == 0 && r.queue.is_empty() {
+                continue;
+            }
+            let mut data = vec![0u8; n];
+            let mut got = 0;
+            while got < n {
+                match sys::read(u.as_fd(), &mut data[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got += k,
+                }
+            }
+            data.truncate(got);
+            data.extend(r.queue.iter());
+            link.send(&FromHost::Unread {
+                fd: r.fd,
+                data: Bytes(data),
+            })?;
         }
         Ok(())
     }
@@ -193,8 +359,12 @@ impl Body {
                 return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
             }
         };
-        // Frozen: whatever it wrote is in its pipes now, and goes first.
-        if let Err(e) = self.pump_output(link) {
+        // Frozen: whatever it wrote is in its pipes now, and goes first;
+        // then the input it was given and did not read.
+        if let Err(e) = self
+            .pump_output(link)
+            .and_then(|()| self.return_unread(link))
+        {
             tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost during a freeze; killing the body");
             kill_and_reap(pid);
             return Frozen::Gone;

@@ -30,7 +30,7 @@ use std::os::unix::net::UnixStream;
 
 use mosix_proto::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
-use mosix_proto::migrate::{BodyStatus, FromHost, ToHost, host_addr};
+use mosix_proto::migrate::{BodyStatus, FromHost, HomeFacts, ToHost, host_addr};
 use std::ffi::CString;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -146,18 +146,20 @@ impl Host {
     /// once it was told to go (`relays`: the read ends of its output
     /// pipes, by body fd), `None` if the source aborted (the body is gone).
     fn restore(&self, link: &mut Link<TcpStream>, home: &str) -> Result<Option<Body>, String> {
-        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal) = match link.recv::<ToHost>() {
-            Ok(ToHost::Offer {
-                home_pid,
-                uid,
-                gid,
-                bytes,
-                ctl_fd,
-                freeze_signal,
-            }) => (home_pid, uid, gid, bytes, ctl_fd, freeze_signal),
-            Ok(other) => return Err(format!("expected an offer, got {other:?}")),
-            Err(e) => return Err(format!("no offer: {e}")),
-        };
+        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts) =
+            match link.recv::<ToHost>() {
+                Ok(ToHost::Offer {
+                    home_pid,
+                    uid,
+                    gid,
+                    bytes,
+                    ctl_fd,
+                    freeze_signal,
+                    home,
+                }) => (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home),
+                Ok(other) => return Err(format!("expected an offer, got {other:?}")),
+                Err(e) => return Err(format!("no offer: {e}")),
+            };
         if !guests::accepting() {
             return Err(format!(
                 "node {} takes no guests now (mosctl block); try another node",
@@ -203,30 +205,31 @@ impl Host {
                 img.uid
             ));
         }
-        let (plan, relayed, aliases) = fd_plan(&img)?;
+        let (plan, relayed, aliases) = fd_plan(&img, &home_facts)?;
         let top = plan
             .iter()
             .map(|p| p.0)
-            .chain(relayed.iter().copied())
+            .chain(relayed.iter().map(|r| r.0))
             .max()
             .unwrap_or(2)
             .max(2)
             + 1;
-        // Each relayed fd: a pipe whose write end the body gets at that
-        // number and whose read end we forward to the deputy.
+        // Each relayed fd: the body's end at its number, ours kept to
+        // carry output home and input in (see `body::Relay`).
         let mut relays = Vec::new();
-        let mut write_ends = Vec::new();
-        for &fd in &relayed {
-            let (r, w) = sys::pipe().map_err(|e| format!("cannot make a relay pipe: {e}"))?;
-            let w = sys::dup_above(&std::fs::File::from(w), top)
-                .map_err(|e| format!("cannot place a relay pipe: {e}"))?;
-            relays.push((fd, r));
-            write_ends.push(w);
+        let mut body_ends = Vec::new();
+        for &(fd, kind) in &relayed {
+            let (relay, body_end) = body::Relay::new(fd, kind)
+                .map_err(|e| format!("cannot make a relay for fd {fd}: {e}"))?;
+            let body_end = sys::dup_above(&std::fs::File::from(body_end), top)
+                .map_err(|e| format!("cannot place a relay for fd {fd}: {e}"))?;
+            relays.push(relay);
+            body_ends.push(body_end);
         }
         let mut dups: Vec<(i32, i32)> = relayed
             .iter()
-            .zip(&write_ends)
-            .map(|(&fd, w)| (fd, w.as_raw_fd()))
+            .zip(&body_ends)
+            .map(|(&(fd, _), w)| (fd, w.as_raw_fd()))
             .collect();
         // The body's control connection: its end goes at the number its
         // libmosix uses, so the freeze handler talks to us (see
@@ -235,7 +238,10 @@ impl Host {
             .map_err(|e| format!("cannot make the body's control socket: {e}"))?;
         let body_ctl = sys::dup_above(&std::fs::File::from(OwnedFd::from(body_ctl)), top)
             .map_err(|e| format!("cannot place the body's control socket: {e}"))?;
-        if ctl_fd >= 0 && !plan.iter().any(|p| p.0 == ctl_fd) && !relayed.contains(&ctl_fd) {
+        if ctl_fd >= 0
+            && !plan.iter().any(|p| p.0 == ctl_fd)
+            && !relayed.iter().any(|r| r.0 == ctl_fd)
+        {
             dups.push((ctl_fd, body_ctl.as_raw_fd()));
         }
         let image_fd =
@@ -258,6 +264,9 @@ impl Host {
         // close, fcntl) on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Its own session: a body's kill(0, ...) must not reach
+                // remoted's process group.
+                sys::new_session()?;
                 sys::die_with_parent()?;
                 sys::place_fds(umask, &dups, &plan, &aliases, raw)
             });
@@ -266,7 +275,7 @@ impl Host {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.restorer.display()))?;
         drop(image_fd);
-        drop(write_ends);
+        drop(body_ends);
         drop(body_ctl);
         let pid = child.id() as i32;
         let status = sys::waitpid(pid, libc::WUNTRACED)
@@ -277,6 +286,12 @@ impl Host {
                 BodyStatus::from_wait(status)
             ));
         }
+        // What its libmosix reads right after its hello: it is a body, and
+        // what to answer for home (ids, terminals).
+        let info = home_facts.body_info();
+        (&ctl)
+            .write_all(mosix_proto::image::as_bytes(&info))
+            .map_err(|e| drop_body(pid, format!("cannot brief the body: {e}")))?;
         tracing::info!(%home, home_pid, body_pid = pid, bytes, "body restored and held");
         link.send(&FromHost::Held { body_pid: pid })
             .map_err(|e| drop_body(pid, format!("cannot report the held body: {e}")))?;
@@ -320,8 +335,11 @@ fn drop_body(pid: i32, why: String) -> String {
     why
 }
 
-/// The read ends of a body's output pipes, by the body's fd number.
-type Relays = Vec<(i32, OwnedFd)>;
+/// A body's relayed fds.
+type Relays = Vec<body::Relay>;
+
+/// Fds relayed to the deputy, and how.
+type RelayPlan = Vec<(i32, body::RelayKind)>;
 
 /// Fds that are dups of a lower one: `(fd, of)`.
 type Aliases = Vec<(i32, i32)>;
@@ -330,10 +348,10 @@ type Aliases = Vec<(i32, i32)>;
 type FdPlan = Vec<(i32, CString, i32, Option<u64>)>;
 
 /// Regular files, directories and devices by the same path (files at the
-/// same offset); write-only pipes relayed to the deputy (returned apart);
-/// anything else (ttys, sockets, read ends of pipes) refused until its
-/// relay exists, rather than silently cut off.
-fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>, Aliases), String> {
+/// same offset); one-way pipes and terminals relayed to the deputy
+/// (returned apart); anything else (sockets, two-way pipes) refused until
+/// its relay exists, rather than silently cut off.
+fn fd_plan(img: &LoadedImage, home: &HomeFacts) -> Result<(FdPlan, RelayPlan, Aliases), String> {
     let mut plan = Vec::new();
     let mut relayed = Vec::new();
     let mut aliases = Vec::new();
@@ -345,6 +363,12 @@ fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>, Aliases), String> {
         }
         let flags =
             (f.flags as i32) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY);
+        if home.ttys.iter().any(|t| t.fd == f.fd) {
+            // A terminal at home (here, on a node it came from, the relay
+            // socket that stood for it).
+            relayed.push((f.fd, body::RelayKind::Terminal));
+            continue;
+        }
         let (path, flags, pos) = match f.kind {
             "file" => {
                 let m = std::fs::metadata(&f.path).map_err(|e| {
@@ -363,12 +387,16 @@ fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>, Aliases), String> {
             }
             "dir" | "other" => (PathBuf::from(&f.path), flags, None),
             "pipe" if flags & libc::O_ACCMODE == libc::O_WRONLY => {
-                relayed.push(f.fd);
+                relayed.push((f.fd, body::RelayKind::Output));
+                continue;
+            }
+            "pipe" if flags & libc::O_ACCMODE == libc::O_RDONLY => {
+                relayed.push((f.fd, body::RelayKind::Input));
                 continue;
             }
             kind => {
                 return Err(format!(
-                    "fd {} is a {kind} ({}), which a body cannot use yet (only files, devices and output pipes are relayed); the process stays at home",
+                    "fd {} is a {kind} ({}), which a body cannot use yet (only files, devices, terminals and one-way pipes are relayed); the process stays at home",
                     f.fd, f.path
                 ));
             }
