@@ -6,7 +6,7 @@
 
 use mosix_tests::{Cluster, bin, bin_dir, is_running};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
