@@ -26,7 +26,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitCode, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Migration times and relayed-output latency against raw TCP between the
@@ -117,6 +118,14 @@ const INTERVAL_MS: u64 = 100;
 /// How long any single step may take before the run is given up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Held while the cluster is taken down, so the signal watcher and the
+/// normal end never run `mosix-local down` at the same time.
+static DOWN: Mutex<()> = Mutex::new(());
+
+/// Set once SIGINT, SIGTERM or SIGHUP arrived: the errors that follow
+/// (the cluster going away under the run) are not worth printing.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let r = match args.helper {
@@ -125,6 +134,7 @@ fn main() -> ExitCode {
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if INTERRUPTED.load(Ordering::SeqCst) => ExitCode::from(130),
         Err(e) => {
             eprintln!("migration: {e:#}");
             ExitCode::FAILURE
@@ -394,9 +404,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let _one_at_a_time = DOWN.lock();
         match self.local("down").output() {
             Ok(o) if o.status.success() => {
-                if self.ok {
+                if self.ok || INTERRUPTED.load(Ordering::SeqCst) {
                     let _ = std::fs::remove_dir_all(&self.dir);
                 } else {
                     eprintln!(
@@ -525,13 +536,17 @@ fn down_on_signal(local: PathBuf, dir: PathBuf) -> Result<()> {
         .context("block SIGINT, SIGTERM, SIGHUP")?;
     std::thread::spawn(move || {
         if let Ok(sig) = set.wait() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!("migration: {sig}; taking the cluster down");
+            // Held until exit: the main thread's own `down` waits for it.
+            let _one_at_a_time = DOWN.lock();
             let _ = Command::new(&local)
                 .arg("down")
                 .arg("--dir")
                 .arg(&dir)
                 .env("MOSIX_LOCAL_LOG", "warn")
                 .status();
+            let _ = std::fs::remove_dir_all(&dir);
             std::process::exit(128 + sig as i32);
         }
     });
