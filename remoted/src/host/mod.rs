@@ -23,6 +23,7 @@
 
 pub mod guests;
 mod sys;
+pub mod view;
 
 use mosix_proto::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
 use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
@@ -35,7 +36,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -133,7 +134,8 @@ impl Host {
         match self.restore(&mut link, &home) {
             Ok(Some((pid, relays, info))) => {
                 let (_registration, leave) = guests::register(info);
-                self.run_body(&mut link, pid, &home, relays, leave)
+                self.run_body(&mut link, pid, &home, relays, leave);
+                view::release(pid);
             }
             Ok(None) => {}
             Err(reason) => {
@@ -206,7 +208,9 @@ impl Host {
                 img.uid
             ));
         }
-        let (plan, relayed) = fd_plan(&img)?;
+        let body_view =
+            view::BodyView::prepare(home, uid, gid, link.get_ref(), &self.key, &self.node)?;
+        let (plan, relayed) = fd_plan(&img, |p| body_view.seen_from_host(p))?;
         let top = plan
             .iter()
             .map(|p| p.0)
@@ -235,27 +239,33 @@ impl Host {
             sys::dup_above(&image, top).map_err(|e| format!("cannot place the image fd: {e}"))?;
         let raw = image_fd.as_raw_fd();
         let umask = img.umask;
-        let mut cmd = std::process::Command::new(&self.restorer);
+        let entry = body_view.entry(uid, gid, &img.cwd)?;
+        // Run by fd: the restorer's path may be covered by the view.
+        let restorer = std::fs::File::open(&self.restorer)
+            .map_err(|e| format!("cannot open {}: {e}", self.restorer.display()))?;
+        let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", restorer.as_raw_fd()));
         cmd.arg0("mosix-restore")
             .arg(raw.to_string())
             .arg("hold")
             .env_clear()
-            .uid(uid)
-            .gid(gid)
-            .current_dir(Path::new(&img.cwd))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (umask, open, lseek, dup2,
-        // close, fcntl) on data prepared before the fork.
+        // makes async-signal-safe system calls (unshare, mount, setresuid,
+        // chdir, umask, open, lseek, dup2, close, fcntl) on data prepared
+        // before the fork.
         unsafe {
-            cmd.pre_exec(move || sys::place_fds(umask, &dups, &plan, raw));
+            cmd.pre_exec(move || {
+                entry.enter()?;
+                sys::place_fds(umask, &dups, &plan, raw)
+            });
         }
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.restorer.display()))?;
         drop(image_fd);
+        drop(restorer);
         drop(write_ends);
         let pid = child.id() as i32;
         let status = sys::waitpid(pid, libc::WUNTRACED)
@@ -274,6 +284,7 @@ impl Host {
                 sys::kill(pid, libc::SIGCONT)
                     .map_err(|e| drop_body(pid, format!("cannot continue the body: {e}")))?;
                 tracing::info!(%home, home_pid, body_pid = pid, "body running");
+                view::hold(pid, body_view);
                 let info = guests::GuestInfo {
                     home: home.to_string(),
                     home_pid,
@@ -427,7 +438,10 @@ type FdPlan = Vec<(i32, CString, i32, Option<u64>)>;
 /// same offset); write-only pipes relayed to the deputy (returned apart);
 /// anything else (ttys, sockets, read ends of pipes) refused until its
 /// relay exists, rather than silently cut off.
-fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>), String> {
+fn fd_plan(
+    img: &LoadedImage,
+    seen: impl Fn(&str) -> PathBuf,
+) -> Result<(FdPlan, Vec<i32>), String> {
     let mut plan = Vec::new();
     let mut relayed = Vec::new();
     for f in &img.fds {
@@ -435,7 +449,7 @@ fn fd_plan(img: &LoadedImage) -> Result<(FdPlan, Vec<i32>), String> {
             (f.flags as i32) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY);
         let (path, flags, pos) = match f.kind {
             "file" => {
-                let m = std::fs::metadata(&f.path).map_err(|e| {
+                let m = std::fs::metadata(seen(&f.path)).map_err(|e| {
                     format!("fd {} is {}, which this node cannot see: {e}", f.fd, f.path)
                 })?;
                 if m.len() != f.size {
