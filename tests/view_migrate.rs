@@ -1,0 +1,385 @@
+//! The view under migration (issue 5): a program started at n1 on files
+//! that exist only in n1's mount namespace moves to n2 and goes on working
+//! on them there, through the view `remoted` mounted for its owner.
+//!
+//! The home's test directory is `/srv/mx-view-*` on a tmpfs mounted over
+//! `/srv` inside n1's mount namespace only: n2 has no such directory, so a
+//! body at n2 can reach it only through the view. The test reads the
+//! home's files through `/proc/<n1's homed>/root`, which resolves paths in
+//! n1's namespace.
+//!
+//! Run as root after building the workspace:
+//! `cargo test -p mosix-tests --test view_migrate -- --test-threads=1`.
+
+use mosix_tests::{Cluster, bin, is_running};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The owner of the test's files and processes (not root: the view never
+/// acts as root).
+const UID: u32 = 4243;
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Every live process whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| cmdline(p) == argv && is_running(p))
+        .collect()
+}
+
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
+    while pid > 1 {
+        if pid == ancestor {
+            return true;
+        }
+        match ppid(pid) {
+            Some(p) => pid = p,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The view mounts (`mosix-view:<home>` FUSE mounts) in `pid`'s mount
+/// namespace: (device "major:minor", mount point) each.
+fn view_mounts(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - fuse mosix-view:"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(2)?.to_string(), f.get(4)?.to_string()))
+        })
+        .collect()
+}
+
+/// A two-node cluster with a home directory that only n1 has.
+struct Home {
+    c: Cluster,
+    /// The directory's path (the same at home and, through the view, at n2).
+    dir: String,
+}
+
+impl Home {
+    fn new() -> Home {
+        let c = Cluster::up(2).unwrap();
+        let dir = format!("/srv/mx-view-{}", std::process::id());
+        let setup = format!(
+            "set -e; mount -t tmpfs -o mode=0755 mx-view-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
+        );
+        let out = c.exec("n1", &["sh", "-c", &setup]).unwrap();
+        assert!(out.status.success(), "setup at n1: {}", text(&out));
+        let out = c.exec("n2", &["test", "-e", &dir]).unwrap();
+        assert!(
+            !out.status.success(),
+            "n2 sees {dir}: the test would not show that the view works"
+        );
+        Home { c, dir }
+    }
+
+    /// Where this test process finds the home's `path` (n1's namespace).
+    fn at_home(&self, path: &str) -> PathBuf {
+        let homed = self.c.daemon_pid("n1", "homed").unwrap();
+        PathBuf::from(format!("/proc/{homed}/root{path}"))
+    }
+
+    /// A file of the home directory, from here.
+    fn file(&self, name: &str) -> PathBuf {
+        self.at_home(&format!("{}/{name}", self.dir))
+    }
+
+    /// Put `data` at home as the test user's file `name` (mode 0644).
+    fn put(&self, name: &str, data: &[u8]) {
+        let p = self.file(name);
+        std::fs::write(&p, data).unwrap();
+        std::os::unix::fs::chown(&p, Some(UID), Some(UID)).unwrap();
+    }
+
+    /// Runs `script` at n1 as the test user, in the home directory.
+    fn user(&self, node: &str, script: &str) -> Output {
+        let uid = UID.to_string();
+        let script = format!("cd {} && {script}", self.dir);
+        self.c
+            .exec(
+                node,
+                &[
+                    "setpriv",
+                    "--reuid",
+                    &uid,
+                    "--regid",
+                    &uid,
+                    "--clear-groups",
+                    "env",
+                    &format!("HOME={}", self.dir),
+                    "sh",
+                    "-c",
+                    &script,
+                ],
+            )
+            .unwrap()
+    }
+
+    /// Starts `mosrun -- argv` at n1 as the test user, in the home
+    /// directory, with stdin from /dev/null and stdout/stderr in
+    /// `<name>.out`/`<name>.err` there; `$?` goes to `<name>.rc`.
+    fn start(&self, argv: &[&str], name: &str) -> Child {
+        let uid = UID.to_string();
+        let script = format!(
+            "cd {d} && {mosrun} -- {argv} < /dev/null > {d}/{name}.out 2> {d}/{name}.err; echo $? > {d}/{name}.rc",
+            d = self.dir,
+            mosrun = bin("mosrun").display(),
+            argv = argv.join(" ")
+        );
+        Command::new(bin("mosix-local"))
+            .args(["exec", "--dir"])
+            .arg(&self.c.dir)
+            .args([
+                "n1",
+                "--",
+                "setpriv",
+                "--reuid",
+                &uid,
+                "--regid",
+                &uid,
+                "--clear-groups",
+                "env",
+                &format!("HOME={}", self.dir),
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosix-local exec")
+    }
+
+    /// Waits for `<name>.rc` and returns it with the job's stderr.
+    fn finish(&self, mut job: Child, name: &str, timeout: Duration) -> (String, String) {
+        let rc = self.file(&format!("{name}.rc"));
+        self.c
+            .wait_for(&format!("{name} to end"), timeout, || {
+                Ok(std::fs::read_to_string(&rc)
+                    .map(|s| s.ends_with('\n'))
+                    .unwrap_or(false))
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e:#}\nremoted n2:\n{}\nhomed n1:\n{}",
+                    self.c.log("n2", "remoted"),
+                    self.c.log("n1", "homed")
+                )
+            });
+        let _ = job.wait();
+        (
+            std::fs::read_to_string(&rc).unwrap().trim().to_string(),
+            std::fs::read_to_string(self.file(&format!("{name}.err"))).unwrap_or_default(),
+        )
+    }
+
+    /// The home pid of the one process running `argv`, once it is there.
+    fn pid_of(&self, argv: &[&str]) -> i32 {
+        let mut pid = 0;
+        self.c
+            .wait_for("the program to start", Duration::from_secs(30), || {
+                let p = processes_running(argv);
+                pid = p.first().copied().unwrap_or(0);
+                Ok(p.len() == 1)
+            })
+            .unwrap();
+        pid
+    }
+
+    /// `mosmigrate pid n2`, which must succeed.
+    fn migrate(&self, pid: i32) {
+        let out = self
+            .c
+            .exec("n1", &["mosmigrate", &pid.to_string(), "n2"])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mosmigrate failed: {}\nremoted n2:\n{}",
+            text(&out),
+            self.c.log("n2", "remoted")
+        );
+    }
+}
+
+/// Deterministic bytes, so a wrong offset or a lost write shows.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// What `viewio` appends to out.log while copying `total` bytes in 4 KiB
+/// reads (each line: tag, read number, bytes so far).
+fn log_lines(tag: &str, total: usize) -> String {
+    let mut s = String::new();
+    let (mut i, mut done, end) = (0, 0, total);
+    while done < end {
+        done += (end - done).min(4096);
+        s.push_str(&format!("{tag} {i} {done}\n"));
+        i += 1;
+    }
+    s
+}
+
+fn mode_and_owner(p: &Path) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.permissions().mode() & 0o7777, m.uid(), m.gid())
+}
+
+#[test]
+fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
+    let h = Home::new();
+    let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
+    // The program itself lives at home too: the body maps it through the view.
+    let prog = format!("{}/viewio", h.dir);
+    std::fs::copy(&exe, h.at_home(&prog)).unwrap();
+    const SIZE: usize = 300_000;
+    let input = pattern(SIZE);
+    h.put("input", &input);
+    let argv = [prog.as_str(), h.dir.as_str()];
+    let job = h.start(&argv, "run");
+    let home = h.pid_of(&argv);
+    h.c.wait_for("the first half", Duration::from_secs(30), || {
+        Ok(h.file("ready").exists())
+    })
+    .unwrap();
+    h.migrate(home);
+
+    // The body runs under n2's remoted, as the user, with the home's
+    // files (which n2 lacks) open through the view, in its home cwd.
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let bodies: Vec<i32> = processes_running(&argv)
+        .into_iter()
+        .filter(|&p| p != home)
+        .collect();
+    assert_eq!(bodies.len(), 1, "expected one body, found {bodies:?}");
+    let body = bodies[0];
+    assert!(
+        descends_from(body, remoted2),
+        "body {body} does not descend from n2's remoted {remoted2}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{body}/status")).unwrap();
+    assert!(
+        status.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")),
+        "the body does not run as {UID}:\n{status}"
+    );
+    let views = view_mounts(remoted2);
+    assert_eq!(
+        views.len(),
+        1,
+        "n2's remoted should have one view mounted: {views:?}"
+    );
+    let (dev, mountpoint) = views[0].clone();
+    assert!(
+        mountpoint.starts_with(&format!("/run/mosix/view/n1/{UID}-")),
+        "view mounted at {mountpoint}"
+    );
+    let body_views = view_mounts(body);
+    assert!(
+        body_views
+            .iter()
+            .any(|(d, m)| *d == dev && m.as_str() == "/srv"),
+        "the body's /srv is not the view: {body_views:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{body}/cwd")).unwrap(),
+        PathBuf::from(&h.dir)
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{body}/fd/3")).unwrap(),
+        PathBuf::from(format!("{}/input", h.dir))
+    );
+    let out = h.c.exec("n2", &["test", "-e", &h.dir]).unwrap();
+    assert!(!out.status.success(), "n2 itself now sees {}", h.dir);
+
+    // Let it do the second half there.
+    h.put("go", b"");
+    let (rc, err) = h.finish(job, "run", Duration::from_secs(120));
+    assert_eq!(rc, "0", "viewio failed: {err}");
+
+    // Home sees every result, byte for byte, with owner and mode.
+    assert!(
+        std::fs::read(h.file("copy")).unwrap() == input,
+        "the copy differs from the input"
+    );
+    assert_eq!(mode_and_owner(&h.file("copy")), (0o600, UID, UID));
+    let want_log = log_lines("pre", SIZE / 2) + &log_lines("post", SIZE - SIZE / 2) + "end\n";
+    assert_eq!(
+        std::fs::read_to_string(h.file("out.log")).unwrap(),
+        want_log
+    );
+    assert_eq!(mode_and_owner(&h.file("out.log")), (0o644, UID, UID));
+    assert_eq!(
+        std::fs::read_to_string(h.file("sub2/b")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(mode_and_owner(&h.file("sub2/b")), (0o604, UID, UID));
+    assert_eq!(mode_and_owner(&h.file("sub2")), (0o750, UID, UID));
+    for gone in ["sub", "sub2/a", "tmpf", "gone"] {
+        assert!(!h.file(gone).exists(), "{gone} should not exist at home");
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.file("done")).unwrap(),
+        format!("copied {SIZE}\n")
+    );
+
+    // The view goes when its last body ends; nothing is left after down.
+    h.c.wait_for("the view to be unmounted", Duration::from_secs(30), || {
+        Ok(view_mounts(remoted2).is_empty())
+    })
+    .unwrap();
+    assert!(!is_running(body));
+    drop(h);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| view_mounts(p).iter().any(|(d, _)| *d == dev))
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the view {dev} is still mounted in processes {left:?}"
+    );
+}
