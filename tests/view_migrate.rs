@@ -151,20 +151,35 @@ impl Home {
     /// Starts `mosrun -- argv` at n1 as the test user, in the home
     /// directory, with stdin from /dev/null and stdout/stderr in
     /// `<name>.out`/`<name>.err` there; `$?` goes to `<name>.rc`.
-    fn start(&self, argv: &[&str], name: &str) -> Child {
+    /// With `slow`, the job runs in `slow`'s cgroup until it leaves n1;
+    /// `env` (`VAR=value ...`) is put in its environment.
+    fn start(&self, argv: &[&str], name: &str, slow: Option<&Slow>, env: &str) -> Child {
         let uid = UID.to_string();
+        let quoted: Vec<String> = argv
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
         let script = format!(
-            "cd {d} && {mosrun} -- {argv} < /dev/null > {d}/{name}.out 2> {d}/{name}.err; echo $? > {d}/{name}.rc",
+            "cd {d} && {env} {mosrun} -- {argv} < /dev/null > {d}/{name}.out 2> {d}/{name}.err; echo $? > {d}/{name}.rc",
             d = self.dir,
             mosrun = bin("mosrun").display(),
-            argv = argv.join(" ")
+            argv = quoted.join(" ")
         );
+        // The root shell joins the cgroup, then becomes the user's job.
+        let enter = match slow {
+            Some(s) => format!("echo $$ > {}/tasks && exec \"$@\"", s.0.display()),
+            None => "exec \"$@\"".to_string(),
+        };
         Command::new(bin("mosix-local"))
             .args(["exec", "--dir"])
             .arg(&self.c.dir)
             .args([
                 "n1",
                 "--",
+                "sh",
+                "-c",
+                &enter,
+                "sh",
                 "setpriv",
                 "--reuid",
                 &uid,
@@ -278,7 +293,7 @@ fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
     let input = pattern(SIZE);
     h.put("input", &input);
     let argv = [prog.as_str(), h.dir.as_str()];
-    let job = h.start(&argv, "run");
+    let job = h.start(&argv, "run", None, "");
     let home = h.pid_of(&argv);
     h.c.wait_for("the first half", Duration::from_secs(30), || {
         Ok(h.file("ready").exists())
@@ -381,5 +396,220 @@ fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
     assert!(
         left.is_empty(),
         "the view {dev} is still mounted in processes {left:?}"
+    );
+}
+
+/// A CPU cgroup inside n1's with a 2 % quota: programs that would end in
+/// milliseconds run long enough at home to be migrated mid-run (the body
+/// at n2 runs in n2's cgroup at full speed). Removed when dropped.
+struct Slow(PathBuf);
+
+impl Slow {
+    fn new(c: &Cluster) -> Slow {
+        let config = std::fs::read_to_string(c.node_file("n1", "mosix.toml")).unwrap();
+        let group = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("cgroup = "))
+            .expect("n1's configuration names its cgroup")
+            .trim_matches('"')
+            .to_string();
+        let dir = Path::new(&group).join("mx-view-slow");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("cpu.cfs_quota_us"), "2000").unwrap();
+        Slow(dir)
+    }
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        // Its processes (deputies included) are gone once every job ended.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("cannot remove {}", self.0.display());
+    }
+}
+
+impl Home {
+    /// Runs `argv` (the test user's, in the home directory) under mosrun at
+    /// n1, slowed down, moves it to n2 as soon as libmosix is in it, and
+    /// waits for its end: (`$?`, stderr).
+    fn run_migrated(&self, slow: &Slow, env: &str, argv: &[&str], name: &str) -> (String, String) {
+        let job = self.start(argv, name, Some(slow), env);
+        let mut pid = 0;
+        self.c
+            .wait_for(&format!("{name} to start"), Duration::from_secs(30), || {
+                pid = processes_running(argv).first().copied().unwrap_or(0);
+                Ok(pid != 0
+                    && std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                        .unwrap_or_default()
+                        .contains("libmosix"))
+            })
+            .unwrap();
+        // libmosix is mapped before its constructor has registered the
+        // process with homed; until then mosmigrate says so.
+        let mut last = None;
+        self.c
+            .wait_for(&format!("{name} to move"), Duration::from_secs(30), || {
+                let out = self.c.exec("n1", &["mosmigrate", &pid.to_string(), "n2"])?;
+                let done = out.status.success()
+                    || !String::from_utf8_lossy(&out.stderr).contains("not a mosix process");
+                last = Some(out);
+                Ok(done)
+            })
+            .unwrap();
+        let out = last.expect("mosmigrate ran");
+        assert!(
+            out.status.success(),
+            "mosmigrate {name}: {}\nremoted n2:\n{}",
+            text(&out),
+            self.c.log("n2", "remoted")
+        );
+        let (rc, err) = self.finish(job, name, Duration::from_secs(180));
+        assert!(
+            !self.c.log("n2", "remoted").is_empty()
+                && self
+                    .c
+                    .log("n2", "remoted")
+                    .contains(&format!("home_pid={pid} body_pid=")),
+            "{name} did not run at n2"
+        );
+        (rc, err)
+    }
+
+    /// `script` at n1 as the user; its stdout, which must be a success.
+    fn ok(&self, script: &str) -> String {
+        let out = self.user("n1", script);
+        assert!(out.status.success(), "{script}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Every entry under the current directory: relative path, type, mode,
+/// owner, size, mtime (whole seconds: tar keeps no more), link target;
+/// then every file's digest.
+const LIST: &str = "find . -printf '%P %y %m %U %G %s %T@ %l\\n' | sed -E 's/ ([0-9]+)\\.[0-9]+ / \\1 /' | sort; \
+                    find . -type f | sort | xargs -d '\\n' sha256sum";
+
+/// The same with mtimes to the nanosecond.
+const LIST_NS: &str = "find . -printf '%P %y %m %U %G %s %T@ %l\\n' | sort; find . -type f | sort | xargs -d '\\n' sha256sum";
+
+/// Fails with the first line where two listings differ.
+fn assert_same(got: &str, want: &str, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    let i = g.iter().zip(&w).take_while(|(a, b)| a == b).count();
+    panic!(
+        "{what}: line {i} differs: got {:?}, want {:?} ({} and {} lines)",
+        g.get(i),
+        w.get(i),
+        g.len(),
+        w.len()
+    );
+}
+
+#[test]
+fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
+    let h = Home::new();
+    let slow = Slow::new(&h.c);
+    // A source tree: 600 small files in 30 directories, a 2 MB file, a
+    // symlink, modes other than the default.
+    h.ok("mkdir src && for i in $(seq 1 30); do mkdir src/d$i; for j in $(seq 1 20); do echo \"file $i $j\" > src/d$i/f$j; done; done \
+          && head -c 2000000 /dev/urandom > src/big && ln -s big src/link && chmod 600 src/d1/f1 && chmod 750 src/d2");
+    let want = h.ok(&format!("cd src && {{ {LIST}; }}"));
+    let want_ns = h.ok(&format!("cd src && {{ {LIST_NS}; }}"));
+
+    // tar create: the same archive as one made at home.
+    h.ok("tar cf ref.tar src");
+    let (rc, err) = h.run_migrated(&slow, "", &["tar", "cf", "t.tar", "src"], "tarc");
+    assert_eq!(rc, "0", "tar cf: {err}");
+    assert!(
+        std::fs::read(h.file("t.tar")).unwrap() == std::fs::read(h.file("ref.tar")).unwrap(),
+        "the migrated tar made a different archive"
+    );
+
+    // tar extract: the same tree (tar keeps modes and whole-second mtimes).
+    h.ok("mkdir x");
+    let (rc, err) = h.run_migrated(&slow, "", &["tar", "xf", "ref.tar", "-C", "x"], "tarx");
+    assert_eq!(rc, "0", "tar xf: {err}");
+    let got = h.ok(&format!("cd x/src && {{ {LIST}; }}"));
+    assert_same(&got, &want, "tar extracted a different tree");
+
+    // cp -a: the same tree, mtimes to the nanosecond.
+    let (rc, err) = h.run_migrated(&slow, "", &["cp", "-a", "src", "copy"], "cpa");
+    assert_eq!(rc, "0", "cp -a: {err}");
+    let got = h.ok(&format!("cd copy && {{ {LIST_NS}; }}"));
+    assert_same(&got, &want_ns, "cp -a made a different tree");
+
+    // sqlite3: 300 inserts, each its own transaction (journal, fsync),
+    // give the same database contents as at home. With dot-file locking:
+    // fcntl locks held at the moment of migration stay with the deputy
+    // at home (they are not part of the image yet), so the body would
+    // find its own database locked.
+    let mut sql = String::from("CREATE TABLE t(i INTEGER PRIMARY KEY, x TEXT);\n");
+    for i in 0..300 {
+        sql.push_str(&format!("INSERT INTO t(x) VALUES('row {i} {}');\n", i * i));
+    }
+    h.put("ins.sql", sql.as_bytes());
+    h.ok("sqlite3 -vfs unix-dotfile ref.db '.read ins.sql'");
+    let (rc, err) = h.run_migrated(
+        &slow,
+        "",
+        &["sqlite3", "-vfs", "unix-dotfile", "t.db", ".read ins.sql"],
+        "sqlite",
+    );
+    assert_eq!(rc, "0", "sqlite3: {err}");
+    let dump = |db: &str| h.ok(&format!("sqlite3 {db} .dump"));
+    assert_eq!(dump("t.db"), dump("ref.db"));
+    assert!(dump("t.db").contains("row 299 89401"));
+
+    // git init, add, commit (fixed dates and names): the same commit id.
+    let git = "git -c gc.auto=0 -c user.name=mx -c user.email=mx@example.invalid";
+    let env = "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z";
+    h.ok(&format!(
+        "cp -a src ref-repo && cd ref-repo && {git} init -q && {git} add . && {env} {git} commit -q -m one && {git} rev-parse HEAD"
+    ));
+    h.ok("cp -a src repo");
+    for (i, step) in [
+        vec!["git", "-C", "repo", "init", "-q"],
+        vec!["git", "-C", "repo", "-c", "gc.auto=0", "add", "."],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (rc, err) = h.run_migrated(&slow, "", step, &format!("git{i}"));
+        assert_eq!(rc, "0", "{step:?}: {err}");
+    }
+    let commit = [
+        "git",
+        "-C",
+        "repo",
+        "-c",
+        "gc.auto=0",
+        "-c",
+        "user.name=mx",
+        "-c",
+        "user.email=mx@example.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "one",
+    ];
+    let (rc, err) = h.run_migrated(&slow, env, &commit, "git2");
+    assert_eq!(rc, "0", "git commit: {err}");
+    let want_head = h.ok(&format!("cd ref-repo && {git} rev-parse HEAD"));
+    let got_head = h.ok(&format!("cd repo && {git} rev-parse HEAD"));
+    h.ok(&format!(
+        "cd repo && {git} fsck --strict && test -z \"$({git} status --porcelain)\""
+    ));
+    assert_eq!(
+        got_head.trim(),
+        want_head.trim(),
+        "git made a different commit"
     );
 }
