@@ -5,12 +5,16 @@
  *      one "pre N" line per read appended to out.log, and creates
  *      DIR/ready;
  *   2. waits (polling stat every 20 ms, up to 10 minutes) for DIR/go, which
- *      the test creates once the process has migrated;
+ *      the test creates once the process has migrated (an error other
+ *      than ENOENT ends the wait and the program);
  *   3. copies the rest of input through the same fds ("post N" lines),
  *      then makes, renames and deletes files and directories: mkdir sub
  *      (0750), sub/a (0604, "hello\n") renamed to sub/b, tmpf created and
  *      unlinked, gone/ made and removed, sub renamed to sub2, and writes
  *      DIR/done ("copied BYTES\n") last.
+ * With a directory DIR/list, it also lists it with getdents64 and a small
+ * buffer: one batch before the wait, the rest after, every name (one a
+ * line, in the order read) into DIR/names.
  * Any failure prints what failed on stderr and exits 1. */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,6 +72,23 @@ static long copy(int in, int out, int log, long limit, const char *tag) {
     return done;
 }
 
+/* One getdents64 batch of `fd` (at most `len` bytes) appended to `names`;
+ * the number of entries. */
+static int list_batch(int fd, int names, size_t len) {
+    static char buf[4096];
+    long n = syscall(SYS_getdents64, fd, buf, len);
+    if (n < 0) die("getdents64 list");
+    int count = 0;
+    for (long at = 0; at < n;) {
+        unsigned short reclen = *(unsigned short *)(buf + at + 16);
+        put(names, buf + at + 19);
+        put(names, "\n");
+        at += reclen;
+        count++;
+    }
+    return count;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: viewio DIR\n");
@@ -82,10 +104,18 @@ int main(int argc, char **argv) {
     int log = open(at("out.log"), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (log < 0) die("open out.log");
     long first = copy(in, out, log, st.st_size / 2, "pre");
+    int list = open(at("list"), O_RDONLY | O_DIRECTORY);
+    int names = -1;
+    if (list >= 0) {
+        names = open(at("names"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (names < 0) die("open names");
+        list_batch(list, names, 256);
+    }
     write_file("ready", 0644, "ready\n");
     struct timespec tick = {0, 20 * 1000 * 1000};
     for (int i = 0;; i++) {
         if (stat(at("go"), &st) == 0) break;
+        if (errno != ENOENT) die("stat go");
         if (i > 30000) {
             fprintf(stderr, "viewio: no %s after 10 minutes\n", path);
             return 1;
@@ -93,6 +123,11 @@ int main(int argc, char **argv) {
         nanosleep(&tick, NULL);
     }
     long rest = copy(in, out, log, 1L << 40, "post");
+    if (list >= 0) {
+        while (list_batch(list, names, 256) > 0) {
+        }
+        if (close(names) != 0) die("close names");
+    }
     if (close(out) != 0) die("close copy");
     if (mkdir(at("sub"), 0750) != 0) die("mkdir sub");
     write_file("sub/a", 0604, "hello\n");

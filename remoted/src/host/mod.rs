@@ -210,7 +210,7 @@ impl Host {
         }
         let body_view =
             view::BodyView::prepare(home, uid, gid, link.get_ref(), &self.key, &self.node)?;
-        let (plan, relayed) = fd_plan(&img, |p| body_view.seen_from_host(p))?;
+        let (plan, relayed) = fd_plan(&img, &body_view)?;
         let top = plan
             .iter()
             .map(|p| p.0)
@@ -438,10 +438,8 @@ type FdPlan = Vec<(i32, CString, i32, Option<u64>)>;
 /// same offset); write-only pipes relayed to the deputy (returned apart);
 /// anything else (ttys, sockets, read ends of pipes) refused until its
 /// relay exists, rather than silently cut off.
-fn fd_plan(
-    img: &LoadedImage,
-    seen: impl Fn(&str) -> PathBuf,
-) -> Result<(FdPlan, Vec<i32>), String> {
+fn fd_plan(img: &LoadedImage, body: &view::BodyView) -> Result<(FdPlan, Vec<i32>), String> {
+    let seen = |p: &str| body.seen_from_host(p);
     let mut plan = Vec::new();
     let mut relayed = Vec::new();
     for f in &img.fds {
@@ -461,9 +459,18 @@ fn fd_plan(
                         f.size
                     ));
                 }
+                body.check_reopen(f.fd, &f.path, &m, flags)?;
                 (PathBuf::from(&f.path), flags, Some(f.pos))
             }
-            "dir" | "other" => (PathBuf::from(&f.path), flags, None),
+            // A directory's position is its file system's cookie, which
+            // the view keeps (a listing goes on at the same entry); another
+            // file system's directory would not know it.
+            "dir" => {
+                let path = PathBuf::from(&f.path);
+                let pos = (seen(&f.path) != path).then_some(f.pos);
+                (path, flags, pos)
+            }
+            "other" => (PathBuf::from(&f.path), flags, None),
             "pipe" if flags & libc::O_ACCMODE == libc::O_WRONLY => {
                 relayed.push(f.fd);
                 continue;

@@ -284,6 +284,8 @@ fn make_private_dir(dir: &Path) -> Result<(), String> {
 pub struct BodyView {
     view: Option<ViewRef>,
     covered: Vec<String>,
+    uid: u32,
+    gid: u32,
 }
 
 impl BodyView {
@@ -303,6 +305,8 @@ impl BodyView {
             return Ok(BodyView {
                 view: None,
                 covered: Vec::new(),
+                uid,
+                gid,
             });
         }
         let peer = link
@@ -327,7 +331,43 @@ impl BodyView {
         Ok(BodyView {
             view: Some(view),
             covered,
+            uid,
+            gid,
         })
+    }
+
+    /// Whether the body's user can reopen its fd `fd` (`path`, now with
+    /// `meta`) with `flags`: a file opened for writing at its creation
+    /// with a read-only mode (git's object files) cannot be, and the
+    /// restorer would fail with a bare EACCES. (Checked by mode bits;
+    /// the home has the last word.)
+    pub fn check_reopen(
+        &self,
+        fd: i32,
+        path: &str,
+        meta: &std::fs::Metadata,
+        flags: i32,
+    ) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        if self.view.is_none() {
+            return Ok(());
+        }
+        match may_reopen(
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            self.uid,
+            self.gid,
+            flags,
+        ) {
+            true => Ok(()),
+            false => Err(format!(
+                "fd {fd} is {path}, open for {} but mode {:o} does not let uid {} open it so again; the process stays at home (try again once it closed the file)",
+                access_name(flags),
+                meta.mode() & 0o7777,
+                self.uid
+            )),
+        }
     }
 
     /// Where this daemon (outside the body's namespace) finds the body's
@@ -363,6 +403,32 @@ impl BodyView {
             gid,
             cwd: c(Path::new(cwd))?,
         })
+    }
+}
+
+/// Whether a user `uid`:`gid` (no supplementary groups) may open a file
+/// of `mode` owned by `fuid`:`fgid` with the access mode of `flags`.
+pub fn may_reopen(mode: u32, fuid: u32, fgid: u32, uid: u32, gid: u32, flags: i32) -> bool {
+    let bits = if fuid == uid {
+        (mode >> 6) & 7
+    } else if fgid == gid {
+        (mode >> 3) & 7
+    } else {
+        mode & 7
+    };
+    let need = match flags & libc::O_ACCMODE {
+        libc::O_WRONLY => 2,
+        libc::O_RDWR => 6,
+        _ => 4,
+    };
+    bits & need == need
+}
+
+fn access_name(flags: i32) -> &'static str {
+    match flags & libc::O_ACCMODE {
+        libc::O_WRONLY => "writing",
+        libc::O_RDWR => "reading and writing",
+        _ => "reading",
     }
 }
 
@@ -420,6 +486,17 @@ mod tests {
     }
 
     #[test]
+    fn read_only_files_open_for_writing_cannot_be_reopened() {
+        let (u, g) = (1000, 100);
+        assert!(may_reopen(0o644, u, g, u, g, libc::O_RDWR));
+        assert!(!may_reopen(0o444, u, g, u, g, libc::O_RDWR));
+        assert!(may_reopen(0o444, u, g, u, g, libc::O_RDONLY));
+        assert!(!may_reopen(0o604, 0, g, u, g, libc::O_RDONLY));
+        assert!(may_reopen(0o604, 0, 7, u, g, libc::O_RDONLY));
+        assert!(may_reopen(0o020, 0, g, u, g, libc::O_WRONLY));
+    }
+
+    #[test]
     fn node_names_that_are_not_one_component_are_refused() {
         assert!(safe_component("n1"));
         assert!(safe_component("node-1.lab"));
@@ -436,6 +513,8 @@ mod tests {
                 root: PathBuf::from("/run/mosix/view/n1/1000-0"),
             }),
             covered: names(&["srv", "tmp"]),
+            uid: 1000,
+            gid: 1000,
         };
         assert_eq!(
             v.seen_from_host("/srv/a/b"),

@@ -40,34 +40,30 @@ impl Entry {
             check(unsafe { libc::unshare(libc::CLONE_NEWNS) }.into())?;
             // SAFETY: mount(2) with a NUL-terminated target and null
             // source, type and data, which MS_SLAVE ignores.
-            check(
-                unsafe {
-                    libc::mount(
-                        std::ptr::null(),
-                        c"/".as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_SLAVE,
-                        std::ptr::null(),
-                    )
-                }
-                .into(),
-            )?;
+            let r = unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                )
+            };
+            check(r.into())?;
             for (src, dst) in &self.binds {
                 // SAFETY: mount(2) with NUL-terminated source and target
                 // strings prepared before the fork; type and data unused
                 // by MS_BIND.
-                check(
-                    unsafe {
-                        libc::mount(
-                            src.as_ptr(),
-                            dst.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        )
-                    }
-                    .into(),
-                )?;
+                let r = unsafe {
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    )
+                };
+                check(r.into())?;
             }
         }
         // SAFETY: setgroups(0, NULL) drops every supplementary group.
