@@ -235,14 +235,23 @@ impl ViewClient {
 
     /// Ends the session: closes both links and fails every waiter.
     pub fn shutdown(&self) {
-        self.fail("shut down by this node");
+        self.end("shut down by this node", false);
     }
 
     fn fail(&self, why: &str) {
+        self.end(why, true);
+    }
+
+    /// Ends the session; `lost` says it was not asked for (a warning).
+    fn end(&self, why: &str, lost: bool) {
         if self.dead.swap(true, Ordering::AcqRel) {
             return;
         }
-        tracing::warn!(home = %self.home, reason = why, "view session lost; file operations now fail with EIO");
+        if lost {
+            tracing::warn!(home = %self.home, reason = why, "view session lost; file operations now fail with EIO");
+        } else {
+            tracing::info!(home = %self.home, reason = why, "view session closed");
+        }
         for s in &self.sockets {
             let _ = s.shutdown(Shutdown::Both);
         }

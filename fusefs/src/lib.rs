@@ -33,11 +33,15 @@
 //!   any descriptor of the file drops the owner's locks, as POSIX says.
 //!   (flock(2) locks stay local to the remote node.)
 //!
-//! # Not yet here
+//! # Who mounts it
 //!
-//! Mounting by `remoted` (one view per home, per-body mount namespaces
-//! with the view bind-mounted over the exported paths) and re-opening
-//! files across migration are issue 5's later steps.
+//! `remoted` mounts one view per (home, body owner) while that owner has
+//! bodies on the node, and binds it over the home-exported directories in
+//! each body's own mount namespace (`mosix_remoted::host::view`);
+//! `mosix-viewmount` mounts one by hand. A directory's readdir offsets are
+//! the home file system's own cookies, so a directory fd's position means
+//! the same entry through the view as at home (what a migrated process's
+//! open directory needs).
 
 pub mod client;
 pub mod fs;

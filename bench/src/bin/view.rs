@@ -5,14 +5,17 @@
 //! namespace, mounts the view of it with `mosix-viewmount` in another, and
 //! runs the same python3 workload at home and through the view: sequential
 //! write and read of one file (cold: after dropping the page cache; warm:
-//! again), random 4 KiB reads, and create/stat/unlink of small files.
+//! again), random 4 KiB reads, and create/stat/unlink of small files. For
+//! reference it also copies the same amount over a plain TCP connection
+//! between the same namespaces (loopback: `homed` and the view's client
+//! share the network namespace), the transport the view's link runs on.
 //! Needs root, python3, and `homed`, `mosctl`, `mosix-viewmount` built in
 //! the same target directory as this program.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,6 +133,39 @@ fn run_workload(
     Ok(v)
 }
 
+/// MiB/s of a plain TCP copy of `mib` MiB over loopback, in 1 MiB writes
+/// read into a 1 MiB buffer and dropped.
+fn tcp_rate(mib: u64) -> Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(got),
+                n => got += n as u64,
+            }
+        }
+    });
+    let buf = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    for _ in 0..mib {
+        s.write_all(&buf)?;
+    }
+    s.shutdown(Shutdown::Write)?;
+    let got = reader
+        .join()
+        .map_err(|_| anyhow!("the TCP reader thread panicked"))??;
+    let secs = start.elapsed().as_secs_f64();
+    if got != mib << 20 {
+        bail!("the TCP copy moved {got} bytes, not {}", mib << 20);
+    }
+    Ok(mib as f64 / secs)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let dir = PathBuf::from(format!("/tmp/mosix-view-bench-{}", std::process::id()));
@@ -208,6 +244,7 @@ fn main() -> Result<()> {
     let view_dir = dir.join("mnt").join(data.strip_prefix("/")?);
     let home = run_workload(homed_pid, &data, &args, false, None)?;
     let view = run_workload(mount_pid, &view_dir, &args, true, None)?;
+    let tcp = tcp_rate(args.mib)?;
     println!(
         "view vs home tmpfs ({} MiB sequential, {} small files); ratio = view rate / home rate",
         args.mib, args.files
@@ -224,6 +261,15 @@ fn main() -> Result<()> {
             amount / v,
             h / v
         );
+    }
+    println!("tcp copy   {tcp:10.1} MiB/s (plain loopback TCP between the same namespaces)");
+    for (name, v) in &view {
+        if matches!(name.as_str(), "write" | "read_cold" | "read_warm") {
+            println!(
+                "{name:10} view / tcp copy {:.3}",
+                (args.mib as f64 / v) / tcp
+            );
+        }
     }
     Ok(())
 }

@@ -66,9 +66,29 @@ pub fn describe(
         mm.auxv[i] = u64::from_le_bytes(auxv[i * 8..i * 8 + 8].try_into().unwrap_or_default());
     }
     mm.auxv_len = (n * 8) as u64;
+    let mut limits = None;
     for (res, slot) in mm.rlimits.iter_mut().enumerate() {
-        *slot = super::sys::rlimit(pid, res as i32)
-            .map_err(|e| format!("cannot read resource limit {res} of process {pid}: {e}"))?;
+        *slot = match super::sys::rlimit(pid, res as i32) {
+            Ok(l) => l,
+            // Another user's process and no CAP_SYS_RESOURCE: the same
+            // figures from /proc/PID/limits.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                if limits.is_none() {
+                    limits = Some(read("limits")?);
+                }
+                limits
+                    .as_deref()
+                    .and_then(|t| procfs::limits_row(t, res))
+                    .ok_or_else(|| {
+                        format!("cannot read resource limit {res} of process {pid}: {e}, and /proc/{pid}/limits does not show it")
+                    })?
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read resource limit {res} of process {pid}: {e}"
+                ));
+            }
+        };
     }
     let status = read("status")?;
     let umask = procfs::status_field(&status, "Umask")

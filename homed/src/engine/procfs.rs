@@ -96,6 +96,24 @@ pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// Resource limit `res` (its row, in kernel order) of a `/proc/PID/limits`
+/// text: (soft, hard), `unlimited` as `u64::MAX`. The fallback where
+/// `prlimit` on another user's process is refused (a daemon without
+/// CAP_SYS_RESOURCE, as in some containers): the file is readable by all.
+pub(crate) fn limits_row(text: &str, res: usize) -> Option<[u64; 2]> {
+    // "%-25s %-20s %-20s %-10s": the name may hold spaces, the values not.
+    let line = text.lines().nth(res + 1)?;
+    let value = |from: usize, to: usize| -> Option<u64> {
+        let v = line.get(from..to.min(line.len()))?.trim();
+        if v == "unlimited" {
+            Some(u64::MAX)
+        } else {
+            v.parse().ok()
+        }
+    };
+    Some([value(26, 47)?, value(47, 68)?])
+}
+
 /// The command line of `pid` (empty if it is gone).
 pub(crate) fn cmdline(pid: i32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -335,6 +353,24 @@ pub fn children_block_move(pid: i32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limits_rows_parse_in_kernel_order() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max file size             unlimited            unlimited            bytes     \n\
+Max data size             unlimited            unlimited            bytes     \n\
+Max stack size            8388608              unlimited            bytes     \n\
+Max core file size        0                    unlimited            bytes     \n\
+Max resident set          unlimited            unlimited            bytes     \n\
+Max processes             63455                63455                processes \n\
+Max open files            1024                 524288               files     \n";
+        assert_eq!(super::limits_row(text, 0), Some([u64::MAX, u64::MAX]));
+        assert_eq!(super::limits_row(text, 3), Some([8388608, u64::MAX]));
+        assert_eq!(super::limits_row(text, 7), Some([1024, 524288]));
+        assert_eq!(super::limits_row(text, 8), None);
+        assert_eq!(super::limits_row("garbage\nMax cpu time   x", 0), None);
+    }
+
     use super::*;
 
     #[test]

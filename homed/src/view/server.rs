@@ -157,10 +157,6 @@ fn check_name(name: &Bytes) -> Result<&OsStr, Errno> {
     Ok(OsStr::from_bytes(b))
 }
 
-fn io_errno(e: std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 fn proc_name(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
@@ -578,56 +574,42 @@ impl Session {
         )?;
         let st = stat_fd(&dfd)?;
         let dev = st.st_dev;
-        let mut entries = vec![
-            DirEntry {
-                offset: 1,
-                ino: view_ino(dev, st.st_ino),
-                kind: libc::S_IFDIR,
-                name: Bytes(b".".to_vec()),
-                entry: None,
-            },
-            DirEntry {
-                offset: 2,
-                ino: view_ino(dev, st.st_ino),
-                kind: libc::S_IFDIR,
-                name: Bytes(b"..".to_vec()),
-                entry: None,
-            },
-        ];
-        let listing = std::fs::read_dir(proc_name(&dfd)).map_err(io_errno)?;
-        for e in listing {
-            let e = e.map_err(io_errno)?;
-            let name = e.file_name();
-            let child = path.join(&name);
-            let cvis = self.policy.classify(&child);
-            if cvis == Visibility::Hidden {
-                continue;
+        // In the home's order, each with the home's own cookie as its
+        // offset: a directory position taken at home (a migrated process's
+        // open directory) continues at the same entry through the view.
+        let mut entries = Vec::new();
+        for e in sys::list_dir(dfd.as_raw_fd())? {
+            let dot = e.name == b"." || e.name == b"..";
+            let name = OsStr::from_bytes(&e.name);
+            if !dot {
+                let cvis = self.policy.classify(&path.join(name));
+                if cvis == Visibility::Hidden {
+                    continue;
+                }
             }
-            let Ok(ft) = e.file_type() else { continue };
-            if vis == Visibility::Passage && !ft.is_dir() {
-                continue;
-            }
-            use std::os::unix::fs::{DirEntryExt, FileTypeExt};
-            let kind = if ft.is_dir() {
+            let kind = if dot {
                 libc::S_IFDIR
-            } else if ft.is_symlink() {
-                libc::S_IFLNK
-            } else if ft.is_fifo() {
-                libc::S_IFIFO
-            } else if ft.is_socket() {
-                libc::S_IFSOCK
-            } else if ft.is_char_device() {
-                libc::S_IFCHR
-            } else if ft.is_block_device() {
-                libc::S_IFBLK
             } else {
-                libc::S_IFREG
+                match dtype_kind(e.dtype) {
+                    Some(k) => k,
+                    None => match fstatat(dfd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                        Ok(st) => st.st_mode & libc::S_IFMT,
+                        Err(_) => continue,
+                    },
+                }
             };
+            if !dot && vis == Visibility::Passage && kind != libc::S_IFDIR {
+                continue;
+            }
             entries.push(DirEntry {
-                offset: entries.len() as u64 + 1,
-                ino: view_ino(dev, e.ino()),
+                offset: e.off,
+                ino: if dot {
+                    view_ino(dev, st.st_ino)
+                } else {
+                    view_ino(dev, e.ino)
+                },
                 kind,
-                name: Bytes(name.as_bytes().to_vec()),
+                name: Bytes(e.name),
                 entry: None,
             });
         }
@@ -650,7 +632,7 @@ impl Session {
                 None => return Err(Errno::EBADF),
             }
         };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let start = dir_start(&entries, offset);
         let max = (max as usize).clamp(1, 4096);
         let mut out = Vec::new();
         for e in entries.iter().skip(start).take(max) {
@@ -1025,9 +1007,53 @@ fn xattr_reply(size: u32, n: usize, data: Vec<u8>) -> OpResult {
     }
 }
 
+/// Where a listing continues for the kernel's `offset`: 0 is the start;
+/// otherwise just after the entry whose home cookie it is. A cookie the
+/// listing does not hold (its entry was hidden or is not there) ends it.
+fn dir_start(entries: &[DirEntry], offset: u64) -> usize {
+    if offset == 0 {
+        return 0;
+    }
+    entries
+        .iter()
+        .position(|e| e.offset == offset)
+        .map_or(entries.len(), |i| i + 1)
+}
+
+/// The `S_IFMT` bits for a `DT_*` type; None for `DT_UNKNOWN`.
+fn dtype_kind(dtype: u8) -> Option<u32> {
+    Some(match dtype {
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        libc::DT_REG => libc::S_IFREG,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_continue_after_the_entry_whose_cookie_is_asked() {
+        let e = |offset: u64| DirEntry {
+            offset,
+            ino: 1,
+            kind: libc::S_IFREG,
+            name: Bytes(b"x".to_vec()),
+            entry: None,
+        };
+        let entries = [e(7), e(3), e(12)];
+        assert_eq!(dir_start(&entries, 0), 0);
+        assert_eq!(dir_start(&entries, 7), 1);
+        assert_eq!(dir_start(&entries, 3), 2);
+        assert_eq!(dir_start(&entries, 12), 3);
+        assert_eq!(dir_start(&entries, 99), 3);
+    }
 
     #[test]
     fn names_from_the_network_are_single_components() {

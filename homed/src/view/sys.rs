@@ -110,6 +110,71 @@ pub fn remove_xattr(fd: i32, name: &[u8]) -> Result<(), Errno> {
     Errno::result(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
 }
 
+/// One entry of a directory as the home's kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDirEntry {
+    /// Inode number.
+    pub ino: u64,
+    /// The file system's cookie for "continue after this entry" (what
+    /// `telldir` and a directory fd's position hold at home).
+    pub off: u64,
+    /// `DT_*` type, `DT_UNKNOWN` if the file system does not say.
+    pub dtype: u8,
+    /// The name.
+    pub name: Vec<u8>,
+}
+
+/// Every entry of the directory `fd` (freshly opened, at its start), in
+/// the file system's order, with its cookie: `std::fs::read_dir` hides the
+/// cookies, and the view needs them so that a directory position carried
+/// across a migration means the same entry through the view as at home.
+pub fn list_dir(fd: i32) -> Result<Vec<RawDirEntry>, Errno> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd,
+                buf.as_mut_ptr(),
+                buf.len() as libc::c_long,
+            )
+        };
+        let n = usize::try_from(Errno::result(n)?).map_err(|_| Errno::EIO)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        parse_dirents(&buf[..n.min(buf.len())], &mut out)?;
+    }
+}
+
+/// Appends the `linux_dirent64` records of `buf` to `out`.
+fn parse_dirents(buf: &[u8], out: &mut Vec<RawDirEntry>) -> Result<(), Errno> {
+    let mut at = 0;
+    while at < buf.len() {
+        let rec = buf.get(at..).ok_or(Errno::EIO)?;
+        if rec.len() < 19 {
+            return Err(Errno::EIO);
+        }
+        let u64_at = |i: usize| u64::from_ne_bytes(rec[i..i + 8].try_into().unwrap_or([0; 8]));
+        let reclen = usize::from(u16::from_ne_bytes([rec[16], rec[17]]));
+        if reclen < 19 || reclen > rec.len() {
+            return Err(Errno::EIO);
+        }
+        let name = &rec[19..reclen];
+        let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+        out.push(RawDirEntry {
+            ino: u64_at(0),
+            off: u64_at(8),
+            dtype: rec[18],
+            name: name[..len].to_vec(),
+        });
+        at += reclen;
+    }
+    Ok(())
+}
+
 /// Raises this process's soft open-file limit to the hard one: the server
 /// holds one descriptor per file the remote kernel remembers.
 pub fn raise_nofile_limit() {
@@ -118,5 +183,47 @@ pub fn raise_nofile_limit() {
         && soft < hard
     {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_dir_gives_every_name_with_increasing_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..300 {
+            std::fs::write(dir.path().join(format!("file-{i}")), b"").unwrap();
+        }
+        let f = std::fs::File::open(dir.path()).unwrap();
+        use std::os::fd::AsRawFd;
+        let got = list_dir(f.as_raw_fd()).unwrap();
+        let mut names: Vec<String> = got
+            .iter()
+            .map(|e| String::from_utf8(e.name.clone()).unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 302);
+        assert!(names.contains(&".".to_string()) && names.contains(&"..".to_string()));
+        // Each cookie, handed back to the kernel, continues after its entry.
+        let e = &got[100];
+        // SAFETY: lseek on our own directory fd.
+        assert!(unsafe { libc::lseek(f.as_raw_fd(), e.off as libc::off_t, libc::SEEK_SET) } >= 0);
+        let rest = list_dir(f.as_raw_fd()).unwrap();
+        assert_eq!(rest, got[101..].to_vec());
+    }
+
+    #[test]
+    fn bad_records_are_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        assert_eq!(parse_dirents(&[0u8; 10], &mut out), Err(Errno::EIO));
+        let mut rec = vec![0u8; 24];
+        rec[16] = 200; // reclen beyond the buffer
+        assert_eq!(parse_dirents(&rec, &mut out), Err(Errno::EIO));
+        rec[16] = 24;
+        rec[19] = b'a';
+        assert!(parse_dirents(&rec, &mut out).is_ok());
+        assert_eq!(out[0].name, b"a");
     }
 }

@@ -24,6 +24,7 @@
 mod body;
 pub mod guests;
 mod sys;
+pub mod view;
 
 use body::Body;
 use std::os::unix::net::UnixStream;
@@ -38,7 +39,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,7 +133,9 @@ impl Host {
         match self.restore(&mut link, &home) {
             Ok(Some(body)) => {
                 let (_registration, leave) = guests::register(body.info.clone());
-                body.run(&mut link, &home, leave)
+                let pid = body.pid;
+                body.run(&mut link, &home, leave);
+                view::release(pid);
             }
             Ok(None) => {}
             Err(reason) => {
@@ -205,7 +208,9 @@ impl Host {
                 img.uid
             ));
         }
-        let (plan, relayed, aliases) = fd_plan(&img, &home_facts)?;
+        let body_view =
+            view::BodyView::prepare(home, uid, gid, link.get_ref(), &self.key, &self.node)?;
+        let (plan, relayed, aliases) = fd_plan(&img, &home_facts, &body_view)?;
         let top = plan
             .iter()
             .map(|p| p.0)
@@ -248,25 +253,29 @@ impl Host {
             sys::dup_above(&image, top).map_err(|e| format!("cannot place the image fd: {e}"))?;
         let raw = image_fd.as_raw_fd();
         let umask = img.umask;
-        let mut cmd = std::process::Command::new(&self.restorer);
+        let entry = body_view.entry(uid, gid, &img.cwd)?;
+        // Run by fd: the restorer's path may be covered by the view.
+        let restorer = std::fs::File::open(&self.restorer)
+            .map_err(|e| format!("cannot open {}: {e}", self.restorer.display()))?;
+        let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", restorer.as_raw_fd()));
         cmd.arg0("mosix-restore")
             .arg(raw.to_string())
             .arg("hold")
             .env_clear()
-            .uid(uid)
-            .gid(gid)
-            .current_dir(Path::new(&img.cwd))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (umask, open, lseek, dup2,
-        // close, fcntl) on data prepared before the fork.
+        // makes async-signal-safe system calls (unshare, mount, setresuid,
+        // chdir, umask, open, lseek, dup2, close, fcntl) on data prepared
+        // before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 // Its own session: a body's kill(0, ...) must not reach
                 // remoted's process group.
                 sys::new_session()?;
+                entry.enter()?;
+                // After the uid change, which would clear it.
                 sys::die_with_parent()?;
                 sys::place_fds(umask, &dups, &plan, &aliases, raw)
             });
@@ -275,6 +284,7 @@ impl Host {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.restorer.display()))?;
         drop(image_fd);
+        drop(restorer);
         drop(body_ends);
         drop(body_ctl);
         let pid = child.id() as i32;
@@ -300,6 +310,7 @@ impl Host {
                 sys::kill(pid, libc::SIGCONT)
                     .map_err(|e| drop_body(pid, format!("cannot continue the body: {e}")))?;
                 tracing::info!(%home, home_pid, body_pid = pid, "body running");
+                view::hold(pid, body_view);
                 let info = guests::GuestInfo {
                     home: home.to_string(),
                     home_pid,
@@ -348,10 +359,16 @@ type Aliases = Vec<(i32, i32)>;
 type FdPlan = Vec<(i32, CString, i32, Option<u64>)>;
 
 /// Regular files, directories and devices by the same path (files at the
-/// same offset); one-way pipes and terminals relayed to the deputy
-/// (returned apart); anything else (sockets, two-way pipes) refused until
-/// its relay exists, rather than silently cut off.
-fn fd_plan(img: &LoadedImage, home: &HomeFacts) -> Result<(FdPlan, RelayPlan, Aliases), String> {
+/// same offset, through the view when there is one); one-way pipes and
+/// terminals relayed to the deputy (returned apart); anything else
+/// (sockets, two-way pipes) refused until its relay exists, rather than
+/// silently cut off.
+fn fd_plan(
+    img: &LoadedImage,
+    home: &HomeFacts,
+    body: &view::BodyView,
+) -> Result<(FdPlan, RelayPlan, Aliases), String> {
+    let seen = |p: &str| body.seen_from_host(p);
     let mut plan = Vec::new();
     let mut relayed = Vec::new();
     let mut aliases = Vec::new();
@@ -371,7 +388,7 @@ fn fd_plan(img: &LoadedImage, home: &HomeFacts) -> Result<(FdPlan, RelayPlan, Al
         }
         let (path, flags, pos) = match f.kind {
             "file" => {
-                let m = std::fs::metadata(&f.path).map_err(|e| {
+                let m = std::fs::metadata(seen(&f.path)).map_err(|e| {
                     format!("fd {} is {}, which this node cannot see: {e}", f.fd, f.path)
                 })?;
                 if m.len() != f.size {
@@ -383,9 +400,18 @@ fn fd_plan(img: &LoadedImage, home: &HomeFacts) -> Result<(FdPlan, RelayPlan, Al
                         f.size
                     ));
                 }
+                body.check_reopen(f.fd, &f.path, &m, flags)?;
                 (PathBuf::from(&f.path), flags, Some(f.pos))
             }
-            "dir" | "other" => (PathBuf::from(&f.path), flags, None),
+            // A directory's position is its file system's cookie, which
+            // the view keeps (a listing goes on at the same entry); another
+            // file system's directory would not know it.
+            "dir" => {
+                let path = PathBuf::from(&f.path);
+                let pos = (seen(&f.path) != path).then_some(f.pos);
+                (path, flags, pos)
+            }
+            "other" => (PathBuf::from(&f.path), flags, None),
             "pipe" if flags & libc::O_ACCMODE == libc::O_WRONLY => {
                 relayed.push((f.fd, body::RelayKind::Output));
                 continue;

@@ -1,0 +1,835 @@
+//! The view under migration (issue 5): a program started at n1 on files
+//! that exist only in n1's mount namespace moves to n2 and goes on working
+//! on them there, through the view `remoted` mounted for its owner.
+//!
+//! The home's test directory is `/srv/mx-view-*` on a tmpfs mounted over
+//! `/srv` inside n1's mount namespace only: n2 has no such directory, so a
+//! body at n2 can reach it only through the view. The test reads the
+//! home's files through `/proc/<n1's homed>/root`, which resolves paths in
+//! n1's namespace.
+//!
+//! Run as root after building the workspace:
+//! `cargo test -p mosix-tests --test view_migrate -- --test-threads=1`.
+
+use mosix_tests::{Cluster, bin, is_running};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The owner of the test's files and processes (not root: the view never
+/// acts as root).
+const UID: u32 = 4243;
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Every live process whose command line is `argv`, compared joined by
+/// spaces (sqlite3 splits its dot-command argument in place).
+fn processes_running(argv: &[&str]) -> Vec<i32> {
+    let want = argv.join(" ");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| cmdline(p).join(" ") == want && is_running(p))
+        .collect()
+}
+
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
+    while pid > 1 {
+        if pid == ancestor {
+            return true;
+        }
+        match ppid(pid) {
+            Some(p) => pid = p,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The view mounts (`mosix-view:<home>` FUSE mounts) in `pid`'s mount
+/// namespace: (device "major:minor", mount point) each.
+fn view_mounts(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - fuse mosix-view:"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(2)?.to_string(), f.get(4)?.to_string()))
+        })
+        .collect()
+}
+
+/// A two-node cluster with a home directory that only n1 has.
+struct Home {
+    c: Cluster,
+    /// The directory's path (the same at home and, through the view, at n2).
+    dir: String,
+}
+
+impl Home {
+    fn new() -> Home {
+        let c = Cluster::up(2).unwrap();
+        let dir = format!("/srv/mx-view-{}", std::process::id());
+        let setup = format!(
+            "set -e; mount -t tmpfs -o mode=0755 mx-view-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
+        );
+        let out = c.exec("n1", &["sh", "-c", &setup]).unwrap();
+        assert!(out.status.success(), "setup at n1: {}", text(&out));
+        let out = c.exec("n2", &["test", "-e", &dir]).unwrap();
+        assert!(
+            !out.status.success(),
+            "n2 sees {dir}: the test would not show that the view works"
+        );
+        Home { c, dir }
+    }
+
+    /// Where this test process finds the home's `path` (n1's namespace).
+    fn at_home(&self, path: &str) -> PathBuf {
+        let homed = self.c.daemon_pid("n1", "homed").unwrap();
+        PathBuf::from(format!("/proc/{homed}/root{path}"))
+    }
+
+    /// A file of the home directory, from here.
+    fn file(&self, name: &str) -> PathBuf {
+        self.at_home(&format!("{}/{name}", self.dir))
+    }
+
+    /// Put `data` at home as the test user's file `name` (mode 0644).
+    fn put(&self, name: &str, data: &[u8]) {
+        let p = self.file(name);
+        std::fs::write(&p, data).unwrap();
+        std::os::unix::fs::chown(&p, Some(UID), Some(UID)).unwrap();
+    }
+
+    /// Runs `script` at n1 as the test user, in the home directory.
+    fn user(&self, node: &str, script: &str) -> Output {
+        let uid = UID.to_string();
+        let script = format!("cd {} && {script}", self.dir);
+        self.c
+            .exec(
+                node,
+                &[
+                    "setpriv",
+                    "--reuid",
+                    &uid,
+                    "--regid",
+                    &uid,
+                    "--clear-groups",
+                    "env",
+                    &format!("HOME={}", self.dir),
+                    "sh",
+                    "-c",
+                    &script,
+                ],
+            )
+            .unwrap()
+    }
+
+    /// Starts `mosrun -- argv` at n1 as the test user, in the home
+    /// directory, with stdin from /dev/null, stdout in `<name>.out` there
+    /// and stderr through a pipe (relayed by the deputy, so it reaches
+    /// home even when the view does not) into `<name>.err`; `$?` goes to
+    /// `<name>.rc`.
+    /// With `slow`, the job runs in `slow`'s cgroup until it leaves n1;
+    /// `env` (`VAR=value ...`) is put in its environment; `mosrun` is the
+    /// workspace's unless given (with its libmosix.so beside it).
+    fn start(
+        &self,
+        argv: &[&str],
+        name: &str,
+        slow: Option<&Slow>,
+        env: &str,
+        mosrun: Option<&Path>,
+    ) -> Child {
+        let uid = UID.to_string();
+        let quoted: Vec<String> = argv
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let script = format!(
+            "cd {d} && ( {env} {mosrun} -- {argv} < /dev/null 2>&1 > {d}/{name}.out; echo $? > {d}/{name}.rc.tmp ) \
+             | cat > {d}/{name}.err; mv {d}/{name}.rc.tmp {d}/{name}.rc",
+            d = self.dir,
+            mosrun = mosrun
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| bin("mosrun"))
+                .display(),
+            argv = quoted.join(" ")
+        );
+        // The root shell joins the cgroup, then becomes the user's job.
+        let enter = match slow {
+            Some(s) => format!("echo $$ > {}/tasks && exec \"$@\"", s.0.display()),
+            None => "exec \"$@\"".to_string(),
+        };
+        Command::new(bin("mosix-local"))
+            .args(["exec", "--dir"])
+            .arg(&self.c.dir)
+            .args([
+                "n1",
+                "--",
+                "sh",
+                "-c",
+                &enter,
+                "sh",
+                "setpriv",
+                "--reuid",
+                &uid,
+                "--regid",
+                &uid,
+                "--clear-groups",
+                "env",
+                &format!("HOME={}", self.dir),
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosix-local exec")
+    }
+
+    /// Waits for `<name>.rc` and returns it with the job's stderr.
+    fn finish(&self, mut job: Child, name: &str, timeout: Duration) -> (String, String) {
+        let rc = self.file(&format!("{name}.rc"));
+        self.c
+            .wait_for(&format!("{name} to end"), timeout, || {
+                Ok(std::fs::read_to_string(&rc)
+                    .map(|s| s.ends_with('\n'))
+                    .unwrap_or(false))
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e:#}\nremoted n2:\n{}\nhomed n1:\n{}",
+                    self.c.log("n2", "remoted"),
+                    self.c.log("n1", "homed")
+                )
+            });
+        let _ = job.wait();
+        (
+            std::fs::read_to_string(&rc).unwrap().trim().to_string(),
+            std::fs::read_to_string(self.file(&format!("{name}.err"))).unwrap_or_default(),
+        )
+    }
+
+    /// The home pid of the one process running `argv`, once it is there.
+    fn pid_of(&self, argv: &[&str]) -> i32 {
+        let mut pid = 0;
+        self.c
+            .wait_for("the program to start", Duration::from_secs(30), || {
+                let p = processes_running(argv);
+                pid = p.first().copied().unwrap_or(0);
+                Ok(p.len() == 1)
+            })
+            .unwrap();
+        pid
+    }
+
+    /// `mosmigrate pid n2`, which must succeed.
+    fn migrate(&self, pid: i32) {
+        let out = self
+            .c
+            .exec("n1", &["mosmigrate", &pid.to_string(), "n2"])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mosmigrate failed: {}\nremoted n2:\n{}",
+            text(&out),
+            self.c.log("n2", "remoted")
+        );
+    }
+}
+
+/// Deterministic bytes, so a wrong offset or a lost write shows.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// What `viewio` appends to out.log while copying `total` bytes in 4 KiB
+/// reads (each line: tag, read number, bytes so far).
+fn log_lines(tag: &str, total: usize) -> String {
+    let mut s = String::new();
+    let (mut i, mut done, end) = (0, 0, total);
+    while done < end {
+        done += (end - done).min(4096);
+        s.push_str(&format!("{tag} {i} {done}\n"));
+        i += 1;
+    }
+    s
+}
+
+fn mode_and_owner(p: &Path) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.permissions().mode() & 0o7777, m.uid(), m.gid())
+}
+
+#[test]
+fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
+    let h = Home::new();
+    let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
+    // The program itself lives at home too: the body maps it through the view.
+    let prog = format!("{}/viewio", h.dir);
+    std::fs::copy(&exe, h.at_home(&prog)).unwrap();
+    const SIZE: usize = 300_000;
+    let input = pattern(SIZE);
+    h.put("input", &input);
+    // A directory it lists partly before and partly after the move.
+    let list = h.file("list");
+    std::fs::create_dir(&list).unwrap();
+    let mut want_names: Vec<String> = vec![".".into(), "..".into()];
+    for i in 0..40 {
+        let name = format!("entry-with-a-long-name-{i:02}");
+        std::fs::write(list.join(&name), b"").unwrap();
+        want_names.push(name);
+    }
+    want_names.sort();
+    let argv = [prog.as_str(), h.dir.as_str()];
+    let job = h.start(&argv, "run", None, "", None);
+    let home = h.pid_of(&argv);
+    h.c.wait_for("the first half", Duration::from_secs(30), || {
+        Ok(h.file("ready").exists())
+    })
+    .unwrap();
+    let first_batch = std::fs::read_to_string(h.file("names"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        first_batch > 0 && first_batch < want_names.len(),
+        "the first batch should list some names, not {first_batch}"
+    );
+    h.migrate(home);
+
+    // The body runs under n2's remoted, as the user, with the home's
+    // files (which n2 lacks) open through the view, in its home cwd.
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let bodies: Vec<i32> = processes_running(&argv)
+        .into_iter()
+        .filter(|&p| p != home)
+        .collect();
+    assert_eq!(bodies.len(), 1, "expected one body, found {bodies:?}");
+    let body = bodies[0];
+    assert!(
+        descends_from(body, remoted2),
+        "body {body} does not descend from n2's remoted {remoted2}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{body}/status")).unwrap();
+    assert!(
+        status.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")),
+        "the body does not run as {UID}:\n{status}"
+    );
+    let views = view_mounts(remoted2);
+    assert_eq!(
+        views.len(),
+        1,
+        "n2's remoted should have one view mounted: {views:?}"
+    );
+    let (dev, mountpoint) = views[0].clone();
+    assert!(
+        mountpoint.starts_with(&format!("/run/mosix/view/n1/{UID}-")),
+        "view mounted at {mountpoint}"
+    );
+    let body_views = view_mounts(body);
+    assert!(
+        body_views
+            .iter()
+            .any(|(d, m)| *d == dev && m.as_str() == "/srv"),
+        "the body's /srv is not the view: {body_views:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{body}/cwd")).unwrap(),
+        PathBuf::from(&h.dir)
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{body}/fd/3")).unwrap(),
+        PathBuf::from(format!("{}/input", h.dir))
+    );
+    let out = h.c.exec("n2", &["test", "-e", &h.dir]).unwrap();
+    assert!(!out.status.success(), "n2 itself now sees {}", h.dir);
+
+    // Let it do the second half there.
+    h.put("go", b"");
+    let (rc, err) = h.finish(job, "run", Duration::from_secs(120));
+    assert_eq!(rc, "0", "viewio failed: {err}");
+
+    // Home sees every result, byte for byte, with owner and mode.
+    assert!(
+        std::fs::read(h.file("copy")).unwrap() == input,
+        "the copy differs from the input"
+    );
+    assert_eq!(mode_and_owner(&h.file("copy")), (0o600, UID, UID));
+    let want_log = log_lines("pre", SIZE / 2) + &log_lines("post", SIZE - SIZE / 2) + "end\n";
+    assert_eq!(
+        std::fs::read_to_string(h.file("out.log")).unwrap(),
+        want_log
+    );
+    assert_eq!(mode_and_owner(&h.file("out.log")), (0o644, UID, UID));
+    assert_eq!(
+        std::fs::read_to_string(h.file("sub2/b")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(mode_and_owner(&h.file("sub2/b")), (0o604, UID, UID));
+    assert_eq!(mode_and_owner(&h.file("sub2")), (0o750, UID, UID));
+    for gone in ["sub", "sub2/a", "tmpf", "gone"] {
+        assert!(!h.file(gone).exists(), "{gone} should not exist at home");
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.file("done")).unwrap(),
+        format!("copied {SIZE}\n")
+    );
+    // The listing went on where it stood: every name once.
+    let names = std::fs::read_to_string(h.file("names")).unwrap();
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, want_names, "the listing lost or repeated names");
+
+    // The view goes when its last body ends; nothing is left after down.
+    h.c.wait_for("the view to be unmounted", Duration::from_secs(30), || {
+        Ok(view_mounts(remoted2).is_empty())
+    })
+    .unwrap();
+    assert!(!is_running(body));
+    drop(h);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| view_mounts(p).iter().any(|(d, _)| *d == dev))
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the view {dev} is still mounted in processes {left:?}"
+    );
+}
+
+/// A CPU cgroup inside n1's with a 2 % quota: programs that would end in
+/// milliseconds run long enough at home to be migrated mid-run (the body
+/// at n2 runs in n2's cgroup at full speed). Removed when dropped.
+struct Slow(PathBuf);
+
+impl Slow {
+    fn new(c: &Cluster) -> Slow {
+        let config = std::fs::read_to_string(c.node_file("n1", "mosix.toml")).unwrap();
+        let group = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("cgroup = "))
+            .expect("n1's configuration names its cgroup")
+            .trim_matches('"')
+            .to_string();
+        let dir = Path::new(&group).join("mx-view-slow");
+        std::fs::create_dir(&dir).unwrap();
+        // 1 ms every 50 ms: fine-grained, so no program gets through its
+        // work in one period's allowance.
+        std::fs::write(dir.join("cpu.cfs_period_us"), "50000").unwrap();
+        std::fs::write(dir.join("cpu.cfs_quota_us"), "1000").unwrap();
+        Slow(dir)
+    }
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        // Processes left by a failed test go back to n1's own group, or
+        // the cluster's cgroups could not be removed.
+        if let (Ok(tasks), Some(parent)) = (
+            std::fs::read_to_string(self.0.join("tasks")),
+            self.0.parent(),
+        ) {
+            for t in tasks.lines() {
+                let _ = std::fs::write(parent.join("tasks"), t);
+            }
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("cannot remove {}", self.0.display());
+    }
+}
+
+impl Home {
+    /// Runs `argv` (the test user's, in the home directory) under mosrun at
+    /// n1, slowed down, moves it to n2 as soon as libmosix is in it, and
+    /// waits for its end: (`$?`, stderr).
+    fn run_migrated(&self, slow: &Slow, env: &str, argv: &[&str], name: &str) -> (String, String) {
+        let job = self.start(argv, name, Some(slow), env, None);
+        let mut pid = 0;
+        self.c
+            .wait_for(&format!("{name} to start"), Duration::from_secs(30), || {
+                if self.file(&format!("{name}.rc.tmp")).exists() {
+                    anyhow::bail!(
+                        "{name} ended before it could be moved (status {}): {}",
+                        std::fs::read_to_string(self.file(&format!("{name}.rc.tmp")))
+                            .unwrap_or_default()
+                            .trim(),
+                        std::fs::read_to_string(self.file(&format!("{name}.err")))
+                            .unwrap_or_default()
+                    );
+                }
+                pid = processes_running(argv).first().copied().unwrap_or(0);
+                Ok(pid != 0 && self.working(pid))
+            })
+            .unwrap();
+        // libmosix is mapped before its constructor has registered the
+        // process with homed; until then mosmigrate says so. A migration
+        // is also refused (and the process goes on at home) while it has
+        // a file open for writing that its mode makes read-only (git's
+        // new object files), which the body could not reopen, or while it
+        // blocks the freeze signal (git, around its lock files).
+        let mut last = None;
+        self.c
+            .wait_for(&format!("{name} to move"), Duration::from_secs(30), || {
+                if self.file(&format!("{name}.rc.tmp")).exists() {
+                    anyhow::bail!("{name} ended before it could be moved: give it more work");
+                }
+                let out = self.c.exec("n1", &["mosmigrate", &pid.to_string(), "n2"])?;
+                let err = String::from_utf8_lossy(&out.stderr);
+                let done = out.status.success()
+                    || !(err.contains("not a mosix process")
+                        || err.contains("try again once")
+                        || err.contains("runs on unchanged"));
+                last = Some(out);
+                Ok(done)
+            })
+            .unwrap();
+        let out = last.expect("mosmigrate ran");
+        assert!(
+            out.status.success(),
+            "mosmigrate {name}: {}\nremoted n2:\n{}",
+            text(&out),
+            self.c.log("n2", "remoted")
+        );
+        let (rc, err) = self.finish(job, name, Duration::from_secs(180));
+        assert!(
+            !self.c.log("n2", "remoted").is_empty()
+                && self
+                    .c
+                    .log("n2", "remoted")
+                    .contains(&format!("home_pid={pid} body_pid=")),
+            "{name} did not run at n2"
+        );
+        (rc, err)
+    }
+
+    /// Whether `pid` is past its start-up and at work: it has a file of
+    /// the home directory open (other than its stdout). A body frozen
+    /// during glibc's start-up (inside `setlocale`) can hang on
+    /// `__libc_setlocale_lock` after the move (an engine bug, seen with
+    /// `tar`); the tests here are about the view.
+    fn working(&self, pid: i32) -> bool {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        // Seen from this test's mount namespace, n1's tmpfs on /srv is
+        // unreachable and its paths show relative to the tmpfs's root.
+        let name = Path::new(&self.dir).file_name().unwrap_or_default();
+        fds.flatten().any(|e| {
+            let n: i32 = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            n > 2
+                && std::fs::read_link(e.path())
+                    .map(|p| p.components().any(|c| c.as_os_str() == name))
+                    .unwrap_or(false)
+        })
+    }
+
+    /// `script` at n1 as the user; its stdout, which must be a success.
+    fn ok(&self, script: &str) -> String {
+        let out = self.user("n1", script);
+        assert!(out.status.success(), "{script}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Every entry under the current directory: relative path, type, mode,
+/// owner, size, mtime (whole seconds: tar keeps no more), link target;
+/// then every file's digest.
+const LIST: &str = "find . -printf '%P %y %m %U %G %s %T@ %l\\n' | sed -E 's/ ([0-9]+)\\.[0-9]+ / \\1 /' | sort; \
+                    find . -type f | sort | xargs -d '\\n' sha256sum";
+
+/// The same with mtimes to the nanosecond.
+const LIST_NS: &str = "find . -printf '%P %y %m %U %G %s %T@ %l\\n' | sort; find . -type f | sort | xargs -d '\\n' sha256sum";
+
+/// Fails with the first line where two listings differ.
+fn assert_same(got: &str, want: &str, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    let i = g.iter().zip(&w).take_while(|(a, b)| a == b).count();
+    panic!(
+        "{what}: line {i} differs: got {:?}, want {:?} ({} and {} lines)",
+        g.get(i),
+        w.get(i),
+        g.len(),
+        w.len()
+    );
+}
+
+#[test]
+fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
+    let h = Home::new();
+    let slow = Slow::new(&h.c);
+    // A source tree: 600 small files in 30 directories, a 10 MB file, a
+    // symlink, modes other than the default.
+    h.ok("mkdir src && for i in $(seq 1 30); do mkdir src/d$i; for j in $(seq 1 20); do echo \"file $i $j\" > src/d$i/f$j; done; done \
+          && head -c 10000000 /dev/urandom > src/big && ln -s big src/link && chmod 600 src/d1/f1 && chmod 750 src/d2");
+    let want = h.ok(&format!("cd src && {{ {LIST}; }}"));
+    let want_ns = h.ok(&format!("cd src && {{ {LIST_NS}; }}"));
+
+    // tar create: the same archive as one made at home.
+    // --numeric-owner: no user-name look-ups, whose first one dlopen()s
+    // the NSS modules. A body moved while inside dlopen() holds ld.so's
+    // recursive lock under its home thread id, which libmosix replaces
+    // in the TCB at restore: the next dlopen or TLS allocation deadlocks
+    // (an engine bug, seen with getpwuid in tar). The tests here are
+    // about the view.
+    h.ok("tar cf ref.tar --numeric-owner src");
+    let (rc, err) = h.run_migrated(
+        &slow,
+        "",
+        &["tar", "cf", "t.tar", "--numeric-owner", "src"],
+        "tarc",
+    );
+    assert_eq!(rc, "0", "tar cf: {err}");
+    assert!(
+        std::fs::read(h.file("t.tar")).unwrap() == std::fs::read(h.file("ref.tar")).unwrap(),
+        "the migrated tar made a different archive"
+    );
+
+    // tar extract: the same tree (tar keeps modes and whole-second mtimes).
+    h.ok("mkdir x");
+    let (rc, err) = h.run_migrated(
+        &slow,
+        "",
+        &["tar", "xf", "ref.tar", "--numeric-owner", "-C", "x"],
+        "tarx",
+    );
+    assert_eq!(rc, "0", "tar xf: {err}");
+    let got = h.ok(&format!("cd x/src && {{ {LIST}; }}"));
+    assert_same(&got, &want, "tar extracted a different tree");
+
+    // cp -a: the same tree, mtimes to the nanosecond.
+    let (rc, err) = h.run_migrated(&slow, "", &["cp", "-a", "src", "copy"], "cpa");
+    assert_eq!(rc, "0", "cp -a: {}", &err[..err.len().min(3000)]);
+    let got = h.ok(&format!("cd copy && {{ {LIST_NS}; }}"));
+    assert_same(&got, &want_ns, "cp -a made a different tree");
+
+    // sqlite3: 1000 inserts, each its own transaction (journal, fsync),
+    // give the same database contents as at home. With dot-file locking:
+    // fcntl locks held at the moment of migration stay with the deputy
+    // at home (they are not part of the image yet), so the body would
+    // find its own database locked.
+    let mut sql = String::from("CREATE TABLE t(i INTEGER PRIMARY KEY, x TEXT);\n");
+    for i in 0..1000 {
+        sql.push_str(&format!("INSERT INTO t(x) VALUES('row {i} {}');\n", i * i));
+    }
+    h.put("ins.sql", sql.as_bytes());
+    h.ok("sqlite3 -vfs unix-dotfile ref.db '.read ins.sql'");
+    let (rc, err) = h.run_migrated(
+        &slow,
+        "",
+        &["sqlite3", "-vfs", "unix-dotfile", "t.db", ".read ins.sql"],
+        "sqlite",
+    );
+    assert_eq!(rc, "0", "sqlite3: {err}");
+    let dump = |db: &str| h.ok(&format!("sqlite3 {db} .dump"));
+    assert_eq!(dump("t.db"), dump("ref.db"));
+    assert!(dump("t.db").contains("row 999 998001"));
+
+    // git init, add, commit (fixed dates and names): the same commit id.
+    let git = "git -c gc.auto=0 -c user.name=mx -c user.email=mx@example.invalid";
+    let env = "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z";
+    h.ok(&format!(
+        "cp -a src ref-repo && cd ref-repo && {git} init -q && {git} add . && {env} {git} commit -q -m one && {git} rev-parse HEAD"
+    ));
+    // (git init runs at home: it is over within the cgroup's first slice
+    // of CPU time, before it can be moved.)
+    h.ok(&format!("cp -a src repo && {git} -C repo init -q"));
+    let add = ["git", "-C", "repo", "-c", "gc.auto=0", "add", "."];
+    let (rc, err) = h.run_migrated(&slow, "", &add, "gitadd");
+    assert_eq!(rc, "0", "git add: {err}");
+    let commit = [
+        "git",
+        "-C",
+        "repo",
+        "-c",
+        "gc.auto=0",
+        "-c",
+        "user.name=mx",
+        "-c",
+        "user.email=mx@example.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "one",
+    ];
+    let (rc, err) = h.run_migrated(&slow, env, &commit, "gitcommit");
+    assert_eq!(rc, "0", "git commit: {err}");
+    let want_head = h.ok(&format!("cd ref-repo && {git} rev-parse HEAD"));
+    let got_head = h.ok(&format!("cd repo && {git} rev-parse HEAD"));
+    h.ok(&format!(
+        "cd repo && {git} fsck --strict && test -z \"$({git} status --porcelain)\""
+    ));
+    assert_eq!(
+        got_head.trim(),
+        want_head.trim(),
+        "git made a different commit"
+    );
+}
+
+#[test]
+fn a_lost_home_gives_the_body_eio_or_an_end_never_a_hang() {
+    let h = Home::new();
+    let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    // Copies of the program, mosrun and libmosix.so that every node has
+    // locally (/run is never covered by the view): a body whose program or
+    // libraries live at home dies of SIGBUS at its next page fault on them
+    // once the home is gone, as on NFS.
+    let local = LocalDir::new();
+    let local_prog = local.0.join("viewio");
+    std::fs::copy(&exe, &local_prog).unwrap();
+    for f in ["mosrun", "libmosix.so"] {
+        std::fs::copy(bin(f), local.0.join(f)).unwrap();
+    }
+    let start = |sub: &str, prog_at_home: bool| {
+        let dir = format!("{}/{sub}", h.dir);
+        let d = h.at_home(&dir);
+        std::fs::create_dir(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(UID), Some(UID)).unwrap();
+        let prog = if prog_at_home {
+            let prog = format!("{dir}/viewio");
+            std::fs::copy(&exe, h.at_home(&prog)).unwrap();
+            prog
+        } else {
+            local_prog.to_str().unwrap().to_string()
+        };
+        h.put(&format!("{sub}/input"), &pattern(300_000));
+        let argv = [prog.clone(), dir.clone()];
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let job = h.start(
+            &argv,
+            sub,
+            None,
+            "",
+            (!prog_at_home).then_some(local.0.join("mosrun").as_path()),
+        );
+        let home = h.pid_of(&argv);
+        h.c.wait_for("the first half", Duration::from_secs(30), || {
+            Ok(h.file(&format!("{sub}/ready")).exists())
+        })
+        .unwrap();
+        h.migrate(home);
+        let body = processes_running(&argv)
+            .into_iter()
+            .find(|&p| p != home)
+            .expect("a body");
+        assert!(descends_from(body, remoted2));
+        (job, body)
+    };
+
+    // 1. The view's links to the home are cut (its homed stays): the body
+    //    gets EIO on its next operation that reaches the home, and ends.
+    let (job, body) = start("cut", false);
+    let out =
+        h.c.exec("n1", &["ss", "-K", "-t", "( sport = :7341 )"])
+            .unwrap();
+    assert!(out.status.success(), "ss -K: {}", text(&out));
+    let t = std::time::Instant::now();
+    let (rc, err) = h.finish(job, "cut", Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(rc, "1", "the body should fail: {err}");
+    assert!(
+        err.contains("Input/output error"),
+        "the body should see EIO: {err}"
+    );
+    assert!(!is_running(body));
+    eprintln!("view cut: the body saw EIO and ended after {took:?}");
+    h.c.wait_for("the view to be unmounted", Duration::from_secs(30), || {
+        Ok(view_mounts(remoted2).is_empty())
+    })
+    .unwrap();
+
+    // 2. The home's homed dies: its link to the body's host goes with it,
+    //    so the host ends the body, which must not hang in the view.
+    let (_job, body) = start("crash", true);
+    let homed1 = h.c.daemon_pid("n1", "homed").unwrap();
+    let root = h.at_home("/");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(homed1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let took =
+        h.c.wait_for("the body to end", Duration::from_secs(30), || {
+            Ok(!is_running(body))
+        })
+        .unwrap();
+    eprintln!("homed killed: the body ended after {took:?}");
+    h.c.wait_for("the view to be unmounted", Duration::from_secs(30), || {
+        Ok(view_mounts(remoted2).is_empty())
+    })
+    .unwrap();
+    drop(root);
+}
+
+/// A directory under /run (local to every node, shared by the test
+/// cluster's nodes on this machine); removed when dropped.
+struct LocalDir(PathBuf);
+
+impl LocalDir {
+    fn new() -> LocalDir {
+        let d = PathBuf::from(format!("/run/mx-view-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        LocalDir(d)
+    }
+}
+
+impl Drop for LocalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
