@@ -833,3 +833,50 @@ impl Drop for LocalDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn a_body_with_home_files_open_comes_home_in_step() {
+    let h = Home::new();
+    let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
+    let prog = format!("{}/viewio", h.dir);
+    std::fs::copy(&exe, h.at_home(&prog)).unwrap();
+    const SIZE: usize = 300_000;
+    let input = pattern(SIZE);
+    h.put("input", &input);
+    let list = h.file("list");
+    std::fs::create_dir(&list).unwrap();
+    for i in 0..40 {
+        std::fs::write(list.join(format!("entry-with-a-long-name-{i:02}")), b"").unwrap();
+    }
+    let argv = [prog.as_str(), h.dir.as_str()];
+    let job = h.start(&argv, "back", None, "", None);
+    let home = h.pid_of(&argv);
+    h.c.wait_for("the first half", Duration::from_secs(30), || {
+        Ok(h.file("ready").exists())
+    })
+    .unwrap();
+    // Away (its files open through the view), then home again: the files
+    // it had open there are the home's own again, at the body's offsets.
+    h.migrate(home);
+    let out = h.c.exec("n1", &["mosmigrate", &home.to_string(), "home"]).unwrap();
+    assert!(
+        out.status.success(),
+        "mosmigrate {home} home: {}\nhomed n1:\n{}",
+        text(&out),
+        h.c.log("n1", "homed")
+    );
+    assert_eq!(processes_running(&argv), vec![home], "not whole at home");
+    h.put("go", b"");
+    let (rc, err) = h.finish(job, "back", Duration::from_secs(120));
+    assert_eq!(rc, "0", "viewio failed: {err}");
+    assert!(
+        std::fs::read(h.file("copy")).unwrap() == input,
+        "the copy differs from the input"
+    );
+    let want_log = log_lines("pre", SIZE / 2) + &log_lines("post", SIZE - SIZE / 2) + "end\n";
+    assert_eq!(
+        std::fs::read_to_string(h.file("out.log")).unwrap(),
+        want_log
+    );
+    assert_eq!(mode_and_owner(&h.file("out.log")), (0o644, UID, UID));
+}
