@@ -125,6 +125,12 @@ fn cmdline(pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// Whether `pid` is a deputy (its command line is the program's, its
+/// executable's name is not).
+fn is_deputy(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "mosix-deputy")
+}
+
 /// Every process whose command line is exactly `argv`.
 fn processes_running(argv: &[&str]) -> Vec<i32> {
     std::fs::read_dir("/proc")
@@ -200,10 +206,9 @@ fn cpu_bound_program_migrates_to_n2_and_ends_as_at_home() {
     );
     // (b) the home pid is still there, with the same parent: the deputy.
     assert!(is_running(home));
-    assert_eq!(
-        cmdline(home).first().map(String::as_str),
-        Some("mosix-deputy")
-    );
+    assert!(is_deputy(home), "home should be the deputy");
+    // ... which ps shows with the program's own command line.
+    assert_eq!(cmdline(home), argv);
     assert_eq!(ppid(home), Some(shell));
     // (c) and (d): same bytes, same status as an undisturbed run.
     let (got, rc) = job.finish(&c);
@@ -247,6 +252,7 @@ fn migration_to_a_node_without_remoted_fails_and_the_program_runs_on() {
     );
     // Still the program itself at home, and the only copy.
     assert_eq!(cmdline(home), argv);
+    assert!(!is_deputy(home));
     assert_eq!(processes_running(&argv), vec![home]);
     let (got, rc) = job.finish(&c);
     let (want, want_rc) = reference(&argv);
@@ -270,10 +276,7 @@ fn start_and_move(c: &Cluster, argv: &[&str], name: &str, node: &str) -> (Job, i
         "mosmigrate failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        cmdline(home).first().map(String::as_str),
-        Some("mosix-deputy")
-    );
+    assert!(is_deputy(home), "home should be the deputy");
     (job, home)
 }
 
@@ -374,18 +377,18 @@ fn really_runs_at(c: &Cluster, argv: &[&str], home: i32, nodes: &[&str]) -> Opti
         .into_iter()
         .filter(|&p| p != home)
         .collect();
+    // ps shows the program's command line at home the whole time.
+    assert_eq!(cmdline(home), argv, "ps at home does not show the program");
     if bodies.is_empty() {
-        assert_eq!(
-            cmdline(home),
-            argv,
+        assert!(
+            !is_deputy(home),
             "no body anywhere, and home is not the program"
         );
         return None;
     }
     assert_eq!(bodies.len(), 1, "more than one body: {bodies:?}");
-    assert_eq!(
-        cmdline(home).first().map(String::as_str),
-        Some("mosix-deputy"),
+    assert!(
+        is_deputy(home),
         "a body runs away but home is not its deputy"
     );
     nodes
@@ -697,6 +700,50 @@ fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
     // as an undisturbed run would.
     assert_eq!(cmdline(home), argv);
     assert_eq!(processes_running(&argv), vec![home]);
+    let (got, rc) = job.finish(&c);
+    let (want, want_rc) = reference(&argv);
+    assert_eq!(rc, want_rc, "exit status differs");
+    assert!(got == want, "output differs from an undisturbed run");
+}
+
+/// State letter of `pid` in /proc (R, S, T, ...).
+fn state_of(pid: i32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next())
+        })
+        .unwrap_or('?')
+}
+
+#[test]
+fn stop_and_cont_of_the_home_pid_act_on_the_body() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let c = Cluster::up(2).unwrap();
+    let exe = build_progress(&c.dir);
+    let exe = exe.to_str().unwrap();
+    let argv = [exe, STEPS, "100000011", EXIT_CODE];
+    let (job, home) = start_and_move(&c, &argv, "stop", "n2");
+    let body = processes_running(&argv)
+        .into_iter()
+        .find(|&p| p != home)
+        .expect("a body");
+    kill(Pid::from_raw(home), Signal::SIGSTOP).unwrap();
+    c.wait_for("the body to stop", Duration::from_secs(5), || {
+        Ok(state_of(body) == 'T')
+    })
+    .unwrap();
+    // Stopped: no progress while it is.
+    let before = job.lines();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(job.lines(), before, "the body went on while stopped");
+    kill(Pid::from_raw(home), Signal::SIGCONT).unwrap();
+    c.wait_for("the body to run again", Duration::from_secs(5), || {
+        Ok(state_of(body) != 'T')
+    })
+    .unwrap();
     let (got, rc) = job.finish(&c);
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");

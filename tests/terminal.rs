@@ -52,8 +52,8 @@ fn move_and_check(c: &Cluster, pid: i32, node: &str) {
     let p = mosps_entry(c, pid).expect("mosps lists it");
     let want = if node == "home" { "n1" } else { node };
     assert_eq!(p["node"], want, "mosps: {p}");
-    let deputy = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let is_deputy = deputy.starts_with(b"mosix-deputy");
+    let is_deputy = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim() == "mosix-deputy");
     if node == "home" {
         assert!(!is_deputy, "home should be the process again");
     } else {

@@ -858,7 +858,9 @@ fn a_body_with_home_files_open_comes_home_in_step() {
     // Away (its files open through the view), then home again: the files
     // it had open there are the home's own again, at the body's offsets.
     h.migrate(home);
-    let out = h.c.exec("n1", &["mosmigrate", &home.to_string(), "home"]).unwrap();
+    let out =
+        h.c.exec("n1", &["mosmigrate", &home.to_string(), "home"])
+            .unwrap();
     assert!(
         out.status.success(),
         "mosmigrate {home} home: {}\nhomed n1:\n{}",

@@ -3,8 +3,16 @@
 //! keeps its pid, parent, fds and cwd. Async-signal-safe: system calls and
 //! stack buffers only.
 
-use crate::layout::{DEPUTY_FAILED, DEPUTY_PATH_MAX};
+use crate::layout::{DEPUTY_ARGS_MAX, DEPUTY_ARGV_MAX, DEPUTY_FAILED, DEPUTY_PATH_MAX};
+use crate::state::Global;
 use crate::sys;
+
+/// The program's command line, NUL-separated, as homed sent it (static:
+/// the handler must not allocate, and its stack may be small).
+static ARGV: Global<[u8; DEPUTY_ARGV_MAX + 1]> = Global::new([0; DEPUTY_ARGV_MAX + 1]);
+/// Pointers into [`ARGV`], NULL-terminated.
+static ARGP: Global<[*const libc::c_char; DEPUTY_ARGS_MAX + 1]> =
+    Global::new([core::ptr::null(); DEPUTY_ARGS_MAX + 1]);
 
 /// Highest fd number whose FD_CLOEXEC is cleared and remembered.
 const MAX_FD: i32 = 1024;
@@ -23,6 +31,19 @@ pub(crate) fn become_deputy(ctl: i32) {
         return fail(ctl, &[]);
     }
     path[len] = 0;
+    let argv_len = match sys::read_u32(ctl) {
+        Some(n) if (n as usize) <= DEPUTY_ARGV_MAX => n as usize,
+        _ => return fail(ctl, &[]),
+    };
+    // SAFETY: only the freeze handler (every signal blocked, one thread)
+    // touches ARGV.
+    let args = unsafe { &mut *ARGV.get() };
+    // SAFETY: as for ARGV.
+    let ptrs = unsafe { &mut *ARGP.get() };
+    if !sys::read_exact(ctl, &mut args[..argv_len]) {
+        return fail(ctl, &[]);
+    }
+    args[argv_len] = 0;
     // "CTL" and "fd,fd,..." as NUL-terminated decimal strings.
     let mut ctl_arg = [0u8; 16];
     let n = fmt_i32(ctl, &mut ctl_arg);
@@ -52,15 +73,39 @@ pub(crate) fn become_deputy(ctl: i32) {
         }
     }
     list[at] = 0;
+    // The deputy learns its control fd and the close-on-exec list from
+    // its environment; its argv is the program's own, for ps.
+    let mut env = [0u8; 4096 + 32];
+    let prefix = b"MOSIX_DEPUTY=";
+    let mut e = prefix.len();
+    env[..e].copy_from_slice(prefix);
+    let c = ctl_arg.iter().position(|&b| b == 0).unwrap_or(0);
+    env[e..e + c].copy_from_slice(&ctl_arg[..c]);
+    e += c;
+    env[e] = b':';
+    e += 1;
+    env[e..e + at].copy_from_slice(&list[..at]);
+    e += at;
+    env[e] = 0;
     let name = b"mosix-deputy\0";
-    let argv: [*const libc::c_char; 4] = [
-        name.as_ptr().cast(),
-        ctl_arg.as_ptr().cast(),
-        list.as_ptr().cast(),
-        core::ptr::null(),
-    ];
-    let envp: [*const libc::c_char; 1] = [core::ptr::null()];
-    sys::execve(&path, &argv, &envp);
+    let mut n = 0;
+    let mut start = 0;
+    for i in 0..argv_len {
+        if args[i] == 0 {
+            if n < DEPUTY_ARGS_MAX {
+                ptrs[n] = args[start..].as_ptr().cast();
+                n += 1;
+            }
+            start = i + 1;
+        }
+    }
+    if n == 0 {
+        ptrs[0] = name.as_ptr().cast();
+        n = 1;
+    }
+    ptrs[n] = core::ptr::null();
+    let envp: [*const libc::c_char; 2] = [env.as_ptr().cast(), core::ptr::null()];
+    sys::execve(&path, &ptrs[..=n], &envp);
     fail(ctl, &changed[..n_changed]);
 }
 

@@ -3,18 +3,22 @@
 //! so it keeps the process's pid, parent, process group, session, fds and
 //! cwd: the parent's `wait` and a `kill` of the home pid still work.
 //!
-//! Usage (by libmosix only): `mosix-deputy CTL-FD CLOEXEC-FDS`, where
-//! CTL-FD is the process's control socket to `homed` (which holds the link
-//! to the body's node) and CLOEXEC-FDS the comma-separated fds whose
-//! FD_CLOEXEC the handler cleared (to be set back when the body comes
-//! home, a later step of issue 4).
+//! Run by libmosix only, with the program's own command line as argv (so
+//! `ps` at home shows the program the whole time) and
+//! `MOSIX_DEPUTY=CTL-FD:CLOEXEC-FDS` as its whole environment: CTL-FD is
+//! the process's control socket to `homed` (which holds the link to the
+//! body's node), CLOEXEC-FDS the comma-separated fds whose FD_CLOEXEC the
+//! handler cleared (the restorer sets them back from the image when the
+//! body comes home).
 //!
 //! It forwards every signal of [`FORWARDED`] to the body through `homed`,
 //! and ends with the body's exact status: the same exit code, or death by
 //! the same signal. It writes the body's output to pipes into its own
 //! fds. If the body's node or `homed` is lost it ends as if killed by
 //! SIGKILL, with a line on its stderr naming what was lost.
-//! Todo (issue 4): serve the body's forwarded calls, ttys and input.
+//! It also reads input for the body (one chunk at a time, when the body's
+//! host asks), and when the body comes home it puts the fds in step and
+//! `exec`s the restorer in place.
 
 use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
@@ -56,19 +60,21 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        bail!("usage: mosix-deputy CTL-FD CLOEXEC-FDS (run by libmosix, not by hand)");
-    }
-    let ctl: RawFd = args[1]
+    // libmosix passes "CTL-FD:CLOEXEC-FDS" in the environment; argv is
+    // the program's own command line, so ps at home shows the program.
+    let spec = std::env::var("MOSIX_DEPUTY").map_err(|_| {
+        anyhow::anyhow!("MOSIX_DEPUTY is not set: mosix-deputy is run by libmosix, not by hand")
+    })?;
+    let (ctl, list) = spec.split_once(':').unwrap_or((spec.as_str(), ""));
+    let ctl: RawFd = ctl
         .parse()
-        .with_context(|| format!("bad control fd {:?}", args[1]))?;
-    let _was_cloexec: Vec<RawFd> = args[2]
+        .with_context(|| format!("bad control fd {ctl:?} in MOSIX_DEPUTY"))?;
+    let _was_cloexec: Vec<RawFd> = list
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse()
-                .with_context(|| format!("bad fd {s:?} in {:?}", args[2]))
+                .with_context(|| format!("bad fd {s:?} in MOSIX_DEPUTY"))
         })
         .collect::<Result<_>>()?;
     let owned = ctl_fd(ctl)?;
@@ -93,9 +99,16 @@ fn run() -> Result<()> {
     std::thread::spawn(move || {
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = info.ssi_signo as i32;
-            let mut w = signals_writer.lock().unwrap_or_else(|e| e.into_inner());
-            if send_local(&mut w, &DeputyMsg::Signal { sig }).is_err() {
-                return;
+            {
+                let mut w = signals_writer.lock().unwrap_or_else(|e| e.into_inner());
+                if send_local(&mut w, &DeputyMsg::Signal { sig }).is_err() {
+                    return;
+                }
+            }
+            if sig == libc::SIGTSTP {
+                // Ctrl-Z: the body stops of it; the deputy stops too, so
+                // the shell sees the job stopped (SIGCONT wakes both).
+                let _ = nix::sys::signal::raise(Signal::SIGSTOP);
             }
         }
     });

@@ -638,7 +638,7 @@ impl Engine {
                 return false;
             }
         };
-        if let Err(e) = crate::migrate::commit(ctl, &mut held, &target.node) {
+        if let Err(e) = crate::migrate::commit(ctl, &mut held, &target.node, &p.cmdline) {
             tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration not committed");
             let _ = op.reply.send(OpEvent::Migrated(Err(e)));
             return false;

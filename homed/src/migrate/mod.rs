@@ -18,7 +18,8 @@
 mod sys;
 
 use mosix_proto::image::layout::{
-    DEPUTY_PATH_MAX, DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED, Hello, VERDICT_DEPUTY,
+    DEPUTY_ARGS_MAX, DEPUTY_ARGV_MAX, DEPUTY_PATH_MAX, DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED,
+    Hello, VERDICT_DEPUTY,
 };
 use mosix_proto::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
@@ -230,7 +231,12 @@ pub fn deputy_path() -> PathBuf {
 /// The commit: make the frozen process (blocked on `ctl` for its verdict)
 /// the deputy, and once it is, let the body go. On error the process runs
 /// on at home (the handler returned) and the held body is killed.
-pub fn commit(ctl: &UnixStream, held: &mut Held, node: &str) -> Result<(), String> {
+pub fn commit(
+    ctl: &UnixStream,
+    held: &mut Held,
+    node: &str,
+    cmdline: &[String],
+) -> Result<(), String> {
     let path = deputy_path();
     let pb = path.as_os_str().as_encoded_bytes();
     let abort = |link: &mut Link<TcpStream>, why: String| {
@@ -249,6 +255,18 @@ pub fn commit(ctl: &UnixStream, held: &mut Held, node: &str) -> Result<(), Strin
     let mut msg = VERDICT_DEPUTY.to_le_bytes().to_vec();
     msg.extend_from_slice(&(pb.len() as u32).to_le_bytes());
     msg.extend_from_slice(pb);
+    // The program's own command line, so that ps at home shows it (whole
+    // arguments only, as many as fit).
+    let mut argv = Vec::new();
+    for a in cmdline.iter().take(DEPUTY_ARGS_MAX) {
+        if argv.len() + a.len() + 1 > DEPUTY_ARGV_MAX || a.contains('\0') {
+            break;
+        }
+        argv.extend_from_slice(a.as_bytes());
+        argv.push(0);
+    }
+    msg.extend_from_slice(&(argv.len() as u32).to_le_bytes());
+    msg.extend_from_slice(&argv);
     let mut w = ctl;
     if let Err(e) = w.write_all(&msg) {
         return Err(abort(
@@ -374,6 +392,7 @@ pub fn relay(
     let _ = link.get_ref().set_read_timeout(Some(POLL));
     // Fds the deputy was asked to read input from and has not answered.
     let mut wanted: HashSet<i32> = HashSet::new();
+    let mut deputy_stopped = false;
     loop {
         while let Ok(m) = rx.try_recv() {
             match m {
@@ -399,6 +418,16 @@ pub fn relay(
                 }
             }
         }
+        // SIGSTOP cannot be caught: the deputy just stops. Seeing it
+        // stopped, stop the body too; the SIGCONT that wakes the deputy is
+        // caught and forwarded like any other signal.
+        let stopped = crate::engine::procfs::is_stopped(pid);
+        if stopped && !deputy_stopped {
+            if let Err(e) = link.send(&ToHost::Signal { sig: libc::SIGSTOP }) {
+                tracing::warn!(pid, node = %away.node, error = %e, "cannot stop the body");
+            }
+        }
+        deputy_stopped = stopped;
         let mut request = moves.try_recv().ok();
         match link.recv::<FromHost>() {
             Ok(FromHost::Output { fd, data }) => {

@@ -321,6 +321,11 @@ pub const VERDICT_EXIT: u32 = 3;
 pub const VERDICT_DEPUTY: u32 = 4;
 /// Longest `mosix-deputy` path a [`VERDICT_DEPUTY`] may carry.
 pub const DEPUTY_PATH_MAX: usize = 256;
+/// Most bytes of the command line (NUL-separated arguments) the deputy
+/// is `exec`ed with, so that `ps` at home shows the program's own.
+pub const DEPUTY_ARGV_MAX: usize = 4096;
+/// Most arguments of that command line.
+pub const DEPUTY_ARGS_MAX: usize = 128;
 /// First word `mosix-deputy` writes on the control fd: it is up, the
 /// source may let the body go.
 pub const DEPUTY_READY: u32 = 0x5245_4459;

@@ -1,25 +1,27 @@
 //! Body hosting: the destination side of a migration (DESIGN.md section 3,
-//! steps 3-5 and 7; messages in [`mosix_proto::migrate`]).
+//! steps 3-7; messages in [`mosix_proto::migrate`]).
 //!
 //! Why a listener of its own in `remoted` (port + 2) rather than the mio
 //! loop or `homed`'s link port: DESIGN.md wants bodies to be descendants
 //! of the destination's `remoted`, and an image transfer is a long,
 //! blocking, bulk exchange that would stall the gossip loop. So `remoted`
 //! runs one blocking thread per incoming migration, which forks the
-//! restorer itself and later relays signals and the exit status over the
-//! same authenticated link.
+//! restorer itself and then serves the body ([`body`]) over the same
+//! authenticated link.
 //!
 //! Steps for one body: accept the link (a peer `homed` proving the cluster
 //! key), take the offer, receive the image into a memfd (no file on
-//! disk), check it (checksum, CPU features, owner), reopen its regular
-//! files by the same path (the view replaces this later), fork, drop to
-//! the owner's uid and gid, and `exec` `mosix-restore FD hold`. The
-//! restorer stops itself just before the body's first instruction; seeing
-//! it stopped, we report [`FromHost::Held`]. [`ToHost::Go`] continues it;
-//! anything else (abort, link cut, timeout) kills it, so there are never
-//! two copies. Todo (next steps of issue 4): ttys, pipes and sockets
-//! become relay sockets to the deputy (now: /dev/null), a time namespace,
-//! a mount namespace with the view.
+//! disk), check it (checksum, CPU features, owner), mount the home's view
+//! for its owner if not yet mounted ([`view`]), and fork. The child gets
+//! a session of its own, its own mount namespace with the view over the
+//! home's exported paths, the owner's ids, its regular files reopened
+//! through the view at their offsets, relays for its pipes and terminals,
+//! and its control socket at its old number; then it `exec`s
+//! `mosix-restore FD hold`, which stops just before the body's first
+//! instruction. Seeing it stopped, we brief it (a `BodyInfo` on its
+//! control socket) and report [`FromHost::Held`]. [`ToHost::Go`]
+//! continues it; anything else (abort, link cut, timeout) kills it, so
+//! there are never two copies. Not yet: a time namespace.
 
 mod body;
 pub mod guests;
