@@ -220,13 +220,8 @@ impl Engine {
             .is_some_and(|p| p.away.lock().map(|a| a.is_some()).unwrap_or(false))
     }
 
-    /// Move a process whose body is away: home (`to` = `None`) or on.
-    fn move_away(
-        &self,
-        caller: &Credentials,
-        pid: i32,
-        to: Option<crate::migrate::Target>,
-    ) -> Result<MigrateDone, String> {
+    /// The process `pid`, if `caller` may act on it (its owner, or root).
+    fn owned(&self, caller: &Credentials, pid: i32) -> Result<Arc<Proc>, String> {
         let p = self.lock_procs().get(&pid).cloned().ok_or_else(|| {
             format!("process {pid} is not a mosix process of this node (see mosps)")
         })?;
@@ -236,6 +231,17 @@ impl Engine {
                 p.uid, caller.uid
             ));
         }
+        Ok(p)
+    }
+
+    /// Move a process whose body is away: home (`to` = `None`) or on.
+    fn move_away(
+        &self,
+        caller: &Credentials,
+        pid: i32,
+        to: Option<crate::migrate::Target>,
+    ) -> Result<MigrateDone, String> {
+        let p = self.owned(caller, pid)?;
         if let (Some(t), Some(now)) = (
             &to,
             p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
@@ -329,15 +335,7 @@ impl Engine {
         after: AfterCheckpoint,
         file: Option<PathBuf>,
     ) -> Result<CheckpointDone, String> {
-        let p = self.lock_procs().get(&pid).cloned().ok_or_else(|| {
-            format!("process {pid} is not a mosix process of this node (see mosps)")
-        })?;
-        if caller.uid != 0 && caller.uid != p.uid {
-            return Err(format!(
-                "permission denied: process {pid} belongs to uid {}, not to you (uid {})",
-                p.uid, caller.uid
-            ));
-        }
+        let p = self.owned(caller, pid)?;
         let path = match file.or_else(|| p.checkpoint_file.clone()) {
             Some(f) if f.is_absolute() => f,
             Some(f) => {
@@ -375,15 +373,7 @@ impl Engine {
         path: PathBuf,
         migrate: Option<crate::migrate::Target>,
     ) -> Result<OpEvent, String> {
-        let p = self.lock_procs().get(&pid).cloned().ok_or_else(|| {
-            format!("process {pid} is not a mosix process of this node (see mosps)")
-        })?;
-        if caller.uid != 0 && caller.uid != p.uid {
-            return Err(format!(
-                "permission denied: process {pid} belongs to uid {}, not to you (uid {})",
-                p.uid, caller.uid
-            ));
-        }
+        let p = self.owned(caller, pid)?;
         if let Some(node) = p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Err(format!(
                 "process {pid} already runs on node {node}; moving it again is not supported yet"
