@@ -5,6 +5,9 @@
 //! exit status. A migration to a node whose `remoted` is down fails
 //! cleanly and the program goes on at home.
 
+use mosix_tests::procs::{
+    cmdline, descends_from, is_deputy, mosps_entry, ppid, processes_running, state_of,
+};
 use mosix_tests::{Cluster, bin, bin_dir, is_running};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -107,51 +110,6 @@ impl Job {
                 .to_string(),
         )
     }
-}
-
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
-}
-
-fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-/// Whether `pid` is a deputy (its command line is the program's, its
-/// executable's name is not).
-fn is_deputy(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "mosix-deputy")
-}
-
-/// Every process whose command line is exactly `argv`.
-fn processes_running(argv: &[&str]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| cmdline(p) == argv)
-        .collect()
-}
-
-fn descends_from(mut pid: i32, ancestor: i32) -> bool {
-    while pid > 1 {
-        if pid == ancestor {
-            return true;
-        }
-        match ppid(pid) {
-            Some(p) => pid = p,
-            None => return false,
-        }
-    }
-    false
 }
 
 /// Undisturbed run of the same program: (stdout, exit code as `$?`).
@@ -398,13 +356,6 @@ fn really_runs_at(c: &Cluster, argv: &[&str], home: i32, nodes: &[&str]) -> Opti
         .or_else(|| panic!("body {} descends from no node's remoted", bodies[0]))
 }
 
-/// `mosps --json`'s object for home pid `pid` at n1, if listed.
-fn mosps_entry(c: &Cluster, pid: i32) -> Option<serde_json::Value> {
-    let out = c.exec("n1", &["mosps", "--json"]).ok()?;
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-    list.into_iter().find(|p| p["pid"] == pid)
-}
-
 /// A pause of 200-1000 ms, different from run to run (printed, so a
 /// failure can be replayed by reading the log).
 fn random_pause(step: &str) {
@@ -444,7 +395,7 @@ fn round_trip(pipe: bool, work: &str) {
         // The home pid never changes and keeps its parent.
         assert!(is_running(home));
         assert_eq!(ppid(home), Some(shell));
-        let p = mosps_entry(&c, home).unwrap_or_else(|| panic!("mosps lost {home}"));
+        let p = mosps_entry(&c, "n1", home).unwrap_or_else(|| panic!("mosps lost {home}"));
         let node = want.unwrap_or("n1");
         assert_eq!(p["node"], node, "mosps: {p}");
         assert_eq!(p["home"], "n1", "mosps: {p}");
@@ -524,7 +475,7 @@ fn real_program_round_trip(c: &Cluster, name: &str, script: &str) {
         .unwrap();
     // Wait until libmosix registered it with homed.
     c.wait_for("the process to be managed", Duration::from_secs(10), || {
-        Ok(mosps_entry(c, home).is_some())
+        Ok(mosps_entry(c, "n1", home).is_some())
     })
     .unwrap();
     random_pause(name);
@@ -704,17 +655,6 @@ fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
-}
-
-/// State letter of `pid` in /proc (R, S, T, ...).
-fn state_of(pid: i32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].trim_start().chars().next())
-        })
-        .unwrap_or('?')
 }
 
 #[test]

@@ -4,18 +4,12 @@
 //! `getpid()`/`getppid()` give its home ids; Ctrl-C typed at the terminal
 //! reaches it. Each test checks where the body really runs.
 
+use mosix_tests::procs::mosps_entry;
 use mosix_tests::{Cluster, bin, bin_dir, is_running};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `mosps --json`'s object for home pid `pid` at n1.
-fn mosps_entry(c: &Cluster, pid: i32) -> Option<serde_json::Value> {
-    let out = c.exec("n1", &["mosps", "--json"]).ok()?;
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-    list.into_iter().find(|p| p["pid"] == pid)
-}
 
 /// The home pid of the mosix process at n1 whose command line contains
 /// `marker`.
@@ -49,11 +43,10 @@ fn move_and_check(c: &Cluster, pid: i32, node: &str) {
         String::from_utf8_lossy(&out.stderr),
         c.log("n1", "homed")
     );
-    let p = mosps_entry(c, pid).expect("mosps lists it");
+    let p = mosps_entry(c, "n1", pid).expect("mosps lists it");
     let want = if node == "home" { "n1" } else { node };
     assert_eq!(p["node"], want, "mosps: {p}");
-    let is_deputy = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|c| c.trim() == "mosix-deputy");
+    let is_deputy = mosix_tests::procs::is_deputy(pid);
     if node == "home" {
         assert!(!is_deputy, "home should be the process again");
     } else {
@@ -76,7 +69,7 @@ fn cmdline_of(pid: i32) -> Vec<u8> {
 /// The program's command line as mosps knows it (the deputy's own is
 /// different).
 fn cmdline_of_home_program(c: &Cluster, pid: i32) -> Vec<u8> {
-    let p = mosps_entry(c, pid).expect("mosps lists it");
+    let p = mosps_entry(c, "n1", pid).expect("mosps lists it");
     let mut v = Vec::new();
     for a in p["cmdline"].as_array().unwrap() {
         v.extend_from_slice(a.as_str().unwrap().as_bytes());
@@ -155,7 +148,7 @@ fn stdin_from_a_pipe_and_home_ids_follow_the_body() {
     let mut ids = ids.split_whitespace().map(|v| v.parse::<i32>().unwrap());
     let (home, shell_pid) = (ids.next().unwrap(), ids.next().unwrap());
     c.wait_for("the process to be managed", Duration::from_secs(10), || {
-        Ok(mosps_entry(&c, home).is_some())
+        Ok(mosps_entry(&c, "n1", home).is_some())
     })
     .unwrap();
     for node in ["n2", "n3", "home"] {

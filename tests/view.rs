@@ -14,6 +14,7 @@ use mosix_proto::link::{ClusterKey, Hello, Link, Role};
 use mosix_proto::view::{
     Bytes, Op, Opened, ROOT_NODE, Reply, Request, Response, Service, ViewOpen,
 };
+use mosix_tests::procs::text;
 use mosix_tests::{bin, require_root};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -40,15 +41,6 @@ struct View {
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 impl View {

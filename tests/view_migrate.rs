@@ -11,6 +11,7 @@
 //! Run as root after building the workspace:
 //! `cargo test -p mosix-tests --test view_migrate -- --test-threads=1`.
 
+use mosix_tests::procs::{descends_from, processes_running, text};
 use mosix_tests::{Cluster, bin, is_running};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,55 +21,6 @@ use std::time::Duration;
 /// The owner of the test's files and processes (not root: the view never
 /// acts as root).
 const UID: u32 = 4243;
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
-}
-
-fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-/// Every live process whose command line is `argv`, compared joined by
-/// spaces (sqlite3 splits its dot-command argument in place).
-fn processes_running(argv: &[&str]) -> Vec<i32> {
-    let want = argv.join(" ");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| cmdline(p).join(" ") == want && is_running(p))
-        .collect()
-}
-
-fn descends_from(mut pid: i32, ancestor: i32) -> bool {
-    while pid > 1 {
-        if pid == ancestor {
-            return true;
-        }
-        match ppid(pid) {
-            Some(p) => pid = p,
-            None => return false,
-        }
-    }
-    false
-}
 
 /// The view mounts (`mosix-view:<home>` FUSE mounts) in `pid`'s mount
 /// namespace: (device "major:minor", mount point) each.

@@ -5,6 +5,8 @@
 //! The binaries under test are the ones cargo built beside the test
 //! executable (`target/<profile>/`); the test command builds them first.
 
+pub mod procs;
+
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
