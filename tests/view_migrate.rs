@@ -250,25 +250,33 @@ fn mode_and_owner(p: &Path) -> (u32, u32, u32) {
     (m.permissions().mode() & 0o7777, m.uid(), m.gid())
 }
 
-#[test]
-fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
-    let h = Home::new();
+/// Input size of `viewio` in the tests.
+const SIZE: usize = 300_000;
+
+/// `viewio` and its files at home only: (its path, its input, the names
+/// in the directory it lists partly before and partly after a move). The
+/// program itself lives at home too: a body maps it through the view.
+fn viewio_at_home(h: &Home) -> (String, Vec<u8>, Vec<String>) {
     let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
-    // The program itself lives at home too: the body maps it through the view.
     let prog = format!("{}/viewio", h.dir);
     std::fs::copy(&exe, h.at_home(&prog)).unwrap();
-    const SIZE: usize = 300_000;
     let input = pattern(SIZE);
     h.put("input", &input);
-    // A directory it lists partly before and partly after the move.
     let list = h.file("list");
     std::fs::create_dir(&list).unwrap();
-    let mut want_names: Vec<String> = vec![".".into(), "..".into()];
+    let mut names: Vec<String> = vec![".".into(), "..".into()];
     for i in 0..40 {
         let name = format!("entry-with-a-long-name-{i:02}");
         std::fs::write(list.join(&name), b"").unwrap();
-        want_names.push(name);
+        names.push(name);
     }
+    (prog, input, names)
+}
+
+#[test]
+fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
+    let h = Home::new();
+    let (prog, input, mut want_names) = viewio_at_home(&h);
     want_names.sort();
     let argv = [prog.as_str(), h.dir.as_str()];
     let job = h.start(&argv, "run", None, "", None);
@@ -789,17 +797,7 @@ impl Drop for LocalDir {
 #[test]
 fn a_body_with_home_files_open_comes_home_in_step() {
     let h = Home::new();
-    let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
-    let prog = format!("{}/viewio", h.dir);
-    std::fs::copy(&exe, h.at_home(&prog)).unwrap();
-    const SIZE: usize = 300_000;
-    let input = pattern(SIZE);
-    h.put("input", &input);
-    let list = h.file("list");
-    std::fs::create_dir(&list).unwrap();
-    for i in 0..40 {
-        std::fs::write(list.join(format!("entry-with-a-long-name-{i:02}")), b"").unwrap();
-    }
+    let (prog, input, _) = viewio_at_home(&h);
     let argv = [prog.as_str(), h.dir.as_str()];
     let job = h.start(&argv, "back", None, "", None);
     let home = h.pid_of(&argv);
