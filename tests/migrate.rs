@@ -689,3 +689,73 @@ fn stop_and_cont_of_the_home_pid_act_on_the_body() {
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
 }
+
+#[test]
+fn a_corrupt_image_is_refused_and_nothing_runs() {
+    let c = Cluster::up(2).unwrap();
+    let exe = build_progress(&c.dir);
+    let exe = exe.to_str().unwrap();
+    let argv = [exe, STEPS, "100000012", EXIT_CODE];
+    let job = Job::start(&c, "n1", &argv, "corrupt");
+    let home = job.home_pid(&c);
+    c.wait_for("progress", Duration::from_secs(30), || Ok(job.lines() >= 2))
+        .unwrap();
+    // A real image of it, taken while it runs on.
+    let image = c.dir.join("corrupt.img");
+    let out = c
+        .exec(
+            "n1",
+            &[
+                "mosmigrate",
+                &home.to_string(),
+                "checkpoint",
+                image.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "checkpoint: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Offered to n2's body host with a byte flipped in transit.
+    let n2 = c
+        .nodes_seen_by("n1")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "n2")
+        .expect("n1 knows n2");
+    let addr: std::net::SocketAddr = n2.address.parse().unwrap();
+    let host = mosix_proto::migrate::host_addr(addr).to_string();
+    let key = c.dir.join("cluster.key");
+    let out = c
+        .exec(
+            "n1",
+            &[
+                bin("mosix-testpeer").to_str().unwrap(),
+                &host,
+                "corrupt-image",
+                key.to_str().unwrap(),
+                image.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("refused") && said.contains("checksum"),
+        "the host did not refuse the corrupt image clearly: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing was started at n2; the process runs on at home, unchanged.
+    let remoted2 = c.daemon_pid("n2", "remoted").unwrap();
+    assert!(
+        !processes_running(&argv)
+            .iter()
+            .any(|&p| descends_from(p, remoted2)),
+        "a body runs at n2"
+    );
+    let (got, rc) = job.finish(&c);
+    let (want, want_rc) = reference(&argv);
+    assert_eq!(rc, want_rc);
+    assert!(got == want, "output differs from an undisturbed run");
+}

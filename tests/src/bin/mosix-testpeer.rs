@@ -18,7 +18,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(8);
 
 fn usage() -> ! {
     eprintln!(
-        "usage: mosix-testpeer ADDR garbage|truncated|oversized|old-version|replay KEYFILE|wrong-key"
+        "usage: mosix-testpeer ADDR garbage|truncated|oversized|old-version|replay KEYFILE|wrong-key|corrupt-image KEYFILE IMAGE"
     );
     std::process::exit(2)
 }
@@ -62,6 +62,21 @@ fn main() {
             key.and_then(|k| handshake_bytes(&k).map(|(m1, _)| m1))
                 .and_then(|m1| send_and_watch(addr, m1))
         }
+        "corrupt-image" => match (args.get(2), args.get(3)) {
+            (Some(key), Some(image)) => {
+                match corrupt_image(addr, Path::new(key), Path::new(image)) {
+                    Ok(reason) => {
+                        println!("refused: {reason}");
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("mosix-testpeer: {e:#}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            _ => usage(),
+        },
         _ => usage(),
     };
     match result {
@@ -168,4 +183,54 @@ fn replay(addr: SocketAddr, key_file: &Path) -> Result<bool> {
     drop(stream);
     // Replay the whole recorded conversation on a fresh connection.
     send_and_watch(addr, recorded)
+}
+
+/// Offers a body host the checkpoint image `image` with one byte of its
+/// memory flipped on the way, as a source `homed` would send it; returns
+/// the host's refusal (an error if it held a body instead).
+fn corrupt_image(addr: SocketAddr, key_file: &Path, image: &Path) -> Result<String> {
+    use mosix_proto::image::LoadedImage;
+    use mosix_proto::link::Link;
+    use mosix_proto::migrate::{CHUNK, FromHost, ToHost};
+    let key = ClusterKey::load(key_file).context("cannot load the cluster key")?;
+    let img =
+        LoadedImage::open(image).context("the image to corrupt is not valid to begin with")?;
+    let mut bytes = std::fs::read(image).context("cannot read the image")?;
+    let header = mosix_proto::image::from_bytes::<mosix_proto::image::layout::ImageHeader>(&bytes)
+        .context("the image has no header")?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    let stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).context("cannot connect")?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let (mut link, _) = Link::connect(stream, &key, Hello::new("testpeer", Role::Homed))
+        .context("no link to the body host")?;
+    link.send(&ToHost::Offer {
+        home_pid: 1,
+        uid: img.uid,
+        gid: img.uid,
+        bytes: bytes.len() as u64,
+        ctl_fd: -1,
+        freeze_signal: 63,
+        home: Default::default(),
+    })?;
+    match link.recv::<FromHost>()? {
+        FromHost::Accepted => {}
+        other => bail!("the host did not accept the offer: {other:?}"),
+    }
+    for chunk in bytes.chunks(CHUNK) {
+        link.send_bytes(chunk)?;
+    }
+    // The checksum of the image as it was: the flipped byte must show.
+    link.send(&ToHost::ImageEnd {
+        checksum: header.checksum,
+    })?;
+    match link.recv::<FromHost>()? {
+        FromHost::Failed { reason } | FromHost::Refused { reason } => Ok(reason),
+        FromHost::Held { body_pid } => {
+            let _ = link.send(&ToHost::Abort);
+            bail!("the host restored a corrupt image (body pid {body_pid})")
+        }
+        other => bail!("unexpected answer {other:?}"),
+    }
 }
