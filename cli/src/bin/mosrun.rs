@@ -1,9 +1,10 @@
 //! `mosrun`: run a program under mosix, or restart one from an image.
 //!
-//! * `mosrun [-C FILE [-A MINUTES]] -- PROG ARGS...` runs PROG (keeping
-//!   mosrun's pid) with libmosix preloaded, registered with this node's
-//!   homed; `-C` names its checkpoint file, `-A` asks for a checkpoint
-//!   every MINUTES (the file is replaced atomically each time).
+//! * `mosrun [-L] [-C FILE [-A MINUTES]] -- PROG ARGS...` runs PROG
+//!   (keeping mosrun's pid) with libmosix preloaded, registered with this
+//!   node's homed; `-L` keeps the balancer from ever moving it, `-C` names
+//!   its checkpoint file, `-A` asks for a checkpoint every MINUTES (the
+//!   file is replaced atomically each time).
 //! * `mosrun -R FILE [-O FD=PATH]...` restarts the process saved in FILE:
 //!   regular files are re-opened by path at their offsets, stdin, stdout
 //!   and stderr are this terminal's unless `-O` says otherwise, other
@@ -51,6 +52,10 @@ struct Args {
     /// Take a checkpoint every MINUTES (needs -C).
     #[arg(short = 'A', value_name = "MINUTES", requires = "checkpoint")]
     minutes: Option<u32>,
+    /// Never migrate the program automatically (the balancer leaves it
+    /// where it is; `mosmigrate` still moves it). Its children inherit this.
+    #[arg(short = 'L', conflicts_with_all = ["restart", "inspect"])]
+    no_auto: bool,
     /// Restart the process saved in FILE.
     #[arg(short = 'R', value_name = "FILE", conflicts_with = "inspect")]
     restart: Option<PathBuf>,
@@ -130,6 +135,11 @@ fn launch(args: &Args) -> Result<()> {
     }
     if let Some(m) = args.minutes {
         cmd.env("MOSIX_CHECKPOINT_MINUTES", m.to_string());
+    }
+    if args.no_auto {
+        // homed reads it from /proc/PID/environ and lists the process as
+        // `no_auto`, which the balancer respects.
+        cmd.env("MOSIX_NO_AUTO", "1");
     }
     let err = cmd.exec();
     bail!("cannot run {}: {err}", Path::new(prog).display())
