@@ -159,10 +159,17 @@ pub fn spawn(
         .name("balancer".into())
         .spawn(move || {
             loop {
-                let interval = w.round();
-                // Outcomes end the wait early: a failed target is dropped at once.
-                if let Ok(o) = w.outcomes.recv_timeout(interval) {
-                    w.on_outcome(o);
+                let next = Instant::now() + w.round();
+                // Outcomes are taken as they come (a failed target is
+                // dropped at once); rounds keep their pace.
+                loop {
+                    let left = next.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    if let Ok(o) = w.outcomes.recv_timeout(left) {
+                        w.on_outcome(o);
+                    }
                 }
             }
         })?;
@@ -260,8 +267,8 @@ impl Worker {
         let now = Instant::now();
         self.departed
             .retain(|(at, _)| now.duration_since(*at) < DEPARTED_FOR);
-        let leaving: f64 = self.inflight.values().sum::<f64>()
-            + self.departed.iter().map(|(_, s)| s).sum::<f64>();
+        let leaving: f64 =
+            self.inflight.values().sum::<f64>() + self.departed.iter().map(|(_, s)| s).sum::<f64>();
         let local = LocalState {
             name: self.node_name.clone(),
             load: (me.load - leaving).max(0.0),

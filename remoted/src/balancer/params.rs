@@ -194,8 +194,16 @@ impl Tunables {
             value: value.to_string(),
             expected,
         };
-        let ms = || value.parse::<u64>().map_err(|_| bad("a whole number of ms"));
-        let bytes = || value.parse::<u64>().map_err(|_| bad("a whole number of bytes"));
+        let ms = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| bad("a whole number of ms"))
+        };
+        let bytes = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| bad("a whole number of bytes"))
+        };
         let real = || {
             value
                 .parse::<f64>()
@@ -260,7 +268,11 @@ mod tests {
     #[test]
     fn values_are_applied() {
         let t = Tunables::default()
-            .with(&s(&["margin=0.5", "residency_ms = 3000", "auto_migrate=false"]))
+            .with(&s(&[
+                "margin=0.5",
+                "residency_ms = 3000",
+                "auto_migrate=false",
+            ]))
             .unwrap();
         assert_eq!(t.consider.margin, 0.5);
         assert_eq!(t.consider.residency_ms, 3000);
