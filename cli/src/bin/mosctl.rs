@@ -243,7 +243,16 @@ fn print_table(out: &mut String, rows: &[NodeJson], nodes: &[NodeInfo]) -> std::
     writeln!(
         out,
         "{:<12} {:<22} {:<6} {:>7} {:>6} {:>6} {:>10} {:>8} {:>6} {:>6} {:>5}",
-        "NODE", "ADDRESS", "STATE", "LOAD", "CPUS", "SPEED", "FREE MEM", "HEARD", "GUESTS", "AWAY",
+        "NODE",
+        "ADDRESS",
+        "STATE",
+        "LOAD",
+        "CPUS",
+        "SPEED",
+        "FREE MEM",
+        "HEARD",
+        "GUESTS",
+        "AWAY",
         "BLOCK"
     )?;
     for (r, n) in rows.iter().zip(nodes) {

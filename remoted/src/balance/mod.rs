@@ -38,7 +38,7 @@ use mosix_proto::control::{ControlRequest, ControlResponse, NodeInfo, NodeState}
 use mosix_proto::local::{recv_local, send_local};
 use mosix_proto::process::{ProcessInfo, ProcessRequest, ProcessResponse};
 
-use crate::balancer::leave::{self, GuestFact, NodeNow};
+use crate::balancer::leave::{self, GuestFact, NodeNow, OwnerWatch};
 use crate::balancer::{Consider, Decision, LocalState, NodeView, ProcFact, Reason, Tunables};
 use crate::host::guests;
 use crate::node::Snapshot;
@@ -123,6 +123,7 @@ struct Worker {
     outcomes: Receiver<Outcome>,
     outcome_tx: Sender<Outcome>,
     homed_down: bool,
+    owner: OwnerWatch,
 }
 
 /// Starts the balancer thread for node `node_name`, whose homed answers at
@@ -154,6 +155,7 @@ pub fn spawn(
         outcomes,
         outcome_tx,
         homed_down: false,
+        owner: OwnerWatch::default(),
     };
     std::thread::Builder::new()
         .name("balancer".into())
@@ -220,7 +222,12 @@ impl Worker {
         let me = status.entry;
         let now_ms = self.now_ms();
 
-        let home = self.list_home();
+        // A guest's body registers with this node's homed too (as a
+        // restored process); it is not ours to move.
+        let bodies: BTreeSet<i32> = guests::list().iter().map(|g| g.body_pid).collect();
+        let home = self.list_home().map(|l| -> Vec<ProcessInfo> {
+            l.into_iter().filter(|p| !bodies.contains(&p.pid)).collect()
+        });
         if let Some(list) = &home {
             let away = list.iter().filter(|p| p.location != "here").count();
             self.shared
@@ -309,6 +316,7 @@ impl Worker {
         let live: BTreeSet<i32> = list.iter().map(|g| g.body_pid).collect();
         self.asked.retain(|pid, _| live.contains(pid));
         if list.is_empty() {
+            self.owner.update(&t.leave, now_ms, false);
             return;
         }
         let pids: Vec<i32> = list.iter().map(|g| g.body_pid).collect();
@@ -332,7 +340,9 @@ impl Worker {
             free_mem_bytes: me.free_mem_bytes,
             usher_below_bytes: t.consider.usher_below_bytes,
         };
-        for (pid, why) in leave::choose(&t.leave, now_ms, &node, &facts, &self.asked) {
+        let busy = leave::owner_busy(&t.leave, &node, &facts);
+        let back = self.owner.update(&t.leave, now_ms, busy);
+        for (pid, why) in leave::choose(&t.leave, now_ms, &node, &facts, &self.asked, back) {
             self.asked.insert(pid, now_ms);
             let g = list.iter().find(|g| g.body_pid == pid);
             if guests::ask_to_leave(pid, why.text()) {

@@ -78,7 +78,9 @@ pub struct ConsiderParams {
     pub residency_ms: u64,
     /// Stability margin, as a fraction of one CPU-bound process's load on
     /// this node (on a node of one reference CPU, load units), added to the target's load after the move. Default
-    /// 0.25: absorbs measurement noise and smoothing lag.
+    /// 0.25: absorbs smoothing lag in the simulator; the daemons use the
+    /// configuration file's `balancer.margin` (0.5), which also covers
+    /// measurement noise.
     pub margin: f64,
     /// Only processes demanding at least this fraction of a CPU are moved for
     /// load (an I/O-bound process gains nothing). Default 0.5.
@@ -826,6 +828,38 @@ mod tests {
         me.load = 4.6;
         let d = consider().round(NOW, &me, &[b], &none(), &[proc(1)]);
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn four_jobs_on_three_half_cpu_nodes_settle_at_two_one_one() {
+        let half = |name: &str, load: f64| {
+            let mut v = view(name, load);
+            v.entry.cpus = 0.5;
+            v
+        };
+        let mut me = local(4.95);
+        me.cpus = 0.5;
+        let procs: Vec<ProcFact> = (1..=4).map(proc).collect();
+        let params = ConsiderParams {
+            accounting_hold_ms: 10_000,
+            ..ConsiderParams::default()
+        };
+        let mut c = Consider::new(params, 1).unwrap();
+        let nodes = [half("b", 0.22), half("c", 0.07)];
+        let d = c.round(NOW, &me, &nodes, &none(), &procs);
+        assert_eq!(d.len(), 2, "{d:?}");
+        // 5 s later: the targets' averages are still rising, ours shows
+        // the two left (plus some noise); nothing more moves.
+        for (t, l, lb) in [(1, 0.0, 0.8), (2, 3.0, 1.2), (3, 4.0, 1.5), (4, 4.3, 1.6)] {
+            me.load = l;
+            let nodes = [half("b", lb), half("c", lb)];
+            let d = c.round(NOW + t * 1000, &me, &nodes, &none(), &procs[2..]);
+            assert!(d.is_empty(), "{t}: {d:?}");
+        }
+        me.load = 4.53;
+        let nodes = [half("b", 1.7), half("c", 1.72)];
+        let d = c.round(NOW + 5_000, &me, &nodes, &none(), &procs[2..]);
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]

@@ -12,10 +12,14 @@ use std::collections::BTreeMap;
 /// Tunables of the leave policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaveParams {
-    /// Local (non-guest) load, in load units, from which the owner counts as
-    /// back: guests then leave while the node is overloaded. Default 0.5:
-    /// half a CPU-bound process per reference CPU of this node's own work.
+    /// Local (non-guest) run queue, in processes, from which the owner
+    /// counts as back: guests then leave while the node is overloaded.
+    /// Default 0.75: most of one CPU-bound process of the node's own (the
+    /// daemons' bursts during a migration stay well below).
     pub owner_load: f64,
+    /// The owner counts as back only after the own load has stayed above
+    /// `owner_load` this long, ms (see [`OwnerWatch`]). Default 3,000.
+    pub owner_hold_ms: u64,
     /// A guest is asked to leave at most once per this, ms. Default 10,000.
     pub ask_every_ms: u64,
 }
@@ -23,7 +27,8 @@ pub struct LeaveParams {
 impl Default for LeaveParams {
     fn default() -> Self {
         Self {
-            owner_load: 0.5,
+            owner_load: 0.75,
+            owner_hold_ms: 3_000,
             ask_every_ms: 10_000,
         }
     }
@@ -34,6 +39,9 @@ impl LeaveParams {
     pub fn validate(&self) -> Result<(), &'static str> {
         if !self.owner_load.is_finite() || self.owner_load < 0.0 {
             return Err("owner_load must be a finite number >= 0");
+        }
+        if self.owner_hold_ms > 600_000 {
+            return Err("owner_hold_ms must be at most 600000");
         }
         if self.ask_every_ms == 0 {
             return Err("leave_ask_every_ms must be at least 1");
@@ -101,15 +109,47 @@ fn demand(g: &GuestFact) -> f64 {
     }
 }
 
+/// Whether the node's own (non-guest) run queue is at least `owner_load`
+/// while the node is overloaded, right now.
+pub fn owner_busy(params: &LeaveParams, node: &NodeNow, guests: &[GuestFact]) -> bool {
+    let cap = node.cpus * node.speed;
+    if !(cap.is_finite() && cap > 0.0 && node.load.is_finite()) {
+        return false;
+    }
+    let run_queue = node.load.max(0.0) * cap;
+    let guests_rq: f64 = guests.iter().map(demand).sum();
+    run_queue - guests_rq >= params.owner_load && run_queue > node.cpus
+}
+
+/// Remembers since when [`owner_busy`] has held, so that a burst does not
+/// send the guests away: the owner is back once it held `owner_hold_ms`.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerWatch {
+    since_ms: Option<u64>,
+}
+
+impl OwnerWatch {
+    /// Feeds this round's [`owner_busy`]; returns whether the owner is back.
+    pub fn update(&mut self, params: &LeaveParams, now_ms: u64, busy: bool) -> bool {
+        if !busy {
+            self.since_ms = None;
+            return false;
+        }
+        let since = *self.since_ms.get_or_insert(now_ms);
+        now_ms.saturating_sub(since) >= params.owner_hold_ms
+    }
+}
+
 /// The leave decisions of one round: guests to ask, with the reason.
 /// `asked` holds when each guest was last asked (the caller records the
-/// ones returned).
+/// ones returned); `owner_back` comes from [`OwnerWatch`].
 pub fn choose(
     params: &LeaveParams,
     now_ms: u64,
     node: &NodeNow,
     guests: &[GuestFact],
     asked: &BTreeMap<i32, u64>,
+    owner_back: bool,
 ) -> Vec<(i32, LeaveReason)> {
     let may_ask = |g: &GuestFact| {
         asked
@@ -118,7 +158,7 @@ pub fn choose(
     };
     let mut out: Vec<(i32, LeaveReason)> = Vec::new();
     let cap = node.cpus * node.speed;
-    if !(cap.is_finite() && cap > 0.0) || !node.load.is_finite() {
+    if !(cap.is_finite() && cap > 0.0 && node.load.is_finite()) {
         return out;
     }
     // Memory first: it is what keeps the node from swapping. Largest first.
@@ -144,9 +184,7 @@ pub fn choose(
     // The owner: run queue = load * capacity; the guests' share of it is
     // their demand. Overloaded: more runnable than CPUs.
     let run_queue = node.load.max(0.0) * cap;
-    let guests_rq: f64 = guests.iter().map(demand).sum();
-    let own_rq = (run_queue - guests_rq).max(0.0);
-    if own_rq / cap >= params.owner_load && run_queue > node.cpus {
+    if owner_back && owner_busy(params, node, guests) {
         // Newest first: they have had least time here.
         let mut newest: Vec<&GuestFact> = guests.iter().collect();
         newest.sort_by(|a, b| {
@@ -198,7 +236,7 @@ mod tests {
         let p = LeaveParams::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 10)];
         // Two CPU-bound guests on one CPU: overloaded, but by guests only.
-        assert!(choose(&p, 100_000, &node(2.0, GIB), &gs, &BTreeMap::new()).is_empty());
+        assert!(choose(&p, 100_000, &node(2.0, GIB), &gs, &BTreeMap::new(), true).is_empty());
     }
 
     #[test]
@@ -206,7 +244,7 @@ mod tests {
         let p = LeaveParams::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 10), guest(3, 9, 10)];
         // The owner runs one CPU-bound process: run queue 4 on one CPU.
-        let out = choose(&p, 100_000, &node(4.0, GIB), &gs, &BTreeMap::new());
+        let out = choose(&p, 100_000, &node(4.0, GIB), &gs, &BTreeMap::new(), true);
         assert_eq!(
             out,
             vec![
@@ -216,7 +254,9 @@ mod tests {
             ]
         );
         // Owner light (0.3 of a CPU): the guests stay.
-        assert!(choose(&p, 100_000, &node(3.3, GIB), &gs, &BTreeMap::new()).is_empty());
+        assert!(choose(&p, 100_000, &node(3.3, GIB), &gs, &BTreeMap::new(), true).is_empty());
+        // Owner busy, but not for long enough yet.
+        assert!(choose(&p, 100_000, &node(4.0, GIB), &gs, &BTreeMap::new(), false).is_empty());
     }
 
     #[test]
@@ -225,7 +265,7 @@ mod tests {
         let gs = [guest(1, 0, 10), guest(2, 5, 10)];
         let mut n = node(1.5, GIB); // run queue 3 on 2 CPUs: owner 1
         n.cpus = 2.0;
-        let out = choose(&p, 100_000, &n, &gs, &BTreeMap::new());
+        let out = choose(&p, 100_000, &n, &gs, &BTreeMap::new(), true);
         assert_eq!(out, vec![(2, LeaveReason::OwnerBack)]);
     }
 
@@ -233,12 +273,19 @@ mod tests {
     fn short_memory_sends_the_largest_guests_first() {
         let p = LeaveParams::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 100), guest(3, 9, 40)];
-        let out = choose(&p, 100_000, &node(0.5, 10 << 20), &gs, &BTreeMap::new());
+        let out = choose(
+            &p,
+            100_000,
+            &node(0.5, 10 << 20),
+            &gs,
+            &BTreeMap::new(),
+            true,
+        );
         assert_eq!(out, vec![(2, LeaveReason::Memory)]);
-        let out = choose(&p, 100_000, &node(0.5, 0), &gs, &BTreeMap::new());
+        let out = choose(&p, 100_000, &node(0.5, 0), &gs, &BTreeMap::new(), true);
         assert_eq!(out, vec![(2, LeaveReason::Memory)]);
         let small = [guest(1, 0, 10), guest(3, 9, 40)];
-        let out = choose(&p, 100_000, &node(0.5, 0), &small, &BTreeMap::new());
+        let out = choose(&p, 100_000, &node(0.5, 0), &small, &BTreeMap::new(), true);
         assert_eq!(
             out,
             vec![(3, LeaveReason::Memory), (1, LeaveReason::Memory)]
@@ -253,13 +300,30 @@ mod tests {
         let asked: BTreeMap<i32, u64> = [(2, 95_000)].into();
         // Guest 2 was asked 5 s ago: it is not asked again, only 1.
         assert_eq!(
-            choose(&p, 100_000, &n, &gs, &asked),
+            choose(&p, 100_000, &n, &gs, &asked, true),
             vec![(1, LeaveReason::OwnerBack)]
         );
         assert_eq!(
-            choose(&p, 105_000, &n, &gs, &asked),
+            choose(&p, 105_000, &n, &gs, &asked, true),
             vec![(2, LeaveReason::OwnerBack), (1, LeaveReason::OwnerBack)]
         );
+    }
+
+    #[test]
+    fn the_owner_counts_as_back_only_after_the_hold() {
+        let p = LeaveParams::default();
+        let mut w = OwnerWatch::default();
+        assert!(!w.update(&p, 1_000, true));
+        assert!(!w.update(&p, 3_000, true));
+        assert!(w.update(&p, 4_000, true));
+        // A quiet round starts the hold over.
+        assert!(!w.update(&p, 5_000, false));
+        assert!(!w.update(&p, 6_000, true));
+        assert!(w.update(&p, 9_000, true));
+        let gs = [guest(1, 0, 10)];
+        assert!(owner_busy(&p, &node(2.0, GIB), &gs));
+        assert!(!owner_busy(&p, &node(1.5, GIB), &gs));
+        assert!(!owner_busy(&p, &node(0.9, GIB), &[]));
     }
 
     #[test]
@@ -267,9 +331,9 @@ mod tests {
         let p = LeaveParams::default();
         let gs = [guest(1, 0, 10)];
         let mut n = node(f64::NAN, GIB);
-        assert!(choose(&p, 1, &n, &gs, &BTreeMap::new()).is_empty());
+        assert!(choose(&p, 1, &n, &gs, &BTreeMap::new(), true).is_empty());
         n.load = 5.0;
         n.cpus = 0.0;
-        assert!(choose(&p, 1, &n, &gs, &BTreeMap::new()).is_empty());
+        assert!(choose(&p, 1, &n, &gs, &BTreeMap::new(), true).is_empty());
     }
 }

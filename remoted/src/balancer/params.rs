@@ -72,7 +72,7 @@ const KEYS: &[(&str, &str)] = &[
     ),
     (
         "margin",
-        "stability margin, load units (1.0 = one CPU-bound process per reference CPU)",
+        "stability margin, fraction of one CPU-bound process here",
     ),
     (
         "min_demand",
@@ -101,7 +101,11 @@ const KEYS: &[(&str, &str)] = &[
     ),
     (
         "owner_load",
-        "local (non-guest) load from which the owner counts as back, load units",
+        "own (non-guest) run queue from which the owner counts as back, processes",
+    ),
+    (
+        "owner_hold_ms",
+        "the owner counts as back after the own load held this long, ms",
     ),
     (
         "leave_ask_every_ms",
@@ -129,6 +133,7 @@ impl Tunables {
             },
             leave: LeaveParams {
                 owner_load: b.owner_load,
+                owner_hold_ms: b.owner_hold_ms,
                 ask_every_ms: b.leave_ask_every_ms,
             },
         };
@@ -167,6 +172,7 @@ impl Tunables {
             "usher_below_bytes" => c.usher_below_bytes.to_string(),
             "memory_reserve_bytes" => c.memory_reserve_bytes.to_string(),
             "owner_load" => self.leave.owner_load.to_string(),
+            "owner_hold_ms" => self.leave.owner_hold_ms.to_string(),
             "leave_ask_every_ms" => self.leave.ask_every_ms.to_string(),
             _ => String::new(),
         }
@@ -229,6 +235,7 @@ impl Tunables {
             "usher_below_bytes" => c.usher_below_bytes = bytes()?,
             "memory_reserve_bytes" => c.memory_reserve_bytes = bytes()?,
             "owner_load" => self.leave.owner_load = real()?,
+            "owner_hold_ms" => self.leave.owner_hold_ms = ms()?,
             "leave_ask_every_ms" => self.leave.ask_every_ms = ms()?,
             _ => return Err(ParamError::UnknownKey(key.to_string())),
         }
