@@ -397,3 +397,48 @@ fn a_blocked_node_gets_no_guests_and_nothing_moves_in_a_quiet_minute() {
         j.wait_end(&c, Duration::from_secs(30));
     }
 }
+
+#[test]
+fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
+    let c = Cluster::up(3).unwrap();
+    let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
+    let daemons = remoteds(&c);
+    // n1 busy with a pinned job, as n1 itself sees it.
+    let busy = Job::start(&c, "n1", &["-L"], &argv(&exe, 1_000_000, WORK, 41), "busy");
+    let busy_pid = busy.home_pid(&c);
+    c.wait_for("n1 to see its own load", Duration::from_secs(20), || {
+        let out = mosctl(&c, "n1", &["nodes", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(rows.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r["name"] == "n1" && r["load"].as_f64().unwrap_or(0.0) > 1.5)
+        }))
+    })
+    .unwrap();
+    // Automatic balancing off, so only -b can move the new job.
+    mosctl(&c, "n1", &["params", "auto_migrate=false"]);
+    let job = Job::start(&c, "n1", &["-b"], &argv(&exe, 1_000_000, WORK, 42), "best");
+    let pid = job.home_pid(&c);
+    let took = c
+        .wait_for(
+            "the -b job to run at n2 or n3",
+            Duration::from_secs(5),
+            || {
+                Ok(matches!(
+                    job.node(pid, "n1", &daemons).as_deref(),
+                    Some("n2" | "n3")
+                ))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    eprintln!("balance: mosrun -b job left n1 after {took:?}");
+    assert_eq!(busy.node(busy_pid, "n1", &daemons).as_deref(), Some("n1"));
+    for p in [busy_pid, pid] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    busy.wait_end(&c, Duration::from_secs(30));
+    job.wait_end(&c, Duration::from_secs(30));
+}
