@@ -353,6 +353,26 @@ fn a_blocked_node_gets_no_guests_and_nothing_moves_in_a_quiet_minute() {
     .unwrap();
     let settled = migrations(&c);
     assert_eq!(settled, 1, "{}", logs(&c));
+    // mosmon at n1 shows it: one of n1's processes away, one guest at n2.
+    c.wait_for(
+        "mosmon to show the guest and the process away",
+        Duration::from_secs(10),
+        || {
+            let out = c.exec("n1", &["mosmon", "--json"])?;
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let node = |name: &str| {
+                d["nodes"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
+                    .unwrap_or_default()
+            };
+            Ok(node("n1")["away"] == 1 && node("n2")["guests"] == 1 && node("n3")["guests"] == 0)
+        },
+    )
+    .unwrap();
+    let once = c.exec("n1", &["mosmon", "--once"]).unwrap();
+    let text = String::from_utf8_lossy(&once.stdout);
+    assert!(text.contains("n1*") && text.contains("n3!"), "{text}");
 
     // A quiet minute: the placement holds, n3 never hosts anything.
     let quiet = Instant::now();

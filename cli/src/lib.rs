@@ -3,4 +3,5 @@
 pub mod best;
 pub mod client;
 pub mod local;
+pub mod monitor;
 pub mod sys;
