@@ -435,7 +435,44 @@ fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
         }))
     })
     .unwrap();
-    // Automatic balancing off, so only -b can move the new job.
+    // Automatic balancing off, so only -b can move the new job. A bad
+    // value changes nothing and says why; only root may change anything.
+    let bad = c
+        .exec(
+            "n1",
+            &["mosctl", "params", "auto_migrate=false", "margin=lots"],
+        )
+        .unwrap();
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        why.contains("margin") && why.contains("nothing changed"),
+        "{why}"
+    );
+    let user = c
+        .exec(
+            "n1",
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "mosctl",
+                "block",
+            ],
+        )
+        .unwrap();
+    assert!(!user.status.success());
+    assert!(
+        String::from_utf8_lossy(&user.stderr).contains("only root"),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let params = mosctl(&c, "n1", &["params", "--json"]);
+    assert!(
+        params.contains("\"auto_migrate\"") && params.contains("\"true\""),
+        "{params}"
+    );
     mosctl(&c, "n1", &["params", "auto_migrate=false"]);
     let job = Job::start(&c, "n1", &["-b"], &argv(&exe, 1_000_000, WORK, 42), "best");
     let pid = job.home_pid(&c);
