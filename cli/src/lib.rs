@@ -1,5 +1,7 @@
 //! Shared pieces of the mosix command-line tools.
 
+pub mod best;
 pub mod client;
 pub mod local;
+pub mod monitor;
 pub mod sys;

@@ -11,3 +11,43 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Starts a detached helper: forks twice, so the helper is no child of
+/// this process (a program `mosrun` then execs never sees it in `wait`).
+/// Returns true in the helper, whose stdin and stdout are /dev/null (it
+/// must not hold a pipe of the program's open), false in the caller once
+/// the intermediate child is reaped. Call only while single-threaded.
+pub fn spawn_detached() -> std::io::Result<bool> {
+    // SAFETY: the caller is single-threaded (documented above), so the
+    // child may run any code; the intermediate child only forks and _exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if child == 0 {
+        // SAFETY: as above; _exit runs no destructors or atexit handlers.
+        let grandchild = unsafe { libc::fork() };
+        if grandchild != 0 {
+            // SAFETY: ends the intermediate child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        use std::os::fd::AsRawFd;
+        for fd in [0, 1] {
+            // SAFETY: dup2 onto our own standard fds from a valid open fd.
+            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        return Ok(true);
+    }
+    let mut status = 0;
+    // SAFETY: reaps the intermediate child just forked; status is ours.
+    if unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(false)
+}

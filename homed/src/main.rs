@@ -71,8 +71,13 @@ fn run(args: Args) -> Result<()> {
             ControlRequest::Process { request } => ControlResponse::Process {
                 response: engine.handle(creds, request),
             },
-            ControlRequest::Status | ControlRequest::Nodes => ControlResponse::Error {
-                message: "node status is answered by remoted, not homed".into(),
+            ControlRequest::Status
+            | ControlRequest::Nodes
+            | ControlRequest::Block
+            | ControlRequest::Unblock
+            | ControlRequest::Expel
+            | ControlRequest::Params { .. } => ControlResponse::Error {
+                message: "node status and balancing are answered by remoted, not homed".into(),
             },
         },
     );

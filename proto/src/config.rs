@@ -116,6 +116,44 @@ pub struct BalancerConfig {
     pub dead_after_ms: u64,
     /// Dead nodes are forgotten after this long.
     pub forget_after_ms: u64,
+    /// Whether the balancer moves processes on its own (false: only
+    /// `mosmigrate` moves them, and guests are never asked to leave).
+    pub auto_migrate: bool,
+    /// Time between migration-consideration rounds, ms (MOSIX: one load
+    /// calculation, 1000).
+    pub consider_interval_ms: u64,
+    /// A process is considered only after running here this long, ms.
+    pub residency_ms: u64,
+    /// Stability margin a move must leave between this node's load and
+    /// the target's after the move, as a fraction of one CPU-bound
+    /// process here. Default 0.5, above the simulator's 0.25: a real
+    /// node's run queue also holds its daemons' bursts and the demand of a
+    /// process is measured, not known (both seen at 0.2 process on the
+    /// half-CPU nodes of the local test clusters).
+    pub margin: f64,
+    /// Only processes wanting at least this fraction of a CPU move for load.
+    pub min_demand: f64,
+    /// Most migrations one round decides.
+    pub max_per_round: usize,
+    /// How long a decided move raises this node's copy of the target's
+    /// load, ms: until dissemination and the target's load average catch
+    /// up (on a node with a fraction of a CPU, one process is several load
+    /// units, and the average rises by 3/8 of the gap a second).
+    pub accounting_hold_ms: u64,
+    /// A process is not sent back where it came from within this, ms.
+    pub no_return_ms: u64,
+    /// Memory ushering starts below this much free memory, bytes.
+    pub usher_below_bytes: u64,
+    /// Free memory a target keeps after taking a process, bytes.
+    pub memory_reserve_bytes: u64,
+    /// Own (non-guest) run queue, in processes, from which the
+    /// workstation's owner counts as back: guests then leave while the node
+    /// is overloaded.
+    pub owner_load: f64,
+    /// The owner counts as back only once the own load held this long, ms.
+    pub owner_hold_ms: u64,
+    /// A guest is asked to leave at most once per this, ms.
+    pub leave_ask_every_ms: u64,
 }
 
 /// `[process]`: how managed processes are frozen.
@@ -172,6 +210,19 @@ impl Default for BalancerConfig {
             suspect_after_ms: 2000,
             dead_after_ms: 4000,
             forget_after_ms: 600_000,
+            auto_migrate: true,
+            consider_interval_ms: 1000,
+            residency_ms: 1000,
+            margin: 0.5,
+            min_demand: 0.5,
+            max_per_round: 4,
+            accounting_hold_ms: 10_000,
+            no_return_ms: 30_000,
+            usher_below_bytes: 64 << 20,
+            memory_reserve_bytes: 64 << 20,
+            owner_load: 0.75,
+            owner_hold_ms: 3000,
+            leave_ask_every_ms: 10_000,
         }
     }
 }
@@ -335,6 +386,45 @@ impl Config {
                     b.forget_after_ms
                 ),
             ));
+        }
+        if !(100..=60_000).contains(&b.consider_interval_ms) {
+            return Err((
+                "balancer.consider_interval_ms",
+                format!("{} is outside 100..=60000", b.consider_interval_ms),
+            ));
+        }
+        if !b.margin.is_finite() || b.margin < 0.0 {
+            return Err((
+                "balancer.margin",
+                format!("{} is not a number >= 0 (e.g. 0.25)", b.margin),
+            ));
+        }
+        if !(0.0..=1.0).contains(&b.min_demand) {
+            return Err((
+                "balancer.min_demand",
+                format!("{} is outside 0..=1 (e.g. 0.5)", b.min_demand),
+            ));
+        }
+        if b.max_per_round == 0 {
+            return Err((
+                "balancer.max_per_round",
+                "0 would never move anything; set at least 1".into(),
+            ));
+        }
+        if !b.owner_load.is_finite() || b.owner_load < 0.0 {
+            return Err((
+                "balancer.owner_load",
+                format!("{} is not a number >= 0 (e.g. 0.5)", b.owner_load),
+            ));
+        }
+        if b.owner_hold_ms > 600_000 {
+            return Err((
+                "balancer.owner_hold_ms",
+                format!("{} is above 600000", b.owner_hold_ms),
+            ));
+        }
+        if b.leave_ask_every_ms == 0 {
+            return Err(("balancer.leave_ask_every_ms", "must be at least 1".into()));
         }
         if let Err(why) = check_freeze_signal(self.process.freeze_signal) {
             return Err(("process.freeze_signal", why));
@@ -529,6 +619,19 @@ mod tests {
             "suspect_after_ms",
             "dead_after_ms",
             "forget_after_ms",
+            "auto_migrate",
+            "consider_interval_ms",
+            "residency_ms",
+            "margin",
+            "min_demand",
+            "max_per_round",
+            "accounting_hold_ms",
+            "no_return_ms",
+            "usher_below_bytes",
+            "memory_reserve_bytes",
+            "owner_load",
+            "owner_hold_ms",
+            "leave_ask_every_ms",
             "freeze_signal",
             "exports",
             "local",
@@ -573,6 +676,25 @@ mod tests {
             panic!("{err}")
         };
         assert_eq!((*line, key.as_str()), (3, "balancer.dead_after_ms"));
+    }
+
+    #[test]
+    fn bad_balancer_values_name_their_key() {
+        for (text, key) in [
+            ("margin = -1.0", "balancer.margin"),
+            ("margin = nan", "balancer.margin"),
+            ("min_demand = 2.0", "balancer.min_demand"),
+            ("max_per_round = 0", "balancer.max_per_round"),
+            ("consider_interval_ms = 5", "balancer.consider_interval_ms"),
+            ("owner_load = -0.5", "balancer.owner_load"),
+            ("leave_ask_every_ms = 0", "balancer.leave_ask_every_ms"),
+        ] {
+            let err = parse(&format!("[balancer]\n{text}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let c = parse("[balancer]\nauto_migrate = false\nmargin = 0.5\n").unwrap();
+        assert!(!c.balancer.auto_migrate);
+        assert_eq!(c.balancer.margin, 0.5);
     }
 
     #[test]

@@ -22,6 +22,21 @@ pub enum ControlRequest {
         /// The process request proper.
         request: ProcessRequest,
     },
+    /// Take no new guests (`mosctl block`; root only); answered by `remoted`.
+    Block,
+    /// Take guests again (`mosctl unblock`; root only); answered by `remoted`.
+    Unblock,
+    /// Ask every guest to leave (`mosctl expel`; root only); answered by
+    /// `remoted`.
+    Expel,
+    /// Read the balancer's parameters, after setting the `KEY=VALUE` pairs
+    /// of `set` if any (`mosctl params`; setting is root only); answered by
+    /// `remoted`. All pairs are checked before any is applied.
+    Params {
+        /// `KEY=VALUE` texts, as typed.
+        #[serde(default)]
+        set: Vec<String>,
+    },
 }
 
 /// Whether a node is believed to be up, from the local node's point of view.
@@ -98,4 +113,26 @@ pub enum ControlResponse {
         /// The process response proper.
         response: ProcessResponse,
     },
+    /// A command was carried out; `message` says what it did.
+    Done {
+        /// Human-readable summary.
+        message: String,
+    },
+    /// Answer to [`ControlRequest::Params`]: every parameter after the
+    /// change, in a stable order.
+    Params {
+        /// `(key, value, meaning)` rows.
+        params: Vec<ParamRow>,
+    },
+}
+
+/// One balancer parameter, as `mosctl params` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamRow {
+    /// Its key, as `KEY=VALUE` names it.
+    pub key: String,
+    /// Its value, as text.
+    pub value: String,
+    /// What it means, with its unit.
+    pub about: String,
 }

@@ -33,6 +33,23 @@ pub struct LoadEntry {
     pub speed: f64,
     /// Memory available for new processes, in bytes.
     pub free_mem_bytes: u64,
+    /// Whether the node takes guests now (`mosctl block` clears it); the
+    /// balancer never sends a process to a node that does not. A peer too
+    /// old to send it is taken to accept.
+    #[serde(default = "accepts_by_default")]
+    pub accepts_guests: bool,
+    /// How many guests (bodies of other homes' processes) run here.
+    #[serde(default)]
+    pub guests: u32,
+    /// How many processes started here run their bodies elsewhere.
+    #[serde(default)]
+    pub away: u32,
+}
+
+/// What an entry without `accepts_guests` means: an old peer, which had no
+/// way to refuse guests.
+fn accepts_by_default() -> bool {
+    true
 }
 
 /// Messages between two nodes' `remoted` daemons.

@@ -97,6 +97,15 @@ pub struct ProcessInfo {
     /// Why it cannot be frozen now, if it cannot (openMosix's `cantmove`).
     #[serde(default)]
     pub cantmove: Option<String>,
+    /// Milliseconds it has run at this node (since it started or was
+    /// restored here); the balancer's residency rule reads it. None when
+    /// unknown (an older homed).
+    #[serde(default)]
+    pub resident_ms: Option<u64>,
+    /// Started with `mosrun -L`: never migrated automatically (manual
+    /// `mosmigrate` still works).
+    #[serde(default)]
+    pub no_auto: bool,
 }
 
 /// Result of a checkpoint.

@@ -7,11 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::Parser;
 use mosix_proto::config::Config;
-use mosix_proto::control::{ControlRequest, ControlResponse};
+use mosix_proto::control::{ControlRequest, ControlResponse, ParamRow};
 use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::ClusterKey;
+use mosix_proto::local::Credentials;
 use mosix_proto::msg::LoadEntry;
+use mosix_remoted::balance::Shared;
+use mosix_remoted::balancer::Tunables;
 use mosix_remoted::balancer::{Dissemination, DisseminationParams};
+use mosix_remoted::host::guests;
 use mosix_remoted::measure::LoadSource;
 use mosix_remoted::net::EventLoop;
 use mosix_remoted::node::{LocalNode, Snapshot};
@@ -82,6 +86,9 @@ fn run(args: Args) -> Result<()> {
         cpus: source.capacity_cpus()?,
         speed,
         free_mem_bytes: source.free_memory_bytes()?,
+        accepts_guests: true,
+        guests: 0,
+        away: 0,
     };
     let b = &config.balancer;
     let params = DisseminationParams {
@@ -99,17 +106,28 @@ fn run(args: Args) -> Result<()> {
     let mut event_loop = EventLoop::new(config.node.listen, key, &config.node.name, tick)
         .with_context(|| format!("cannot listen on {}", config.node.listen))?;
 
+    let tunables = Tunables::from_config(&config.balancer).context("bad balancer parameters")?;
+    let shared = Shared::new(tunables);
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-    let mut node = LocalNode::new(me, source, speed, snapshot.clone())?;
+    let mut node =
+        LocalNode::new(me, source, speed, snapshot.clone())?.with_balance(shared.clone());
     node.publish_now(event_loop.now_ms(), &diss);
+    mosix_remoted::balance::spawn(
+        config.node.name.clone(),
+        config.homed_socket(),
+        snapshot.clone(),
+        shared.clone(),
+        generation,
+    )
+    .context("cannot start the balancer thread")?;
 
     let socket = config.remoted_socket();
     let listener = bind_unix(&socket, 0o666).context("remoted's command socket")?;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            serve_control(listener, Duration::from_secs(10), move |_creds, req| {
-                answer(&snapshot, req)
+            serve_control(listener, Duration::from_secs(10), move |creds, req| {
+                answer(&snapshot, &shared, creds, req)
             })
         })
         .context("cannot start the control thread")?;
@@ -128,8 +146,20 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Answers `mosctl` from the latest snapshot the loop published.
-fn answer(snapshot: &Mutex<Snapshot>, req: ControlRequest) -> ControlResponse {
+/// Answers `mosctl`: queries from the latest snapshot the loop published,
+/// commands (root only) on the balancer's shared state.
+fn answer(
+    snapshot: &Mutex<Snapshot>,
+    shared: &Shared,
+    creds: &Credentials,
+    req: ControlRequest,
+) -> ControlResponse {
+    let root_only = |what: &str| ControlResponse::Error {
+        message: format!(
+            "permission denied: only root may {what} (you are uid {}); run it with sudo",
+            creds.uid
+        ),
+    };
     let snap = match snapshot.lock() {
         Ok(s) => s.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
@@ -145,5 +175,65 @@ fn answer(snapshot: &Mutex<Snapshot>, req: ControlRequest) -> ControlResponse {
         ControlRequest::HomeStatus | ControlRequest::Process { .. } => ControlResponse::Error {
             message: "processes are homed's business: this is remoted's socket".into(),
         },
+        ControlRequest::Block | ControlRequest::Unblock if creds.uid != 0 => {
+            root_only("block or unblock the node")
+        }
+        ControlRequest::Block => {
+            guests::set_accepting(false);
+            tracing::info!(uid = creds.uid, "blocked: accepting no new guests");
+            ControlResponse::Done {
+                message: "this node accepts no new guests; the guests here stay (mosctl expel                           sends them away)"
+                    .into(),
+            }
+        }
+        ControlRequest::Unblock => {
+            guests::set_accepting(true);
+            tracing::info!(uid = creds.uid, "unblocked: accepting guests");
+            ControlResponse::Done {
+                message: "this node accepts guests again".into(),
+            }
+        }
+        ControlRequest::Expel if creds.uid != 0 => root_only("expel the guests"),
+        ControlRequest::Expel => {
+            let list = guests::list();
+            let asked = list
+                .iter()
+                .filter(|g| guests::ask_to_leave(g.body_pid, "mosctl expel"))
+                .count();
+            tracing::info!(uid = creds.uid, guests = list.len(), asked, "expel");
+            ControlResponse::Done {
+                message: format!(
+                    "asked {asked} guest(s) of {} to leave; their homes take them back",
+                    list.len()
+                ),
+            }
+        }
+        ControlRequest::Params { set } if !set.is_empty() && creds.uid != 0 => {
+            root_only("change the balancer's parameters")
+        }
+        ControlRequest::Params { set } => {
+            let t = if set.is_empty() {
+                shared.tunables()
+            } else {
+                match shared.set(&set) {
+                    Ok(t) => {
+                        tracing::info!(uid = creds.uid, ?set, "balancer parameters changed");
+                        t
+                    }
+                    Err(e) => {
+                        return ControlResponse::Error {
+                            message: format!("nothing changed: {e}"),
+                        };
+                    }
+                }
+            };
+            ControlResponse::Params {
+                params: t
+                    .rows()
+                    .into_iter()
+                    .map(|(key, value, about)| ParamRow { key, value, about })
+                    .collect(),
+            }
+        }
     }
 }

@@ -8,7 +8,9 @@ use mosix_proto::control::{LocalStatus, NodeInfo, NodeState};
 use mosix_proto::frame::PROTOCOL_VERSION;
 use mosix_proto::msg::LoadEntry;
 
+use crate::balance::Shared;
 use crate::balancer::{Action, Dissemination, LoadCalculator, LoadError};
+use crate::host::guests;
 use crate::measure::{LoadSource, Scope};
 use crate::net::Node;
 
@@ -28,6 +30,7 @@ pub struct LocalNode {
     calc: LoadCalculator,
     last_fold_ms: u64,
     snapshot: Arc<Mutex<Snapshot>>,
+    balance: Option<Arc<Shared>>,
 }
 
 /// The load average is folded once a second (DESIGN.md section 7).
@@ -50,7 +53,15 @@ impl LocalNode {
             calc,
             last_fold_ms: 0,
             snapshot,
+            balance: None,
         })
+    }
+
+    /// Publishes, in this node's entry, how many of its processes run
+    /// elsewhere, as the balancer last learnt from homed.
+    pub fn with_balance(mut self, shared: Arc<Shared>) -> Self {
+        self.balance = Some(shared);
+        self
     }
 
     /// Where the load figures come from, for logs and `mosctl status`.
@@ -64,7 +75,11 @@ impl LocalNode {
     }
 
     fn own_entry(&self) -> LoadEntry {
-        self.me.clone()
+        let mut e = self.me.clone();
+        e.accepts_guests = guests::accepting();
+        e.guests = u32::try_from(guests::list().len()).unwrap_or(u32::MAX);
+        e.away = self.balance.as_ref().map_or(0, |s| s.away());
+        e
     }
 }
 

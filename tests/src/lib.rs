@@ -115,9 +115,28 @@ pub struct Cluster {
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 impl Cluster {
-    /// Starts `nodes` isolated nodes and waits until they all see each
-    /// other alive.
+    /// Starts `nodes` isolated nodes with automatic migration off (tests
+    /// that move processes by hand must not race the balancer), and waits
+    /// until they all see each other alive.
     pub fn up(nodes: usize) -> Result<Cluster> {
+        let c = Cluster::up_balancing(nodes)?;
+        for i in 1..=nodes {
+            let node = format!("n{i}");
+            let out = c.exec(&node, &["mosctl", "params", "auto_migrate=false"])?;
+            if !out.status.success() {
+                bail!(
+                    "cannot turn automatic migration off at {node}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(c)
+    }
+
+    /// Starts `nodes` isolated nodes with automatic migration on (the
+    /// balancer moves processes by itself, as in production), and waits
+    /// until they all see each other alive.
+    pub fn up_balancing(nodes: usize) -> Result<Cluster> {
         require_root();
         let dir = PathBuf::from(format!(
             "/tmp/mosix-test-{}-{}",

@@ -32,8 +32,10 @@ enum Command {
     ///
     /// --json prints a list of objects with the keys `name`, `address`,
     /// `state` ("alive" or "dead"), `load`, `cpus`, `speed`,
-    /// `free_mem_bytes` and `last_heard_s`; this form is a stable interface
-    /// for scripts.
+    /// `free_mem_bytes`, `last_heard_s`, `accepts_guests` (false after
+    /// `mosctl block`), `guests` (bodies running there) and `away` (its own
+    /// processes running elsewhere); this form is a stable interface for
+    /// scripts.
     Nodes {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -43,6 +45,26 @@ enum Command {
     /// nodes it knows, and whether homed answers.
     Status {
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept no new guests (root only); the guests here stay.
+    Block,
+    /// Accept guests again (root only).
+    Unblock,
+    /// Ask every guest running here to leave (root only): their homes take
+    /// them back. What a workstation's owner does when they sit down.
+    Expel,
+    /// Show the balancer's parameters, or set some (root only) with
+    /// KEY=VALUE arguments, e.g. `mosctl params margin=0.5
+    /// residency_ms=2000`. All are checked before any is applied; a bad one
+    /// changes nothing. The change lasts until remoted restarts (the
+    /// configuration file's [balancer] section holds the lasting values).
+    Params {
+        /// KEY=VALUE settings.
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print JSON (a list of objects with `key`, `value`, `about`).
         #[arg(long)]
         json: bool,
     },
@@ -65,6 +87,9 @@ struct NodeJson {
     speed: f64,
     free_mem_bytes: u64,
     last_heard_s: f64,
+    accepts_guests: bool,
+    guests: u32,
+    away: u32,
 }
 
 impl From<&NodeInfo> for NodeJson {
@@ -81,6 +106,9 @@ impl From<&NodeInfo> for NodeJson {
             speed: round3(n.entry.speed),
             free_mem_bytes: n.entry.free_mem_bytes,
             last_heard_s: round3(n.entry.age_ms as f64 / 1000.0),
+            accepts_guests: n.entry.accepts_guests,
+            guests: n.entry.guests,
+            away: n.entry.away,
         }
     }
 }
@@ -181,6 +209,31 @@ fn run(out: &mut String) -> Result<()> {
                 writeln!(out, "homed       {homed}")?;
             }
         }
+        Command::Block | Command::Unblock | Command::Expel => {
+            let req = match cli.command {
+                Command::Block => ControlRequest::Block,
+                Command::Unblock => ControlRequest::Unblock,
+                _ => ControlRequest::Expel,
+            };
+            let ControlResponse::Done { message } = request(&config, Daemon::Remoted, &req)? else {
+                bail!("remoted answered something other than done");
+            };
+            writeln!(out, "{message}")?;
+        }
+        Command::Params { set, json } => {
+            let ControlResponse::Params { params } =
+                request(&config, Daemon::Remoted, &ControlRequest::Params { set })?
+            else {
+                bail!("remoted answered something other than the parameters");
+            };
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&params)?)?;
+            } else {
+                for p in &params {
+                    writeln!(out, "{:<22} {:<12} {}", p.key, p.value, p.about)?;
+                }
+            }
+        }
         Command::Keygen { .. } => unreachable!("handled before loading the configuration"),
     }
     Ok(())
@@ -189,8 +242,18 @@ fn run(out: &mut String) -> Result<()> {
 fn print_table(out: &mut String, rows: &[NodeJson], nodes: &[NodeInfo]) -> std::fmt::Result {
     writeln!(
         out,
-        "{:<12} {:<22} {:<6} {:>7} {:>6} {:>6} {:>10} {:>8}",
-        "NODE", "ADDRESS", "STATE", "LOAD", "CPUS", "SPEED", "FREE MEM", "HEARD"
+        "{:<12} {:<22} {:<6} {:>7} {:>6} {:>6} {:>10} {:>8} {:>6} {:>6} {:>5}",
+        "NODE",
+        "ADDRESS",
+        "STATE",
+        "LOAD",
+        "CPUS",
+        "SPEED",
+        "FREE MEM",
+        "HEARD",
+        "GUESTS",
+        "AWAY",
+        "BLOCK"
     )?;
     for (r, n) in rows.iter().zip(nodes) {
         let name = if n.is_self {
@@ -200,7 +263,7 @@ fn print_table(out: &mut String, rows: &[NodeJson], nodes: &[NodeInfo]) -> std::
         };
         writeln!(
             out,
-            "{:<12} {:<22} {:<6} {:>7.2} {:>6.2} {:>6.2} {:>10} {:>7.1}s",
+            "{:<12} {:<22} {:<6} {:>7.2} {:>6.2} {:>6.2} {:>10} {:>7.1}s {:>6} {:>6} {:>5}",
             name,
             r.address,
             r.state,
@@ -208,7 +271,10 @@ fn print_table(out: &mut String, rows: &[NodeJson], nodes: &[NodeInfo]) -> std::
             r.cpus,
             r.speed,
             human_bytes(r.free_mem_bytes),
-            r.last_heard_s
+            r.last_heard_s,
+            r.guests,
+            r.away,
+            if r.accepts_guests { "no" } else { "yes" }
         )?;
     }
     Ok(())

@@ -1,9 +1,11 @@
 //! `mosrun`: run a program under mosix, or restart one from an image.
 //!
-//! * `mosrun [-C FILE [-A MINUTES]] -- PROG ARGS...` runs PROG (keeping
-//!   mosrun's pid) with libmosix preloaded, registered with this node's
-//!   homed; `-C` names its checkpoint file, `-A` asks for a checkpoint
-//!   every MINUTES (the file is replaced atomically each time).
+//! * `mosrun [-L] [-C FILE [-A MINUTES]] -- PROG ARGS...` runs PROG
+//!   (keeping mosrun's pid) with libmosix preloaded, registered with this
+//!   node's homed; `-L` keeps the balancer from ever moving it, `-b`
+//!   moves it at once to the best node (if one is clearly better), `-C` names
+//!   its checkpoint file, `-A` asks for a checkpoint every MINUTES (the
+//!   file is replaced atomically each time).
 //! * `mosrun -R FILE [-O FD=PATH]...` restarts the process saved in FILE:
 //!   regular files are re-opened by path at their offsets, stdin, stdout
 //!   and stderr are this terminal's unless `-O` says otherwise, other
@@ -51,6 +53,16 @@ struct Args {
     /// Take a checkpoint every MINUTES (needs -C).
     #[arg(short = 'A', value_name = "MINUTES", requires = "checkpoint")]
     minutes: Option<u32>,
+    /// Never migrate the program automatically (the balancer leaves it
+    /// where it is; `mosmigrate` still moves it). Its children inherit this.
+    #[arg(short = 'L', conflicts_with_all = ["restart", "inspect"])]
+    no_auto: bool,
+    /// Start at the best node now: the program starts here, and a helper
+    /// asks homed at once to move it to the node where it would progress
+    /// fastest by the current load vector (it stays here if none is
+    /// clearly better).
+    #[arg(short = 'b', conflicts_with_all = ["restart", "inspect", "no_auto"])]
+    best: bool,
     /// Restart the process saved in FILE.
     #[arg(short = 'R', value_name = "FILE", conflicts_with = "inspect")]
     restart: Option<PathBuf>,
@@ -131,8 +143,77 @@ fn launch(args: &Args) -> Result<()> {
     if let Some(m) = args.minutes {
         cmd.env("MOSIX_CHECKPOINT_MINUTES", m.to_string());
     }
+    if args.no_auto {
+        // homed reads it from /proc/PID/environ and lists the process as
+        // `no_auto`, which the balancer respects.
+        cmd.env("MOSIX_NO_AUTO", "1");
+    }
+    if args.best {
+        // The helper polls for this pid; exec keeps it.
+        let pid = i32::try_from(std::process::id()).context("pid out of range")?;
+        if mosix_cli::sys::spawn_detached().context("cannot start the -b helper")? {
+            if let Err(e) = to_best_node(&config, pid) {
+                eprintln!("mosrun -b: process {pid} stays here: {e:#}");
+            }
+            std::process::exit(0);
+        }
+    }
     let err = cmd.exec();
     bail!("cannot run {}: {err}", Path::new(prog).display())
+}
+
+/// `-b`: once homed knows `pid`, move it to the best node, if any.
+fn to_best_node(config: &Config, pid: i32) -> Result<()> {
+    use mosix_cli::client::{Daemon, request, request_with_timeout};
+    use mosix_proto::control::{ControlRequest, ControlResponse};
+    use mosix_proto::process::{ProcessRequest, ProcessResponse};
+    let list = ControlRequest::Process {
+        request: ProcessRequest::List,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let ControlResponse::Process {
+            response: ProcessResponse::List { processes },
+        } = request(config, Daemon::Homed, &list)?
+        {
+            if processes.iter().any(|p| p.pid == pid) {
+                break;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("homed did not list it within 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ControlResponse::Nodes { nodes } =
+        request(config, Daemon::Remoted, &ControlRequest::Nodes)?
+    else {
+        bail!("remoted answered something other than a node list");
+    };
+    let Some(best) = mosix_cli::best::best_node(&nodes) else {
+        return Ok(());
+    };
+    let req = ControlRequest::Process {
+        request: ProcessRequest::Migrate {
+            pid,
+            node: best.entry.name.clone(),
+            address: best.entry.address.to_string(),
+        },
+    };
+    match request_with_timeout(
+        config,
+        Daemon::Homed,
+        &req,
+        std::time::Duration::from_secs(300),
+    )? {
+        ControlResponse::Process {
+            response: ProcessResponse::Migrated { .. },
+        } => Ok(()),
+        ControlResponse::Process {
+            response: ProcessResponse::Error { message },
+        } => bail!("{message}"),
+        other => bail!("unexpected answer from homed: {other:?}"),
+    }
 }
 
 fn inspect(file: &Path, json: bool) -> Result<()> {

@@ -294,6 +294,8 @@ impl Engine {
                 checkpoint_file: p.checkpoint_file.clone(),
                 checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
                 cantmove: self.cantmove(p),
+                resident_ms: procfs::running_ms(p.pid),
+                no_auto: procfs::no_auto(p.pid),
             })
             .collect();
         out.sort_by_key(|p| p.pid);

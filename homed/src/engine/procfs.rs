@@ -411,3 +411,61 @@ Max open files            1024                 524288               files     \n
         assert!(me.cloexec);
     }
 }
+
+/// The environment variable `mosrun -L` sets: the process is never
+/// migrated automatically (the balancer reads it through `mosps`' list).
+pub const NO_AUTO_ENV: &[u8] = b"MOSIX_NO_AUTO=1";
+
+/// Whether `pid` was started with `mosrun -L` (its initial environment
+/// holds [`NO_AUTO_ENV`]). A process that cannot be read counts as not
+/// pinned: the balancer's migration request then fails on its own.
+pub fn no_auto(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|&b| b == 0).any(|v| v == NO_AUTO_ENV))
+        .unwrap_or(false)
+}
+
+/// Milliseconds `pid` has been running (since it started, or was restored,
+/// at this node), from its start time in `/proc/PID/stat` and the uptime;
+/// None when either cannot be read.
+pub fn running_ms(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    running_ms_from(&stat, &uptime, super::sys::clock_ticks())
+}
+
+/// [`running_ms`] from the texts of `/proc/PID/stat` and `/proc/uptime`.
+fn running_ms_from(stat: &str, uptime: &str, ticks_per_s: u64) -> Option<u64> {
+    // Field 22 (starttime); the command may hold spaces, so count after ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let up_s: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let up_ms = (up_s * 1000.0) as u64;
+    let start_ms = start_ticks.saturating_mul(1000) / ticks_per_s.max(1);
+    Some(up_ms.saturating_sub(start_ms))
+}
+
+#[cfg(test)]
+mod residency_tests {
+    use super::*;
+
+    #[test]
+    fn running_time_is_uptime_minus_start() {
+        // pid (comm with) spaces) state ppid ... field 22 = 500 ticks.
+        let mut fields = vec!["S"];
+        fields.extend(std::iter::repeat_n("0", 18));
+        fields.push("500");
+        fields.push("0");
+        let stat = format!("42 (a b) c) {}", fields.join(" "));
+        assert_eq!(running_ms_from(&stat, "12.5 3.0\n", 100), Some(7_500));
+        assert_eq!(running_ms_from("garbage", "1.0 1.0", 100), None);
+        assert_eq!(running_ms_from(&stat, "", 100), None);
+    }
+
+    #[test]
+    fn this_process_is_running_and_not_pinned() {
+        let me = std::process::id() as i32;
+        assert!(running_ms(me).is_some());
+        assert!(!no_auto(me));
+    }
+}

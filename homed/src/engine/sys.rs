@@ -118,3 +118,11 @@ pub(crate) fn same_file(pid: i32, a: i32, b: i32) -> bool {
     let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
     r == 0
 }
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of the times
+/// in `/proc/PID/stat`; 100 if the system does not say.
+pub(crate) fn clock_ticks() -> u64 {
+    // SAFETY: sysconf takes no pointer and only reads a system constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}

@@ -13,9 +13,15 @@
 //!   `residency_ms` at this node (since it started or arrived), so short-lived
 //!   processes are never moved and a process that just moved waits again.
 //! - **Load balancing.** A process `p` moves from here (load `L`) to a target
-//!   (load `T`) only if `L > T + p_T + margin`, where `p_T` is `p`'s
-//!   contribution to the target's load: the local load must exceed the
-//!   target's load *after the move* by the stability margin. On equal nodes
+//!   (load `T`) only if `L > T + p_T + margin / C`, where `p_T` is `p`'s
+//!   contribution to the target's load and `C` this node's capacity
+//!   (`cpus * speed`): the local load must exceed the target's load *after
+//!   the move* by the stability margin, a fraction of one CPU-bound
+//!   process *here*. Why scaled: the noise the margin absorbs is in the run
+//!   queue, counted in processes, so in load units it is larger on a node
+//!   with less capacity; on a node with half a CPU (the local test
+//!   clusters) an unscaled quarter would be an eighth of a process, and a
+//!   daemon's burst of CPU during a migration would trigger another one. On equal nodes
 //!   this is "more than one CPU-bound process of difference, plus the margin".
 //!   The same inequality, written from the target's side after the move, can
 //!   never hold (the property test `no_ping_pong_for_any_loads` checks it):
@@ -70,9 +76,11 @@ pub struct ConsiderParams {
     /// (since start or arrival). Default 1,000 ms: one load calculation, so
     /// its demand has been measured at least once.
     pub residency_ms: u64,
-    /// Stability margin, in load units (fraction of one CPU-bound process on
-    /// a reference CPU), added to the target's load after the move. Default
-    /// 0.25: absorbs measurement noise and smoothing lag.
+    /// Stability margin, as a fraction of one CPU-bound process's load on
+    /// this node (on a node of one reference CPU, load units), added to the target's load after the move. Default
+    /// 0.25: absorbs smoothing lag in the simulator; the daemons use the
+    /// configuration file's `balancer.margin` (0.5), which also covers
+    /// measurement noise.
     pub margin: f64,
     /// Only processes demanding at least this fraction of a CPU are moved for
     /// load (an I/O-bound process gains nothing). Default 0.5.
@@ -577,7 +585,13 @@ impl Consider {
                 break;
             }
             let d = demand_of(p);
-            let margin = self.params.margin;
+            // A nonsense capacity of our own: the margin as on one CPU.
+            let here = local.cpus * local.speed;
+            let margin = if here.is_finite() && here > 0.0 {
+                self.params.margin / here
+            } else {
+                self.params.margin
+            };
             let best = targets
                 .iter()
                 .enumerate()
@@ -685,6 +699,9 @@ mod tests {
                 cpus: 1.0,
                 speed: 1.0,
                 free_mem_bytes: 1 << 30,
+                accepts_guests: true,
+                guests: 0,
+                away: 0,
             },
             alive: true,
             suspect: false,
@@ -795,6 +812,54 @@ mod tests {
         let mut c = Consider::new(params, 1).unwrap();
         let d = c.round(NOW, &local(2.1), &[view("b", 0.9)], &none(), &[proc(1)]);
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn the_margin_is_a_fraction_of_a_process_here() {
+        // Half a CPU: one process is load 2, the margin 0.25 of it is 0.5.
+        // 4.4 vs a target running one process, 4 after the move: 4.4 > 4 +
+        // 0.25 but not > 4 + 0.5.
+        let mut me = local(4.4);
+        me.cpus = 0.5;
+        let mut b = view("b", 2.0);
+        b.entry.cpus = 0.5;
+        let d = consider().round(NOW, &me, &[b.clone()], &none(), &[proc(1)]);
+        assert!(d.is_empty(), "{d:?}");
+        me.load = 4.6;
+        let d = consider().round(NOW, &me, &[b], &none(), &[proc(1)]);
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn four_jobs_on_three_half_cpu_nodes_settle_at_two_one_one() {
+        let half = |name: &str, load: f64| {
+            let mut v = view(name, load);
+            v.entry.cpus = 0.5;
+            v
+        };
+        let mut me = local(4.95);
+        me.cpus = 0.5;
+        let procs: Vec<ProcFact> = (1..=4).map(proc).collect();
+        let params = ConsiderParams {
+            accounting_hold_ms: 10_000,
+            ..ConsiderParams::default()
+        };
+        let mut c = Consider::new(params, 1).unwrap();
+        let nodes = [half("b", 0.22), half("c", 0.07)];
+        let d = c.round(NOW, &me, &nodes, &none(), &procs);
+        assert_eq!(d.len(), 2, "{d:?}");
+        // 5 s later: the targets' averages are still rising, ours shows
+        // the two left (plus some noise); nothing more moves.
+        for (t, l, lb) in [(1, 0.0, 0.8), (2, 3.0, 1.2), (3, 4.0, 1.5), (4, 4.3, 1.6)] {
+            me.load = l;
+            let nodes = [half("b", lb), half("c", lb)];
+            let d = c.round(NOW + t * 1000, &me, &nodes, &none(), &procs[2..]);
+            assert!(d.is_empty(), "{t}: {d:?}");
+        }
+        me.load = 4.53;
+        let nodes = [half("b", 1.7), half("c", 1.72)];
+        let d = c.round(NOW + 5_000, &me, &nodes, &none(), &procs[2..]);
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]

@@ -860,6 +860,9 @@ mod tests {
             cpus: 2.0,
             speed: 1.0,
             free_mem_bytes: 1 << 30,
+            accepts_guests: true,
+            guests: 0,
+            away: 0,
         }
     }
 
@@ -1344,6 +1347,9 @@ mod tests {
                 cpus,
                 speed: 1.0,
                 free_mem_bytes: 0,
+                accepts_guests: true,
+                guests: 0,
+                away: 0,
             })
     }
 

@@ -8,12 +8,16 @@
 //! - [`sim`]: a deterministic in-memory cluster driving many
 //!   [`Dissemination`]s, for tests and benchmarks.
 //! - [`consider`]: migration consideration: which process moves where.
+//! - [`leave`]: which guests must leave (owner back, memory short).
+//! - [`params`]: the run-time parameters `mosctl params` reads and sets.
 //! - [`procsim`]: a deterministic cluster running CPU-bound processes under
 //!   all three, for the paper's Table 1 and tests of the policy as a whole.
 
 pub mod consider;
 pub mod dissemination;
+pub mod leave;
 pub mod load;
+pub mod params;
 pub mod procsim;
 pub mod sim;
 
@@ -26,4 +30,6 @@ pub use dissemination::{
     Action, Dissemination, DisseminationError, DisseminationParams, DisseminationStats,
     EntryRejection, NodeView,
 };
+pub use leave::{GuestFact, LeaveParams, LeaveReason, NodeNow};
 pub use load::{LoadCalculator, LoadError};
+pub use params::{ParamError, Tunables};

@@ -297,6 +297,9 @@ impl ProcSim {
                 cpus: spec.cpus,
                 speed: spec.speed,
                 free_mem_bytes: spec.mem_bytes,
+                accepts_guests: true,
+                guests: 0,
+                away: 0,
             };
             let dis = Dissemination::new(
                 params.dissemination.clone(),
@@ -600,6 +603,9 @@ impl ProcSim {
         let own = LoadEntry {
             load: self.nodes[node].load.load(),
             free_mem_bytes: self.free_mem(node),
+            accepts_guests: true,
+            guests: 0,
+            away: 0,
             ..self.nodes[node].dis.me().clone()
         };
         let actions = self.nodes[node].dis.tick(now, own);

@@ -178,6 +178,9 @@ impl Simulation {
             cpus: 1.0 + (i % 3) as f64,
             speed: 1.0,
             free_mem_bytes: 1 << 30,
+            accepts_guests: true,
+            guests: 0,
+            away: 0,
         }
     }
 

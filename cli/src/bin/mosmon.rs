@@ -1,0 +1,167 @@
+//! `mosmon`: a live view of the cluster's load, as this node sees it.
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use mosix_cli::client::{Daemon, request_with_timeout};
+use mosix_cli::monitor::{self, Doc, View};
+use mosix_proto::config::Config;
+use mosix_proto::control::{ControlRequest, ControlResponse};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::widgets::{Paragraph, Row, Table};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Watch the cluster: a bar per node for its load, with its CPUs, speed,
+/// free memory, guests and own processes away, refreshed each second.
+///
+/// Keys: `l` load, `m` free memory, `g` guests and processes away, `q` or
+/// Esc quit. A node marked `*` is this one, `!` refuses guests (mosctl
+/// block). `--once` prints one text snapshot of every view; `--json` one
+/// JSON document (its keys are in the README).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Node configuration file (default: $MOSIX_CONFIG, else
+    /// /etc/mosix/mosix.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print one text snapshot and exit.
+    #[arg(long, conflicts_with = "json")]
+    once: bool,
+    /// Print one JSON document and exit.
+    #[arg(long)]
+    json: bool,
+    /// Refresh interval of the live view, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    interval_ms: u64,
+}
+
+fn main() {
+    mosix_cli::sys::default_sigpipe();
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("mosmon: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn fetch(config: &Config) -> Result<Doc> {
+    match request_with_timeout(
+        config,
+        Daemon::Remoted,
+        &ControlRequest::Nodes,
+        Duration::from_secs(2),
+    )? {
+        ControlResponse::Nodes { nodes } => Ok(monitor::doc(&nodes)),
+        _ => bail!("remoted answered something other than a node list"),
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fetch(&config)?)?);
+        return Ok(());
+    }
+    if args.once {
+        print!("{}", monitor::text(&fetch(&config)?, 30));
+        return Ok(());
+    }
+    // Fail before taking the terminal if remoted is not there at all.
+    let first = fetch(&config)?;
+    let mut terminal = ratatui::init();
+    let result = live(
+        &mut terminal,
+        &config,
+        first,
+        Duration::from_millis(args.interval_ms),
+    );
+    ratatui::restore();
+    result
+}
+
+fn live(
+    terminal: &mut ratatui::DefaultTerminal,
+    config: &Config,
+    first: Doc,
+    interval: Duration,
+) -> Result<()> {
+    let mut doc = first;
+    let mut error: Option<String> = None;
+    let mut view = View::Load;
+    let mut next = Instant::now() + interval;
+    loop {
+        terminal.draw(|f| {
+            let [top, body, keys] = Layout::vertical([
+                Constraint::Length(1),
+                Constraint::Min(1),
+                Constraint::Length(1),
+            ])
+            .areas(f.area());
+            let title = match &error {
+                Some(e) => format!("mosmon {}: {} [stale: {e}]", doc.node, view.title()),
+                None => format!("mosmon {}: {}", doc.node, view.title()),
+            };
+            f.render_widget(
+                Paragraph::new(title).style(Style::default().add_modifier(Modifier::BOLD)),
+                top,
+            );
+            let width = usize::from(body.width.saturating_sub(70)).clamp(10, 60);
+            let rows = monitor::rows(&doc, view, width).into_iter().map(|r| {
+                let style = if r.dead {
+                    Style::default().add_modifier(Modifier::DIM)
+                } else {
+                    Style::default()
+                };
+                Row::new(vec![r.name, r.bar, r.figure, r.details]).style(style)
+            });
+            let table = Table::new(
+                rows,
+                [
+                    Constraint::Length(12),
+                    Constraint::Length(u16::try_from(width).unwrap_or(60)),
+                    Constraint::Length(12),
+                    Constraint::Min(20),
+                ],
+            )
+            .header(
+                Row::new(vec!["NODE", "", "", "CPUS SPEED GUESTS AWAY"])
+                    .style(Style::default().add_modifier(Modifier::UNDERLINED)),
+            );
+            f.render_widget(table, body);
+            f.render_widget(
+                Paragraph::new(
+                    "l load   m memory   g guests/away   q quit   (* this node, ! blocked)",
+                ),
+                keys,
+            );
+        })?;
+        let wait = next.saturating_duration_since(Instant::now());
+        if event::poll(wait)? {
+            if let Event::Key(k) = event::read()? {
+                if k.kind == KeyEventKind::Press {
+                    match k.code {
+                        KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                        KeyCode::Char(c) => {
+                            if let Some(v) = View::from_key(c) {
+                                view = v;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            continue;
+        }
+        next = Instant::now() + interval;
+        match fetch(config) {
+            Ok(d) => {
+                doc = d;
+                error = None;
+            }
+            Err(e) => error = Some(format!("{e:#}")),
+        }
+    }
+}

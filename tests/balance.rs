@@ -1,0 +1,501 @@
+//! Automatic load balancing between isolated nodes (issue 6): CPU-bound
+//! jobs started at one node spread out by themselves and finish sooner
+//! than at one node; a `mosrun -L` job never moves; a blocked node gets no
+//! guests; once spread, nothing moves back and forth.
+//!
+//! Where a job runs is checked on the processes themselves: a body is a
+//! descendant of the destination node's `remoted` (DESIGN.md section 8);
+//! a job still at home is the home pid running the program.
+
+use mosix_tests::{Cluster, bin, bin_dir};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CPU-bound job under mosix, started at a node by a shell that records
+/// its home pid and, at the end, its status.
+struct Job {
+    shell: Child,
+    argv: Vec<String>,
+    pid_file: PathBuf,
+    rc_file: PathBuf,
+}
+
+impl Job {
+    /// `mosrun [opts] -- argv > /dev/null` at `node`.
+    fn start(c: &Cluster, node: &str, opts: &[&str], argv: &[String], name: &str) -> Job {
+        let pid_file = c.dir.join(format!("{name}.pid"));
+        let rc_file = c.dir.join(format!("{name}.rc"));
+        let script = format!(
+            "{mosrun} {opts} -- {argv} > /dev/null & echo $! > {pid}; wait $!; echo $? > {rc}",
+            mosrun = bin("mosrun").display(),
+            opts = opts.join(" "),
+            argv = argv.join(" "),
+            pid = pid_file.display(),
+            rc = rc_file.display(),
+        );
+        let err = std::fs::File::create(c.dir.join(format!("{name}.err"))).unwrap();
+        let shell = Command::new(bin("mosix-local"))
+            .args(["exec", "--dir"])
+            .arg(&c.dir)
+            .args([node, "--", "sh", "-c", &script])
+            .env("MOSIX_BIN_DIR", bin_dir())
+            .stdin(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("mosix-local exec");
+        Job {
+            shell,
+            argv: argv.to_vec(),
+            pid_file,
+            rc_file,
+        }
+    }
+
+    fn home_pid(&self, c: &Cluster) -> i32 {
+        c.wait_for("the job's pid file", Duration::from_secs(20), || {
+            Ok(std::fs::read_to_string(&self.pid_file).is_ok_and(|s| s.ends_with('\n')))
+        })
+        .unwrap();
+        std::fs::read_to_string(&self.pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn done(&self) -> bool {
+        std::fs::read_to_string(&self.rc_file).is_ok_and(|s| s.ends_with('\n'))
+    }
+
+    fn status(&self) -> String {
+        std::fs::read_to_string(&self.rc_file)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The node whose `remoted` the job's body descends from, the home
+    /// node if the program runs at home, None if it runs nowhere now.
+    fn node(&self, home_pid: i32, home: &str, remoteds: &BTreeMap<String, i32>) -> Option<String> {
+        for pid in processes_running(&self.argv) {
+            if pid == home_pid {
+                return Some(home.to_string());
+            }
+            for (node, &r) in remoteds {
+                if descends_from(pid, r) {
+                    return Some(node.clone());
+                }
+            }
+        }
+        None
+    }
+
+    fn wait_end(mut self, c: &Cluster, timeout: Duration) -> String {
+        c.wait_for("a job's end", timeout, || Ok(self.done()))
+            .unwrap();
+        let _ = self.shell.wait();
+        self.status()
+    }
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+fn processes_running(argv: &[String]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| cmdline(p) == argv && mosix_tests::is_running(p))
+        .collect()
+}
+
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
+    while pid > 1 {
+        if pid == ancestor {
+            return true;
+        }
+        match ppid(pid) {
+            Some(p) => pid = p,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn remoteds(c: &Cluster) -> BTreeMap<String, i32> {
+    (1..=c.nodes)
+        .map(|i| {
+            let n = format!("n{i}");
+            let pid = c.daemon_pid(&n, "remoted").unwrap();
+            (n, pid)
+        })
+        .collect()
+}
+
+/// `progress` with a distinct work figure per job, so no other process
+/// (another test's) has the same command line.
+fn argv(exe: &Path, steps: u64, work: u64, tag: u64) -> Vec<String> {
+    vec![
+        exe.display().to_string(),
+        steps.to_string(),
+        (work + tag).to_string(),
+        "0".into(),
+    ]
+}
+
+/// Migrations carried out so far by every node's homed (one log line
+/// each): a body must never be moved on as if it were the node's own.
+fn migrations(c: &Cluster) -> usize {
+    (1..=c.nodes)
+        .map(|i| {
+            c.log(&format!("n{i}"), "homed")
+                .lines()
+                .filter(|l| l.contains("migrated; deputy here"))
+                .count()
+        })
+        .sum()
+}
+
+fn mosctl(c: &Cluster, node: &str, args: &[&str]) -> String {
+    let mut cmd = vec!["mosctl"];
+    cmd.extend_from_slice(args);
+    let out = c.exec(node, &cmd).unwrap();
+    assert!(
+        out.status.success(),
+        "mosctl {args:?} on {node}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn logs(c: &Cluster) -> String {
+    format!(
+        "remoted n1:\n{}\nhomed n1:\n{}",
+        c.log("n1", "remoted"),
+        c.log("n1", "homed")
+    )
+}
+
+/// Work of one job: STEPS x WORK hash rounds, about 4 s of one CPU here.
+const STEPS: u64 = 40;
+const WORK: u64 = 90_000_000;
+
+#[test]
+fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
+    let c = Cluster::up_balancing(3).unwrap();
+    let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
+    let daemons = remoteds(&c);
+
+    // Reference: the same 4 jobs, pinned with -L, all at n1. None may move.
+    let t0 = Instant::now();
+    let pinned: Vec<(Job, i32)> = (0..4)
+        .map(|i| {
+            let j = Job::start(
+                &c,
+                "n1",
+                &["-L"],
+                &argv(&exe, STEPS, WORK, 10 + i),
+                &format!("pinned{i}"),
+            );
+            let pid = j.home_pid(&c);
+            (j, pid)
+        })
+        .collect();
+    while !pinned.iter().all(|(j, _)| j.done()) {
+        for (j, pid) in &pinned {
+            if let Some(n) = j.node(*pid, "n1", &daemons) {
+                assert_eq!(n, "n1", "a -L job moved to {n}\n{}", logs(&c));
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "pinned jobs take too long"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alone = t0.elapsed();
+    for (j, _) in pinned {
+        assert_eq!(j.wait_end(&c, Duration::from_secs(10)), "0");
+    }
+    assert_eq!(migrations(&c), 0, "{}", logs(&c));
+
+    // The same jobs free to move.
+    let t1 = Instant::now();
+    let jobs: Vec<(Job, i32)> = (0..4)
+        .map(|i| {
+            let j = Job::start(
+                &c,
+                "n1",
+                &[],
+                &argv(&exe, STEPS, WORK, 20 + i),
+                &format!("free{i}"),
+            );
+            let pid = j.home_pid(&c);
+            (j, pid)
+        })
+        .collect();
+    let spread = c
+        .wait_for(
+            "no node running more than 2 of the 4 jobs",
+            Duration::from_secs(10),
+            || {
+                let mut per: BTreeMap<String, usize> = BTreeMap::new();
+                for (j, pid) in &jobs {
+                    if let Some(n) = j.node(*pid, "n1", &daemons) {
+                        *per.entry(n).or_default() += 1;
+                    }
+                }
+                let placed: usize = per.values().sum();
+                Ok(placed == 4 && per.values().all(|&k| k <= 2))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    let spread_at = t1.elapsed();
+    while !jobs.iter().all(|(j, _)| j.done()) {
+        assert!(
+            t1.elapsed() < alone * 2,
+            "balanced jobs take longer than twice the pinned ones\n{}",
+            logs(&c)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let balanced = t1.elapsed();
+    for (j, _) in jobs {
+        assert_eq!(j.wait_end(&c, Duration::from_secs(10)), "0");
+    }
+    let ratio = balanced.as_secs_f64() / alone.as_secs_f64();
+    eprintln!(
+        "balance: all at n1 {:.1} s, balanced {:.1} s (ratio {ratio:.2}); spread after {:.1} s \
+         (wait {:.1} s); {} migrations",
+        alone.as_secs_f64(),
+        balanced.as_secs_f64(),
+        spread_at.as_secs_f64(),
+        spread.as_secs_f64(),
+        migrations(&c)
+    );
+    assert!(
+        ratio < 0.75,
+        "balanced makespan {balanced:?} is not clearly below the one-node {alone:?}\n{}",
+        logs(&c)
+    );
+}
+
+#[test]
+fn a_blocked_node_gets_no_guests_and_nothing_moves_in_a_quiet_minute() {
+    let c = Cluster::up_balancing(3).unwrap();
+    let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
+    let daemons = remoteds(&c);
+    mosctl(&c, "n3", &["block"]);
+    c.wait_for(
+        "n1 to learn that n3 is blocked",
+        Duration::from_secs(10),
+        || {
+            let out = mosctl(&c, "n1", &["nodes", "--json"]);
+            let rows: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(rows.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["name"] == "n3" && r["accepts_guests"] == false)
+            }))
+        },
+    )
+    .unwrap();
+
+    // Three long jobs at n1, one pinned: one of the two free ones goes to
+    // n2 (n1 then runs 2, n2 1: no further move pays), none to n3.
+    let specs: [(&[&str], u64); 3] = [(&["-L"], 31), (&[], 32), (&[], 33)];
+    let jobs: Vec<(Job, i32)> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, (opts, tag))| {
+            let j = Job::start(
+                &c,
+                "n1",
+                opts,
+                &argv(&exe, 1_000_000, WORK, *tag),
+                &format!("long{i}"),
+            );
+            let pid = j.home_pid(&c);
+            (j, pid)
+        })
+        .collect();
+    let placement = |jobs: &[(Job, i32)]| -> Vec<Option<String>> {
+        jobs.iter()
+            .map(|(j, pid)| j.node(*pid, "n1", &daemons))
+            .collect()
+    };
+    c.wait_for("one job to move to n2", Duration::from_secs(20), || {
+        let p = placement(&jobs);
+        Ok(p.iter().filter(|n| n.as_deref() == Some("n2")).count() == 1
+            && p.iter().filter(|n| n.as_deref() == Some("n1")).count() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", placement(&jobs), logs(&c)));
+    // The body may run before homed has logged the commit.
+    c.wait_for(
+        "homed to log the migration",
+        Duration::from_secs(10),
+        || Ok(migrations(&c) >= 1),
+    )
+    .unwrap();
+    let settled = migrations(&c);
+    assert_eq!(settled, 1, "{}", logs(&c));
+    // mosmon at n1 shows it: one of n1's processes away, one guest at n2.
+    c.wait_for(
+        "mosmon to show the guest and the process away",
+        Duration::from_secs(10),
+        || {
+            let out = c.exec("n1", &["mosmon", "--json"])?;
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let node = |name: &str| {
+                d["nodes"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
+                    .unwrap_or_default()
+            };
+            Ok(node("n1")["away"] == 1 && node("n2")["guests"] == 1 && node("n3")["guests"] == 0)
+        },
+    )
+    .unwrap();
+    let once = c.exec("n1", &["mosmon", "--once"]).unwrap();
+    let text = String::from_utf8_lossy(&once.stdout);
+    assert!(text.contains("n1*") && text.contains("n3!"), "{text}");
+
+    // A quiet minute: the placement holds, n3 never hosts anything.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(60) {
+        let p = placement(&jobs);
+        assert_eq!(
+            p[0].as_deref(),
+            Some("n1"),
+            "the -L job moved\n{}",
+            logs(&c)
+        );
+        assert!(
+            !p.iter().any(|n| n.as_deref() == Some("n3")),
+            "a job went to the blocked n3: {p:?}\n{}",
+            logs(&c)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        migrations(&c),
+        settled,
+        "migrations during the quiet minute\n{}",
+        logs(&c)
+    );
+    let nodes = mosctl(&c, "n3", &["nodes", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    let n3 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "n3")
+        .unwrap()
+        .clone();
+    assert_eq!(n3["guests"], 0, "{nodes}");
+    for (_, pid) in &jobs {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for (j, _) in jobs {
+        j.wait_end(&c, Duration::from_secs(30));
+    }
+}
+
+#[test]
+fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
+    let c = Cluster::up_balancing(3).unwrap();
+    let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
+    let daemons = remoteds(&c);
+    // n1 busy with a pinned job, as n1 itself sees it.
+    let busy = Job::start(&c, "n1", &["-L"], &argv(&exe, 1_000_000, WORK, 41), "busy");
+    let busy_pid = busy.home_pid(&c);
+    c.wait_for("n1 to see its own load", Duration::from_secs(20), || {
+        let out = mosctl(&c, "n1", &["nodes", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(rows.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r["name"] == "n1" && r["load"].as_f64().unwrap_or(0.0) > 1.5)
+        }))
+    })
+    .unwrap();
+    // Automatic balancing off, so only -b can move the new job. A bad
+    // value changes nothing and says why; only root may change anything.
+    let bad = c
+        .exec(
+            "n1",
+            &["mosctl", "params", "auto_migrate=false", "margin=lots"],
+        )
+        .unwrap();
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        why.contains("margin") && why.contains("nothing changed"),
+        "{why}"
+    );
+    let user = c
+        .exec(
+            "n1",
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "mosctl",
+                "block",
+            ],
+        )
+        .unwrap();
+    assert!(!user.status.success());
+    assert!(
+        String::from_utf8_lossy(&user.stderr).contains("only root"),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let params = mosctl(&c, "n1", &["params", "--json"]);
+    assert!(
+        params.contains("\"auto_migrate\"") && params.contains("\"true\""),
+        "{params}"
+    );
+    mosctl(&c, "n1", &["params", "auto_migrate=false"]);
+    let job = Job::start(&c, "n1", &["-b"], &argv(&exe, 1_000_000, WORK, 42), "best");
+    let pid = job.home_pid(&c);
+    let took = c
+        .wait_for(
+            "the -b job to run at n2 or n3",
+            Duration::from_secs(5),
+            || {
+                Ok(matches!(
+                    job.node(pid, "n1", &daemons).as_deref(),
+                    Some("n2" | "n3")
+                ))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    eprintln!("balance: mosrun -b job left n1 after {took:?}");
+    assert_eq!(busy.node(busy_pid, "n1", &daemons).as_deref(), Some("n1"));
+    for p in [busy_pid, pid] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    busy.wait_end(&c, Duration::from_secs(30));
+    job.wait_end(&c, Duration::from_secs(30));
+}
