@@ -7,8 +7,10 @@
 //! descendant of the destination node's `remoted` (DESIGN.md section 8);
 //! a job still at home is the home pid running the program.
 
+use mosix_tests::procs::descends_from;
 use mosix_tests::{Cluster, bin, bin_dir};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,6 +83,10 @@ impl Job {
     fn node(&self, home_pid: i32, home: &str, remoteds: &BTreeMap<String, i32>) -> Option<String> {
         for pid in processes_running(&self.argv) {
             if pid == home_pid {
+                // ps shows a deputy with the program's command line too.
+                if mosix_tests::procs::is_deputy(pid) {
+                    continue;
+                }
                 return Some(home.to_string());
             }
             for (node, &r) in remoteds {
@@ -100,43 +106,6 @@ impl Job {
     }
 }
 
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
-}
-
-fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-fn processes_running(argv: &[String]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| cmdline(p) == argv && mosix_tests::is_running(p))
-        .collect()
-}
-
-fn descends_from(mut pid: i32, ancestor: i32) -> bool {
-    while pid > 1 {
-        if pid == ancestor {
-            return true;
-        }
-        match ppid(pid) {
-            Some(p) => pid = p,
-            None => return false,
-        }
-    }
-    false
-}
-
 fn remoteds(c: &Cluster) -> BTreeMap<String, i32> {
     (1..=c.nodes)
         .map(|i| {
@@ -145,6 +114,12 @@ fn remoteds(c: &Cluster) -> BTreeMap<String, i32> {
             (n, pid)
         })
         .collect()
+}
+
+/// Live processes whose command line is `argv`.
+fn processes_running(argv: &[String]) -> Vec<i32> {
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    mosix_tests::procs::processes_running(&argv)
 }
 
 /// `progress` with a distinct work figure per job, so no other process
@@ -165,7 +140,9 @@ fn migrations(c: &Cluster) -> usize {
         .map(|i| {
             c.log(&format!("n{i}"), "homed")
                 .lines()
-                .filter(|l| l.contains("migrated; deputy here"))
+                .filter(|l| {
+                    l.contains("migrated; deputy here") || l.contains("mosix_homed::migrate: moved")
+                })
                 .count()
         })
         .sum()
@@ -498,4 +475,99 @@ fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
     }
     busy.wait_end(&c, Duration::from_secs(30));
     job.wait_end(&c, Duration::from_secs(30));
+}
+
+/// Node `name`'s guests as `mosctl nodes --json` at that node says.
+fn guests_at(c: &Cluster, name: &str) -> u64 {
+    let out = mosctl(c, name, &["nodes", "--json"]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    nodes
+        .iter()
+        .find(|n| n["name"] == name)
+        .and_then(|n| n["guests"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn expel_and_a_returning_owner_send_guests_home() {
+    let c = Cluster::up_balancing(3).unwrap();
+    let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
+    let r = remoteds(&c);
+    // Two long jobs at n1: one is moved away by the balancer.
+    let jobs: Vec<(Job, i32)> = (0..2)
+        .map(|i| {
+            let a = argv(&exe, STEPS * 4, WORK, 700 + i);
+            let j = Job::start(&c, "n1", &[], &a, &format!("ex{i}"));
+            let home = j.home_pid(&c);
+            (j, home)
+        })
+        .collect();
+    let away = |jobs: &[(Job, i32)]| -> Option<(usize, String)> {
+        jobs.iter()
+            .enumerate()
+            .find_map(|(i, (j, h))| j.node(*h, "n1", &r).filter(|n| n != "n1").map(|n| (i, n)))
+    };
+    let mut found = None;
+    c.wait_for("a job to be moved away", Duration::from_secs(30), || {
+        found = away(&jobs);
+        Ok(found.is_some())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    let (i, x) = found.unwrap();
+    assert!(guests_at(&c, &x) >= 1, "{x} does not count its guest");
+    // The owner of x sits down: no more guests, and out with those there.
+    mosctl(&c, &x, &["block"]);
+    mosctl(&c, &x, &["expel"]);
+    c.wait_for("x to be empty of guests", Duration::from_secs(15), || {
+        Ok(jobs[i].0.node(jobs[i].1, "n1", &r).is_some_and(|n| n != x) && guests_at(&c, &x) == 0)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\nremoted {x}:\n{}", logs(&c), c.log(&x, "remoted")));
+    // Another node takes the job (x is blocked); then its owner comes back:
+    // plain busy loops, not mosix processes, in that node's CPU share.
+    let mut y = None;
+    c.wait_for(
+        "a job to be moved to the third node",
+        Duration::from_secs(30),
+        || {
+            y = jobs
+                .iter()
+                .filter_map(|(j, h)| j.node(*h, "n1", &r))
+                .find(|n| n != "n1" && *n != x);
+            Ok(y.is_some())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    let y = y.unwrap();
+    let mut owner = Command::new(bin("mosix-local"))
+        .args(["exec", "--dir"])
+        .arg(&c.dir)
+        .args([
+            &y,
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2; do (while :; do :; done) & done; wait",
+        ])
+        .env("MOSIX_BIN_DIR", bin_dir())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let owner_group = owner.id() as i32;
+    let left = c.wait_for(
+        "the owner's node to send its guest home",
+        Duration::from_secs(30),
+        || {
+            Ok(guests_at(&c, &y) == 0
+                && jobs
+                    .iter()
+                    .all(|(j, h)| j.node(*h, "n1", &r).is_none_or(|n| n != y)))
+        },
+    );
+    // SAFETY: kill(2) of the process group we started; no memory.
+    unsafe { libc::kill(-owner_group, libc::SIGKILL) };
+    let _ = owner.wait();
+    left.unwrap_or_else(|e| panic!("{e}\n{}\nremoted {y}:\n{}", logs(&c), c.log(&y, "remoted")));
+    for (j, _) in jobs {
+        assert_eq!(j.wait_end(&c, Duration::from_secs(300)), "0");
+    }
 }
