@@ -571,3 +571,45 @@ fn expel_and_a_returning_owner_send_guests_home() {
         assert_eq!(j.wait_end(&c, Duration::from_secs(300)), "0");
     }
 }
+
+#[test]
+fn mosrun_r_starts_at_the_named_node_and_mosrun_h_stays_home_until_moved() {
+    let c = Cluster::up_balancing(3).unwrap();
+    let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
+    let r = remoteds(&c);
+    // -r n3: the body runs at n3 within moments of the start.
+    let a = argv(&exe, STEPS, WORK, 801);
+    let there = Job::start(&c, "n1", &["-r", "n3"], &a, "r");
+    let home_r = there.home_pid(&c);
+    c.wait_for("the -r job to run at n3", Duration::from_secs(10), || {
+        Ok(there.node(home_r, "n1", &r).as_deref() == Some("n3"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    // -h: with two idle nodes and well past the residency time, the
+    // balancer leaves it at home...
+    let b = argv(&exe, STEPS * 2, WORK, 802);
+    let stay = Job::start(&c, "n1", &["-h"], &b, "h");
+    let home_h = stay.home_pid(&c);
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        assert_eq!(
+            stay.node(home_h, "n1", &r).as_deref(),
+            Some("n1"),
+            "a -h job was moved without being told\n{}",
+            logs(&c)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // ... until a person moves it.
+    let out = c
+        .exec("n1", &["mosmigrate", &home_h.to_string(), "n2"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosmigrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stay.node(home_h, "n1", &r).as_deref(), Some("n2"));
+    assert_eq!(there.wait_end(&c, Duration::from_secs(300)), "0");
+    assert_eq!(stay.wait_end(&c, Duration::from_secs(300)), "0");
+}

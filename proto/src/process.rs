@@ -44,6 +44,10 @@ pub enum ProcessRequest {
         /// The destination's `remoted` address, `IP:PORT` (its body host
         /// listens on [`crate::migrate::host_addr`] of it).
         address: String,
+        /// Asked by the balancer, not by a person (`mosrun -h` processes
+        /// stay home until a person moves them).
+        #[serde(default)]
+        automatic: bool,
     },
 }
 

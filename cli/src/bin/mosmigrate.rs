@@ -135,6 +135,7 @@ fn send_migrate(config: &Config, pid: i32, node: &str, address: &str) -> Result<
             pid,
             node: node.to_string(),
             address: address.to_string(),
+            automatic: false,
         },
     };
     match request_with_timeout(config, Daemon::Homed, &req, Duration::from_secs(3600))? {

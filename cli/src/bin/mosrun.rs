@@ -2,8 +2,10 @@
 //!
 //! * `mosrun [-L] [-C FILE [-A MINUTES]] -- PROG ARGS...` runs PROG
 //!   (keeping mosrun's pid) with libmosix preloaded, registered with this
-//!   node's homed; `-L` keeps the balancer from ever moving it, `-b`
-//!   moves it at once to the best node (if one is clearly better), `-C` names
+//!   node's homed; `-L` keeps the balancer from ever moving it, `-h`
+//!   keeps it home until moved by hand, `-r NODE` moves it at once to
+//!   NODE, `-b` moves it at once to the best node (if one is clearly
+//!   better), `-C` names
 //!   its checkpoint file, `-A` asks for a checkpoint every MINUTES (the
 //!   file is replaced atomically each time).
 //! * `mosrun -R FILE [-O FD=PATH]...` restarts the process saved in FILE:
@@ -40,8 +42,11 @@ use std::path::{Path, PathBuf};
 /// terminal's, other pipes and sockets become /dev/null unless -O says
 /// otherwise. Exit status 125 means mosrun itself failed.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, disable_help_flag = true)]
 struct Args {
+    /// Print help (`-h` is "stay home", as in MOSIX).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Node configuration file (default: $MOSIX_CONFIG, else
     /// /etc/mosix/mosix.toml).
     #[arg(long, value_name = "FILE")]
@@ -63,6 +68,15 @@ struct Args {
     /// clearly better).
     #[arg(short = 'b', conflicts_with_all = ["restart", "inspect", "no_auto"])]
     best: bool,
+    /// Start here and move to NODE at once (see `mosctl nodes`); it runs
+    /// there from its first moments, and stays subject to balancing
+    /// unless -L.
+    #[arg(short = 'r', value_name = "NODE", conflicts_with_all = ["restart", "inspect", "best", "stay_home"])]
+    run_on: Option<String>,
+    /// Stay home until moved by hand: the balancer leaves it here until
+    /// someone runs `mosmigrate` on it, then treats it like any other.
+    #[arg(short = 'h', conflicts_with_all = ["restart", "inspect", "best", "no_auto"])]
+    stay_home: bool,
     /// Restart the process saved in FILE.
     #[arg(short = 'R', value_name = "FILE", conflicts_with = "inspect")]
     restart: Option<PathBuf>,
@@ -148,12 +162,17 @@ fn launch(args: &Args) -> Result<()> {
         // `no_auto`, which the balancer respects.
         cmd.env("MOSIX_NO_AUTO", "1");
     }
-    if args.best {
+    if args.stay_home {
+        // ... `no_auto` until a person moves it once.
+        cmd.env("MOSIX_NO_AUTO", "home");
+    }
+    if args.best || args.run_on.is_some() {
         // The helper polls for this pid; exec keeps it.
         let pid = i32::try_from(std::process::id()).context("pid out of range")?;
-        if mosix_cli::sys::spawn_detached().context("cannot start the -b helper")? {
-            if let Err(e) = to_best_node(&config, pid) {
-                eprintln!("mosrun -b: process {pid} stays here: {e:#}");
+        if mosix_cli::sys::spawn_detached().context("cannot start the -b/-r helper")? {
+            let flag = if args.best { "-b" } else { "-r" };
+            if let Err(e) = move_at_once(&config, pid, args.run_on.as_deref()) {
+                eprintln!("mosrun {flag}: process {pid} stays here: {e:#}");
             }
             std::process::exit(0);
         }
@@ -162,8 +181,9 @@ fn launch(args: &Args) -> Result<()> {
     bail!("cannot run {}: {err}", Path::new(prog).display())
 }
 
-/// `-b`: once homed knows `pid`, move it to the best node, if any.
-fn to_best_node(config: &Config, pid: i32) -> Result<()> {
+/// `-b`/`-r`: once homed knows `pid`, move it to `node`, or (`None`) to
+/// the best node, if one is clearly better.
+fn move_at_once(config: &Config, pid: i32, node: Option<&str>) -> Result<()> {
     use mosix_cli::client::{Daemon, request, request_with_timeout};
     use mosix_proto::control::{ControlRequest, ControlResponse};
     use mosix_proto::process::{ProcessRequest, ProcessResponse};
@@ -190,14 +210,33 @@ fn to_best_node(config: &Config, pid: i32) -> Result<()> {
     else {
         bail!("remoted answered something other than a node list");
     };
-    let Some(best) = mosix_cli::best::best_node(&nodes) else {
-        return Ok(());
+    let best = match node {
+        Some(name) => {
+            let n = nodes
+                .iter()
+                .find(|n| n.entry.name == name)
+                .with_context(|| {
+                    format!("no node {name} in this node's view (see mosctl nodes)")
+                })?;
+            if n.is_self {
+                return Ok(());
+            }
+            if n.state != mosix_proto::control::NodeState::Alive {
+                bail!("node {name} is not alive");
+            }
+            n
+        }
+        None => match mosix_cli::best::best_node(&nodes) {
+            Some(b) => b,
+            None => return Ok(()),
+        },
     };
     let req = ControlRequest::Process {
         request: ProcessRequest::Migrate {
             pid,
             node: best.entry.name.clone(),
             address: best.entry.address.to_string(),
+            automatic: false,
         },
     };
     match request_with_timeout(

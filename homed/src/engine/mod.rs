@@ -103,6 +103,10 @@ struct Proc {
     migrations: std::sync::atomic::AtomicU32,
     /// A move of its body (away) is under way.
     moving: std::sync::atomic::AtomicBool,
+    /// How it asked to be left alone by the balancer (read once, at start).
+    pinned: procfs::Pinned,
+    /// It was moved by hand at least once (ends `mosrun -h`'s pin).
+    told: std::sync::atomic::AtomicBool,
 }
 
 /// The engine: shared by `homed`'s procs-socket server and its command
@@ -162,7 +166,15 @@ impl Engine {
                     Err(message) => ProcessResponse::Error { message },
                 }
             }
-            ProcessRequest::Migrate { pid, node, address } => {
+            ProcessRequest::Migrate {
+                pid,
+                node,
+                address,
+                automatic,
+            } => {
+                if !automatic && let Some(p) = self.lock_procs().get(&pid) {
+                    p.told.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 let home = node == "home" || node == self.node;
                 if self.is_away(pid) {
                     let to = if home {
@@ -295,7 +307,11 @@ impl Engine {
                 checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
                 cantmove: self.cantmove(p),
                 resident_ms: procfs::running_ms(p.pid),
-                no_auto: procfs::no_auto(p.pid),
+                no_auto: match p.pinned {
+                    procfs::Pinned::Always => true,
+                    procfs::Pinned::UntilTold => !p.told.load(std::sync::atomic::Ordering::Relaxed),
+                    procfs::Pinned::No => false,
+                },
             })
             .collect();
         out.sort_by_key(|p| p.pid);
@@ -546,6 +562,8 @@ impl Engine {
             mover: Mutex::new(None),
             migrations: Default::default(),
             moving: Default::default(),
+            pinned: procfs::pinned(creds.pid),
+            told: Default::default(),
         });
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());

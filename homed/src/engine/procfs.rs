@@ -415,14 +415,39 @@ Max open files            1024                 524288               files     \n
 /// The environment variable `mosrun -L` sets: the process is never
 /// migrated automatically (the balancer reads it through `mosps`' list).
 pub const NO_AUTO_ENV: &[u8] = b"MOSIX_NO_AUTO=1";
+/// What `mosrun -h` sets: the process stays home until it is moved by
+/// hand (`mosmigrate`); after that the balancer may move it too.
+pub const HOME_UNTIL_TOLD_ENV: &[u8] = b"MOSIX_NO_AUTO=home";
 
-/// Whether `pid` was started with `mosrun -L` (its initial environment
-/// holds [`NO_AUTO_ENV`]). A process that cannot be read counts as not
+/// How a process asked to be left alone by the balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinned {
+    /// It did not (`mosrun` without `-L` or `-h`).
+    No,
+    /// Never moved automatically (`mosrun -L`).
+    Always,
+    /// Not moved automatically until moved by hand once (`mosrun -h`).
+    UntilTold,
+}
+
+/// How `pid` was started ([`NO_AUTO_ENV`], [`HOME_UNTIL_TOLD_ENV`] in its
+/// initial environment). A process that cannot be read counts as not
 /// pinned: the balancer's migration request then fails on its own.
+pub fn pinned(pid: i32) -> Pinned {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+    if vars.contains(&NO_AUTO_ENV) {
+        Pinned::Always
+    } else if vars.contains(&HOME_UNTIL_TOLD_ENV) {
+        Pinned::UntilTold
+    } else {
+        Pinned::No
+    }
+}
+
+/// Whether `pid` was started with `mosrun -L`.
 pub fn no_auto(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|&b| b == 0).any(|v| v == NO_AUTO_ENV))
-        .unwrap_or(false)
+    pinned(pid) == Pinned::Always
 }
 
 /// Milliseconds `pid` has been running (since it started, or was restored,

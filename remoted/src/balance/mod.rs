@@ -396,6 +396,7 @@ impl Worker {
                         pid,
                         node: node.clone(),
                         address,
+                        automatic: true,
                     },
                 };
                 let result = match ask_homed(&socket, &req, MIGRATE_TIMEOUT) {
