@@ -179,6 +179,11 @@ fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
     let daemons = remoteds(&c);
 
     // Reference: the same 4 jobs, pinned with -L, all at n1. None may move.
+    // n2 and n3 meanwhile run one busy loop each (not mosix processes),
+    // so the machine's cores are as contended as in the balanced run:
+    // the ratio compares placements, not other people's load on this
+    // shared machine.
+    let fillers: Vec<Child> = ["n2", "n3"].iter().map(|n| busy_loops(&c, n, 1)).collect();
     let t0 = Instant::now();
     let pinned: Vec<(Job, i32)> = (0..4)
         .map(|i| {
@@ -206,6 +211,9 @@ fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let alone = t0.elapsed();
+    for f in fillers {
+        stop_group(f);
+    }
     for (j, _) in pinned {
         assert_eq!(j.wait_end(&c, Duration::from_secs(10)), "0");
     }
@@ -538,21 +546,7 @@ fn expel_and_a_returning_owner_send_guests_home() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
     let y = y.unwrap();
-    let mut owner = Command::new(bin("mosix-local"))
-        .args(["exec", "--dir"])
-        .arg(&c.dir)
-        .args([
-            &y,
-            "--",
-            "sh",
-            "-c",
-            "for i in 1 2; do (while :; do :; done) & done; wait",
-        ])
-        .env("MOSIX_BIN_DIR", bin_dir())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let owner_group = owner.id() as i32;
+    let owner = busy_loops(&c, &y, 2);
     let left = c.wait_for(
         "the owner's node to send its guest home",
         Duration::from_secs(30),
@@ -563,9 +557,7 @@ fn expel_and_a_returning_owner_send_guests_home() {
                     .all(|(j, h)| j.node(*h, "n1", &r).is_none_or(|n| n != y)))
         },
     );
-    // SAFETY: kill(2) of the process group we started; no memory.
-    unsafe { libc::kill(-owner_group, libc::SIGKILL) };
-    let _ = owner.wait();
+    stop_group(owner);
     left.unwrap_or_else(|e| panic!("{e}\n{}\nremoted {y}:\n{}", logs(&c), c.log(&y, "remoted")));
     for (j, _) in jobs {
         assert_eq!(j.wait_end(&c, Duration::from_secs(300)), "0");
@@ -612,4 +604,25 @@ fn mosrun_r_starts_at_the_named_node_and_mosrun_h_stays_home_until_moved() {
     assert_eq!(stay.node(home_h, "n1", &r).as_deref(), Some("n2"));
     assert_eq!(there.wait_end(&c, Duration::from_secs(300)), "0");
     assert_eq!(stay.wait_end(&c, Duration::from_secs(300)), "0");
+}
+
+/// `n` plain busy loops (not mosix processes) at `node`, in its CPU share,
+/// in a process group of their own for [`stop_group`].
+fn busy_loops(c: &Cluster, node: &str, n: usize) -> Child {
+    let script = format!("for i in $(seq {n}); do (while :; do :; done) & done; wait");
+    Command::new(bin("mosix-local"))
+        .args(["exec", "--dir"])
+        .arg(&c.dir)
+        .args([node, "--", "sh", "-c", &script])
+        .env("MOSIX_BIN_DIR", bin_dir())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// Kill the process group `child` leads, and reap it.
+fn stop_group(mut child: Child) {
+    // SAFETY: kill(2) of a process group we started; no memory.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
 }
