@@ -27,40 +27,62 @@
 //!
 //! # Liveness
 //!
-//! A node is dead when we hold no news about it fresher than `dead_after_ms`;
-//! the check runs on every [`Dissemination::tick`], so with ticks at least
-//! every `interval_ms` a stopped node is marked dead at most
-//! `dead_after_ms + interval_ms` (4.5 s with the defaults) after it fell
-//! silent. Dead nodes are not gossiped about, nor gossiped to, except for an
+//! Two beliefs are kept apart, because only one of them can be had for every
+//! node at constant cost:
+//!
+//! - **Fresh or stale** (what [`NodeView::alive`] reports): a node is usable
+//!   (a migration target, passed on in our windows) while we hold news of it
+//!   younger than `dead_after_ms`. This needs no message of its own: an
+//!   entry's age says it all. A stopped node publishes nothing, so every copy
+//!   of its last news, wherever it travelled, passes `dead_after_ms` within
+//!   `dead_after_ms` of its stop (plus the relaying slack of *Time* above):
+//!   every node in the cluster, at any size, stops using a stopped node
+//!   within `dead_after_ms` (4 s with the defaults).
+//! - **Dead** ([`Action::NodeDied`]): declared only for a node we *asked*.
+//!   A node whose news grows older than `suspect_after_ms` is a suspect and
+//!   is probed (a gossip with `want_reply: true`, whose answer is fresh news
+//!   straight from it). It is declared dead when its news is older than
+//!   `dead_after_ms` AND a probe sent since that news has gone unanswered for
+//!   at least `interval_ms`. A node whose news went stale without our probing
+//!   it stays *stale*: not used, not passed on, not reported dead, and
+//!   forgotten after `forget_after_ms` unless news of it comes back.
+//!
+//! Why not "dead when no news for `dead_after_ms`" for everyone: keeping
+//! fresh news of all N nodes at all N nodes needs about N² entry deliveries
+//! per `dead_after_ms`, whatever the scheme. Each message carries at most
+//! `window_size` entries and only the freshest are passed on, so in a
+//! cluster much larger than the window most of a node's table is stale at
+//! any moment; judging all of them dead was false, and probing all of them
+//! made the cost per node grow with N (measured before: 3.0 / 15.5 / 38
+//! messages per node per second at 10 / 100 / 200 nodes).
+//!
+//! The cost per node is therefore bounded by constants independent of N:
+//! per interval one regular gossip, at most `probes_per_interval` probes
+//! (default 1), one revival try every `revive_every` intervals, and replies
+//! only when asked (on average as many as the probes and unknown-seed
+//! gossips the cluster sends, so at most about one more per interval).
+//! Probes go first to suspects not yet probed since their latest news,
+//! freshest news first: the nodes whose news just went stale are the ones
+//! we were relying on, and probing them first gives a prompt verdict on
+//! them. If the random target of the regular gossip is itself a suspect,
+//! that gossip doubles as its probe, so the stale part of a big table is
+//! sampled at random too.
+//!
+//! In a small cluster (up to about the window size) every node holds fresh
+//! news of every other, so every node probes a stopped node within about
+//! `suspect_after_ms` + `interval_ms` and declares it dead at about
+//! `dead_after_ms` (+ one tick), within 5 s. In a big cluster the nodes that
+//! relied on it (held it fresh when it stopped) declare it dead, and the
+//! rest see its entry go stale within `dead_after_ms`.
+//!
+//! Dead nodes are not gossiped about, nor gossiped to, except for an
 //! occasional revival try (every `revive_every` intervals, one random dead
 //! node or seed, asking for a reply) so a node that comes back is found again
-//! even if it does not know us. Dead nodes are forgotten after
-//! `forget_after_ms`. A dead node comes back to life only on news younger
-//! than `suspect_after_ms` (hysteresis): copies of its last news travel
-//! different paths, and a copy a little fresher than the one that made us
-//! bury it must not make it flap between dead and alive.
-//!
-//! In a cluster much larger than the window, gossip alone does not bring
-//! fresh news of every node to every node in time: each message carries at
-//! most `window_size` entries, and only the freshest are passed on, so news
-//! of a node stops spreading once it is older than the window's horizon.
-//! Keeping the liveness of all N nodes fresh at all N nodes needs about N²
-//! entry deliveries per `dead_after_ms` in the cluster, whatever the scheme;
-//! with 100 nodes, 16 entries a message and 2 messages a second, random
-//! gossip falls far short (measured: ~17,600 false deaths in 2 simulated
-//! minutes with only one probe per interval in all).
-//!
-//! A node whose news is older than `suspect_after_ms` is therefore *probed*:
-//! sent a gossip with `want_reply: true`, whose answer is fresh news straight
-//! from it (plus its own freshest window). Each suspect is probed at most once
-//! per interval, least recently probed first, and at most
-//! `probes_per_interval` probes (default 16) leave per interval in all, so a
-//! node that was cut off for a while does not come back with a storm. If the
-//! random target of the regular gossip is itself a suspect, that gossip
-//! doubles as its probe. Measured in the simulator over 10 minutes with the
-//! defaults: 16 nodes send ~3.7 messages/node/s, 100 nodes ~15.4 (of which
-//! ~6.6 probes and as many replies), no false deaths; the probe traffic grows
-//! with the cluster, as it must.
+//! even if it does not know us. A dead node comes back to life only on news
+//! younger than `suspect_after_ms` (hysteresis): copies of its last news
+//! travel different paths, and a copy a little fresher than the one that
+//! made us bury it must not make it flap between dead and alive. A stale node
+//! is fresh again on any news younger than `dead_after_ms`.
 //!
 //! # Failed sends
 //!
@@ -100,10 +122,12 @@ pub struct DisseminationParams {
     pub window_size: usize,
     /// News older than this makes a node a suspect, to be probed.
     pub suspect_after_ms: u64,
-    /// News older than this makes a node dead.
+    /// News older than this makes a node stale (not used); dead if a probe
+    /// since that news went unanswered (see the module docs).
     pub dead_after_ms: u64,
-    /// Most probes sent per interval in all (each suspect gets at most one
-    /// per interval); see the module docs for why it is not 1.
+    /// Most probes sent per interval besides the regular gossip (each
+    /// suspect gets at most one per interval); it bounds the cost per node
+    /// whatever the cluster's size (see the module docs).
     pub probes_per_interval: usize,
     /// Every this many intervals, try one random dead node or seed (0: never).
     pub revive_every: u64,
@@ -124,7 +148,7 @@ impl Default for DisseminationParams {
             window_size: 16,
             suspect_after_ms: 2_000,
             dead_after_ms: 4_000,
-            probes_per_interval: 16,
+            probes_per_interval: 1,
             revive_every: 4,
             fail_hint_threshold: 2,
             max_nodes: 4096,
@@ -269,7 +293,8 @@ pub enum Action {
         /// Its name.
         name: String,
     },
-    /// A node has given no news for `dead_after_ms`: stop sending it work.
+    /// A node we relied on has given no news for `dead_after_ms` and did
+    /// not answer our probe: stop sending it work.
     NodeDied {
         /// Its name.
         name: String,
@@ -289,7 +314,8 @@ pub enum Action {
 pub struct NodeView {
     /// The node's entry, `age_ms` relative to the `now_ms` asked about.
     pub entry: LoadEntry,
-    /// Whether we hold news fresher than `dead_after_ms`.
+    /// Whether we hold news fresher than `dead_after_ms` (and have not
+    /// declared it dead): the node may be used.
     pub alive: bool,
     /// Whether its news is older than `suspect_after_ms` (probing it).
     pub suspect: bool,
@@ -326,6 +352,8 @@ struct Node {
     /// When the entry was fresh, in our monotonic time base (may be negative
     /// early in our life).
     info_ms: i64,
+    /// False once declared dead (a probe went unanswered); a node whose
+    /// news is merely stale keeps `alive` (see the module docs).
     alive: bool,
     last_probe_ms: Option<u64>,
     failures: u32,
@@ -563,7 +591,7 @@ impl Dissemination {
                     age_ms: self.age(n, now_ms),
                     ..n.entry.clone()
                 },
-                alive: n.alive,
+                alive: n.alive && self.age(n, now_ms) <= self.params.dead_after_ms,
                 suspect: n.alive && self.age(n, now_ms) > self.params.suspect_after_ms,
                 is_self: false,
                 send_failures: n.failures,
@@ -592,23 +620,54 @@ impl Dissemination {
     fn update_liveness(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         let dead_after = self.params.dead_after_ms;
         let forget_after = self.params.forget_after_ms;
+        let answer_within = self.params.interval_ms;
         let now = signed(now_ms);
         let mut forget = Vec::new();
         for n in self.nodes.values_mut() {
             let age = u64::try_from(now.saturating_sub(n.info_ms)).unwrap_or(0);
-            if n.alive && age > dead_after {
+            // Asked after our latest news (news from the same millisecond,
+            // e.g. an answer with no transit time, counts as the answer),
+            // and no answer in time.
+            let unanswered = n.last_probe_ms.is_some_and(|p| {
+                signed(p) > n.info_ms && now_ms.saturating_sub(p) >= answer_within
+            });
+            if n.alive && age > dead_after && unanswered {
                 n.alive = false;
                 actions.push(Action::NodeDied {
                     name: n.entry.name.clone(),
                 });
             }
-            if !n.alive && age > forget_after {
+            if age > forget_after {
                 forget.push(n.entry.name.clone());
             }
         }
         for name in forget {
             self.nodes.remove(&name);
         }
+    }
+
+    /// Whether we have declared `name` dead (an unanswered probe after its
+    /// news went stale); false for unknown and merely stale nodes.
+    pub fn believed_dead(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| !n.alive)
+    }
+
+    /// What we believe about one node (not ourselves), `None` if unknown;
+    /// cheaper than [`nodes`](Self::nodes) when only one is wanted.
+    pub fn node(&self, name: &str, now_ms: u64) -> Option<NodeView> {
+        self.nodes.get(name).map(|n| {
+            let age = self.age(n, now_ms);
+            NodeView {
+                entry: LoadEntry {
+                    age_ms: age,
+                    ..n.entry.clone()
+                },
+                alive: n.alive && age <= self.params.dead_after_ms,
+                suspect: n.alive && age > self.params.suspect_after_ms,
+                is_self: false,
+                send_failures: n.failures,
+            }
+        })
     }
 
     fn merge(&mut self, now_ms: u64, e: LoadEntry, actions: &mut Vec<Action>) {
@@ -629,14 +688,9 @@ impl Dissemination {
                     });
                     n.failures = 0;
                 }
-                if n.alive && !fresh {
-                    // Only a restart can bring older news; it says nothing
-                    // recent about the new life.
-                    n.alive = false;
-                    actions.push(Action::NodeDied {
-                        name: e.name.clone(),
-                    });
-                } else if !n.alive && revives {
+                // Only a restart can bring older news; such news of a node
+                // not declared dead just leaves it stale.
+                if !n.alive && revives {
                     n.alive = true;
                     actions.push(Action::NodeAlive {
                         name: e.name.clone(),
@@ -761,12 +815,25 @@ impl Dissemination {
                         .is_none_or(|p| now_ms.saturating_sub(p) >= interval)
             })
             .collect();
-        suspects.sort_by_key(|n| (n.last_probe_ms, n.info_ms));
-        suspects
-            .into_iter()
-            .take(self.params.probes_per_interval)
-            .map(|n| n.entry.name.clone())
-            .collect()
+        // Not yet asked since the latest news first, then freshest news
+        // first (see the module docs); names break ties.
+        fn key<'a>(n: &&'a Node) -> (bool, std::cmp::Reverse<i64>, &'a str) {
+            (
+                n.last_probe_ms.is_some_and(|p| signed(p) > n.info_ms),
+                std::cmp::Reverse(n.info_ms),
+                n.entry.name.as_str(),
+            )
+        }
+        let k = self.params.probes_per_interval;
+        if k == 0 {
+            return Vec::new();
+        }
+        if suspects.len() > k {
+            suspects.select_nth_unstable_by_key(k - 1, key);
+            suspects.truncate(k);
+        }
+        suspects.sort_unstable_by_key(key);
+        suspects.into_iter().map(|n| n.entry.name.clone()).collect()
     }
 
     fn pick_revival(&mut self, targeted: &[SocketAddr]) -> Option<SocketAddr> {
