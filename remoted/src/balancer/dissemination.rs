@@ -105,8 +105,13 @@
 use mosix_proto::msg::{LoadEntry, PeerMessage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
+
+/// How often the table is scanned for nodes to forget, in ms.
+const FORGET_SCAN_MS: u64 = 5_000;
 
 /// Longest node name accepted from the network, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -366,7 +371,20 @@ struct Node {
 pub struct Dissemination {
     params: DisseminationParams,
     me: LoadEntry,
-    nodes: BTreeMap<String, Node>,
+    /// By name. A hash map (looked up for every entry of every message
+    /// received; a B-tree of string keys was the simulator's hot spot at
+    /// 1,000 nodes) with a fixed hasher, so iteration order, and with it
+    /// every seeded random choice, is reproducible.
+    nodes: HashMap<String, Node, BuildHasherDefault<DefaultHasher>>,
+    /// Address -> name of every node in `nodes`, so lookups by address do
+    /// not scan the table (it holds up to `max_nodes` entries).
+    by_addr: BTreeMap<SocketAddr, String>,
+    /// Nodes with a probe sent since their latest news: the only ones that
+    /// can be declared dead, so the check on every tick looks at these
+    /// alone instead of the whole table.
+    probed: BTreeSet<String>,
+    /// When the table is next scanned for nodes to forget.
+    next_forget_scan_ms: u64,
     seeds: Vec<SocketAddr>,
     seed_failures: BTreeMap<SocketAddr, (u32, u64)>,
     /// Seeds whose node advertises another address (e.g. a seed given as
@@ -376,6 +394,18 @@ pub struct Dissemination {
     next_gossip_ms: Option<u64>,
     intervals: u64,
     stats: DisseminationStats,
+}
+
+impl Node {
+    /// Records a probe sent at `now_ms`. While an earlier probe sent since
+    /// the latest news is still unanswered, its time is kept: the verdict
+    /// counts from the first question, or a node gossiped to every interval
+    /// would never be judged.
+    fn probed_at(&mut self, now_ms: u64) {
+        if !self.last_probe_ms.is_some_and(|p| signed(p) > self.info_ms) {
+            self.last_probe_ms = Some(now_ms);
+        }
+    }
 }
 
 fn signed(ms: u64) -> i64 {
@@ -401,7 +431,10 @@ impl Dissemination {
         Ok(Self {
             params,
             me: LoadEntry { age_ms: 0, ..me },
-            nodes: BTreeMap::new(),
+            nodes: HashMap::default(),
+            by_addr: BTreeMap::new(),
+            probed: BTreeSet::new(),
+            next_forget_scan_ms: 0,
             seeds,
             seed_failures: BTreeMap::new(),
             seed_names: BTreeMap::new(),
@@ -461,7 +494,8 @@ impl Dissemination {
             // cluster in one round trip; a suspect target gets its probe.
             let want_reply = name.is_none() || suspect;
             if suspect && let Some(n) = name.as_deref().and_then(|n| self.nodes.get_mut(n)) {
-                n.last_probe_ms = Some(now_ms);
+                n.probed_at(now_ms);
+                self.probed.insert(n.entry.name.clone());
                 self.stats.probes += 1;
             }
             actions.push(self.gossip(now_ms, to, name.as_deref(), want_reply));
@@ -470,7 +504,8 @@ impl Dissemination {
         // Probes to suspects.
         for name in self.pick_probes(now_ms, &targeted) {
             if let Some(n) = self.nodes.get_mut(&name) {
-                n.last_probe_ms = Some(now_ms);
+                n.probed_at(now_ms);
+                self.probed.insert(name.clone());
                 let to = n.entry.address;
                 self.stats.probes += 1;
                 actions.push(self.gossip(now_ms, to, Some(&name), true));
@@ -564,7 +599,11 @@ impl Dissemination {
     /// a hint only (see the module docs): it never marks a node dead.
     pub fn on_send_failed(&mut self, now_ms: u64, to: SocketAddr) {
         self.stats.send_failures += 1;
-        if let Some(n) = self.nodes.values_mut().find(|n| n.entry.address == to) {
+        if let Some(n) = self
+            .by_addr
+            .get(&to)
+            .and_then(|name| self.nodes.get_mut(name))
+        {
             n.failures = n.failures.saturating_add(1);
             n.last_failure_ms = now_ms;
         } else if self.seeds.contains(&to) {
@@ -597,6 +636,7 @@ impl Dissemination {
                 send_failures: n.failures,
             });
         }
+        out[1..].sort_unstable_by(|a, b| a.entry.name.cmp(&b.entry.name));
         out
     }
 
@@ -611,38 +651,65 @@ impl Dissemination {
     }
 
     fn name_at(&self, addr: SocketAddr) -> Option<String> {
-        self.nodes
-            .values()
-            .find(|n| n.entry.address == addr)
-            .map(|n| n.entry.name.clone())
+        self.by_addr.get(&addr).cloned()
+    }
+
+    /// Removes a node from the table and its indexes.
+    fn remove_node(&mut self, name: &str) {
+        if let Some(n) = self.nodes.remove(name)
+            && self.by_addr.get(&n.entry.address).map(String::as_str) == Some(name)
+        {
+            self.by_addr.remove(&n.entry.address);
+        }
+        self.probed.remove(name);
     }
 
     fn update_liveness(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         let dead_after = self.params.dead_after_ms;
-        let forget_after = self.params.forget_after_ms;
         let answer_within = self.params.interval_ms;
         let now = signed(now_ms);
-        let mut forget = Vec::new();
-        for n in self.nodes.values_mut() {
+        let mut settled = Vec::new();
+        for name in &self.probed {
+            let Some(n) = self.nodes.get_mut(name) else {
+                settled.push(name.clone());
+                continue;
+            };
+            let Some(p) = n.last_probe_ms else {
+                settled.push(name.clone());
+                continue;
+            };
+            // News from the same millisecond as the probe (e.g. an answer
+            // with no transit time) counts as the answer.
+            if signed(p) <= n.info_ms || !n.alive {
+                settled.push(name.clone());
+                continue;
+            }
             let age = u64::try_from(now.saturating_sub(n.info_ms)).unwrap_or(0);
-            // Asked after our latest news (news from the same millisecond,
-            // e.g. an answer with no transit time, counts as the answer),
-            // and no answer in time.
-            let unanswered = n.last_probe_ms.is_some_and(|p| {
-                signed(p) > n.info_ms && now_ms.saturating_sub(p) >= answer_within
-            });
-            if n.alive && age > dead_after && unanswered {
+            // Asked after our latest news, and no answer in time.
+            if age > dead_after && now_ms.saturating_sub(p) >= answer_within {
                 n.alive = false;
                 actions.push(Action::NodeDied {
                     name: n.entry.name.clone(),
                 });
-            }
-            if age > forget_after {
-                forget.push(n.entry.name.clone());
+                settled.push(name.clone());
             }
         }
-        for name in forget {
-            self.nodes.remove(&name);
+        for name in settled {
+            self.probed.remove(&name);
+        }
+        // Forgetting is a memory bound, not a verdict: a scan of the whole
+        // table every few seconds is enough.
+        if now_ms >= self.next_forget_scan_ms {
+            self.next_forget_scan_ms = now_ms.saturating_add(FORGET_SCAN_MS);
+            let forget: Vec<String> = self
+                .nodes
+                .values()
+                .filter(|n| self.age(n, now_ms) > self.params.forget_after_ms)
+                .map(|n| n.entry.name.clone())
+                .collect();
+            for name in forget {
+                self.remove_node(&name);
+            }
         }
     }
 
@@ -696,6 +763,12 @@ impl Dissemination {
                         name: e.name.clone(),
                     });
                 }
+                if n.entry.address != e.address {
+                    if self.by_addr.get(&n.entry.address) == Some(&e.name) {
+                        self.by_addr.remove(&n.entry.address);
+                    }
+                    self.by_addr.insert(e.address, e.name.clone());
+                }
                 n.entry = e;
                 n.info_ms = info_ms;
             }
@@ -708,6 +781,7 @@ impl Dissemination {
                     name: e.name.clone(),
                     address: e.address,
                 });
+                self.by_addr.insert(e.address, e.name.clone());
                 self.nodes.insert(
                     e.name.clone(),
                     Node {
@@ -733,17 +807,17 @@ impl Dissemination {
             .nodes
             .values()
             .filter(|n| !n.alive)
-            .min_by_key(|n| n.info_ms)
+            .min_by_key(|n| (n.info_ms, &n.entry.name))
             .or_else(|| {
                 self.nodes
                     .values()
-                    .min_by_key(|n| n.info_ms)
+                    .min_by_key(|n| (n.info_ms, &n.entry.name))
                     .filter(|n| n.info_ms < info_ms)
             })
             .map(|n| n.entry.name.clone());
         match victim {
             Some(name) => {
-                self.nodes.remove(&name);
+                self.remove_node(&name);
                 true
             }
             None => false,
@@ -762,7 +836,7 @@ impl Dissemination {
         self.seed_names
             .get(&s)
             .and_then(|name| self.nodes.get(name))
-            .or_else(|| self.nodes.values().find(|n| n.entry.address == s))
+            .or_else(|| self.by_addr.get(&s).and_then(|name| self.nodes.get(name)))
     }
 
     /// Seeds whose node we do not know by name yet.
@@ -874,21 +948,26 @@ impl Dissemination {
             .filter(|n| {
                 // The alive flag is updated on ticks only; a reply between
                 // ticks must not pass on news that is already too old.
-                n.alive
-                    && self.age(n, now_ms) <= self.params.dead_after_ms
-                    && Some(n.entry.name.as_str()) != to_name
+                n.alive && self.age(n, now_ms) <= self.params.dead_after_ms
             })
             .collect();
         // Freshest first; names break ties so the order is deterministic.
         fn key<'a>(n: &&'a Node) -> (std::cmp::Reverse<i64>, &'a str) {
             (std::cmp::Reverse(n.info_ms), n.entry.name.as_str())
         }
+        // One more than the window, in case the target is among them (its
+        // own entry is left out: comparing names only here, not over the
+        // whole table, keeps this cheap).
         let k = self.params.window_size;
-        if fresh.len() > k {
-            fresh.select_nth_unstable_by_key(k - 1, key);
-            fresh.truncate(k);
+        if fresh.len() > k + 1 {
+            fresh.select_nth_unstable_by_key(k, key);
+            fresh.truncate(k + 1);
         }
         fresh.sort_unstable_by_key(key);
+        if let Some(t) = to_name {
+            fresh.retain(|n| n.entry.name != t);
+        }
+        fresh.truncate(k);
         let window = fresh
             .into_iter()
             .map(|n| LoadEntry {
