@@ -11,6 +11,13 @@
 //! about the same from 10 to 1,000 nodes. The price is paid in news delay:
 //! with a 16-entry window, news of one node reaches all N nodes in time
 //! growing with N.
+//!
+//! Measured (2026-11, seed 1): msgs/node/s 2.54 / 6.44 / 7.65 at 10 / 100 /
+//! 1,000 nodes (busiest 2.8 / 7.3 / 9.7); news of a newly loaded node at
+//! half / 90 % / all of the others after 0.6 / 1.6 / 1.6 s, 1.1 / 3.1 /
+//! 6.1 s and 7.6 / 23.1 / 86.1 s; a stopped node unused everywhere after
+//! 4.0 s at every size. The 1,000-node row (146 simulated s) takes ~75 s of
+//! this machine's time.
 
 use anyhow::{Result, bail};
 use clap::Parser;

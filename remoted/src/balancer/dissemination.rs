@@ -68,6 +68,13 @@
 //! that gossip doubles as its probe, so the stale part of a big table is
 //! sampled at random too.
 //!
+//! Measured in the simulator (`bench --bin dissemination`): 2.5 / 6.4 /
+//! 7.7 messages per node per second at 10 / 100 / 1,000 nodes (busiest node
+//! 2.8 / 7.3 / 9.7): bounded, where the old rule (every stale node probed)
+//! cost 3.0 / 15.5 / 38 at 10 / 100 / 200 nodes. The rate rises from 10 to
+//! 100 nodes because a small cluster rarely has suspects; past that it is
+//! flat.
+//!
 //! In a small cluster (up to about the window size) every node holds fresh
 //! news of every other, so every node probes a stopped node within about
 //! `suspect_after_ms` + `interval_ms` and declares it dead at about
