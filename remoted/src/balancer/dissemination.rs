@@ -409,7 +409,7 @@ impl Node {
     /// counts from the first question, or a node gossiped to every interval
     /// would never be judged.
     fn probed_at(&mut self, now_ms: u64) {
-        if !self.last_probe_ms.is_some_and(|p| signed(p) > self.info_ms) {
+        if self.last_probe_ms.is_none_or(|p| signed(p) <= self.info_ms) {
             self.last_probe_ms = Some(now_ms);
         }
     }
