@@ -112,7 +112,9 @@ pub struct BalancerConfig {
     pub window: usize,
     /// News older than this makes a node suspect: it is probed directly.
     pub suspect_after_ms: u64,
-    /// News older than this makes a node dead (must stay under 5000).
+    /// News older than this makes a node unused, and dead once it has also
+    /// left a probe unanswered (must stay under 5000; see remoted's
+    /// dissemination docs for why the two differ in big clusters).
     pub dead_after_ms: u64,
     /// Dead nodes are forgotten after this long.
     pub forget_after_ms: u64,

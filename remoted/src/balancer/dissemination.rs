@@ -27,40 +27,69 @@
 //!
 //! # Liveness
 //!
-//! A node is dead when we hold no news about it fresher than `dead_after_ms`;
-//! the check runs on every [`Dissemination::tick`], so with ticks at least
-//! every `interval_ms` a stopped node is marked dead at most
-//! `dead_after_ms + interval_ms` (4.5 s with the defaults) after it fell
-//! silent. Dead nodes are not gossiped about, nor gossiped to, except for an
+//! Two beliefs are kept apart, because only one of them can be had for every
+//! node at constant cost:
+//!
+//! - **Fresh or stale** (what [`NodeView::alive`] reports): a node is usable
+//!   (a migration target, passed on in our windows) while we hold news of it
+//!   younger than `dead_after_ms`. This needs no message of its own: an
+//!   entry's age says it all. A stopped node publishes nothing, so every copy
+//!   of its last news, wherever it travelled, passes `dead_after_ms` within
+//!   `dead_after_ms` of its stop (plus the relaying slack of *Time* above):
+//!   every node in the cluster, at any size, stops using a stopped node
+//!   within `dead_after_ms` (4 s with the defaults).
+//! - **Dead** ([`Action::NodeDied`]): declared only for a node we *asked*.
+//!   A node whose news grows older than `suspect_after_ms` is a suspect and
+//!   is probed (a gossip with `want_reply: true`, whose answer is fresh news
+//!   straight from it). It is declared dead when its news is older than
+//!   `dead_after_ms` AND a probe sent since that news has gone unanswered for
+//!   at least `interval_ms`. A node whose news went stale without our probing
+//!   it stays *stale*: not used, not passed on, not reported dead, and
+//!   forgotten after `forget_after_ms` unless news of it comes back.
+//!
+//! Why not "dead when no news for `dead_after_ms`" for everyone: keeping
+//! fresh news of all N nodes at all N nodes needs about N² entry deliveries
+//! per `dead_after_ms`, whatever the scheme. Each message carries at most
+//! `window_size` entries and only the freshest are passed on, so in a
+//! cluster much larger than the window most of a node's table is stale at
+//! any moment; judging all of them dead was false, and probing all of them
+//! made the cost per node grow with N (measured before: 3.0 / 15.5 / 38
+//! messages per node per second at 10 / 100 / 200 nodes).
+//!
+//! The cost per node is therefore bounded by constants independent of N:
+//! per interval one regular gossip, at most `probes_per_interval` probes
+//! (default 1), one revival try every `revive_every` intervals, and replies
+//! only when asked (on average as many as the probes and unknown-seed
+//! gossips the cluster sends, so at most about one more per interval).
+//! Probes go first to suspects not yet probed since their latest news,
+//! freshest news first: the nodes whose news just went stale are the ones
+//! we were relying on, and probing them first gives a prompt verdict on
+//! them. If the random target of the regular gossip is itself a suspect,
+//! that gossip doubles as its probe, so the stale part of a big table is
+//! sampled at random too.
+//!
+//! Measured in the simulator (`bench --bin dissemination`): 2.5 / 6.4 /
+//! 7.7 messages per node per second at 10 / 100 / 1,000 nodes (busiest node
+//! 2.8 / 7.3 / 9.7): bounded, where the old rule (every stale node probed)
+//! cost 3.0 / 15.5 / 38 at 10 / 100 / 200 nodes. The rate rises from 10 to
+//! 100 nodes because a small cluster rarely has suspects; past that it is
+//! flat.
+//!
+//! In a small cluster (up to about the window size) every node holds fresh
+//! news of every other, so every node probes a stopped node within about
+//! `suspect_after_ms` + `interval_ms` and declares it dead at about
+//! `dead_after_ms` (+ one tick), within 5 s. In a big cluster the nodes that
+//! relied on it (held it fresh when it stopped) declare it dead, and the
+//! rest see its entry go stale within `dead_after_ms`.
+//!
+//! Dead nodes are not gossiped about, nor gossiped to, except for an
 //! occasional revival try (every `revive_every` intervals, one random dead
 //! node or seed, asking for a reply) so a node that comes back is found again
-//! even if it does not know us. Dead nodes are forgotten after
-//! `forget_after_ms`. A dead node comes back to life only on news younger
-//! than `suspect_after_ms` (hysteresis): copies of its last news travel
-//! different paths, and a copy a little fresher than the one that made us
-//! bury it must not make it flap between dead and alive.
-//!
-//! In a cluster much larger than the window, gossip alone does not bring
-//! fresh news of every node to every node in time: each message carries at
-//! most `window_size` entries, and only the freshest are passed on, so news
-//! of a node stops spreading once it is older than the window's horizon.
-//! Keeping the liveness of all N nodes fresh at all N nodes needs about N²
-//! entry deliveries per `dead_after_ms` in the cluster, whatever the scheme;
-//! with 100 nodes, 16 entries a message and 2 messages a second, random
-//! gossip falls far short (measured: ~17,600 false deaths in 2 simulated
-//! minutes with only one probe per interval in all).
-//!
-//! A node whose news is older than `suspect_after_ms` is therefore *probed*:
-//! sent a gossip with `want_reply: true`, whose answer is fresh news straight
-//! from it (plus its own freshest window). Each suspect is probed at most once
-//! per interval, least recently probed first, and at most
-//! `probes_per_interval` probes (default 16) leave per interval in all, so a
-//! node that was cut off for a while does not come back with a storm. If the
-//! random target of the regular gossip is itself a suspect, that gossip
-//! doubles as its probe. Measured in the simulator over 10 minutes with the
-//! defaults: 16 nodes send ~3.7 messages/node/s, 100 nodes ~15.4 (of which
-//! ~6.6 probes and as many replies), no false deaths; the probe traffic grows
-//! with the cluster, as it must.
+//! even if it does not know us. A dead node comes back to life only on news
+//! younger than `suspect_after_ms` (hysteresis): copies of its last news
+//! travel different paths, and a copy a little fresher than the one that
+//! made us bury it must not make it flap between dead and alive. A stale node
+//! is fresh again on any news younger than `dead_after_ms`.
 //!
 //! # Failed sends
 //!
@@ -83,8 +112,13 @@
 use mosix_proto::msg::{LoadEntry, PeerMessage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
+
+/// How often the table is scanned for nodes to forget, in ms.
+const FORGET_SCAN_MS: u64 = 5_000;
 
 /// Longest node name accepted from the network, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -100,10 +134,12 @@ pub struct DisseminationParams {
     pub window_size: usize,
     /// News older than this makes a node a suspect, to be probed.
     pub suspect_after_ms: u64,
-    /// News older than this makes a node dead.
+    /// News older than this makes a node stale (not used); dead if a probe
+    /// since that news went unanswered (see the module docs).
     pub dead_after_ms: u64,
-    /// Most probes sent per interval in all (each suspect gets at most one
-    /// per interval); see the module docs for why it is not 1.
+    /// Most probes sent per interval besides the regular gossip (each
+    /// suspect gets at most one per interval); it bounds the cost per node
+    /// whatever the cluster's size (see the module docs).
     pub probes_per_interval: usize,
     /// Every this many intervals, try one random dead node or seed (0: never).
     pub revive_every: u64,
@@ -124,7 +160,7 @@ impl Default for DisseminationParams {
             window_size: 16,
             suspect_after_ms: 2_000,
             dead_after_ms: 4_000,
-            probes_per_interval: 16,
+            probes_per_interval: 1,
             revive_every: 4,
             fail_hint_threshold: 2,
             max_nodes: 4096,
@@ -269,7 +305,8 @@ pub enum Action {
         /// Its name.
         name: String,
     },
-    /// A node has given no news for `dead_after_ms`: stop sending it work.
+    /// A node we relied on has given no news for `dead_after_ms` and did
+    /// not answer our probe: stop sending it work.
     NodeDied {
         /// Its name.
         name: String,
@@ -289,7 +326,8 @@ pub enum Action {
 pub struct NodeView {
     /// The node's entry, `age_ms` relative to the `now_ms` asked about.
     pub entry: LoadEntry,
-    /// Whether we hold news fresher than `dead_after_ms`.
+    /// Whether we hold news fresher than `dead_after_ms` (and have not
+    /// declared it dead): the node may be used.
     pub alive: bool,
     /// Whether its news is older than `suspect_after_ms` (probing it).
     pub suspect: bool,
@@ -326,6 +364,8 @@ struct Node {
     /// When the entry was fresh, in our monotonic time base (may be negative
     /// early in our life).
     info_ms: i64,
+    /// False once declared dead (a probe went unanswered); a node whose
+    /// news is merely stale keeps `alive` (see the module docs).
     alive: bool,
     last_probe_ms: Option<u64>,
     failures: u32,
@@ -338,7 +378,20 @@ struct Node {
 pub struct Dissemination {
     params: DisseminationParams,
     me: LoadEntry,
-    nodes: BTreeMap<String, Node>,
+    /// By name. A hash map (looked up for every entry of every message
+    /// received; a B-tree of string keys was the simulator's hot spot at
+    /// 1,000 nodes) with a fixed hasher, so iteration order, and with it
+    /// every seeded random choice, is reproducible.
+    nodes: HashMap<String, Node, BuildHasherDefault<DefaultHasher>>,
+    /// Address -> name of every node in `nodes`, so lookups by address do
+    /// not scan the table (it holds up to `max_nodes` entries).
+    by_addr: BTreeMap<SocketAddr, String>,
+    /// Nodes with a probe sent since their latest news: the only ones that
+    /// can be declared dead, so the check on every tick looks at these
+    /// alone instead of the whole table.
+    probed: BTreeSet<String>,
+    /// When the table is next scanned for nodes to forget.
+    next_forget_scan_ms: u64,
     seeds: Vec<SocketAddr>,
     seed_failures: BTreeMap<SocketAddr, (u32, u64)>,
     /// Seeds whose node advertises another address (e.g. a seed given as
@@ -348,6 +401,18 @@ pub struct Dissemination {
     next_gossip_ms: Option<u64>,
     intervals: u64,
     stats: DisseminationStats,
+}
+
+impl Node {
+    /// Records a probe sent at `now_ms`. While an earlier probe sent since
+    /// the latest news is still unanswered, its time is kept: the verdict
+    /// counts from the first question, or a node gossiped to every interval
+    /// would never be judged.
+    fn probed_at(&mut self, now_ms: u64) {
+        if self.last_probe_ms.is_none_or(|p| signed(p) <= self.info_ms) {
+            self.last_probe_ms = Some(now_ms);
+        }
+    }
 }
 
 fn signed(ms: u64) -> i64 {
@@ -373,7 +438,10 @@ impl Dissemination {
         Ok(Self {
             params,
             me: LoadEntry { age_ms: 0, ..me },
-            nodes: BTreeMap::new(),
+            nodes: HashMap::default(),
+            by_addr: BTreeMap::new(),
+            probed: BTreeSet::new(),
+            next_forget_scan_ms: 0,
             seeds,
             seed_failures: BTreeMap::new(),
             seed_names: BTreeMap::new(),
@@ -433,7 +501,8 @@ impl Dissemination {
             // cluster in one round trip; a suspect target gets its probe.
             let want_reply = name.is_none() || suspect;
             if suspect && let Some(n) = name.as_deref().and_then(|n| self.nodes.get_mut(n)) {
-                n.last_probe_ms = Some(now_ms);
+                n.probed_at(now_ms);
+                self.probed.insert(n.entry.name.clone());
                 self.stats.probes += 1;
             }
             actions.push(self.gossip(now_ms, to, name.as_deref(), want_reply));
@@ -442,7 +511,8 @@ impl Dissemination {
         // Probes to suspects.
         for name in self.pick_probes(now_ms, &targeted) {
             if let Some(n) = self.nodes.get_mut(&name) {
-                n.last_probe_ms = Some(now_ms);
+                n.probed_at(now_ms);
+                self.probed.insert(name.clone());
                 let to = n.entry.address;
                 self.stats.probes += 1;
                 actions.push(self.gossip(now_ms, to, Some(&name), true));
@@ -536,7 +606,11 @@ impl Dissemination {
     /// a hint only (see the module docs): it never marks a node dead.
     pub fn on_send_failed(&mut self, now_ms: u64, to: SocketAddr) {
         self.stats.send_failures += 1;
-        if let Some(n) = self.nodes.values_mut().find(|n| n.entry.address == to) {
+        if let Some(n) = self
+            .by_addr
+            .get(&to)
+            .and_then(|name| self.nodes.get_mut(name))
+        {
             n.failures = n.failures.saturating_add(1);
             n.last_failure_ms = now_ms;
         } else if self.seeds.contains(&to) {
@@ -563,12 +637,13 @@ impl Dissemination {
                     age_ms: self.age(n, now_ms),
                     ..n.entry.clone()
                 },
-                alive: n.alive,
+                alive: n.alive && self.age(n, now_ms) <= self.params.dead_after_ms,
                 suspect: n.alive && self.age(n, now_ms) > self.params.suspect_after_ms,
                 is_self: false,
                 send_failures: n.failures,
             });
         }
+        out[1..].sort_unstable_by(|a, b| a.entry.name.cmp(&b.entry.name));
         out
     }
 
@@ -583,32 +658,90 @@ impl Dissemination {
     }
 
     fn name_at(&self, addr: SocketAddr) -> Option<String> {
-        self.nodes
-            .values()
-            .find(|n| n.entry.address == addr)
-            .map(|n| n.entry.name.clone())
+        self.by_addr.get(&addr).cloned()
+    }
+
+    /// Removes a node from the table and its indexes.
+    fn remove_node(&mut self, name: &str) {
+        if let Some(n) = self.nodes.remove(name)
+            && self.by_addr.get(&n.entry.address).map(String::as_str) == Some(name)
+        {
+            self.by_addr.remove(&n.entry.address);
+        }
+        self.probed.remove(name);
     }
 
     fn update_liveness(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         let dead_after = self.params.dead_after_ms;
-        let forget_after = self.params.forget_after_ms;
+        let answer_within = self.params.interval_ms;
         let now = signed(now_ms);
-        let mut forget = Vec::new();
-        for n in self.nodes.values_mut() {
+        let mut settled = Vec::new();
+        for name in &self.probed {
+            let Some(n) = self.nodes.get_mut(name) else {
+                settled.push(name.clone());
+                continue;
+            };
+            let Some(p) = n.last_probe_ms else {
+                settled.push(name.clone());
+                continue;
+            };
+            // News from the same millisecond as the probe (e.g. an answer
+            // with no transit time) counts as the answer.
+            if signed(p) <= n.info_ms || !n.alive {
+                settled.push(name.clone());
+                continue;
+            }
             let age = u64::try_from(now.saturating_sub(n.info_ms)).unwrap_or(0);
-            if n.alive && age > dead_after {
+            // Asked after our latest news, and no answer in time.
+            if age > dead_after && now_ms.saturating_sub(p) >= answer_within {
                 n.alive = false;
                 actions.push(Action::NodeDied {
                     name: n.entry.name.clone(),
                 });
-            }
-            if !n.alive && age > forget_after {
-                forget.push(n.entry.name.clone());
+                settled.push(name.clone());
             }
         }
-        for name in forget {
-            self.nodes.remove(&name);
+        for name in settled {
+            self.probed.remove(&name);
         }
+        // Forgetting is a memory bound, not a verdict: a scan of the whole
+        // table every few seconds is enough.
+        if now_ms >= self.next_forget_scan_ms {
+            self.next_forget_scan_ms = now_ms.saturating_add(FORGET_SCAN_MS);
+            let forget: Vec<String> = self
+                .nodes
+                .values()
+                .filter(|n| self.age(n, now_ms) > self.params.forget_after_ms)
+                .map(|n| n.entry.name.clone())
+                .collect();
+            for name in forget {
+                self.remove_node(&name);
+            }
+        }
+    }
+
+    /// Whether we have declared `name` dead (an unanswered probe after its
+    /// news went stale); false for unknown and merely stale nodes.
+    pub fn believed_dead(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| !n.alive)
+    }
+
+    /// What we believe about one node (not ourselves), `None` if unknown;
+    /// cheaper than [`nodes`](Self::nodes) when only one is wanted.
+    pub fn node(&self, name: &str, now_ms: u64) -> Option<NodeView> {
+        self.nodes.get(name).map(|n| {
+            let age = self.age(n, now_ms);
+            NodeView {
+                entry: LoadEntry {
+                    age_ms: age,
+                    ..n.entry.clone()
+                },
+                alive: n.alive && age <= self.params.dead_after_ms,
+                suspect: n.alive && age > self.params.suspect_after_ms,
+                is_self: false,
+                send_failures: n.failures,
+            }
+        })
     }
 
     fn merge(&mut self, now_ms: u64, e: LoadEntry, actions: &mut Vec<Action>) {
@@ -629,18 +762,19 @@ impl Dissemination {
                     });
                     n.failures = 0;
                 }
-                if n.alive && !fresh {
-                    // Only a restart can bring older news; it says nothing
-                    // recent about the new life.
-                    n.alive = false;
-                    actions.push(Action::NodeDied {
-                        name: e.name.clone(),
-                    });
-                } else if !n.alive && revives {
+                // Only a restart can bring older news; such news of a node
+                // not declared dead just leaves it stale.
+                if !n.alive && revives {
                     n.alive = true;
                     actions.push(Action::NodeAlive {
                         name: e.name.clone(),
                     });
+                }
+                if n.entry.address != e.address {
+                    if self.by_addr.get(&n.entry.address) == Some(&e.name) {
+                        self.by_addr.remove(&n.entry.address);
+                    }
+                    self.by_addr.insert(e.address, e.name.clone());
                 }
                 n.entry = e;
                 n.info_ms = info_ms;
@@ -654,6 +788,7 @@ impl Dissemination {
                     name: e.name.clone(),
                     address: e.address,
                 });
+                self.by_addr.insert(e.address, e.name.clone());
                 self.nodes.insert(
                     e.name.clone(),
                     Node {
@@ -679,17 +814,17 @@ impl Dissemination {
             .nodes
             .values()
             .filter(|n| !n.alive)
-            .min_by_key(|n| n.info_ms)
+            .min_by_key(|n| (n.info_ms, &n.entry.name))
             .or_else(|| {
                 self.nodes
                     .values()
-                    .min_by_key(|n| n.info_ms)
+                    .min_by_key(|n| (n.info_ms, &n.entry.name))
                     .filter(|n| n.info_ms < info_ms)
             })
             .map(|n| n.entry.name.clone());
         match victim {
             Some(name) => {
-                self.nodes.remove(&name);
+                self.remove_node(&name);
                 true
             }
             None => false,
@@ -708,7 +843,7 @@ impl Dissemination {
         self.seed_names
             .get(&s)
             .and_then(|name| self.nodes.get(name))
-            .or_else(|| self.nodes.values().find(|n| n.entry.address == s))
+            .or_else(|| self.by_addr.get(&s).and_then(|name| self.nodes.get(name)))
     }
 
     /// Seeds whose node we do not know by name yet.
@@ -761,12 +896,25 @@ impl Dissemination {
                         .is_none_or(|p| now_ms.saturating_sub(p) >= interval)
             })
             .collect();
-        suspects.sort_by_key(|n| (n.last_probe_ms, n.info_ms));
-        suspects
-            .into_iter()
-            .take(self.params.probes_per_interval)
-            .map(|n| n.entry.name.clone())
-            .collect()
+        // Not yet asked since the latest news first, then freshest news
+        // first (see the module docs); names break ties.
+        fn key<'a>(n: &&'a Node) -> (bool, std::cmp::Reverse<i64>, &'a str) {
+            (
+                n.last_probe_ms.is_some_and(|p| signed(p) > n.info_ms),
+                std::cmp::Reverse(n.info_ms),
+                n.entry.name.as_str(),
+            )
+        }
+        let k = self.params.probes_per_interval;
+        if k == 0 {
+            return Vec::new();
+        }
+        if suspects.len() > k {
+            suspects.select_nth_unstable_by_key(k - 1, key);
+            suspects.truncate(k);
+        }
+        suspects.sort_unstable_by_key(key);
+        suspects.into_iter().map(|n| n.entry.name.clone()).collect()
     }
 
     fn pick_revival(&mut self, targeted: &[SocketAddr]) -> Option<SocketAddr> {
@@ -807,21 +955,26 @@ impl Dissemination {
             .filter(|n| {
                 // The alive flag is updated on ticks only; a reply between
                 // ticks must not pass on news that is already too old.
-                n.alive
-                    && self.age(n, now_ms) <= self.params.dead_after_ms
-                    && Some(n.entry.name.as_str()) != to_name
+                n.alive && self.age(n, now_ms) <= self.params.dead_after_ms
             })
             .collect();
         // Freshest first; names break ties so the order is deterministic.
         fn key<'a>(n: &&'a Node) -> (std::cmp::Reverse<i64>, &'a str) {
             (std::cmp::Reverse(n.info_ms), n.entry.name.as_str())
         }
+        // One more than the window, in case the target is among them (its
+        // own entry is left out: comparing names only here, not over the
+        // whole table, keeps this cheap).
         let k = self.params.window_size;
-        if fresh.len() > k {
-            fresh.select_nth_unstable_by_key(k - 1, key);
-            fresh.truncate(k);
+        if fresh.len() > k + 1 {
+            fresh.select_nth_unstable_by_key(k, key);
+            fresh.truncate(k + 1);
         }
         fresh.sort_unstable_by_key(key);
+        if let Some(t) = to_name {
+            fresh.retain(|n| n.entry.name != t);
+        }
+        fresh.truncate(k);
         let window = fresh
             .into_iter()
             .map(|n| LoadEntry {

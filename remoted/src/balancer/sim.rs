@@ -230,6 +230,23 @@ impl Simulation {
         self.nodes[i].dis.as_ref().map(|d| d.nodes(now))
     }
 
+    /// What node `i` believes about the node named `name` now (`None` while
+    /// `i` is stopped or does not know it); O(log N), unlike
+    /// [`Simulation::view`], so checks over all pairs stay affordable at
+    /// 1,000 nodes.
+    pub fn view_of(&self, i: usize, name: &str) -> Option<NodeView> {
+        let now = self.local_now(i);
+        self.nodes[i].dis.as_ref().and_then(|d| d.node(name, now))
+    }
+
+    /// Whether node `i` (running) has declared the node named `name` dead.
+    pub fn believes_dead(&self, i: usize, name: &str) -> bool {
+        self.nodes[i]
+            .dis
+            .as_ref()
+            .is_some_and(|d| d.believed_dead(name))
+    }
+
     /// Runs every event up to and including global time `until_ms`.
     pub fn run_until(&mut self, until_ms: u64) {
         while let Some(&Reverse((at, seq))) = self.queue.peek() {
@@ -318,20 +335,22 @@ mod tests {
         out
     }
 
-    /// Whether every running node holds every other running node as alive,
-    /// with its current generation and its published figures.
+    /// Whether every running node holds every other running node, not
+    /// declared dead, with its current generation and its published
+    /// figures; and, in a cluster that fits in one gossip window, with fresh
+    /// news (alive). A bigger cluster cannot keep every pair fresh at a
+    /// constant cost per node (see the dissemination module docs).
     fn knows_all(sim: &Simulation) -> bool {
         let nodes = sim.nodes();
+        let strict = nodes.len() <= sim.params.dissemination.window_size + 1;
         let running: Vec<usize> = (0..nodes.len())
             .filter(|&i| nodes[i].dis.is_some())
             .collect();
         running.iter().all(|&i| {
-            let view = sim.view(i).unwrap();
             running.iter().filter(|&&j| j != i).all(|&j| {
-                view.iter().any(|v| {
-                    v.entry.name == nodes[j].name
-                        && v.alive
-                        && !v.is_self
+                sim.view_of(i, &nodes[j].name).is_some_and(|v| {
+                    (v.alive || !strict)
+                        && !sim.believes_dead(i, &nodes[j].name)
                         && v.entry.generation == nodes[j].generation
                         && v.entry.address == nodes[j].address
                         && v.entry.cpus == 1.0 + (j % 3) as f64
@@ -392,42 +411,70 @@ mod tests {
         for (n, seed) in runs {
             let mut sim = Simulation::new(SimParams::default(), n, seed).unwrap();
             assert!(
-                converge(&mut sim, 10_000).is_some(),
-                "seed {seed}: no convergence"
+                converge(&mut sim, 20_000).is_some(),
+                "{n} nodes, seed {seed}: no convergence"
             );
             let t0 = sim.now_ms() + rng.random_range(0..1_000);
             sim.run_until(t0);
             let victim = rng.random_range(0..n);
             sim.stop(victim);
-            sim.run_until(t0 + 6_000);
             let name = sim.nodes()[victim].name.clone();
+            // At any size, nobody uses it any more within 5 s: every copy
+            // of its news is stale.
+            sim.run_until(t0 + 5_000);
+            for i in (0..n).filter(|&i| i != victim) {
+                assert!(
+                    sim.view_of(i, &name).is_none_or(|v| !v.alive),
+                    "seed {seed}: node {i} still uses {name} 5 s after it stopped"
+                );
+            }
+            sim.run_until(t0 + 6_000);
+            let small = n <= SimParams::default().dissemination.window_size + 1;
             let d = deaths(&sim);
             for (i, who, at) in &d {
                 assert_eq!(
                     who, &name,
                     "seed {seed}: node {i} falsely marked {who} dead at {at}"
                 );
+                // In a cluster that fits in the window the verdict itself
+                // comes within 5 s; in a bigger one a node may probe it later
+                // (one probe per interval), having stopped using it anyway.
+                let bound = if small { 5_000 } else { 6_000 };
                 assert!(
-                    *at > t0 && *at <= t0 + 5_000,
-                    "seed {seed}: node {i} marked {who} dead {} ms after it stopped",
+                    *at > t0 && *at <= t0 + bound,
+                    "{n} nodes, seed {seed}: node {i} marked {who} dead {} ms after it stopped",
                     at - t0
                 );
-                worst = worst.max(at - t0);
+                if small {
+                    worst = worst.max(at - t0);
+                }
             }
-            // Every other node did so, exactly once.
-            assert_eq!(d.len(), n - 1, "seed {seed}: {d:?}");
-            for i in (0..n).filter(|&i| i != victim) {
-                let v = sim.view(i).unwrap();
-                assert!(v.iter().any(|v| v.entry.name == name && !v.alive));
+            if small {
+                // In a cluster that fits in the window every node relied on
+                // it, so every other node declared it dead, exactly once.
+                assert_eq!(d.len(), n - 1, "seed {seed}: {d:?}");
+                for i in (0..n).filter(|&i| i != victim) {
+                    assert!(sim.believes_dead(i, &name), "seed {seed}: node {i}");
+                }
+            } else {
+                // In a bigger one, those that relied on it did (at most
+                // once each); the others merely hold it stale.
+                let mut who: Vec<usize> = d.iter().map(|(i, ..)| *i).collect();
+                who.sort_unstable();
+                who.dedup();
+                assert_eq!(who.len(), d.len(), "seed {seed}: {d:?}");
+                assert!(!d.is_empty(), "seed {seed}: nobody declared {name} dead");
             }
         }
-        eprintln!("worst detection time: {worst} ms");
+        eprintln!("worst detection time (16 nodes): {worst} ms");
     }
 
     #[test]
     fn no_false_deaths_in_10_minutes_and_bounded_traffic() {
-        // (nodes, seeds, bound on mean and on busiest node's messages/s)
-        for (n, seeds, mean_bound, max_bound) in [(16, 0..3, 5.0, 8.0), (100, 0..1, 20.0, 30.0)] {
+        // (nodes, seeds, bound on mean and on busiest node's messages/s):
+        // the same bounds at both sizes, the cost per node does not grow
+        // with N (measured: 16 nodes ~3.0 mean, 100 nodes ~6.4, busiest 7.0).
+        for (n, seeds, mean_bound, max_bound) in [(16, 0..3, 8.0, 12.0), (100, 0..1, 8.0, 12.0)] {
             for seed in seeds {
                 let mut sim = Simulation::new(SimParams::default(), n, seed).unwrap();
                 sim.run_until(600_000);
