@@ -5,11 +5,12 @@
 //! only the machines, the network and the migrations are simulated (see
 //! `mosix_remoted::balancer::procsim` for the model and its assumptions).
 //!
-//! Columns: `fluid` is max(300, 300 n / 16), the bound only endless rotation
-//! of processes reaches; `ideal` is the makespan of an ideal balancer that
-//! obeys the same "more than one process of difference" rule with zero cost
-//! and perfect information; `ours` is the simulated makespan (time until the
-//! last process ends, which is what the paper's optimal column measures).
+//! Columns: `fluid` is max(300, 300 n / 16), the paper's optimal column
+//! (reached only by sharing the extra processes across nodes in time, which
+//! the balancer's rotation does); `ideal` is the makespan of an ideal
+//! balancer that obeys only the "more than one process of difference" rule,
+//! with zero cost and perfect information (what rotation improves on);
+//! `ours` is the simulated makespan (time until the last process ends).
 //! The paper's MOSIX column is not printed: its figures were not available
 //! to us, only its average slowdown of 1.95 %.
 

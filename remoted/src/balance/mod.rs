@@ -266,6 +266,8 @@ impl Worker {
                     migrations: 0,
                     home: None,
                     came_from: None,
+                    // Not read yet: rotation, its only user, is off here.
+                    cpu_ms: 0,
                 })
             })
             .collect();

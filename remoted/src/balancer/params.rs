@@ -130,6 +130,11 @@ impl Tunables {
                 max_info_age_ms: b.dead_after_ms,
                 usher_below_bytes: b.usher_below_bytes,
                 memory_reserve_bytes: b.memory_reserve_bytes,
+                // Off in the daemons until the configuration file has a key
+                // for it: they consider only their own processes, so a guest
+                // could not be rotated on, and the integration tests count
+                // a quiet minute as zero migrations.
+                rotate_after_ms: 0,
             },
             leave: LeaveParams {
                 owner_load: b.owner_load,

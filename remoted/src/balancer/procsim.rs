@@ -643,6 +643,7 @@ impl ProcSim {
                 migrations: p.migrations,
                 home: (p.home != node).then(|| self.nodes[p.home].name.clone()),
                 came_from: p.came_from.map(|c| self.nodes[c].name.clone()),
+                cpu_ms: p.done_ms as u64,
             })
             .collect()
     }
@@ -954,8 +955,12 @@ mod tests {
     #[test]
     fn nothing_moves_once_the_load_has_settled() {
         // 4 long and 4 short processes at n0 of 3 nodes: they spread, the
-        // short ones end, and then a simulated minute must be quiet.
-        let mut sim = ProcSim::new(ProcSimParams::uniform(3), 3).unwrap();
+        // short ones end, and then a simulated minute must be quiet. The
+        // load rule only: rotation deliberately keeps moving the extra
+        // process (see `rotation_shares_the_extra_process_fairly`).
+        let mut params = ProcSimParams::uniform(3);
+        params.consider.rotate_after_ms = 0;
+        let mut sim = ProcSim::new(params, 3).unwrap();
         sim.run_until(10_000);
         let t0 = sim.now_ms();
         for _ in 0..4 {
@@ -979,6 +984,47 @@ mod tests {
         );
         assert_eq!(sim.placement(), placed);
         assert!(sim.procs()[..4].iter().all(|p| p.place != Place::Done));
+    }
+
+    #[test]
+    fn rotation_shares_the_extra_process_fairly() {
+        // 4 long processes on 3 nodes: without rotation two of them share a
+        // node for good and progress at half the speed of the other two.
+        let run = |rotate_after_ms: u64| {
+            let mut params = ProcSimParams::uniform(3);
+            params.consider.rotate_after_ms = rotate_after_ms;
+            let mut sim = ProcSim::new(params, 3).unwrap();
+            sim.run_until(10_000);
+            let t0 = sim.now_ms();
+            for _ in 0..4 {
+                sim.spawn(0, &ProcSpec::cpu_bound(1_000_000)).unwrap();
+            }
+            sim.run_until(t0 + 180_000);
+            let done: Vec<f64> = sim.procs().iter().map(|p| p.done_ms).collect();
+            let (lo, hi) = done
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(l, h), &d| (l.min(d), h.max(d)));
+            (hi - lo, sim.migrations().to_vec(), sim.placement())
+        };
+        let (spread_off, _, _) = run(0);
+        let (spread_on, migrations, placed) = run(4_000);
+        // Half speed for most of 3 minutes: about 80 s of work behind.
+        assert!(spread_off > 60_000.0, "without rotation: {spread_off} ms");
+        assert!(spread_on < 10_000.0, "with rotation: {spread_on} ms");
+        assert!(placed.iter().all(|&c| (1..=2).contains(&c)), "{placed:?}");
+        // Paced: one node holds the extra process at a time, and it moves
+        // at most once per period (plus one consideration round).
+        let rotations: Vec<&MigrationRecord> = migrations
+            .iter()
+            .filter(|m| m.reason == Reason::Rotate)
+            .collect();
+        assert!(!rotations.is_empty());
+        for w in rotations.windows(2) {
+            assert!(
+                w[1].decided_ms.saturating_sub(w[0].arrived_ms) >= 4_000,
+                "rotations too close: {w:?}"
+            );
+        }
     }
 
     #[test]
@@ -1071,19 +1117,17 @@ mod tests {
     }
 
     /// The paper's Table 1: MOSIX's average slowdown was 1.95 %. Ours,
-    /// against the ideal balancer that obeys the same rule, must be below;
-    /// where the fluid bound is reachable by such a balancer (n <= 16 and
-    /// multiples of 16) each row must also be below 1.95 % against it.
+    /// against the optimum `max(300, 300 n / 16)` (reached only by sharing
+    /// the extra processes across nodes, which rotation does), must be
+    /// below, and no row may be worse than 2.5 %.
     #[test]
     fn table1_average_slowdown_is_below_the_papers() {
         let params = ProcSimParams::uniform(16);
         let mut sum = 0.0;
         for n in TABLE1_ROWS {
             let row = table1_row(&params, n, 300, 10_000, 1, 8 << 20).unwrap();
-            sum += row.slowdown_pct(row.ideal_s);
-            if n <= 16 || n % 16 == 0 {
-                assert!(row.slowdown_pct(row.fluid_s) < 1.95, "{row:?}");
-            }
+            sum += row.slowdown_pct(row.fluid_s);
+            assert!(row.slowdown_pct(row.fluid_s) < 2.5, "{row:?}");
         }
         let avg = sum / TABLE1_ROWS.len() as f64;
         assert!(avg < 1.95, "average slowdown {avg:.2} %");
