@@ -2,11 +2,13 @@
 //! program started at n1 moves to n2 mid-run; its body really runs under
 //! n2's `remoted`, the home pid stays as the deputy, the output file is
 //! byte-identical to an undisturbed run and the parent sees the program's
-//! exit status. A migration to a node whose `remoted` is down fails
-//! cleanly and the program goes on at home.
+//! exit status. Moves to a node whose `remoted` is down, that is
+//! blocked, that dies mid-transfer or whose link is cut mid-transfer fail
+//! cleanly and the program goes on at home; signals sent to the home pid
+//! (TERM, KILL, STOP/CONT, USR1 to a handler) act on the body.
 
 use mosix_tests::procs::{
-    cmdline, descends_from, is_deputy, mosps_entry, ppid, processes_running, state_of,
+    cmdline, descends_from, is_deputy, mosps_entry, ppid, processes_running, state_of, text,
 };
 use mosix_tests::{Cluster, bin, bin_dir, is_running};
 use std::path::{Path, PathBuf};
@@ -602,15 +604,17 @@ fn a_lost_node_ends_the_deputy_as_killed_within_5s() {
     });
 }
 
-#[test]
-fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
-    let c = Cluster::up(2).unwrap();
+/// Start a 1.5 GiB job at n1, begin moving it to n2, and `interrupt` the
+/// transfer once n2 holds part of the image: the move must fail naming
+/// n2, within `within`, and the program must run on at home as the only
+/// copy and end as an undisturbed run would.
+fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn Fn()) {
     let exe = mosix_tests::build_c_example("bigmem", &c.dir, &[]);
     let exe = exe.to_str().unwrap();
     // 1.5 GiB of dirty memory: the transfer takes long enough to be cut.
     let argv = [exe, "1536", "40"];
-    let job = Job::start(&c, "n1", &argv, "big");
-    let home = job.home_pid(&c);
+    let job = Job::start(c, "n1", &argv, name);
+    let home = job.home_pid(c);
     c.wait_for("the memory to be filled", Duration::from_secs(120), || {
         Ok(job.lines() >= 1)
     })
@@ -635,26 +639,145 @@ fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
             }))
     })
     .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(remoted2),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let cut_at = std::time::Instant::now();
+    interrupt();
     let out = mover.wait_with_output().unwrap();
+    let took = cut_at.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the move succeeded to a dead node");
+    eprintln!("{name}: mosmigrate gave up {took:?} after the interrupt");
+    assert!(!out.status.success(), "the move succeeded through the cut");
     assert!(
         err.contains("n2"),
         "the error does not name the node: {err}"
+    );
+    assert!(
+        took < within,
+        "mosmigrate took {took:?} to give up after the cut: {err}"
     );
     // Still the program itself at home, the only copy, and it finishes
     // as an undisturbed run would.
     assert_eq!(cmdline(home), argv);
     assert_eq!(processes_running(&argv), vec![home]);
+    assert_eq!(
+        mosps_entry(c, "n1", home).map(|e| e["node"].clone()),
+        Some(serde_json::json!("n1")),
+        "mosps should show the process at home"
+    );
+    let (got, rc) = job.finish(c);
+    let (want, want_rc) = reference(&argv);
+    assert_eq!(rc, want_rc, "exit status differs");
+    assert!(got == want, "output differs from an undisturbed run");
+}
+
+#[test]
+fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
+    let c = Cluster::up(2).unwrap();
+    let remoted2 = c.daemon_pid("n2", "remoted").unwrap();
+    interrupt_transfer(&c, "big", Duration::from_secs(30), &|| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(remoted2),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    });
+}
+
+#[test]
+fn a_link_cut_mid_transfer_leaves_the_process_at_home() {
+    let c = Cluster::up(2).unwrap();
+    // Nothing says goodbye: the home notices through its send timeout
+    // and keepalive, and the destination drops the partial image.
+    interrupt_transfer(&c, "cut", Duration::from_secs(30), &|| {
+        let out = c
+            .exec("n2", &["ip", "link", "set", "eth0", "down"])
+            .unwrap();
+        assert!(out.status.success(), "cannot cut n2's network");
+    });
+}
+
+#[test]
+fn a_blocked_destination_refuses_and_the_program_runs_on() {
+    let c = Cluster::up(2).unwrap();
+    let exe = build_progress(&c.dir);
+    let exe = exe.to_str().unwrap();
+    let argv = [exe, STEPS, "100000013", EXIT_CODE];
+    let job = Job::start(&c, "n1", &argv, "refused");
+    let home = job.home_pid(&c);
+    c.wait_for("progress", Duration::from_secs(30), || Ok(job.lines() >= 2))
+        .unwrap();
+    let out = c.exec("n2", &["mosctl", "block"]).unwrap();
+    assert!(out.status.success(), "mosctl block: {}", text(&out));
+    let out = c
+        .exec("n1", &["mosmigrate", &home.to_string(), "n2"])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a blocked node took the process");
+    assert!(
+        err.contains("n2") && err.contains("no guests"),
+        "the refusal does not say who refused and why: {err}"
+    );
+    assert_eq!(really_runs_at(&c, &argv, home, &["n2"]), None);
+    assert_eq!(cmdline(home), argv);
+    // Unblocked, the same move works, and the program ends as at home.
+    let out = c.exec("n2", &["mosctl", "unblock"]).unwrap();
+    assert!(out.status.success(), "mosctl unblock: {}", text(&out));
+    move_to(&c, home, "n2");
+    assert_eq!(
+        really_runs_at(&c, &argv, home, &["n2"]).as_deref(),
+        Some("n2")
+    );
     let (got, rc) = job.finish(&c);
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
+}
+
+#[test]
+fn sigusr1_reaches_the_programs_handler_wherever_it_runs() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let c = Cluster::up(3).unwrap();
+    let exe = mosix_tests::build_c_example("usr1", &c.dir, &[]);
+    let exe = exe.to_str().unwrap();
+    let argv = [exe, STEPS, "100000014", EXIT_CODE];
+    let (job, home) = start_and_move(&c, &argv, "usr1", "n2");
+    let handled = |n: usize| {
+        let out =
+            String::from_utf8_lossy(&std::fs::read(&job.out_file).unwrap_or_default()).into_owned();
+        out.lines().any(|l| l == format!("usr1 {n}"))
+    };
+    // At n2, then at n3: the deputy forwards it, the handler counts it,
+    // and the program runs on (a caught signal does not end it).
+    kill(Pid::from_raw(home), Signal::SIGUSR1).unwrap();
+    c.wait_for("the handler at n2", Duration::from_secs(30), || {
+        Ok(handled(1))
+    })
+    .unwrap();
+    move_to(&c, home, "n3");
+    assert_eq!(
+        really_runs_at(&c, &argv, home, &["n2", "n3"]).as_deref(),
+        Some("n3")
+    );
+    kill(Pid::from_raw(home), Signal::SIGUSR1).unwrap();
+    c.wait_for("the handler at n3", Duration::from_secs(30), || {
+        Ok(handled(2))
+    })
+    .unwrap();
+    let (got, rc) = job.finish(&c);
+    let got = String::from_utf8(got).unwrap();
+    let marks: Vec<&str> = got.lines().filter(|l| l.starts_with("usr1")).collect();
+    assert_eq!(marks, ["usr1 1", "usr1 2"], "each signal handled once");
+    let steps: String = got
+        .lines()
+        .filter(|l| !l.starts_with("usr1"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (want, want_rc) = reference(&argv);
+    assert_eq!(rc, want_rc, "exit status differs");
+    assert!(
+        steps.as_bytes() == want,
+        "the computation differs from an undisturbed run"
+    );
 }
 
 #[test]
