@@ -105,21 +105,32 @@ extern "C" fn restore_main(sp: *const u64) -> ! {
     let argc = unsafe { *sp };
     if argc < 2 {
         die(
-            b"usage: mosix-restore IMAGE-FD [hold] (run by mosrun -R or remoted, not by hand)",
+            b"usage: mosix-restore IMAGE-FD [hold] [consume] (run by mosrun -R, remoted or mosix-deputy, not by hand)",
             0,
         );
     }
     // SAFETY: argv[1] exists (argc >= 2) and is a NUL-terminated string.
     let arg1 = unsafe { *sp.wrapping_add(2) } as *const u8;
     let fd = parse_fd(arg1);
-    // `mosix-restore FD hold` (a migration's destination): stop before
-    // the first user instruction until the source commits.
-    let hold = argc >= 3 && {
-        // SAFETY: argv[2] exists when argc >= 3.
-        let arg2 = unsafe { *sp.wrapping_add(3) } as *const u8;
-        // SAFETY: argv[2] is a NUL-terminated string.
-        unsafe { is_hold(arg2) }
-    };
+    // Words after the fd: `hold` (a migration's destination: stop before
+    // the first user instruction until the source commits) and `consume`
+    // (the image is a memfd nobody reads again: give each page run's
+    // memory back as soon as it is in place, so a migration does not need
+    // room for two whole copies of the process).
+    let (mut hold, mut consume) = (false, false);
+    for i in 2..argc.min(4) {
+        // SAFETY: argv[i] exists (i < argc) and is a NUL-terminated string.
+        let arg = unsafe { *sp.wrapping_add(1 + i as usize) } as *const u8;
+        // SAFETY: as above.
+        if unsafe { is_word(arg, b"hold\0") } {
+            hold = true;
+        // SAFETY: as above.
+        } else if unsafe { is_word(arg, b"consume\0") } {
+            consume = true;
+        } else {
+            die(b"unknown word after the image fd (hold, consume)", 0);
+        }
+    }
 
     // Nothing may interrupt us: the handlers we install point into the
     // image, and the restored frame brings the real mask back.
@@ -146,7 +157,7 @@ extern "C" fn restore_main(sp: *const u64) -> ! {
 
     let specials = own_specials();
     place_specials(&img, &specials);
-    map_regions(&img, fd);
+    map_regions(&img, fd, consume);
     set_mm(&img);
     set_kernel_state(&img, fd);
     let rec = *img.record();
@@ -165,12 +176,12 @@ extern "C" fn restore_main(sp: *const u64) -> ! {
     jump(&rec)
 }
 
-/// Whether the C string at `p` is exactly "hold".
+/// Whether the C string at `p` is exactly `word` (given with its NUL).
 ///
 /// # Safety
 /// `p` points to a NUL-terminated string.
-unsafe fn is_hold(p: *const u8) -> bool {
-    for (i, &c) in b"hold\0".iter().enumerate() {
+unsafe fn is_word(p: *const u8, word: &[u8]) -> bool {
+    for (i, &c) in word.iter().enumerate() {
         // SAFETY: the caller guarantees a NUL-terminated string and we
         // stop at the first byte that differs, at the latest at its NUL,
         // so `p + i` stays within it.
@@ -596,7 +607,7 @@ const MAP_GROWSDOWN: usize = 0x100;
 const MAP_NORESERVE: usize = 0x4000;
 
 /// Map every region and fill its pages.
-fn map_regions(img: &Image, fd: i32) {
+fn map_regions(img: &Image, fd: i32, consume: bool) {
     let runs = img.runs();
     for r in img.regions() {
         let len = (r.end - r.start) as usize;
@@ -675,11 +686,38 @@ fn map_regions(img: &Image, fd: i32) {
             {
                 die(b"page run outside its region", 0);
             }
-            // SAFETY: `addr..addr+bytes` lies inside the region just
-            // mapped writable.
-            let read = unsafe { sys::pread_full(fd, addr as usize, bytes as usize, run.data_off) };
-            if let Err(e) = read {
-                die(b"cannot read page data (truncated image?)", e);
+            // With `consume`, in slices, each given back once in place: a
+            // run may be the whole heap.
+            let slice = if consume { CONSUME_SLICE } else { bytes };
+            let mut done = 0;
+            while done < bytes {
+                let n = slice.min(bytes - done);
+                // SAFETY: `addr+done..addr+done+n` lies inside the region
+                // just mapped writable (the run was checked against it).
+                let read = unsafe {
+                    sys::pread_full(fd, (addr + done) as usize, n as usize, run.data_off + done)
+                };
+                if let Err(e) = read {
+                    die(b"cannot read page data (truncated image?)", e);
+                }
+                if consume {
+                    // SAFETY: fallocate(fd, PUNCH_HOLE | KEEP_SIZE, off,
+                    // len) on the image memfd frees pages already copied
+                    // into place; nothing reads them again. A failure only
+                    // costs memory, so it is ignored.
+                    unsafe {
+                        syscall6(
+                            nr::FALLOCATE,
+                            fd as usize,
+                            FALLOC_PUNCH_HOLE_KEEP_SIZE,
+                            (run.data_off + done) as usize,
+                            n as usize,
+                            0,
+                            0,
+                        )
+                    };
+                }
+                done += n;
             }
         }
         if map_prot != prot {
@@ -691,6 +729,12 @@ fn map_regions(img: &Image, fd: i32) {
         }
     }
 }
+
+/// How much image data `consume` copies before giving it back.
+const CONSUME_SLICE: u64 = 32 << 20;
+
+/// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` of <linux/falloc.h>.
+const FALLOC_PUNCH_HOLE_KEEP_SIZE: usize = 0x02 | 0x01;
 
 /// `struct prctl_mm_map` of <linux/prctl.h>.
 #[repr(C)]

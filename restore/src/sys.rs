@@ -25,6 +25,7 @@ pub mod nr {
     pub const EXIT_GROUP: usize = 231;
     pub const SET_ROBUST_LIST: usize = 273;
     pub const RSEQ: usize = 334;
+    pub const FALLOCATE: usize = 285;
 }
 
 /// A system call with up to six arguments; returns the raw result

@@ -365,7 +365,8 @@ fn come_home(
     let name = c"mosix-restore";
     let e = nix::unistd::execve::<&std::ffi::CStr, &std::ffi::CStr>(
         &restorer_c,
-        &[name, arg.as_c_str()],
+        // The image memfd is read once: its pages are freed as they land.
+        &[name, arg.as_c_str(), c"consume"],
         &[],
     );
     // Too late to go back: the fds are gone.

@@ -263,6 +263,8 @@ impl Host {
         cmd.arg0("mosix-restore")
             .arg(raw.to_string())
             .arg("hold")
+            // The memfd is ours alone: freed as the pages land.
+            .arg("consume")
             .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
