@@ -404,6 +404,27 @@ fn round_trip(pipe: bool, work: &str) {
         assert_eq!(p["state"], "running", "mosps: {p}");
         assert!(p["cantmove"].is_null(), "mosps: {p}");
     }
+    // mosps keeps the history: each move, from where to where, and why.
+    let p = mosps_entry(&c, "n1", home).unwrap();
+    let moves: Vec<(String, String)> = p["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history in mosps: {p}"))
+        .iter()
+        .map(|m| {
+            assert!(m["error"].is_null(), "a failed move in the history: {m}");
+            assert_eq!(m["why"], "asked by uid 0", "history: {m}");
+            (
+                m["from"].as_str().unwrap_or("?").to_string(),
+                m["to"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let hops = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        moves,
+        [hops("n1", "n2"), hops("n2", "n3"), hops("n3", "n1")]
+    );
+    assert_eq!(p["migrations"], 3, "mosps: {p}");
     assert!(
         pipe || job.lines() < 80,
         "the program finished before its round trip ended; give it more work"
@@ -718,6 +739,16 @@ fn a_blocked_destination_refuses_and_the_program_runs_on() {
     );
     assert_eq!(really_runs_at(&c, &argv, home, &["n2"]), None);
     assert_eq!(cmdline(home), argv);
+    // The refusal is in the history, as a failed attempt.
+    let p = mosps_entry(&c, "n1", home).unwrap();
+    let last = &p["history"][0];
+    assert_eq!((&last["from"], &last["to"]), (&"n1".into(), &"n2".into()));
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no guests")),
+        "history: {p}"
+    );
     // Unblocked, the same move works, and the program ends as at home.
     let out = c.exec("n2", &["mosctl", "unblock"]).unwrap();
     assert!(out.status.success(), "mosctl unblock: {}", text(&out));

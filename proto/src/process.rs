@@ -66,6 +66,29 @@ pub struct MigrateDone {
     pub frozen_ms: u64,
 }
 
+/// One move of a process (or an attempt), for `mosps --history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The node the body was on (the home's name when at home).
+    pub from: String,
+    /// The node it was to go to (the home's name for home).
+    pub to: String,
+    /// Why: `load balancing`, `asked by uid N`, or the node that asked
+    /// it to leave and its reason.
+    pub why: String,
+    /// Milliseconds from the freeze to the body running again.
+    pub frozen_ms: u64,
+    /// Image bytes sent (0 if it failed before).
+    pub bytes: u64,
+    /// Why it failed, if it did: the process then ran on at `from`.
+    pub error: Option<String>,
+}
+
+/// How many moves a process's history keeps (the newest).
+pub const HISTORY_MAX: usize = 32;
+
 /// One managed process, as `mosps` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
@@ -110,6 +133,10 @@ pub struct ProcessInfo {
     /// `mosmigrate` still works).
     #[serde(default)]
     pub no_auto: bool,
+    /// Its moves and failed attempts, oldest first (at most
+    /// [`HISTORY_MAX`], the newest).
+    #[serde(default)]
+    pub history: Vec<MoveRecord>,
 }
 
 /// Result of a checkpoint.

@@ -6,15 +6,18 @@
 //! home's name when at home), `state` (`running`, `migrating` or
 //! `frozen`), `migrations` (how many times it moved), `cantmove` (why it
 //! cannot move now, or null), `cmdline` (array of strings), `uid`,
-//! `restored` (restarted from an image), `checkpoint_file` (or null) and
-//! `checkpoint_minutes`.
+//! `restored` (restarted from an image), `checkpoint_file` (or null),
+//! `checkpoint_minutes` and `history`: its last moves and failed attempts,
+//! oldest first, each `{at_ms, from, to, why, frozen_ms, bytes, error}`
+//! (`error` null for a move that happened). `--history` prints that
+//! history under each process in the text form.
 
 use anyhow::{Result, bail};
 use clap::Parser;
 use mosix_cli::client::{Daemon, request};
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse};
-use mosix_proto::process::{ProcessRequest, ProcessResponse};
+use mosix_proto::process::{MoveRecord, ProcessRequest, ProcessResponse};
 use std::path::PathBuf;
 
 /// List the mosix processes of this node: yours, or all for root.
@@ -22,8 +25,9 @@ use std::path::PathBuf;
 /// --json prints a list of objects with the keys `pid` (home pid), `home`
 /// and `node` (node names: where it started, where it runs now), `state`
 /// (running, migrating, frozen), `migrations`, `cantmove` (a reason or
-/// null) and `cmdline` (a list of strings), among others; that form is
-/// stable for scripts.
+/// null), `cmdline` (a list of strings) and `history` (its last moves:
+/// `at_ms`, `from`, `to`, `why`, `frozen_ms`, `bytes`, `error`), among
+/// others; that form is stable for scripts.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -34,6 +38,10 @@ struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Under each process, list its last moves: when, from where to where,
+    /// why, how long it was frozen, or why the move failed.
+    #[arg(long)]
+    history: bool,
 }
 
 fn main() {
@@ -42,6 +50,31 @@ fn main() {
         eprintln!("mosps: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// One move as `mosps --history` prints it.
+fn history_line(m: &MoveRecord) -> String {
+    let when = utc_time_of_day(m.at_ms);
+    match &m.error {
+        None => format!(
+            "{when} {} -> {}: {}, frozen {} ms, {} bytes",
+            m.from, m.to, m.why, m.frozen_ms, m.bytes
+        ),
+        Some(e) => format!("{when} {} -> {} failed: {}; {e}", m.from, m.to, m.why),
+    }
+}
+
+/// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds (no date library
+/// needed for a time of day).
+fn utc_time_of_day(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
 }
 
 fn run(args: Args) -> Result<()> {
@@ -85,9 +118,51 @@ fn run(args: Args) -> Result<()> {
             movable,
             p.cmdline.join(" ")
         );
-        if let Some(why) = p.cantmove {
+        if let Some(why) = &p.cantmove {
             println!("{:>8} ({why})", "");
+        }
+        if args.history {
+            for m in &p.history {
+                println!("{:>8} {}", "", history_line(m));
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(error: Option<&str>) -> MoveRecord {
+        MoveRecord {
+            // 2026-11-30 01:02:03.045 UTC
+            at_ms: 1_796_000_523_045,
+            from: "n1".into(),
+            to: "n2".into(),
+            why: "load balancing".into(),
+            frozen_ms: 120,
+            bytes: 4096,
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_move_and_a_failure_read_as_sentences() {
+        let t = utc_time_of_day(1_796_000_523_045);
+        assert_eq!(
+            history_line(&record(None)),
+            format!("{t} n1 -> n2: load balancing, frozen 120 ms, 4096 bytes")
+        );
+        assert_eq!(
+            history_line(&record(Some("node n2 refused"))),
+            format!("{t} n1 -> n2 failed: load balancing; node n2 refused")
+        );
+    }
+
+    #[test]
+    fn time_of_day_is_utc() {
+        assert_eq!(utc_time_of_day(0), "00:00:00.000Z");
+        assert_eq!(utc_time_of_day(86_400_000 + 3_723_004), "01:02:03.004Z");
+    }
 }

@@ -20,7 +20,8 @@ use mosix_proto::image;
 use mosix_proto::image::layout::{self, FreezeRecord, Hello};
 use mosix_proto::local::{Credentials, peer_credentials};
 use mosix_proto::process::{
-    AfterCheckpoint, CheckpointDone, MigrateDone, ProcessInfo, ProcessRequest, ProcessResponse,
+    AfterCheckpoint, CheckpointDone, HISTORY_MAX, MigrateDone, MoveRecord, ProcessInfo,
+    ProcessRequest, ProcessResponse,
 };
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -66,6 +67,8 @@ struct PendingOp {
     reply: mpsc::Sender<OpEvent>,
     /// Set for a migration instead of a checkpoint.
     migrate: Option<crate::migrate::Target>,
+    /// Why it moves (for its history).
+    why: String,
 }
 
 /// Progress of a checkpoint, from the connection thread to the requester.
@@ -107,6 +110,8 @@ struct Proc {
     pinned: procfs::Pinned,
     /// It was moved by hand at least once (ends `mosrun -h`'s pin).
     told: std::sync::atomic::AtomicBool,
+    /// Its moves and failed attempts, newest last.
+    history: Mutex<std::collections::VecDeque<MoveRecord>>,
 }
 
 /// The engine: shared by `homed`'s procs-socket server and its command
@@ -175,6 +180,11 @@ impl Engine {
                 if !automatic && let Some(p) = self.lock_procs().get(&pid) {
                     p.told.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
+                let why = if automatic {
+                    "load balancing".to_string()
+                } else {
+                    format!("asked by uid {}", caller.uid)
+                };
                 let home = node == "home" || node == self.node;
                 if self.is_away(pid) {
                     let to = if home {
@@ -191,7 +201,7 @@ impl Engine {
                             }
                         }
                     };
-                    return match self.move_away(caller, pid, to) {
+                    return match self.move_away(caller, pid, to, why) {
                         Ok(done) => ProcessResponse::Migrated { done },
                         Err(message) => ProcessResponse::Error { message },
                     };
@@ -212,7 +222,7 @@ impl Engine {
                     pid,
                     AfterCheckpoint::Continue,
                     PathBuf::new(),
-                    Some(target),
+                    Some((target, why)),
                 ) {
                     Ok(OpEvent::Migrated(Ok(done))) => ProcessResponse::Migrated { done },
                     Ok(OpEvent::Migrated(Err(message)) | OpEvent::Done(Err(message)))
@@ -252,6 +262,7 @@ impl Engine {
         caller: &Credentials,
         pid: i32,
         to: Option<crate::migrate::Target>,
+        why: String,
     ) -> Result<MigrateDone, String> {
         let p = self.owned(caller, pid)?;
         if let (Some(t), Some(now)) = (
@@ -270,7 +281,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel();
         let request = crate::migrate::MoveRequest {
             to,
-            why: format!("asked by uid {}", caller.uid),
+            why,
             reply: Some(tx),
         };
         if mover.send(request).is_err() {
@@ -312,6 +323,13 @@ impl Engine {
                     procfs::Pinned::UntilTold => !p.told.load(std::sync::atomic::Ordering::Relaxed),
                     procfs::Pinned::No => false,
                 },
+                history: p
+                    .history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect(),
             })
             .collect();
         out.sort_by_key(|p| p.pid);
@@ -389,7 +407,7 @@ impl Engine {
         pid: i32,
         after: AfterCheckpoint,
         path: PathBuf,
-        migrate: Option<crate::migrate::Target>,
+        migrate: Option<(crate::migrate::Target, String)>,
     ) -> Result<OpEvent, String> {
         let p = self.owned(caller, pid)?;
         if let Some(node) = p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -419,7 +437,8 @@ impl Engine {
             path,
             started: Instant::now(),
             reply: tx,
-            migrate,
+            why: migrate.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
+            migrate: migrate.map(|m| m.0),
         });
         if let Err(e) = sys::kill(pid, p.freeze_signal) {
             p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -564,6 +583,7 @@ impl Engine {
             moving: Default::default(),
             pinned: procfs::pinned(creds.pid),
             told: Default::default(),
+            history: Default::default(),
         });
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
@@ -639,19 +659,30 @@ impl Engine {
             };
             crate::migrate::send_body(&who, target, source)
         });
+        let failed = |e: String| {
+            let result = Err(e);
+            self.record(
+                p,
+                self.node.clone(),
+                target.node.clone(),
+                &op.why,
+                &result,
+                op.started,
+            );
+            let _ = op.reply.send(OpEvent::Migrated(result));
+            false
+        };
         let mut held = match sent {
             Ok(h) => h,
             Err(e) => {
                 self.verdict(p, layout::VERDICT_CONTINUE);
                 tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration failed; process runs on here");
-                let _ = op.reply.send(OpEvent::Migrated(Err(e)));
-                return false;
+                return failed(e);
             }
         };
         if let Err(e) = crate::migrate::commit(ctl, &mut held, &target.node, &p.cmdline) {
             tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration not committed");
-            let _ = op.reply.send(OpEvent::Migrated(Err(e)));
-            return false;
+            return failed(e);
         }
         self.set_away(p, Some(&target.node));
         let done = MigrateDone {
@@ -662,15 +693,26 @@ impl Engine {
             frozen_ms: op.started.elapsed().as_millis() as u64,
         };
         tracing::info!(pid = p.pid, node = %done.node, body_pid = done.body_pid, bytes = done.bytes, frozen_ms = done.frozen_ms, "migrated; deputy here");
-        let _ = op.reply.send(OpEvent::Migrated(Ok(done)));
+        let result = Ok(done);
+        self.record(
+            p,
+            self.node.clone(),
+            target.node.clone(),
+            &op.why,
+            &result,
+            op.started,
+        );
+        let _ = op.reply.send(OpEvent::Migrated(result));
         let (tx, moves) = mpsc::channel();
         *p.mover.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let on_move = |node: Option<&str>| self.set_away(p, node);
+        let on_record = |r: MoveRecord| self.push_history(p, r);
         let away = crate::migrate::Away {
             who,
             node: target.node.clone(),
             body_pid: held.body_pid,
             on_move: &on_move,
+            on_record: &on_record,
         };
         let end = crate::migrate::relay(ctl, held.link, away, &moves);
         p.mover.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -694,6 +736,31 @@ impl Engine {
             ctl_fd: rec.ctl_fd,
             freeze_signal: p.freeze_signal,
         }
+    }
+
+    /// Add a move of `p` that began at `started` to its history.
+    fn record(
+        &self,
+        p: &Proc,
+        from: String,
+        to: String,
+        why: &str,
+        result: &Result<MigrateDone, String>,
+        started: Instant,
+    ) {
+        self.push_history(
+            p,
+            crate::migrate::move_record(from, to, why, result, started),
+        );
+    }
+
+    /// Keep `r` in `p`'s history, dropping the oldest beyond the bound.
+    fn push_history(&self, p: &Proc, r: MoveRecord) {
+        let mut h = p.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() >= HISTORY_MAX {
+            h.pop_front();
+        }
+        h.push_back(r);
     }
 
     /// Record where `p`'s body runs (`None`: here) and count the move.

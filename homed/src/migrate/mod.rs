@@ -27,7 +27,7 @@ use mosix_proto::local::{recv_local, send_fd, send_local};
 use mosix_proto::migrate::{
     CHUNK, DeputyMsg, FdHow, FdState, FromHost, HomeFacts, ToHost, TtyFacts, host_addr,
 };
-use mosix_proto::process::MigrateDone;
+use mosix_proto::process::{MigrateDone, MoveRecord};
 use mosix_proto::view::Bytes;
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -361,6 +361,8 @@ pub struct Away<'a> {
     pub body_pid: i32,
     /// Told each time the body moves (the new node, `None`: home).
     pub on_move: &'a dyn Fn(Option<&str>),
+    /// Told of every move and failed attempt, for the history.
+    pub on_record: &'a dyn Fn(MoveRecord),
 }
 
 /// Carry signals from the deputy (on `ctl`) to the body, its output and
@@ -471,6 +473,7 @@ pub fn relay(
         }
         if let Some(req) = request {
             let started = Instant::now();
+            let from = away.node.clone();
             let outcome = move_body(ctl, &mut link, &mut away, &rx, req.to.as_ref(), &mut wanted);
             let (end, result) = match outcome {
                 Moved::Away(new_link, done) => {
@@ -492,6 +495,11 @@ pub fn relay(
                 }
                 Err(e) => tracing::warn!(pid, why = %req.why, error = %e, "move failed"),
             }
+            let to = req
+                .to
+                .as_ref()
+                .map_or_else(|| away.who.home.to_string(), |t| t.node.clone());
+            (away.on_record)(move_record(from, to, &req.why, &result, started));
             if let Some(reply) = req.reply {
                 let _ = reply.send(result);
             }
@@ -499,6 +507,32 @@ pub fn relay(
                 return end;
             }
         }
+    }
+}
+
+/// The history entry of a move from `from` to `to` that began at
+/// `started` and ended with `result`.
+pub fn move_record(
+    from: String,
+    to: String,
+    why: &str,
+    result: &Result<MigrateDone, String>,
+    started: Instant,
+) -> MoveRecord {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    MoveRecord {
+        at_ms,
+        from,
+        to,
+        why: why.to_string(),
+        frozen_ms: match result {
+            Ok(d) => d.frozen_ms,
+            Err(_) => started.elapsed().as_millis() as u64,
+        },
+        bytes: result.as_ref().map_or(0, |d| d.bytes),
+        error: result.as_ref().err().cloned(),
     }
 }
 
