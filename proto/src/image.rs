@@ -493,7 +493,7 @@ pub fn write_image(
     spec: &ImageSpec,
     source: &mut dyn PageSource,
 ) -> Result<Written, ImageError> {
-    let (header, mut meta, plan) = build_metadata(spec)?;
+    let (header, meta, plan) = build_metadata(spec)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -505,32 +505,21 @@ pub fn write_image(
             .mode(0o600)
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
-        let mut sum = Checksum::new();
-        sum.update(&meta);
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
-        w.write_all(&meta).map_err(io_err("write", &tmp))?;
-        let mut buf = vec![0u8; 4 << 20];
-        for &(addr, _, bytes) in &plan {
-            let mut done = 0u64;
-            while done < bytes {
-                let n = (bytes - done).min(buf.len() as u64) as usize;
-                source
-                    .read_pages(addr + done, &mut buf[..n])
-                    .map_err(|source| ImageError::Io {
-                        what: "read the memory of the frozen process for",
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                sum.update(&buf[..n]);
-                w.write_all(&buf[..n]).map_err(io_err("write", &tmp))?;
-                done += n as u64;
-            }
-        }
+        let place = tmp.display().to_string();
+        let checksum = copy_out(
+            &meta,
+            &plan,
+            source,
+            4 << 20,
+            &mut |c| w.write_all(c),
+            &place,
+            "write",
+        )?;
         w.flush().map_err(io_err("write", &tmp))?;
         drop(w);
         let mut h = header;
-        h.checksum = sum.finish();
-        meta[..size_of::<ImageHeader>()].copy_from_slice(as_bytes(&h));
+        h.checksum = checksum;
         file.write_all_at(as_bytes(&h), 0)
             .map_err(io_err("write", &tmp))?;
         file.sync_all().map_err(io_err("sync", &tmp))?;
@@ -589,35 +578,59 @@ impl ImagePlan {
         chunk: usize,
         out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, ImageError> {
-        let sink = |source| ImageError::Io {
-            what: "send",
-            path: "the image stream".into(),
+        copy_out(
+            &self.meta,
+            &self.plan,
             source,
-        };
-        let mut sum = Checksum::new();
-        sum.update(&self.meta);
-        for c in self.meta.chunks(chunk.max(PAGE_SIZE as usize)) {
-            out(c).map_err(sink)?;
-        }
-        let mut buf = vec![0u8; chunk.max(PAGE_SIZE as usize)];
-        for &(addr, _, bytes) in &self.plan {
-            let mut done = 0u64;
-            while done < bytes {
-                let n = (bytes - done).min(buf.len() as u64) as usize;
-                source
-                    .read_pages(addr + done, &mut buf[..n])
-                    .map_err(|source| ImageError::Io {
-                        what: "read the memory of the frozen process for",
-                        path: "the image stream".into(),
-                        source,
-                    })?;
-                sum.update(&buf[..n]);
-                out(&buf[..n]).map_err(sink)?;
-                done += n as u64;
-            }
-        }
-        Ok(sum.finish())
+            chunk,
+            out,
+            "the image stream",
+            "send",
+        )
     }
+}
+
+/// Give `out` the image's bytes: `meta`, then the pages of `plan` read
+/// from `source`, in chunks of at most `chunk` bytes; returns the checksum
+/// of them all. Errors name `place`, and `verb` says what `out` does.
+fn copy_out(
+    meta: &[u8],
+    plan: &DataPlan,
+    source: &mut dyn PageSource,
+    chunk: usize,
+    out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    place: &str,
+    verb: &'static str,
+) -> Result<u64, ImageError> {
+    let chunk = chunk.max(PAGE_SIZE as usize);
+    let sink = |source| ImageError::Io {
+        what: verb,
+        path: place.to_string(),
+        source,
+    };
+    let mut sum = Checksum::new();
+    sum.update(meta);
+    for c in meta.chunks(chunk) {
+        out(c).map_err(sink)?;
+    }
+    let mut buf = vec![0u8; chunk];
+    for &(addr, _, bytes) in plan {
+        let mut done = 0u64;
+        while done < bytes {
+            let n = (bytes - done).min(buf.len() as u64) as usize;
+            source
+                .read_pages(addr + done, &mut buf[..n])
+                .map_err(|source| ImageError::Io {
+                    what: "read the memory of the frozen process for",
+                    path: place.to_string(),
+                    source,
+                })?;
+            sum.update(&buf[..n]);
+            out(&buf[..n]).map_err(sink)?;
+            done += n as u64;
+        }
+    }
+    Ok(sum.finish())
 }
 
 /// Store `checksum` into the header at the start of a streamed image
