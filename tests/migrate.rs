@@ -768,7 +768,7 @@ fn sigusr1_reaches_the_programs_handler_wherever_it_runs() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let c = Cluster::up(3).unwrap();
-    let exe = mosix_tests::build_c_example("usr1", &c.dir, &[]);
+    let exe = build_progress(&c.dir);
     let exe = exe.to_str().unwrap();
     let argv = [exe, STEPS, "100000014", EXIT_CODE];
     let (job, home) = start_and_move(&c, &argv, "usr1", "n2");
