@@ -499,7 +499,10 @@ impl Home {
         self.c
             .wait_for(&format!("{name} to move"), Duration::from_secs(30), || {
                 if self.file(&format!("{name}.rc.tmp")).exists() {
-                    anyhow::bail!("{name} ended before it could be moved: give it more work");
+                    anyhow::bail!(
+                        "{name} ended before it could be moved: give it more work (the last refusal: {})",
+                        last.as_ref().map(text).unwrap_or_default()
+                    );
                 }
                 let out = self.c.exec("n1", &["mosmigrate", &pid.to_string(), "n2"])?;
                 let err = String::from_utf8_lossy(&out.stderr);

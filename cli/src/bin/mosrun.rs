@@ -276,25 +276,6 @@ fn passing_refusal(message: &str) -> bool {
         || message.contains("could not restore the process: fd ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::passing_refusal;
-
-    #[test]
-    fn only_passing_refusals_are_tried_again() {
-        assert!(passing_refusal(
-            "process 7 cannot be frozen safely: it blocks the freeze signal 10; it runs on unchanged"
-        ));
-        assert!(passing_refusal(
-            "node n2 could not restore the process: fd 5 is /r/.git/objects/1e/tmp_obj_x, open for reading and writing but mode 444 does not let uid 4243 open it so again; the process stays at home (try again once it closed the file)"
-        ));
-        assert!(!passing_refusal(
-            "process 7 is not a mosix process of this node (see mosps)"
-        ));
-        assert!(!passing_refusal("node n9 is not alive"));
-    }
-}
-
 fn inspect(file: &Path, json: bool) -> Result<()> {
     let img = LoadedImage::open(file)?;
     if json {
@@ -599,4 +580,23 @@ fn dup_above(fd: i32, min: i32, cloexec: bool) -> Result<i32> {
     // SAFETY: closing the old number of an fd we own.
     unsafe { libc::close(fd) };
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passing_refusal;
+
+    #[test]
+    fn only_passing_refusals_are_tried_again() {
+        assert!(passing_refusal(
+            "process 7 cannot be frozen safely: it blocks the freeze signal 10; it runs on unchanged"
+        ));
+        assert!(passing_refusal(
+            "node n2 could not restore the process: fd 5 is /r/.git/objects/1e/tmp_obj_x, open for reading and writing but mode 444 does not let uid 4243 open it so again; the process stays at home (try again once it closed the file)"
+        ));
+        assert!(!passing_refusal(
+            "process 7 is not a mosix process of this node (see mosps)"
+        ));
+        assert!(!passing_refusal("node n9 is not alive"));
+    }
 }
