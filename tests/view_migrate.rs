@@ -118,13 +118,26 @@ impl Home {
         env: &str,
         mosrun: Option<&Path>,
     ) -> Child {
+        self.start_flags(argv, name, slow, env, mosrun, "")
+    }
+
+    /// [`Home::start`] with `flags` given to mosrun (`-r n2`).
+    fn start_flags(
+        &self,
+        argv: &[&str],
+        name: &str,
+        slow: Option<&Slow>,
+        env: &str,
+        mosrun: Option<&Path>,
+        flags: &str,
+    ) -> Child {
         let uid = UID.to_string();
         let quoted: Vec<String> = argv
             .iter()
             .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
             .collect();
         let script = format!(
-            "cd {d} && ( {env} {mosrun} -- {argv} < /dev/null 2>&1 > {d}/{name}.out; echo $? > {d}/{name}.rc.tmp ) \
+            "cd {d} && ( {env} {mosrun} {flags} -- {argv} < /dev/null 2>&1 > {d}/{name}.out; echo $? > {d}/{name}.rc.tmp ) \
              | cat > {d}/{name}.err; mv {d}/{name}.rc.tmp {d}/{name}.rc",
             d = self.dir,
             mosrun = mosrun
@@ -384,6 +397,7 @@ fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
     })
     .unwrap();
     assert!(!is_running(body));
+    let cluster_dir = h.c.dir.clone();
     drop(h);
     let left: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -396,6 +410,14 @@ fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
         left.is_empty(),
         "the view {dev} is still mounted in processes {left:?}"
     );
+    // Nor in this (the machine's) mount table: no view, nothing of the
+    // cluster's directory (its namespace pins).
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let stale: Vec<&str> = host
+        .lines()
+        .filter(|l| l.contains(" - fuse mosix-view:") || l.contains(cluster_dir.to_str().unwrap()))
+        .collect();
+    assert!(stale.is_empty(), "left mounted after down: {stale:?}");
 }
 
 /// A CPU cgroup inside n1's with a 2 % quota: programs that would end in
@@ -477,7 +499,10 @@ impl Home {
         self.c
             .wait_for(&format!("{name} to move"), Duration::from_secs(30), || {
                 if self.file(&format!("{name}.rc.tmp")).exists() {
-                    anyhow::bail!("{name} ended before it could be moved: give it more work");
+                    anyhow::bail!(
+                        "{name} ended before it could be moved: give it more work (the last refusal: {})",
+                        last.as_ref().map(text).unwrap_or_default()
+                    );
                 }
                 let out = self.c.exec("n1", &["mosmigrate", &pid.to_string(), "n2"])?;
                 let err = String::from_utf8_lossy(&out.stderr);
@@ -836,4 +861,470 @@ fn a_body_with_home_files_open_comes_home_in_step() {
         want_log
     );
     assert_eq!(mode_and_owner(&h.file("out.log")), (0o644, UID, UID));
+}
+
+/// Both sides of the lock tests: `locker.py ROLE DIR` opens `DIR/locked`
+/// and takes turns with the other role, each step announced by a file of
+/// DIR (written whole, then renamed in). `home` holds a write lock until
+/// told, then tries the lock the body holds (F_SETLK, F_GETLK, F_SETLKW);
+/// `body` (migrated to n2 once it has the file open) does the reverse.
+/// Each side records the errno of its F_SETLK, what its F_GETLK reports
+/// (type, start, length, pid) and the clock time at which it got the lock
+/// or let it go, so the test sees who waited for whom.
+const LOCKER: &str = r#"
+import errno, fcntl, os, struct, sys, time
+role, d = sys.argv[1], sys.argv[2]
+def path(n): return os.path.join(d, n)
+def wait(n):
+    while not os.path.exists(path(n)): time.sleep(0.02)
+def say(n, text=""):
+    with open(path(n + ".tmp"), "w") as f: f.write(text)
+    os.rename(path(n + ".tmp"), path(n))
+def getlk(f):
+    fl = struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0)
+    typ, _, start, length, pid = struct.unpack("hhqqi4x", fcntl.fcntl(f, fcntl.F_GETLK, fl))
+    return "%d %d %d %d" % (typ, start, length, pid)
+def attempt(f):
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return "granted"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+f = open(path("locked"), "r+")
+if role == "home":
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    say("home-holds", str(os.getpid()))
+    wait("home-release")
+    say("home-releasing", repr(time.time()))
+    fcntl.lockf(f, fcntl.LOCK_UN)
+    wait("body-holds")
+    say("home-try", attempt(f))
+    say("home-getlk", getlk(f))
+    say("home-waiting")
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    say("home-got", repr(time.time()))
+    fcntl.lockf(f, fcntl.LOCK_UN)
+else:
+    say("body-open", str(os.getpid()))
+    wait("moved")
+    wait("home-holds")
+    say("body-try", attempt(f))
+    say("body-getlk", getlk(f))
+    say("body-waiting")
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    say("body-got", repr(time.time()))
+    say("body-holds")
+    wait("body-release")
+    say("body-releasing", repr(time.time()))
+    fcntl.lockf(f, fcntl.LOCK_UN)
+    wait("home-got")
+"#;
+
+impl Home {
+    /// Starts `script` at `node` as the test user in the home directory,
+    /// in the background (no mosrun).
+    fn spawn_user(&self, node: &str, script: &str) -> Child {
+        let uid = UID.to_string();
+        let script = format!("cd {} && {script}", self.dir);
+        Command::new(bin("mosix-local"))
+            .args(["exec", "--dir"])
+            .arg(&self.c.dir)
+            .args([
+                node,
+                "--",
+                "setpriv",
+                "--reuid",
+                &uid,
+                "--regid",
+                &uid,
+                "--clear-groups",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosix-local exec")
+    }
+
+    /// The contents of the home file `name` once it exists.
+    fn await_file(&self, name: &str, timeout: Duration) -> String {
+        let p = self.file(name);
+        self.c
+            .wait_for(&format!("{name} to appear"), timeout, || Ok(p.exists()))
+            .unwrap_or_else(|e| {
+                let errs: String = std::fs::read_dir(self.file(""))
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|f| f.file_name().to_string_lossy().ends_with(".err"))
+                            .map(|f| {
+                                format!(
+                                    "{}: {}\n",
+                                    f.file_name().to_string_lossy(),
+                                    std::fs::read_to_string(f.path()).unwrap_or_default()
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "{e:#}\n{errs}remoted n2:\n{}\nhomed n1:\n{}",
+                    self.c.log("n2", "remoted"),
+                    self.c.log("n1", "homed")
+                )
+            });
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    /// Asserts that `name` does not appear within `during` (a side that
+    /// must be blocked in F_SETLKW stays blocked).
+    fn stays_absent(&self, name: &str, during: Duration) {
+        let p = self.file(name);
+        let until = std::time::Instant::now() + during;
+        while std::time::Instant::now() < until {
+            assert!(
+                !p.exists(),
+                "{name} appeared: a lock the other side holds was granted"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A clock time written by `locker.py`.
+fn clock(s: &str) -> f64 {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("not a time {s:?}: {e}"))
+}
+
+#[test]
+fn fcntl_locks_of_a_migrated_body_and_a_home_process_exclude_each_other() {
+    let h = Home::new();
+    h.put("locker.py", LOCKER.as_bytes());
+    h.put("locked", b"shared record\n");
+    let python = mosix_tests::real_python3();
+    let argv = [python, "locker.py", "body", h.dir.as_str()];
+    let job = h.start(&argv, "lk", None, "", None);
+    let body_home_pid = h.pid_of(&argv);
+    h.await_file("body-open", Duration::from_secs(30));
+    h.migrate(body_home_pid);
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let body = processes_running(&argv)
+        .into_iter()
+        .find(|&p| p != body_home_pid)
+        .expect("a body at n2");
+    assert!(descends_from(body, remoted2), "the body is not at n2");
+    h.put("moved", b"");
+
+    // The home process holds the lock: the body's F_SETLK is refused, its
+    // F_GETLK names the home holder, its F_SETLKW waits for the release.
+    let mut home_job = h.spawn_user("n1", &format!("exec {python} locker.py home {}", h.dir));
+    let home_pid: i32 = h
+        .await_file("home-holds", Duration::from_secs(30))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        h.await_file("body-try", Duration::from_secs(30)),
+        "EAGAIN",
+        "the body's F_SETLK on a lock a home process holds"
+    );
+    // The pid is the home holder's as the home kernel knows it. (The
+    // body's kernel translates it through its own pid table: here, with
+    // every node on one kernel, that is the same number; on separate
+    // machines a pid that is not alive on the body's node reads as 0.)
+    assert_eq!(
+        h.await_file("body-getlk", Duration::from_secs(30)),
+        format!("{} 0 0 {home_pid}", libc::F_WRLCK),
+        "the body's F_GETLK (type start length pid)"
+    );
+    h.await_file("body-waiting", Duration::from_secs(30));
+    h.stays_absent("body-got", Duration::from_secs(2));
+    h.put("home-release", b"");
+    let released = clock(&h.await_file("home-releasing", Duration::from_secs(30)));
+    let got = clock(&h.await_file("body-got", Duration::from_secs(30)));
+    assert!(
+        got >= released,
+        "the body got the lock at {got}, before the home released it at {released}"
+    );
+
+    // The reverse: the body holds it; the home process is refused, sees
+    // the lock (held at home by homed as an open-file-description lock,
+    // whose pid the kernel reports as -1), and waits for the body.
+    h.await_file("body-holds", Duration::from_secs(30));
+    assert_eq!(
+        h.await_file("home-try", Duration::from_secs(30)),
+        "EAGAIN",
+        "the home's F_SETLK on a lock the body holds"
+    );
+    assert_eq!(
+        h.await_file("home-getlk", Duration::from_secs(30)),
+        format!("{} 0 0 -1", libc::F_WRLCK),
+        "the home's F_GETLK (type start length pid)"
+    );
+    h.await_file("home-waiting", Duration::from_secs(30));
+    h.stays_absent("home-got", Duration::from_secs(2));
+    // A body holding a lock through the view may not move on (its fds
+    // here would close and drop the lock): refused, it stays at n2.
+    let out =
+        h.c.exec("n1", &["mosmigrate", &body_home_pid.to_string(), "home"])
+            .unwrap();
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && why.contains("it holds POSIX record locks on files of n1"),
+        "a body holding a lock moved, or not for that reason: {}",
+        text(&out)
+    );
+    assert!(is_running(body) && descends_from(body, remoted2));
+    h.put("body-release", b"");
+    let released = clock(&h.await_file("body-releasing", Duration::from_secs(30)));
+    let got = clock(&h.await_file("home-got", Duration::from_secs(30)));
+    assert!(
+        got >= released,
+        "the home got the lock at {got}, before the body released it at {released}"
+    );
+    assert!(descends_from(body, remoted2) || !is_running(body));
+    let (rc, err) = h.finish(job, "lk", Duration::from_secs(60));
+    assert_eq!(rc, "0", "the body's locker failed: {err}");
+    let status = home_job.wait().unwrap();
+    assert!(status.success(), "the home locker failed: {status}");
+}
+
+/// `holder.py DIR`: takes a write lock on `DIR/locked`, says so, lets it
+/// go when told, and ends when told (by then it may run elsewhere).
+const HOLDER: &str = r#"
+import fcntl, os, sys, time
+d = sys.argv[1]
+def path(n): return os.path.join(d, n)
+def wait(n):
+    while not os.path.exists(path(n)): time.sleep(0.02)
+def say(n):
+    open(path(n + ".tmp"), "w").close()
+    os.rename(path(n + ".tmp"), path(n))
+f = open(path("locked"), "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+say("holder-locked")
+wait("holder-unlock")
+fcntl.lockf(f, fcntl.LOCK_UN)
+say("holder-unlocked")
+wait("holder-end")
+"#;
+
+#[test]
+fn a_process_holding_fcntl_locks_is_refused_a_move_with_the_reason_in_mosps() {
+    let h = Home::new();
+    h.put("holder.py", HOLDER.as_bytes());
+    h.put("locked", b"record\n");
+    let python = mosix_tests::real_python3();
+    let argv = [python, "holder.py", h.dir.as_str()];
+    let job = h.start(&argv, "holder", None, "", None);
+    let pid = h.pid_of(&argv);
+    h.await_file("holder-locked", Duration::from_secs(30));
+
+    // Refused, with the reason, and it goes on at home holding the lock.
+    let out =
+        h.c.exec("n1", &["mosmigrate", &pid.to_string(), "n2"])
+            .unwrap();
+    assert!(!out.status.success(), "a lock holder was moved");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("it holds POSIX record locks") && err.contains("/locked"),
+        "mosmigrate should say why: {err}"
+    );
+    let p = mosix_tests::procs::mosps_entry(&h.c, "n1", pid).expect("mosps lists the holder");
+    let why = p["cantmove"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("it holds POSIX record locks (fd 3, "),
+        "mosps --json: {p}"
+    );
+    assert_eq!(p["node"], "n1", "mosps --json: {p}");
+    assert_eq!(processes_running(&argv), vec![pid], "not whole at home");
+    let probe = format!(
+        "{python} -c 'import fcntl,sys; f=open(\"locked\",\"r+\")\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); sys.exit(1)\nexcept BlockingIOError: pass'"
+    );
+    let out = h.user("n1", &probe);
+    assert!(
+        out.status.success(),
+        "the lock is not held at home: {}",
+        text(&out)
+    );
+
+    // Once it lets go, it may move, and ends well at n2.
+    h.put("holder-unlock", b"");
+    h.await_file("holder-unlocked", Duration::from_secs(30));
+    h.c.wait_for("mosps to clear cantmove", Duration::from_secs(30), || {
+        Ok(mosix_tests::procs::mosps_entry(&h.c, "n1", pid)
+            .is_some_and(|p| p["cantmove"].is_null()))
+    })
+    .unwrap();
+    h.migrate(pid);
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let body = processes_running(&argv)
+        .into_iter()
+        .find(|&p| p != pid)
+        .expect("a body at n2");
+    assert!(descends_from(body, remoted2), "the body is not at n2");
+    h.put("holder-end", b"");
+    let (rc, err) = h.finish(job, "holder", Duration::from_secs(60));
+    assert_eq!(rc, "0", "holder.py failed: {err}");
+}
+
+#[test]
+fn git_started_at_n2_makes_the_same_commit_as_at_home() {
+    let h = Home::new();
+    let slow = Slow::new(&h.c);
+    // 300 directories: git commit writes a tree object for each, enough
+    // work to be moved before it ends.
+    h.ok("mkdir src && for i in $(seq 1 300); do mkdir src/d$i; for j in 1 2 3 4 5; do echo \"file $i $j\" > src/d$i/f$j; done; done \
+          && head -c 1000000 /dev/urandom > src/big && ln -s big src/link && chmod 750 src/d2");
+    // No automatic gc or maintenance (each would fork a git of its own),
+    // no hooks, fixed names and dates.
+    let cfg = [
+        "-c",
+        "gc.auto=0",
+        "-c",
+        "maintenance.auto=false",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "user.name=mx",
+        "-c",
+        "user.email=mx@example.invalid",
+    ];
+    let env = "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z";
+    let git = format!("git {}", cfg.join(" "));
+    let want = h.ok(&format!(
+        "cp -a src ref && cd ref && {git} init -q && {git} add . && {env} {git} commit -q -m one && {git} rev-parse HEAD"
+    ));
+    // git init copies its template directory: a big one (many small
+    // files, no hooks) gives it enough work in the slowed cgroup to be
+    // moved before it ends. It does not change the commit.
+    h.ok("mkdir tpl tpl/info && for i in $(seq 1 3000); do echo \"template $i\" > tpl/info/t$i; done");
+    h.ok("cp -a src repo");
+    let tpl = format!("--template={}/tpl", h.dir);
+    let steps: [&[&str]; 3] = [
+        &["init", "-q", &tpl],
+        &["add", "."],
+        &["commit", "-q", "-m", "one"],
+    ];
+    let mut elsewhere = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let mut argv = vec!["git", "-C", "repo"];
+        argv.extend(cfg);
+        argv.extend(*step);
+        let name = format!("git{i}");
+        let bodies = || h.c.log("n2", "remoted").matches("body running").count();
+        let before = bodies();
+        let job = h.start_flags(&argv, &name, Some(&slow), env, None, "-r n2");
+        let (rc, err) = h.finish(job, &name, Duration::from_secs(180));
+        assert_eq!(rc, "0", "git {}: {err}", step.join(" "));
+        if bodies() != before + 1 {
+            elsewhere.push(format!("git {} did not run at n2: {err}", step.join(" ")));
+        }
+    }
+    eprintln!("{elsewhere:?}");
+    let got = h.ok(&format!("cd repo && {git} rev-parse HEAD"));
+    assert_eq!(got.trim(), want.trim(), "git made a different commit");
+    h.ok(&format!(
+        "cd repo && {git} fsck --strict && test -z \"$({git} status --porcelain)\""
+    ));
+    assert!(
+        elsewhere.is_empty(),
+        "{elsewhere:?}\nremoted n2:\n{}",
+        h.c.log("n2", "remoted")
+    );
+}
+
+#[test]
+fn the_home_restarting_ends_the_body_without_a_hang_and_new_bodies_work() {
+    let h = Home::new();
+    let (prog, _, _) = viewio_at_home(&h);
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let argv = [prog.as_str(), h.dir.as_str()];
+    let job = h.start(&argv, "first", None, "", None);
+    let home = h.pid_of(&argv);
+    h.c.wait_for("the first half", Duration::from_secs(30), || {
+        Ok(h.file("ready").exists())
+    })
+    .unwrap();
+    h.migrate(home);
+    let body = processes_running(&argv)
+        .into_iter()
+        .find(|&p| p != home)
+        .expect("a body");
+    assert!(descends_from(body, remoted2));
+    let (dev, old_mountpoint) = view_mounts(remoted2)
+        .into_iter()
+        .next()
+        .expect("n2 mounted a view");
+
+    // The home node's daemons restart (SIGTERM, then start again): the
+    // body has the home's files open through the view, and its program
+    // is mapped from it.
+    let t = std::time::Instant::now();
+    let out = h.c.local(&["stop", "n1"]).unwrap();
+    assert!(out.status.success(), "stop n1: {}", text(&out));
+    let out = h.c.local(&["start", "n1"]).unwrap();
+    assert!(out.status.success(), "start n1: {}", text(&out));
+    eprintln!("n1's daemons restarted in {:?}", t.elapsed());
+
+    // The body goes (its home link broke with the old homed), within
+    // 30 s, never hanging in the view; so does the deputy, whose job
+    // sees a failure; the view is unmounted.
+    h.c.wait_for("the body to end", Duration::from_secs(30), || {
+        Ok(!is_running(body))
+    })
+    .unwrap();
+    eprintln!(
+        "home restarting: the body was gone {:?} after the stop began",
+        t.elapsed()
+    );
+    let (rc, err) = h.finish(job, "first", Duration::from_secs(30));
+    assert_ne!(rc, "0", "the job cannot have ended well: {err}");
+    eprintln!("the job ended with status {rc}: {err}");
+    assert!(!is_running(home), "the deputy {home} outlived its body");
+    h.c.wait_for("the view to be unmounted", Duration::from_secs(30), || {
+        Ok(view_mounts(remoted2).is_empty())
+    })
+    .unwrap();
+    let stale: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| view_mounts(p).iter().any(|(d, _)| *d == dev))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "the dead view {dev} is still mounted in {stale:?}"
+    );
+
+    // A new body of the same home and user gets a fresh view and works.
+    let again = format!("{}/again", h.dir);
+    std::fs::create_dir(h.at_home(&again)).unwrap();
+    std::os::unix::fs::chown(h.at_home(&again), Some(UID), Some(UID)).unwrap();
+    h.put("again/input", &pattern(SIZE));
+    let argv = [prog.as_str(), again.as_str()];
+    let job = h.start(&argv, "second", None, "", None);
+    let home = h.pid_of(&argv);
+    h.c.wait_for("the first half", Duration::from_secs(30), || {
+        Ok(h.file("again/ready").exists())
+    })
+    .unwrap();
+    h.migrate(home);
+    let views = view_mounts(remoted2);
+    assert_eq!(views.len(), 1, "n2 should mount one new view: {views:?}");
+    assert_ne!(views[0].1, old_mountpoint, "the new view is the dead one");
+    h.put("again/go", b"");
+    let (rc, err) = h.finish(job, "second", Duration::from_secs(120));
+    assert_eq!(rc, "0", "viewio after the restart failed: {err}");
+    h.c.wait_for(
+        "the new view to be unmounted",
+        Duration::from_secs(30),
+        || Ok(view_mounts(remoted2).is_empty()),
+    )
+    .unwrap();
 }

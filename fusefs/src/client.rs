@@ -86,6 +86,7 @@ pub struct ViewClient {
     /// Signalled when the session dies, for the pinger.
     gone: (Mutex<bool>, Condvar),
     home: SocketAddr,
+    locks: crate::locks::LockHolders,
 }
 
 impl std::fmt::Debug for ViewClient {
@@ -166,6 +167,7 @@ impl ViewClient {
             sockets,
             gone: (Mutex::new(false), Condvar::new()),
             home,
+            locks: crate::locks::LockHolders::default(),
         });
         let reader = client.clone();
         std::thread::Builder::new()
@@ -179,6 +181,12 @@ impl ViewClient {
             .map_err(|e| link_err(e.into()))?;
         tracing::info!(%home, uid = creds.uid, "view session open");
         Ok((client, root))
+    }
+
+    /// The processes of this node holding record locks through this
+    /// session (which the local kernel does not record).
+    pub fn locks(&self) -> &crate::locks::LockHolders {
+        &self.locks
     }
 
     /// Whether the session still works.

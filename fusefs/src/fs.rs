@@ -415,11 +415,14 @@ impl Filesystem for ViewFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Closing any fd of a file drops the owner's locks on it, here
+        // (the home drops them on this flush) as at home.
+        self.client.locks().closed(ino.0, lock_owner.0);
         let r = self.call(Op::Flush {
             fh: fh.0,
             owner: lock_owner.0,
@@ -571,13 +574,13 @@ impl Filesystem for ViewFs {
     fn setlk(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
         end: u64,
         typ: i32,
-        _pid: u32,
+        pid: u32,
         sleep: bool,
         reply: ReplyEmpty,
     ) {
@@ -589,6 +592,11 @@ impl Filesystem for ViewFs {
             typ,
             sleep,
         });
+        if let Ok(Reply::Done) = r {
+            self.client
+                .locks()
+                .granted(ino.0, lock_owner.0, pid, typ, start, end);
+        }
         reply_empty(r, reply, "setlk");
     }
 

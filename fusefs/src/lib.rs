@@ -31,7 +31,31 @@
 //!   description per (file, lock owner) holding them as OFD locks, so
 //!   processes at home and bodies elsewhere exclude each other. Closing
 //!   any descriptor of the file drops the owner's locks, as POSIX says.
-//!   (flock(2) locks stay local to the remote node.)
+//!   (flock(2) locks stay local to the remote node.) F_GETLK from a body
+//!   reports a home holder's pid as the home kernel knows it, translated
+//!   by the remote kernel through its own pid table (FUSE does so): a pid
+//!   no process has on the remote node reads as 0. A home process's
+//!   F_GETLK on a body's lock reports pid -1, as for any open file
+//!   description lock. Locks held at the moment of migration are not
+//!   carried: a process holding any is refused the move (`cantmove`,
+//!   "it holds POSIX record locks ...") until it releases them.
+//!
+//! # Limits: device and inode numbers
+//!
+//! A file seen through the view has another `st_dev` than at home: the
+//! kernel fills `st_dev` of every FUSE file with the mount's own anonymous
+//! device number (`fuse_fillattr` copies the superblock's `s_dev`; no FUSE
+//! reply carries a device), so a user-space file system cannot report the
+//! home's. Inode numbers are the home's with the home device folded into
+//! the top 16 bits (`view_ino` in `homed`), so files of different home
+//! file systems, all under the one view mount, never share a number. So a
+//! program that compares a `stat` taken before a migration with one taken
+//! after (GNU `cp` and `tar` compare the stat of a name with the fstat of
+//! the file they then open, and say the file was replaced or changed as
+//! they read it) sees two different files if the move falls between the
+//! two. Within one side of a move everything is consistent: every stat of
+//! one file agrees, hard links share a number, and `find -samefile`, `cp
+//! -a`'s hard-link detection and `tar`'s work.
 //!
 //! # Who mounts it
 //!
@@ -45,9 +69,11 @@
 
 pub mod client;
 pub mod fs;
+pub mod locks;
 
 pub use client::{Creds, ViewClient, ViewError};
 pub use fs::ViewFs;
+pub use locks::LockHolders;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -360,7 +360,9 @@ impl Engine {
             return None;
         }
         // The control fd is a socket, which never makes a process refused.
-        procfs::cantmove(p.pid, p.freeze_signal, -1).or_else(|| procfs::children_block_move(p.pid))
+        procfs::cantmove(p.pid, p.freeze_signal, -1)
+            .or_else(|| procfs::children_block_move(p.pid))
+            .or_else(|| procfs::locks_block_move(p.pid))
     }
 
     /// Freeze `pid`, write its image, then apply `after`.

@@ -229,6 +229,52 @@ pub(crate) fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
     Ok(out)
 }
 
+/// What kind of lock an fd's `/proc/PID/fdinfo/FD` text shows the process
+/// holding through that fd, if any: its `lock:` lines list the POSIX
+/// record locks of this process, and the open-file-description and flock
+/// locks of this open file, taken through the fd.
+pub(crate) fn held_lock(fdinfo: &str) -> Option<&'static str> {
+    fdinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix("lock:"))
+        .find_map(|l| {
+            // "1: POSIX  ADVISORY  WRITE 1234 00:2d:5678 0 EOF"
+            Some(match l.split_whitespace().nth(1)? {
+                "POSIX" | "ACCESS" => "POSIX record locks",
+                "OFDLCK" => "open-file-description record locks",
+                "FLOCK" => "flock locks",
+                "LEASE" | "DELEG" => "a file lease",
+                _ => "file locks",
+            })
+        })
+}
+
+/// Why `pid` cannot migrate while it holds file locks, `None` if it holds
+/// none. Locks are not carried: the deputy keeps the process's fds open
+/// at home, so its locks would stay there, held by the deputy, and shut
+/// the body out of its own file (the body's file operations reach the
+/// home through the view as another lock owner). A checkpoint is not
+/// refused for this: the process goes on holding them.
+pub fn locks_block_move(pid: i32) -> Option<String> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let rd = std::fs::read_dir(&dir).ok()?;
+    for ent in rd.flatten() {
+        let Ok(info) = std::fs::read_to_string(ent.path()) else {
+            continue; // closed meanwhile
+        };
+        if let Some(lock) = held_lock(&info) {
+            let fd = ent.file_name().to_string_lossy().into_owned();
+            let path = link(pid, &format!("fd/{fd}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Some(format!(
+                "it holds {lock} (fd {fd}, {path}), which do not move with a process yet; it can move once it releases them"
+            ));
+        }
+    }
+    None
+}
+
 /// Whether `pid` can be frozen safely now; `Some(reason)` if not.
 pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
     let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
@@ -399,6 +445,44 @@ Max open files            1024                 524288               files     \n
         assert!(mm.start_code < mm.end_code);
         assert!(mm.arg_start < mm.arg_end);
         assert!(parse_stat("1 (x) S 1 2").is_err());
+    }
+
+    #[test]
+    fn locks_in_fdinfo_are_named() {
+        let head = "pos:\t0\nflags:\t0100002\nmnt_id:\t30\nino:\t77\n";
+        assert_eq!(held_lock(head), None);
+        let posix = format!("{head}lock:\t1: POSIX  ADVISORY  WRITE 4242 00:2d:77 0 EOF\n");
+        assert_eq!(held_lock(&posix), Some("POSIX record locks"));
+        let ofd = format!("{head}lock:\t1: OFDLCK ADVISORY  READ -1 00:2d:77 0 9\n");
+        assert_eq!(held_lock(&ofd), Some("open-file-description record locks"));
+        let fl = format!("{head}lock:\t1: FLOCK  ADVISORY  WRITE 4242 00:2d:77 0 EOF\n");
+        assert_eq!(held_lock(&fl), Some("flock locks"));
+        assert_eq!(held_lock("lock:"), None);
+    }
+
+    #[test]
+    fn own_posix_lock_refuses_the_move() {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("mosix-lock-unit-{}", std::process::id()));
+        let f = std::fs::File::create(&path).unwrap();
+        let pid = std::process::id() as i32;
+        let fd = f.as_raw_fd();
+        assert_eq!(locks_block_move(pid), None);
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as i16,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETLK(&lock)).unwrap();
+        let why = locks_block_move(pid).expect("a lock holder is refused");
+        assert!(
+            why.starts_with(&format!("it holds POSIX record locks (fd {fd}, ")),
+            "{why}"
+        );
+        drop(f);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -733,12 +733,7 @@ impl Session {
         let f = self.lock_file(fh, owner)?;
         let mut fl = Self::flock(start, end, typ)?;
         nix::fcntl::fcntl(f.as_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl))?;
-        let start = u64::try_from(fl.l_start).unwrap_or(0);
-        let end = if fl.l_len == 0 {
-            u64::MAX
-        } else {
-            start.saturating_add(u64::try_from(fl.l_len).unwrap_or(1)) - 1
-        };
+        let (start, end) = lock_range(fl.l_start, fl.l_len);
         Ok(Reply::Lock {
             start,
             end,
@@ -1007,6 +1002,20 @@ fn xattr_reply(size: u32, n: usize, data: Vec<u8>) -> OpResult {
     }
 }
 
+/// The kernel's inclusive byte range (`start..=end`) of a lock that
+/// F_OFD_GETLK reported as (`l_start`, `l_len`). "To the end of file"
+/// (`l_len` 0) is `OFFSET_MAX` (`i64::MAX`), which is what the kernel
+/// sends for it: FUSE fails a reply with a larger end with EIO.
+fn lock_range(l_start: i64, l_len: i64) -> (u64, u64) {
+    let max = i64::MAX as u64;
+    let start = u64::try_from(l_start).unwrap_or(0).min(max);
+    let end = match u64::try_from(l_len) {
+        Ok(0) | Err(_) => max,
+        Ok(len) => start.saturating_add(len - 1).min(max),
+    };
+    (start, end)
+}
+
 /// Where a listing continues for the kernel's `offset`: 0 is the start;
 /// otherwise just after the entry whose home cookie it is. A cookie the
 /// listing does not hold (its entry was hidden or is not there) ends it.
@@ -1070,6 +1079,16 @@ mod tests {
         );
         assert!(check_name(&Bytes(b"...".to_vec())).is_ok());
         assert!(check_name(&Bytes(vec![0xff, 0xfe])).is_ok());
+    }
+
+    #[test]
+    fn lock_ranges_end_at_offset_max_at_most() {
+        let max = i64::MAX as u64;
+        assert_eq!(lock_range(0, 0), (0, max));
+        assert_eq!(lock_range(10, 5), (10, 14));
+        assert_eq!(lock_range(100, 1), (100, 100));
+        assert_eq!(lock_range(i64::MAX - 1, i64::MAX), (max - 1, max));
+        assert_eq!(lock_range(-1, -1), (0, max));
     }
 
     #[test]

@@ -454,6 +454,7 @@ impl Body {
         }
         if let Some(why) = procfs::cantmove(pid, self.freeze_signal, self.ctl_fd)
             .or_else(|| procfs::children_block_move(pid))
+            .or_else(|| super::view::locks_block_move(pid))
         {
             return Err(format!("it cannot move now: {why}"));
         }

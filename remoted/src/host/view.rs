@@ -269,6 +269,23 @@ fn acquire(
     Ok(ViewRef { id, root })
 }
 
+/// Why body `pid` cannot move now because it holds record locks through a
+/// view (its locks are the home's, kept for it by its view session, and
+/// would be dropped when its fds here close); `None` if it holds none.
+pub fn locks_block_move(pid: i32) -> Option<String> {
+    let pid = u32::try_from(pid).ok()?;
+    let r = lock();
+    r.mounts
+        .values()
+        .find(|m| m.client.locks().holds(pid))
+        .map(|m| {
+            format!(
+                "it holds POSIX record locks on files of {} (through the view), which do not move with a process yet; it can move once it releases them",
+                m.key.0
+            )
+        })
+}
+
 /// Create `dir` (mode 0700, owned by root) if missing.
 fn make_private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
