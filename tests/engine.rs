@@ -675,3 +675,54 @@ fn limits_umask_and_working_directory_come_back() {
         String::from_utf8_lossy(&want)
     );
 }
+
+#[test]
+fn a_program_frozen_inside_dlopen_restarts_and_loads_libraries_again() {
+    let home = Home::start();
+    let exe = build_c(&home, "dlspin");
+    let lib = mosix_tests::build_c_example("spinlib", &home.dir, &["-shared", "-fPIC"]);
+    let go = home.path("go");
+    let out = home.path("out");
+    let argv = [
+        exe.to_str().unwrap(),
+        lib.to_str().unwrap(),
+        go.to_str().unwrap(),
+    ];
+    let mut child = home.run(&argv, &out, &home.dir);
+    let pid = child.id();
+    assert!(home.wait_registered(pid, &mut child), "dlspin ended early");
+    // Frozen while ld.so's load lock is held by the old thread id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("in the constructor")
+    {
+        assert!(Instant::now() < deadline, "the constructor never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let img = home.path("img");
+    home.chkexit(pid, &img).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut again = home.restart(&img);
+    std::fs::write(&go, b"").unwrap();
+    // dlopen and getpwuid take the lock again: they must not wait forever.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = again.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = again.kill();
+            panic!(
+                "the restarted program hangs after dlopen: {}",
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "start\nin the constructor\nloaded\ncos(0) = 1.0\nuid 0 is root\n"
+    );
+    assert_eq!(status.code(), Some(0));
+}

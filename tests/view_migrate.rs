@@ -602,12 +602,11 @@ fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
     let want = h.ok(&format!("cd src && {{ {LIST}; }}"));
 
     // tar create: the same archive as one made at home.
-    // --numeric-owner: no user-name look-ups, whose first one dlopen()s
-    // the NSS modules. A body moved while inside dlopen() holds ld.so's
-    // recursive lock under its home thread id, which libmosix replaces
-    // in the TCB at restore: the next dlopen or TLS allocation deadlocks
-    // (an engine bug, seen with getpwuid in tar). The tests here are
-    // about the view.
+    // --numeric-owner: no user-name look-ups (the archive then does not
+    // depend on the node's user database). A body moved inside dlopen()
+    // (tar's first getpwuid loads the NSS modules) once deadlocked on
+    // ld.so's lock after the restore; libmosix now hands that lock to the
+    // new thread id (tests/engine.rs, the dlopen test).
     h.ok("tar cf ref.tar --numeric-owner src");
     let (rc, err) = h.run_migrated(
         &slow,

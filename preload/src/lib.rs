@@ -25,6 +25,7 @@ mod body;
 mod context;
 mod deputy;
 mod hooks;
+mod rtld;
 mod state;
 mod sys;
 
@@ -98,6 +99,7 @@ extern "C" fn mosix_init() {
     let eng = ENGINE.get();
     hooks::resolve();
     body::resolve();
+    rtld::locate();
     if let Err(what) = sys::reserve_window() {
         sys::note(what);
         return;
@@ -302,7 +304,8 @@ unsafe fn on_restored(eng: *mut Engine) {
     // SAFETY: the caller guarantees exclusive access.
     let e = unsafe { &mut *eng };
     if e.tcb_tid_offset >= 0 {
-        sys::patch_tcb_tid(e.tcb_tid_offset);
+        let old = sys::patch_tcb_tid(e.tcb_tid_offset);
+        rtld::hand_over_locks(old, sys::gettid());
     }
     // SAFETY: exclusive access, passed on.
     if !unsafe { connect_ctl(eng, HELLO_RESTORED) } {

@@ -122,15 +122,20 @@ pub(crate) fn find_tcb_tid() -> i64 {
     -1
 }
 
-/// Write our tid into glibc's TCB at `off` from fs base.
-pub(crate) fn patch_tcb_tid(off: i64) {
+/// Write our tid into glibc's TCB at `off` from fs base; returns the tid
+/// it held (the thread's id before the restore), or -1.
+pub(crate) fn patch_tcb_tid(off: i64) -> i32 {
     let fs = fs_base();
     if fs == 0 {
-        return;
+        return -1;
     }
+    let at = (fs + off as u64) as *mut u32;
     // SAFETY: `off` was found in the same TCB by `find_tcb_tid`, and the
     // TCB is restored memory of this process.
-    unsafe { core::ptr::write_volatile((fs + off as u64) as *mut u32, gettid() as u32) };
+    let old = unsafe { core::ptr::read_volatile(at) } as i32;
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(at, gettid() as u32) };
+    old
 }
 
 /// Whether `sig` already has a handler (or is ignored) (constructor only).
