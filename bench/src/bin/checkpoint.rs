@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Checkpoint and restart times against plain file I/O of the same size.
@@ -31,25 +31,14 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("bench binary has no directory")?
-        .to_path_buf();
-    for b in [
+    let bin = mosix_bench::bin_dir(&[
         "homed",
         "mosctl",
         "mosrun",
         "mosmigrate",
         "mosix-restore",
         "libmosix.so",
-    ] {
-        if !bin.join(b).exists() {
-            bail!(
-                "{} is missing: build the workspace in this profile first",
-                bin.join(b).display()
-            );
-        }
-    }
+    ])?;
     let base = args
         .dir
         .unwrap_or_else(std::env::temp_dir)
@@ -60,68 +49,10 @@ fn main() -> Result<()> {
     result
 }
 
-struct Homed(Child);
-
-impl Drop for Homed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run(bin: &Path, base: &Path, sizes: &[u64]) -> Result<()> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c/bigmem.c");
-    let prog = base.join("bigmem");
-    let st = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&prog)
-        .arg(&src)
-        .status()
-        .context("cc")?;
-    if !st.success() {
-        bail!("cannot compile {}", src.display());
-    }
-    let config = base.join("mosix.toml");
-    let key = base.join("cluster.key");
-    let keygen = Command::new(bin.join("mosctl"))
-        .arg("keygen")
-        .arg(&key)
-        .output()
-        .context("mosctl keygen")?;
-    if !keygen.status.success() {
-        bail!(
-            "mosctl keygen failed: {}",
-            String::from_utf8_lossy(&keygen.stderr)
-        );
-    }
-    // One node, alone: its link ports on ephemeral loopback ports.
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\nhome_listen = \"127.0.0.1:0\"\n\
-             key_file = \"{}\"\nruntime_dir = \"{}\"\n",
-            key.display(),
-            base.join("run").display()
-        ),
-    )?;
-    let _homed = Homed(
-        Command::new(bin.join("homed"))
-            .arg("--config")
-            .arg(&config)
-            .stderr(std::fs::File::create(base.join("homed.log"))?)
-            .spawn()
-            .context("start homed")?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !base.join("run/procs.sock").exists() || !base.join("run/homed.sock").exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "homed did not start; see {}",
-                base.join("homed.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let prog = mosix_bench::build_c_example("bigmem", base)?;
+    let homed = mosix_bench::LocalHomed::start(bin, base)?;
+    let config = &homed.config;
     println!(
         "{:>6} {:>10} {:>10} {:>10} {:>7} | {:>10} {:>10} {:>10} {:>10} {:>7}",
         "MiB",
@@ -136,7 +67,7 @@ fn run(bin: &Path, base: &Path, sizes: &[u64]) -> Result<()> {
         "ratio"
     );
     for &mib in sizes {
-        let r = one(bin, base, &config, &prog, mib)?;
+        let r = one(bin, base, config, &prog, mib)?;
         println!(
             "{:>6} {:>10.1} {:>10.1} {:>10.1} {:>7.2} | {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7.2}",
             mib,
