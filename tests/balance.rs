@@ -7,104 +7,12 @@
 //! descendant of the destination node's `remoted` (DESIGN.md section 8);
 //! a job still at home is the home pid running the program.
 
-use mosix_tests::procs::descends_from;
-use mosix_tests::{Cluster, bin, bin_dir};
+use mosix_tests::{Cluster, Job, JobOut, bin, bin_dir};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-/// A CPU-bound job under mosix, started at a node by a shell that records
-/// its home pid and, at the end, its status.
-struct Job {
-    shell: Child,
-    argv: Vec<String>,
-    pid_file: PathBuf,
-    rc_file: PathBuf,
-}
-
-impl Job {
-    /// `mosrun [opts] -- argv > /dev/null` at `node`.
-    fn start(c: &Cluster, node: &str, opts: &[&str], argv: &[String], name: &str) -> Job {
-        let pid_file = c.dir.join(format!("{name}.pid"));
-        let rc_file = c.dir.join(format!("{name}.rc"));
-        let script = format!(
-            "{mosrun} {opts} -- {argv} > /dev/null & echo $! > {pid}; wait $!; echo $? > {rc}",
-            mosrun = bin("mosrun").display(),
-            opts = opts.join(" "),
-            argv = argv.join(" "),
-            pid = pid_file.display(),
-            rc = rc_file.display(),
-        );
-        let err = std::fs::File::create(c.dir.join(format!("{name}.err"))).unwrap();
-        let shell = Command::new(bin("mosix-local"))
-            .args(["exec", "--dir"])
-            .arg(&c.dir)
-            .args([node, "--", "sh", "-c", &script])
-            .env("MOSIX_BIN_DIR", bin_dir())
-            .stdin(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("mosix-local exec");
-        Job {
-            shell,
-            argv: argv.to_vec(),
-            pid_file,
-            rc_file,
-        }
-    }
-
-    fn home_pid(&self, c: &Cluster) -> i32 {
-        c.wait_for("the job's pid file", Duration::from_secs(20), || {
-            Ok(std::fs::read_to_string(&self.pid_file).is_ok_and(|s| s.ends_with('\n')))
-        })
-        .unwrap();
-        std::fs::read_to_string(&self.pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn done(&self) -> bool {
-        std::fs::read_to_string(&self.rc_file).is_ok_and(|s| s.ends_with('\n'))
-    }
-
-    fn status(&self) -> String {
-        std::fs::read_to_string(&self.rc_file)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    /// The node whose `remoted` the job's body descends from, the home
-    /// node if the program runs at home, None if it runs nowhere now.
-    fn node(&self, home_pid: i32, home: &str, remoteds: &BTreeMap<String, i32>) -> Option<String> {
-        for pid in processes_running(&self.argv) {
-            if pid == home_pid {
-                // ps shows a deputy with the program's command line too.
-                if mosix_tests::procs::is_deputy(pid) {
-                    continue;
-                }
-                return Some(home.to_string());
-            }
-            for (node, &r) in remoteds {
-                if descends_from(pid, r) {
-                    return Some(node.clone());
-                }
-            }
-        }
-        None
-    }
-
-    fn wait_end(mut self, c: &Cluster, timeout: Duration) -> String {
-        c.wait_for("a job's end", timeout, || Ok(self.done()))
-            .unwrap();
-        let _ = self.shell.wait();
-        self.status()
-    }
-}
 
 fn remoteds(c: &Cluster) -> BTreeMap<String, i32> {
     (1..=c.nodes)
@@ -114,12 +22,6 @@ fn remoteds(c: &Cluster) -> BTreeMap<String, i32> {
             (n, pid)
         })
         .collect()
-}
-
-/// Live processes whose command line is `argv`.
-fn processes_running(argv: &[String]) -> Vec<i32> {
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    mosix_tests::procs::processes_running(&argv)
 }
 
 /// `progress` with a distinct work figure per job, so no other process
@@ -193,6 +95,7 @@ fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
                 &["-L"],
                 &argv(&exe, STEPS, WORK, 10 + i),
                 &format!("pinned{i}"),
+                JobOut::Null,
             );
             let pid = j.home_pid(&c);
             (j, pid)
@@ -215,7 +118,7 @@ fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
         stop_group(f);
     }
     for (j, _) in pinned {
-        assert_eq!(j.wait_end(&c, Duration::from_secs(10)), "0");
+        assert_eq!(j.finish(&c, Duration::from_secs(10)).1, "0");
     }
     assert_eq!(migrations(&c), 0, "{}", logs(&c));
 
@@ -229,6 +132,7 @@ fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
                 &[],
                 &argv(&exe, STEPS, WORK, 20 + i),
                 &format!("free{i}"),
+                JobOut::Null,
             );
             let pid = j.home_pid(&c);
             (j, pid)
@@ -261,7 +165,7 @@ fn four_jobs_spread_out_and_finish_sooner_than_at_one_node() {
     }
     let balanced = t1.elapsed();
     for (j, _) in jobs {
-        assert_eq!(j.wait_end(&c, Duration::from_secs(10)), "0");
+        assert_eq!(j.finish(&c, Duration::from_secs(10)).1, "0");
     }
     let ratio = balanced.as_secs_f64() / alone.as_secs_f64();
     eprintln!(
@@ -313,6 +217,7 @@ fn a_blocked_node_gets_no_guests_and_nothing_moves_in_a_quiet_minute() {
                 opts,
                 &argv(&exe, 1_000_000, WORK, *tag),
                 &format!("long{i}"),
+                JobOut::Null,
             );
             let pid = j.home_pid(&c);
             (j, pid)
@@ -399,7 +304,7 @@ fn a_blocked_node_gets_no_guests_and_nothing_moves_in_a_quiet_minute() {
         );
     }
     for (j, _) in jobs {
-        j.wait_end(&c, Duration::from_secs(30));
+        j.finish(&c, Duration::from_secs(30));
     }
 }
 
@@ -409,7 +314,14 @@ fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
     let exe = mosix_tests::build_c_example("progress", &c.dir, &[]);
     let daemons = remoteds(&c);
     // n1 busy with a pinned job, as n1 itself sees it.
-    let busy = Job::start(&c, "n1", &["-L"], &argv(&exe, 1_000_000, WORK, 41), "busy");
+    let busy = Job::start(
+        &c,
+        "n1",
+        &["-L"],
+        &argv(&exe, 1_000_000, WORK, 41),
+        "busy",
+        JobOut::Null,
+    );
     let busy_pid = busy.home_pid(&c);
     c.wait_for("n1 to see its own load", Duration::from_secs(20), || {
         let out = mosctl(&c, "n1", &["nodes", "--json"]);
@@ -459,7 +371,14 @@ fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
         "{params}"
     );
     mosctl(&c, "n1", &["params", "auto_migrate=false"]);
-    let job = Job::start(&c, "n1", &["-b"], &argv(&exe, 1_000_000, WORK, 42), "best");
+    let job = Job::start(
+        &c,
+        "n1",
+        &["-b"],
+        &argv(&exe, 1_000_000, WORK, 42),
+        "best",
+        JobOut::Null,
+    );
     let pid = job.home_pid(&c);
     let took = c
         .wait_for(
@@ -481,8 +400,8 @@ fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    busy.wait_end(&c, Duration::from_secs(30));
-    job.wait_end(&c, Duration::from_secs(30));
+    busy.finish(&c, Duration::from_secs(30));
+    job.finish(&c, Duration::from_secs(30));
 }
 
 /// Node `name`'s guests as `mosctl nodes --json` at that node says.
@@ -505,7 +424,7 @@ fn expel_and_a_returning_owner_send_guests_home() {
     let jobs: Vec<(Job, i32)> = (0..2)
         .map(|i| {
             let a = argv(&exe, STEPS * 4, WORK, 700 + i);
-            let j = Job::start(&c, "n1", &[], &a, &format!("ex{i}"));
+            let j = Job::start(&c, "n1", &[], &a, &format!("ex{i}"), JobOut::Null);
             let home = j.home_pid(&c);
             (j, home)
         })
@@ -560,7 +479,7 @@ fn expel_and_a_returning_owner_send_guests_home() {
     stop_group(owner);
     left.unwrap_or_else(|e| panic!("{e}\n{}\nremoted {y}:\n{}", logs(&c), c.log(&y, "remoted")));
     for (j, _) in jobs {
-        assert_eq!(j.wait_end(&c, Duration::from_secs(300)), "0");
+        assert_eq!(j.finish(&c, Duration::from_secs(300)).1, "0");
     }
 }
 
@@ -571,7 +490,7 @@ fn mosrun_r_starts_at_the_named_node_and_mosrun_h_stays_home_until_moved() {
     let r = remoteds(&c);
     // -r n3: the body runs at n3 within moments of the start.
     let a = argv(&exe, STEPS, WORK, 801);
-    let there = Job::start(&c, "n1", &["-r", "n3"], &a, "r");
+    let there = Job::start(&c, "n1", &["-r", "n3"], &a, "r", JobOut::Null);
     let home_r = there.home_pid(&c);
     c.wait_for("the -r job to run at n3", Duration::from_secs(10), || {
         Ok(there.node(home_r, "n1", &r).as_deref() == Some("n3"))
@@ -580,7 +499,7 @@ fn mosrun_r_starts_at_the_named_node_and_mosrun_h_stays_home_until_moved() {
     // -h: with two idle nodes and well past the residency time, the
     // balancer leaves it at home...
     let b = argv(&exe, STEPS * 2, WORK, 802);
-    let stay = Job::start(&c, "n1", &["-h"], &b, "h");
+    let stay = Job::start(&c, "n1", &["-h"], &b, "h", JobOut::Null);
     let home_h = stay.home_pid(&c);
     let until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < until {
@@ -602,8 +521,8 @@ fn mosrun_r_starts_at_the_named_node_and_mosrun_h_stays_home_until_moved() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stay.node(home_h, "n1", &r).as_deref(), Some("n2"));
-    assert_eq!(there.wait_end(&c, Duration::from_secs(300)), "0");
-    assert_eq!(stay.wait_end(&c, Duration::from_secs(300)), "0");
+    assert_eq!(there.finish(&c, Duration::from_secs(300)).1, "0");
+    assert_eq!(stay.finish(&c, Duration::from_secs(300)).1, "0");
 }
 
 /// `n` plain busy loops (not mosix processes) at `node`, in its CPU share,

@@ -10,9 +10,9 @@
 use mosix_tests::procs::{
     cmdline, descends_from, is_deputy, mosps_entry, ppid, processes_running, state_of, text,
 };
-use mosix_tests::{Cluster, bin, bin_dir, is_running};
+use mosix_tests::{Cluster, Job, JobOut, bin, bin_dir, is_running};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const STEPS: &str = "60";
@@ -21,97 +21,6 @@ const EXIT_CODE: &str = "7";
 /// Build examples/c/progress.c into `dir`.
 fn build_progress(dir: &Path) -> PathBuf {
     mosix_tests::build_c_example("progress", dir, &[])
-}
-
-/// A program run under mosix at `node` by a shell that records its pid
-/// (the home pid) and, at the end, `$?` as its parent saw it.
-struct Job {
-    shell: Child,
-    pid_file: PathBuf,
-    rc_file: PathBuf,
-    out_file: PathBuf,
-}
-
-impl Job {
-    /// Stdout to a file.
-    fn start(c: &Cluster, node: &str, argv: &[&str], name: &str) -> Job {
-        Job::start_with(c, node, argv, name, false)
-    }
-
-    /// Stdout to a file (`pipe` false) or to a pipe into `cat > file`.
-    fn start_with(c: &Cluster, node: &str, argv: &[&str], name: &str, pipe: bool) -> Job {
-        let pid_file = c.dir.join(format!("{name}.pid"));
-        let rc_file = c.dir.join(format!("{name}.rc"));
-        let out_file = c.dir.join(format!("{name}.out"));
-        let run = format!(
-            "{mosrun} -- {argv}",
-            mosrun = bin("mosrun").display(),
-            argv = argv.join(" ")
-        );
-        let (pid, rc, out) = (pid_file.display(), rc_file.display(), out_file.display());
-        let script = if pipe {
-            // The status file appears only once `cat` wrote everything.
-            format!(
-                "({run} & echo $! > {pid}; wait $!; echo $? > {rc}.tmp) | cat > {out}; mv {rc}.tmp {rc}"
-            )
-        } else {
-            format!("{run} > {out} & echo $! > {pid}; wait $!; echo $? > {rc}")
-        };
-        let err = std::fs::File::create(c.dir.join(format!("{name}.err"))).unwrap();
-        let shell = Command::new(bin("mosix-local"))
-            .args(["exec", "--dir"])
-            .arg(&c.dir)
-            .args([node, "--", "sh", "-c", &script])
-            .env("MOSIX_BIN_DIR", bin_dir())
-            .stdin(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("mosix-local exec");
-        Job {
-            shell,
-            pid_file,
-            rc_file,
-            out_file,
-        }
-    }
-
-    fn home_pid(&self, c: &Cluster) -> i32 {
-        c.wait_for("the job's pid file", Duration::from_secs(10), || {
-            Ok(std::fs::read_to_string(&self.pid_file)
-                .map(|s| s.ends_with('\n'))
-                .unwrap_or(false))
-        })
-        .unwrap();
-        std::fs::read_to_string(&self.pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn lines(&self) -> usize {
-        std::fs::read(&self.out_file)
-            .map(|b| b.iter().filter(|&&x| x == b'\n').count())
-            .unwrap_or(0)
-    }
-
-    /// Wait for the end; (output, `$?` as the parent saw it).
-    fn finish(mut self, c: &Cluster) -> (Vec<u8>, String) {
-        c.wait_for("the job's end", Duration::from_secs(120), || {
-            Ok(std::fs::read_to_string(&self.rc_file)
-                .map(|s| s.ends_with('\n'))
-                .unwrap_or(false))
-        })
-        .unwrap();
-        let _ = self.shell.wait();
-        (
-            std::fs::read(&self.out_file).unwrap(),
-            std::fs::read_to_string(&self.rc_file)
-                .unwrap()
-                .trim()
-                .to_string(),
-        )
-    }
 }
 
 /// Undisturbed run of the same program: (stdout, exit code as `$?`).
@@ -127,7 +36,7 @@ fn cpu_bound_program_migrates_to_n2_and_ends_as_at_home() {
     let exe = exe.to_str().unwrap();
     // A work figure of its own so no other test's process matches.
     let argv = [exe, STEPS, "100000001", EXIT_CODE];
-    let job = Job::start(&c, "n1", &argv, "mig");
+    let job = Job::start(&c, "n1", &[], &argv, "mig", JobOut::File);
     let home = job.home_pid(&c);
     let shell = ppid(home).expect("home pid's parent");
     c.wait_for("progress before migrating", Duration::from_secs(30), || {
@@ -171,7 +80,7 @@ fn cpu_bound_program_migrates_to_n2_and_ends_as_at_home() {
     assert_eq!(cmdline(home), argv);
     assert_eq!(ppid(home), Some(shell));
     // (c) and (d): same bytes, same status as an undisturbed run.
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
@@ -195,7 +104,7 @@ fn migration_to_a_node_without_remoted_fails_and_the_program_runs_on() {
         Ok(!is_running(remoted3))
     })
     .unwrap();
-    let job = Job::start(&c, "n1", &argv, "stay");
+    let job = Job::start(&c, "n1", &[], &argv, "stay", JobOut::File);
     let home = job.home_pid(&c);
     c.wait_for("progress before migrating", Duration::from_secs(30), || {
         Ok(job.lines() >= 3)
@@ -214,7 +123,7 @@ fn migration_to_a_node_without_remoted_fails_and_the_program_runs_on() {
     assert_eq!(cmdline(home), argv);
     assert!(!is_deputy(home));
     assert_eq!(processes_running(&argv), vec![home]);
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
@@ -222,7 +131,7 @@ fn migration_to_a_node_without_remoted_fails_and_the_program_runs_on() {
 
 /// Start `argv` at n1, wait for progress, move it to `node`; the home pid.
 fn start_and_move(c: &Cluster, argv: &[&str], name: &str, node: &str) -> (Job, i32) {
-    let job = Job::start(c, "n1", argv, name);
+    let job = Job::start(c, "n1", &[], argv, name, JobOut::File);
     let home = job.home_pid(c);
     c.wait_for("progress before migrating", Duration::from_secs(30), || {
         Ok(job.lines() >= 2)
@@ -252,7 +161,7 @@ fn signals_to_the_home_pid_act_on_the_body() {
     let argv = [exe, STEPS, "100000003", EXIT_CODE];
     let (job, home) = start_and_move(&c, &argv, "term", "n2");
     kill(Pid::from_raw(home), Signal::SIGTERM).unwrap();
-    let (_, rc) = job.finish(&c);
+    let (_, rc) = job.finish(&c, Duration::from_secs(120));
     assert_eq!(rc, "143", "the parent should see death by SIGTERM");
     assert!(
         processes_running(&argv).is_empty(),
@@ -262,7 +171,7 @@ fn signals_to_the_home_pid_act_on_the_body() {
     let argv = [exe, STEPS, "100000004", EXIT_CODE];
     let (job, home) = start_and_move(&c, &argv, "kill", "n3");
     kill(Pid::from_raw(home), Signal::SIGKILL).unwrap();
-    let (_, rc) = job.finish(&c);
+    let (_, rc) = job.finish(&c, Duration::from_secs(120));
     assert_eq!(rc, "137", "the parent should see death by SIGKILL");
     c.wait_for(
         "the body to go with its deputy",
@@ -278,7 +187,7 @@ fn output_to_a_pipe_is_relayed_through_the_deputy() {
     let exe = build_progress(&c.dir);
     let exe = exe.to_str().unwrap();
     let argv = [exe, STEPS, "100000005", EXIT_CODE];
-    let job = Job::start_with(&c, "n1", &argv, "pipe", true);
+    let job = Job::start(&c, "n1", &[], &argv, "pipe", JobOut::Pipe);
     let home = job.home_pid(&c);
     c.wait_for("progress before migrating", Duration::from_secs(30), || {
         Ok(job.lines() >= 2)
@@ -304,7 +213,7 @@ fn output_to_a_pipe_is_relayed_through_the_deputy() {
         "expected exactly one body, found {bodies:?}"
     );
     assert!(descends_from(bodies[0], remoted2));
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(
@@ -378,7 +287,14 @@ fn round_trip(pipe: bool, work: &str) {
     let exe = build_progress(&c.dir);
     let exe = exe.to_str().unwrap();
     let argv = [exe, "80", work, EXIT_CODE];
-    let job = Job::start_with(&c, "n1", &argv, "trip", pipe);
+    let job = Job::start(
+        &c,
+        "n1",
+        &[],
+        &argv,
+        "trip",
+        if pipe { JobOut::Pipe } else { JobOut::File },
+    );
     let home = job.home_pid(&c);
     let shell = ppid(home).expect("home pid's parent");
     c.wait_for("progress before migrating", Duration::from_secs(30), || {
@@ -429,7 +345,7 @@ fn round_trip(pipe: bool, work: &str) {
         pipe || job.lines() < 80,
         "the program finished before its round trip ended; give it more work"
     );
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(
@@ -586,7 +502,7 @@ fn lose_the_node(c: &Cluster, argv: &[&str], name: &str, node: &str, kill_it: &d
         );
     }
     let took = lost_at.elapsed();
-    let (_, rc) = job.finish(c);
+    let (_, rc) = job.finish(c, Duration::from_secs(120));
     assert_eq!(rc, "137", "the parent should see death by SIGKILL");
     assert!(
         took < Duration::from_secs(5),
@@ -634,7 +550,7 @@ fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn
     let exe = exe.to_str().unwrap();
     // 1.5 GiB of dirty memory: the transfer takes long enough to be cut.
     let argv = [exe, "1536", "40"];
-    let job = Job::start(c, "n1", &argv, name);
+    let job = Job::start(c, "n1", &[], &argv, name, JobOut::File);
     let home = job.home_pid(c);
     c.wait_for("the memory to be filled", Duration::from_secs(120), || {
         Ok(job.lines() >= 1)
@@ -684,7 +600,7 @@ fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn
         Some(serde_json::json!("n1")),
         "mosps should show the process at home"
     );
-    let (got, rc) = job.finish(c);
+    let (got, rc) = job.finish(c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
@@ -722,7 +638,7 @@ fn a_blocked_destination_refuses_and_the_program_runs_on() {
     let exe = build_progress(&c.dir);
     let exe = exe.to_str().unwrap();
     let argv = [exe, STEPS, "100000013", EXIT_CODE];
-    let job = Job::start(&c, "n1", &argv, "refused");
+    let job = Job::start(&c, "n1", &[], &argv, "refused", JobOut::File);
     let home = job.home_pid(&c);
     c.wait_for("progress", Duration::from_secs(30), || Ok(job.lines() >= 2))
         .unwrap();
@@ -757,7 +673,7 @@ fn a_blocked_destination_refuses_and_the_program_runs_on() {
         really_runs_at(&c, &argv, home, &["n2"]).as_deref(),
         Some("n2")
     );
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
@@ -794,7 +710,7 @@ fn sigusr1_reaches_the_programs_handler_wherever_it_runs() {
         Ok(handled(2))
     })
     .unwrap();
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let got = String::from_utf8(got).unwrap();
     let marks: Vec<&str> = got.lines().filter(|l| l.starts_with("usr1")).collect();
     assert_eq!(marks, ["usr1 1", "usr1 2"], "each signal handled once");
@@ -838,7 +754,7 @@ fn stop_and_cont_of_the_home_pid_act_on_the_body() {
         Ok(state_of(body) != 'T')
     })
     .unwrap();
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc, "exit status differs");
     assert!(got == want, "output differs from an undisturbed run");
@@ -850,7 +766,7 @@ fn a_corrupt_image_is_refused_and_nothing_runs() {
     let exe = build_progress(&c.dir);
     let exe = exe.to_str().unwrap();
     let argv = [exe, STEPS, "100000012", EXIT_CODE];
-    let job = Job::start(&c, "n1", &argv, "corrupt");
+    let job = Job::start(&c, "n1", &[], &argv, "corrupt", JobOut::File);
     let home = job.home_pid(&c);
     c.wait_for("progress", Duration::from_secs(30), || Ok(job.lines() >= 2))
         .unwrap();
@@ -908,7 +824,7 @@ fn a_corrupt_image_is_refused_and_nothing_runs() {
             .any(|&p| descends_from(p, remoted2)),
         "a body runs at n2"
     );
-    let (got, rc) = job.finish(&c);
+    let (got, rc) = job.finish(&c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
     assert_eq!(rc, want_rc);
     assert!(got == want, "output differs from an undisturbed run");

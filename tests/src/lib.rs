@@ -5,7 +5,10 @@
 //! The binaries under test are the ones cargo built beside the test
 //! executable (`target/<profile>/`); the test command builds them first.
 
+mod job;
 pub mod procs;
+
+pub use job::{Job, JobOut};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
