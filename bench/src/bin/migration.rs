@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitCode, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -622,8 +622,13 @@ fn bench(args: &Args) -> Result<()> {
             String::from_utf8_lossy(&up.stderr).trim()
         );
     }
-    let dirtymem = build_c(&c.dir, "dirtymem")?;
-    let stamps = build_c(&c.dir, "stamps")?;
+    let utf8 = |p: std::path::PathBuf| {
+        p.to_str()
+            .map(str::to_owned)
+            .context("the cluster directory is not UTF-8")
+    };
+    let dirtymem = utf8(mosix_bench::build_c_example("dirtymem", &c.dir)?)?;
+    let stamps = utf8(mosix_bench::build_c_example("stamps", &c.dir)?)?;
     println!(
         "two isolated nodes (mosix-local, --cpu-share {} each); an idle process with N MiB dirty moves n1 -> n2 -> home",
         args.cpu_share
@@ -672,30 +677,6 @@ fn bench(args: &Args) -> Result<()> {
     latency(&c, &stamps, args.samples)?;
     c.ok = true;
     Ok(())
-}
-
-/// Compiles `examples/c/<name>.c` into `dir`.
-fn build_c(dir: &Path, name: &str) -> Result<String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/c")
-        .join(format!("{name}.c"));
-    let exe = dir.join(name);
-    let out = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .context("cannot run cc: install a C compiler (gcc)")?;
-    if !out.status.success() {
-        bail!(
-            "cc {}: {}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    exe.to_str()
-        .map(str::to_owned)
-        .context("the cluster directory is not UTF-8")
 }
 
 /// One size: to n2 and its TCP reference, home and its TCP reference.

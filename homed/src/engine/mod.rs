@@ -661,8 +661,8 @@ impl Engine {
             };
             crate::migrate::send_body(&who, target, source)
         });
-        let failed = |e: String| {
-            let result = Err(e);
+        // The outcome goes into the history and to the requester.
+        let report = |result: Result<MigrateDone, String>| {
             self.record(
                 p,
                 self.node.clone(),
@@ -672,19 +672,20 @@ impl Engine {
                 op.started,
             );
             let _ = op.reply.send(OpEvent::Migrated(result));
-            false
         };
         let mut held = match sent {
             Ok(h) => h,
             Err(e) => {
                 self.verdict(p, layout::VERDICT_CONTINUE);
                 tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration failed; process runs on here");
-                return failed(e);
+                report(Err(e));
+                return false;
             }
         };
         if let Err(e) = crate::migrate::commit(ctl, &mut held, &target.node, &p.cmdline) {
             tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration not committed");
-            return failed(e);
+            report(Err(e));
+            return false;
         }
         self.set_away(p, Some(&target.node));
         let done = MigrateDone {
@@ -695,16 +696,7 @@ impl Engine {
             frozen_ms: op.started.elapsed().as_millis() as u64,
         };
         tracing::info!(pid = p.pid, node = %done.node, body_pid = done.body_pid, bytes = done.bytes, frozen_ms = done.frozen_ms, "migrated; deputy here");
-        let result = Ok(done);
-        self.record(
-            p,
-            self.node.clone(),
-            target.node.clone(),
-            &op.why,
-            &result,
-            op.started,
-        );
-        let _ = op.reply.send(OpEvent::Migrated(result));
+        report(Ok(done));
         let (tx, moves) = mpsc::channel();
         *p.mover.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let on_move = |node: Option<&str>| self.set_away(p, node);
