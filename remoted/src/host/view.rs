@@ -442,6 +442,24 @@ pub fn hold(pid: i32, body: BodyView) {
     }
 }
 
+/// A body `parent` forked `child`, which runs in the same mount namespace:
+/// keep the view mounted while the child runs too, even if its parent
+/// ends first.
+pub fn share(parent: i32, child: i32) {
+    let mut r = lock();
+    let Some(v) = r.held.get(&parent) else {
+        return;
+    };
+    let (id, root) = (v.id, v.root.clone());
+    let Some(m) = r.mounts.get_mut(&id) else {
+        return;
+    };
+    m.refs += 1;
+    let old = r.held.insert(child, ViewRef { id, root });
+    drop(r);
+    drop(old);
+}
+
 /// The body `pid` ended or left: drop its share of its view.
 pub fn release(pid: i32) {
     let v = lock().held.remove(&pid);
