@@ -42,7 +42,10 @@ impl Home {
         let out = c.exec("n1", &["sh", "-c", &setup]).unwrap();
         assert!(out.status.success(), "setup at n1: {}", text(&out));
         let out = c.exec("n2", &["test", "-e", &dir]).unwrap();
-        assert!(!out.status.success(), "n2 sees {dir}: the view would not be needed");
+        assert!(
+            !out.status.success(),
+            "n2 sees {dir}: the view would not be needed"
+        );
         Home { c, dir }
     }
 
@@ -147,7 +150,10 @@ impl Home {
             text(&out),
             self.c.log("n2", "remoted")
         );
-        assert!(is_deputy(pid), "home pid {pid} is not a deputy after the move");
+        assert!(
+            is_deputy(pid),
+            "home pid {pid} is not a deputy after the move"
+        );
         let remoted2 = self.c.daemon_pid("n2", "remoted").unwrap();
         let argv = cmdline(pid);
         let bodies: Vec<i32> = all_pids()
@@ -160,7 +166,10 @@ impl Home {
             "the body {} does not descend from n2's remoted",
             bodies[0]
         );
-        let out = self.c.exec("n1", &["kill", "-USR1", &pid.to_string()]).unwrap();
+        let out = self
+            .c
+            .exec("n1", &["kill", "-USR1", &pid.to_string()])
+            .unwrap();
         assert!(out.status.success(), "kill -USR1: {}", text(&out));
     }
 
@@ -196,9 +205,10 @@ impl Home {
             self.c.daemon_pid("n2", "remoted").unwrap(),
         ];
         let mut left = Vec::new();
-        let done = self
-            .c
-            .wait_for("the test user's processes to be gone", Duration::from_secs(15), || {
+        let done = self.c.wait_for(
+            "the test user's processes to be gone",
+            Duration::from_secs(15),
+            || {
                 left = all_pids()
                     .into_iter()
                     .filter(|&p| {
@@ -208,7 +218,8 @@ impl Home {
                     .map(|p| (p, state(p), cmdline(p)))
                     .collect::<Vec<_>>();
                 Ok(left.is_empty())
-            });
+            },
+        );
         assert!(done.is_ok(), "left behind: {left:?}");
     }
 }
@@ -223,7 +234,9 @@ fn all_pids() -> Vec<i32> {
 
 fn owner(pid: i32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 fn state(pid: i32) -> char {
@@ -256,7 +269,10 @@ exit 5
 
 /// Two numbers of a line written by the script.
 fn two(s: &str) -> (i32, i32) {
-    let v: Vec<i32> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<i32> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     assert_eq!(v.len(), 2, "not two pids: {s:?}");
     (v[0], v[1])
 }
@@ -275,20 +291,43 @@ fn a_shell_script_away_forks_execs_and_waits_as_at_home() {
     })
     .unwrap();
     let (child, child_ppid) = two(&h.read("ids.child"));
-    assert_eq!(child_ppid, pid, "the child's getppid is its parent's home pid");
-    assert!(is_deputy(child), "the child's getpid {child} is not a deputy at home");
-    assert_eq!(ppid(child), Some(pid), "the child's deputy is a child of the parent's deputy");
+    assert_eq!(
+        child_ppid, pid,
+        "the child's getppid is its parent's home pid"
+    );
+    assert!(
+        is_deputy(child),
+        "the child's getpid {child} is not a deputy at home"
+    );
+    assert_eq!(
+        ppid(child),
+        Some(pid),
+        "the child's deputy is a child of the parent's deputy"
+    );
     let entry = mosps_entry(&h.c, "n1", child).expect("mosps lists the child");
     assert_eq!(entry["node"], "n2", "{entry}");
-    assert!(entry["cantmove"].is_string(), "a forked child does not move alone: {entry}");
+    assert!(
+        entry["cantmove"].is_string(),
+        "a forked child does not move alone: {entry}"
+    );
     let parent = mosps_entry(&h.c, "n1", pid).expect("mosps lists the parent");
-    assert!(parent["cantmove"].is_string(), "a parent with children does not move: {parent}");
+    assert!(
+        parent["cantmove"].is_string(),
+        "a parent with children does not move: {parent}"
+    );
     h.put("release", "");
     let (out, err, rc) = h.finish(job, "script", Duration::from_secs(180));
     let (grandchild, grandchild_ppid) = two(&h.read("ids.grandchild"));
-    assert_eq!(grandchild_ppid, child, "the grandchild's parent is the child's home pid");
+    assert_eq!(
+        grandchild_ppid, child,
+        "the grandchild's parent is the child's home pid"
+    );
     assert!(grandchild > 0 && grandchild != child);
-    assert_eq!(out, String::from_utf8_lossy(&reference.stdout), "stdout differs; stderr: {err}");
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(&reference.stdout),
+        "stdout differs; stderr: {err}"
+    );
     assert_eq!(rc, reference.status.code().unwrap().to_string());
     assert_eq!(rc, "5");
     h.assert_nothing_left();
@@ -304,7 +343,10 @@ fn put_project(h: &Home, dir: &str, broken: bool) {
          %.o: %.c gen.h common.h\n\tcc -O1 -c $< -o $@\n\
          gen.h: values.txt\n\tsort -n values.txt | awk '{s+=$$1} END {printf \"#define TOTAL %d\\n\", s}' > $@\n",
     );
-    h.put(&format!("{dir}/common.h"), "int twice(int);\nint square(int);\n");
+    h.put(
+        &format!("{dir}/common.h"),
+        "int twice(int);\nint square(int);\n",
+    );
     h.put(
         &format!("{dir}/main.c"),
         "#include <stdio.h>\n#include \"gen.h\"\n#include \"common.h\"\n\
@@ -320,7 +362,10 @@ fn put_project(h: &Home, dir: &str, broken: bool) {
         "#include \"common.h\"\nint square(int x) { return x * x; }\n"
     };
     h.put(&format!("{dir}/calc.c"), calc);
-    let values: String = (1..=300).rev().map(|i| format!("{}\n", i * 7 % 301)).collect();
+    let values: String = (1..=300)
+        .rev()
+        .map(|i| format!("{}\n", i * 7 % 301))
+        .collect();
     h.put(&format!("{dir}/values.txt"), &values);
 }
 
@@ -337,7 +382,11 @@ fn normalized(s: &str, dir: &str) -> Vec<String> {
 }
 
 fn make_away(h: &Home, broken: bool) {
-    let (r, m) = if broken { ("badref", "badmx") } else { ("ref", "mx") };
+    let (r, m) = if broken {
+        ("badref", "badmx")
+    } else {
+        ("ref", "mx")
+    };
     put_project(h, r, broken);
     put_project(h, m, broken);
     let reference = h.user(&format!("make -j2 -C {d}/{r}", d = h.dir));
@@ -364,7 +413,10 @@ fn make_away(h: &Home, broken: bool) {
     );
     if broken {
         assert_ne!(rc, "0");
-        assert!(err.contains("calc.c"), "the compiler names the bad file: {err}");
+        assert!(
+            err.contains("calc.c"),
+            "the compiler names the bad file: {err}"
+        );
     } else {
         assert_eq!(rc, "0");
         // Written at home, through the view.
@@ -373,7 +425,12 @@ fn make_away(h: &Home, broken: bool) {
         }
         let run = |d: &str| h.user(&format!("./{d}/prog"));
         let (a, b) = (run(r), run(m));
-        assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+        assert!(
+            a.status.success() && b.status.success(),
+            "{}\n{}",
+            text(&a),
+            text(&b)
+        );
         assert_eq!(b.stdout, a.stdout, "the built program's output");
     }
     h.assert_nothing_left();
@@ -417,10 +474,43 @@ fn sigterm_to_a_childs_home_pid_reaches_its_body() {
     })
     .unwrap();
     assert!(descends_from(sleepers[0], remoted2), "sleep runs at n2");
-    let out = h.c.exec("n1", &["kill", "-TERM", &child.to_string()]).unwrap();
+    let out =
+        h.c.exec("n1", &["kill", "-TERM", &child.to_string()])
+            .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let (out, err, rc) = h.finish(job, "term", Duration::from_secs(60));
     assert_eq!(out, "status 143\n", "stderr: {err}");
     assert_eq!(rc, "0");
+    h.assert_nothing_left();
+}
+
+#[test]
+fn a_child_whose_parent_exits_first_still_ends_and_is_reaped() {
+    let h = Home::new();
+    // The parent does not wait: its child outlives it, then ends with 9.
+    // (The child holds the job's stdout, as it would at home, so the
+    // job's pipe ends only with it.)
+    let then = "sh -c 'echo $$ > orphan.pid; while ! [ -e release ]; do sleep 0.1; done; exit 9' & exit 0";
+    let (job, pid) = h.start(then, "orphan");
+    h.move_and_go(pid);
+    let file = h.file("orphan.pid");
+    h.c.wait_for("the orphan's home pid", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let orphan: i32 = h.read("orphan.pid").trim().parse().unwrap();
+    assert!(is_deputy(orphan), "the orphan {orphan} has its deputy at home");
+    h.c.wait_for("the parent's deputy to end", Duration::from_secs(30), || {
+        Ok(!is_running(pid))
+    })
+    .unwrap();
+    assert!(is_running(orphan), "the orphan's deputy lives on after its parent");
+    h.put("release", "");
+    h.c.wait_for("the orphan's deputy to end", Duration::from_secs(30), || {
+        Ok(!is_running(orphan))
+    })
+    .unwrap();
+    let (out, err, rc) = h.finish(job, "orphan", Duration::from_secs(60));
+    assert_eq!((out.as_str(), rc.as_str()), ("", "0"), "stderr: {err}");
     h.assert_nothing_left();
 }

@@ -448,7 +448,9 @@ unsafe fn body_env(envp: *const *const libc::c_char) -> *const *const libc::c_ch
         return envp;
     }
     // SAFETY: the caller passes a NULL-terminated array.
-    let n = (0..ENV_MAX).take_while(|&i| !unsafe { *envp.add(i) }.is_null()).count();
+    let n = (0..ENV_MAX)
+        .take_while(|&i| !unsafe { *envp.add(i) }.is_null())
+        .count();
     if n + 3 > ENV_MAX {
         return envp;
     }

@@ -190,25 +190,26 @@ pub enum CallError {
 
 impl Call {
     /// The call a body's record asks for; a fork gets the host's `token`.
-    pub fn from_record(r: &crate::image::layout::CallRecord, token: u64) -> Result<Call, CallError> {
+    pub fn from_record(
+        r: &crate::image::layout::CallRecord,
+        token: u64,
+    ) -> Result<Call, CallError> {
         use crate::image::layout as l;
         if r.magic != l::CALL_MAGIC {
             return Err(CallError::BadMagic);
         }
-        let int = |v: i64| {
-            i32::try_from(v).map_err(|_| CallError::BadArgument { op: r.op, value: v })
-        };
+        let int =
+            |v: i64| i32::try_from(v).map_err(|_| CallError::BadArgument { op: r.op, value: v });
         match r.op {
             l::CALL_GETPPID => Ok(Call::Getppid),
             l::CALL_FORK => Ok(Call::Fork { token }),
             l::CALL_REAP => {
                 let pid = int(r.args[0])?;
-                let status = BodyStatus::from_wait(int(r.args[1])?).ok_or(
-                    CallError::BadArgument {
+                let status =
+                    BodyStatus::from_wait(int(r.args[1])?).ok_or(CallError::BadArgument {
                         op: r.op,
                         value: r.args[1],
-                    },
-                )?;
+                    })?;
                 if pid <= 0 {
                     return Err(CallError::BadArgument {
                         op: r.op,
@@ -673,8 +674,14 @@ mod tests {
     fn replies_become_records() {
         use crate::image::layout as l;
         let r = CallReply::Value { value: 77 }.to_record(l::CALL_FORK);
-        assert_eq!((r.magic, r.op, r.errno, r.value), (l::REPLY_MAGIC, l::CALL_FORK, 0, 77));
-        let r = CallReply::Errno { errno: libc::EAGAIN }.to_record(l::CALL_FORK);
+        assert_eq!(
+            (r.magic, r.op, r.errno, r.value),
+            (l::REPLY_MAGIC, l::CALL_FORK, 0, 77)
+        );
+        let r = CallReply::Errno {
+            errno: libc::EAGAIN,
+        }
+        .to_record(l::CALL_FORK);
         assert_eq!((r.errno, r.value), (libc::EAGAIN, -1));
         // An errno of 0 would read as success: never sent as such.
         assert_eq!(CallReply::Errno { errno: 0 }.to_record(1).errno, 1);
@@ -694,7 +701,10 @@ mod tests {
             FromHost::Call {
                 call: Call::Reap {
                     pid: 3,
-                    status: BodyStatus::Signal { sig: 15, core: false },
+                    status: BodyStatus::Signal {
+                        sig: 15,
+                        core: false,
+                    },
                 },
             },
             FromHost::Reaped,

@@ -163,7 +163,9 @@ fn run() -> Result<()> {
                             CallReply::Value { value: 0 }
                         } else {
                             CallReply::Errno {
-                                errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL),
+                                errno: std::io::Error::last_os_error()
+                                    .raw_os_error()
+                                    .unwrap_or(libc::EINVAL),
                             }
                         }
                     }
@@ -198,7 +200,8 @@ fn fork_child(chan: OwnedFd) -> CallReply {
         let exe = std::fs::read_link("/proc/self/exe").context("cannot find mosix-deputy")?;
         let exe = std::ffi::CString::new(exe.into_os_string().into_encoded_bytes())
             .context("mosix-deputy's path has a NUL")?;
-        let cmdline = std::fs::read("/proc/self/cmdline").context("cannot read the command line")?;
+        let cmdline =
+            std::fs::read("/proc/self/cmdline").context("cannot read the command line")?;
         let args: Vec<std::ffi::CString> = cmdline
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
@@ -212,7 +215,9 @@ fn fork_child(chan: OwnedFd) -> CallReply {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mosix-deputy: cannot fork for the body: {e:#}");
-            return CallReply::Errno { errno: libc::EAGAIN };
+            return CallReply::Errno {
+                errno: libc::EAGAIN,
+            };
         }
     };
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();

@@ -779,7 +779,10 @@ impl Engine {
             return lost(&mut ctl, format!("the forked deputy did not start: {e}"));
         }
         if u32::from_le_bytes(word) != layout::DEPUTY_READY {
-            return lost(&mut ctl, "the forked deputy said something else than ready".into());
+            return lost(
+                &mut ctl,
+                "the forked deputy said something else than ready".into(),
+            );
         }
         let _ = ctl.set_read_timeout(None);
         let target = crate::migrate::Target {

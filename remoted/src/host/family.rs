@@ -54,6 +54,8 @@ pub(super) struct PendingChild {
     ctl_fd: i32,
     home: String,
     made: Instant,
+    /// The parent's view, kept mounted for the child from the fork on.
+    view: Option<super::view::ViewRef>,
 }
 
 impl PendingChild {
@@ -69,6 +71,7 @@ impl PendingChild {
             ctl_fd: parent.ctl_fd,
             home: home.to_string(),
             made: Instant::now(),
+            view: super::view::share(parent.pid),
         }
     }
 }
@@ -145,11 +148,17 @@ pub(super) fn adopt(
             .get_mut(&token)
             .filter(|c| c.home == home)
             .ok_or_else(|| format!("no fork of a body of {home} waits under that token"))?;
-        let ctl = c.ctl.take().ok_or("that fork's child was adopted already")?;
+        let ctl = c
+            .ctl
+            .take()
+            .ok_or("that fork's child was adopted already")?;
         (ctl, c.parent, c.uid, c.freeze_signal, c.ctl_fd)
     };
     let child = read_child_hello(&mut ctl, parent, uid);
-    let info = pending().remove(&token).and_then(|c| c.info);
+    let (info, view) = pending()
+        .remove(&token)
+        .map(|c| (c.info, c.view))
+        .unwrap_or_default();
     let pid = child?;
     let info = info.ok_or("the child said hello before its fork was answered")?;
     if info.home_pid != home_pid {
@@ -162,7 +171,9 @@ pub(super) fn adopt(
         .write_all(image::as_bytes(&info))
         .map_err(|e| format!("cannot brief the forked child: {e}"))?;
     let _ = ctl.set_read_timeout(None);
-    super::view::share(parent, pid);
+    if let Some(v) = view {
+        super::view::hold_share(pid, v);
+    }
     link.send(&FromHost::Held { body_pid: pid })
         .map_err(|e| format!("cannot report the adopted child: {e}"))?;
     tracing::info!(%home, home_pid, body_pid = pid, parent_body = parent, "forked child adopted");
@@ -203,7 +214,8 @@ fn read_child_hello(ctl: &mut UnixStream, parent: i32, uid: u32) -> Result<i32, 
     }
     let pid = h.pid;
     let (ppid, _, _) = stat(pid).ok_or_else(|| format!("the forked child {pid} is gone"))?;
-    if ppid != parent {
+    // Reparented to us if its parent body ended meanwhile.
+    if ppid != parent && ppid != std::process::id() as i32 {
         return Err(format!(
             "process {pid} says it is the forked child of body {parent}, but its parent is {ppid}"
         ));

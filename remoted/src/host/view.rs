@@ -442,21 +442,20 @@ pub fn hold(pid: i32, body: BodyView) {
     }
 }
 
-/// A body `parent` forked `child`, which runs in the same mount namespace:
-/// keep the view mounted while the child runs too, even if its parent
-/// ends first.
-pub fn share(parent: i32, child: i32) {
+/// Another share of the view the body `parent` holds (for a child it
+/// forks, which runs in the same mount namespace and must keep the view
+/// mounted even if its parent ends first); None if it holds none.
+pub fn share(parent: i32) -> Option<ViewRef> {
     let mut r = lock();
-    let Some(v) = r.held.get(&parent) else {
-        return;
-    };
+    let v = r.held.get(&parent)?;
     let (id, root) = (v.id, v.root.clone());
-    let Some(m) = r.mounts.get_mut(&id) else {
-        return;
-    };
-    m.refs += 1;
-    let old = r.held.insert(child, ViewRef { id, root });
-    drop(r);
+    r.mounts.get_mut(&id)?.refs += 1;
+    Some(ViewRef { id, root })
+}
+
+/// Keep `view` (from [`share`]) mounted while the body `pid` runs.
+pub fn hold_share(pid: i32, view: ViewRef) {
+    let old = lock().held.insert(pid, view);
     drop(old);
 }
 
