@@ -490,7 +490,8 @@ fn a_child_whose_parent_exits_first_still_ends_and_is_reaped() {
     // The parent does not wait: its child outlives it, then ends with 9.
     // (The child holds the job's stdout, as it would at home, so the
     // job's pipe ends only with it.)
-    let then = "sh -c 'echo $$ > orphan.pid; while ! [ -e release ]; do sleep 0.1; done; exit 9' & exit 0";
+    let then =
+        "sh -c 'echo $$ > orphan.pid; while ! [ -e release ]; do sleep 0.1; done; exit 9' & exit 0";
     let (job, pid) = h.start(then, "orphan");
     h.move_and_go(pid);
     let file = h.file("orphan.pid");
@@ -499,16 +500,26 @@ fn a_child_whose_parent_exits_first_still_ends_and_is_reaped() {
     })
     .unwrap();
     let orphan: i32 = h.read("orphan.pid").trim().parse().unwrap();
-    assert!(is_deputy(orphan), "the orphan {orphan} has its deputy at home");
-    h.c.wait_for("the parent's deputy to end", Duration::from_secs(30), || {
-        Ok(!is_running(pid))
-    })
+    assert!(
+        is_deputy(orphan),
+        "the orphan {orphan} has its deputy at home"
+    );
+    h.c.wait_for(
+        "the parent's deputy to end",
+        Duration::from_secs(30),
+        || Ok(!is_running(pid)),
+    )
     .unwrap();
-    assert!(is_running(orphan), "the orphan's deputy lives on after its parent");
+    assert!(
+        is_running(orphan),
+        "the orphan's deputy lives on after its parent"
+    );
     h.put("release", "");
-    h.c.wait_for("the orphan's deputy to end", Duration::from_secs(30), || {
-        Ok(!is_running(orphan))
-    })
+    h.c.wait_for(
+        "the orphan's deputy to end",
+        Duration::from_secs(30),
+        || Ok(!is_running(orphan)),
+    )
     .unwrap();
     let (out, err, rc) = h.finish(job, "orphan", Duration::from_secs(60));
     assert_eq!((out.as_str(), rc.as_str()), ("", "0"), "stderr: {err}");

@@ -449,7 +449,13 @@ unsafe fn body_env(envp: *const *const libc::c_char) -> *const *const libc::c_ch
     }
     // SAFETY: the caller passes a NULL-terminated array.
     let n = (0..ENV_MAX)
-        .take_while(|&i| !unsafe { *envp.add(i) }.is_null())
+        .take_while(|&i| {
+            // SAFETY: `i` is before the terminating NULL (take_while stops
+            // at it), inside the array.
+            let p = unsafe { envp.add(i) };
+            // SAFETY: as above.
+            !unsafe { *p }.is_null()
+        })
         .count();
     if n + 3 > ENV_MAX {
         return envp;
@@ -463,7 +469,9 @@ unsafe fn body_env(envp: *const *const libc::c_char) -> *const *const libc::c_ch
     let mut k = 0;
     for i in 0..n {
         // SAFETY: `i < n`, inside the array.
-        let s = unsafe { *envp.add(i) };
+        let at = unsafe { envp.add(i) };
+        // SAFETY: as above.
+        let s = unsafe { *at };
         // SAFETY: every entry is a NUL-terminated string.
         let b = unsafe { core::ffi::CStr::from_ptr(s) }.to_bytes();
         if b.starts_with(CTL_ENV) {
@@ -740,7 +748,12 @@ pub unsafe extern "C" fn waitid(
         return r;
     }
     // SAFETY: the kernel filled the caller's siginfo.
-    let (local, code, value) = unsafe { ((*info).si_pid(), (*info).si_code, (*info).si_status()) };
+    let si = unsafe { &*info };
+    // SAFETY: a SIGCHLD siginfo, which has si_pid.
+    let local = unsafe { si.si_pid() };
+    // SAFETY: as above, si_status.
+    let value = unsafe { si.si_status() };
+    let code = si.si_code;
     if local <= 0 {
         return r;
     }
@@ -755,7 +768,9 @@ pub unsafe extern "C" fn waitid(
     if home != local {
         // SAFETY: rewriting si_pid in the caller's siginfo: on x86-64 it is
         // the int at byte 16 of the SIGCHLD layout.
-        unsafe { *(info.cast::<u8>().add(16).cast::<libc::pid_t>()) = home };
+        let slot = unsafe { info.cast::<u8>().add(16).cast::<libc::pid_t>() };
+        // SAFETY: as above, the caller's siginfo is writable.
+        unsafe { *slot = home };
     }
     r
 }

@@ -555,7 +555,9 @@ pub(crate) fn recv_exact_fd(fd: i32, buf: &mut [u8], passed: &mut i32) -> bool {
             let h = unsafe { &*c };
             if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
                 // SAFETY: an SCM_RIGHTS message holds at least one int.
-                let got_fd = unsafe { core::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()) };
+                let data = unsafe { libc::CMSG_DATA(c) };
+                // SAFETY: as above: the message's data, unaligned.
+                let got_fd = unsafe { core::ptr::read_unaligned(data.cast::<i32>()) };
                 if *passed >= 0 {
                     close(got_fd);
                 } else {

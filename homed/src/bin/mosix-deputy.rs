@@ -231,12 +231,12 @@ fn fork_child(chan: OwnedFd) -> CallReply {
     // execve, _exit) on memory prepared before the fork.
     match unsafe { libc::fork() } {
         0 => {
+            // SAFETY: as above: the child's own copy of the fd.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
             // SAFETY: as above; the strings live until the exec.
-            unsafe {
-                libc::fcntl(fd, libc::F_SETFD, 0);
-                libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                libc::_exit(127)
-            }
+            unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(127) }
         }
         -1 => CallReply::Errno {
             errno: std::io::Error::last_os_error()

@@ -13,7 +13,10 @@
 //!
 //! After the commit, [`relay`] carries the deputy's signals to the body,
 //! and the body's output to pipes and its exit status back to the deputy,
-//! until the body ends.
+//! until the body ends. It also serves the body's forwarded calls
+//! ([`Call`]) with the deputy: `getppid`, `kill` at home, the end of a
+//! reaped child, and `fork`, for which the deputy forks and the new
+//! deputy gets a relay of its own over its own link ([`Family`]).
 
 mod sys;
 

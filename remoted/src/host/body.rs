@@ -14,6 +14,14 @@
 //! runs elsewhere now: end it, answer [`FromHost::Left`]) or
 //! [`ToHost::Resume`] (the move failed: run on). A lost link kills the
 //! body: without its deputy it must not run on.
+//!
+//! While it runs, the body also writes on its control socket: a hello
+//! after a restore or an `exec` (answered with its [`BodyInfo`] after an
+//! exec), and forwarded calls (DESIGN.md section 4), which go home as
+//! [`FromHost::Call`] and come back as [`ToHost::Reply`]; a fork's child
+//! gets a control socket of its own (see [`super::family`]). A call that
+//! meets a freeze is answered "busy" and asked again after it. Anything
+//! else on the socket is a body out of step: it is killed.
 
 use super::guests::GuestInfo;
 use super::{Relays, family, sys};
