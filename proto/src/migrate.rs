@@ -671,6 +671,27 @@ mod tests {
     }
 
     #[test]
+    fn any_call_record_decodes_or_is_refused() {
+        // Arbitrary bytes from a body: an answer or an error, never a panic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let op = (next() % 8) as u32;
+            let args = [next() as i64, (next() % 0x1_0000) as i64, next() as i64];
+            let r = record(op, args);
+            let _ = Call::from_record(&r, 1);
+            let mut bad = r;
+            bad.magic = next();
+            assert_eq!(Call::from_record(&bad, 1), Err(CallError::BadMagic));
+        }
+    }
+
+    #[test]
     fn replies_become_records() {
         use crate::image::layout as l;
         let r = CallReply::Value { value: 77 }.to_record(l::CALL_FORK);
