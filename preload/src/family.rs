@@ -427,8 +427,9 @@ pub extern "C" fn fork() -> libc::pid_t {
     do_fork()
 }
 
-/// `vfork(2)`: a fork (POSIX allows it; the child of a body needs its own
-/// deputy either way).
+/// `vfork(2)`: a fork, at home too (POSIX allows it; a wrapper cannot
+/// call the real vfork, whose child would return through our frame, and
+/// the child of a body needs its own deputy either way).
 #[unsafe(no_mangle)]
 pub extern "C" fn vfork() -> libc::pid_t {
     do_fork()
