@@ -710,6 +710,17 @@ fn move_body(
                     target.node
                 ));
             }
+            // Input the old body was given and had not read goes first to
+            // the new one (input the deputy reads meanwhile follows it).
+            for (fd, data) in received.unread.iter().filter(|(_, d)| !d.0.is_empty()) {
+                let input = ToHost::Input {
+                    fd: *fd,
+                    data: data.clone(),
+                };
+                if let Err(e) = held.link.send(&input) {
+                    tracing::warn!(pid, node = %target.node, fd, error = %e, "cannot give the moved body its unread input");
+                }
+            }
             (away.on_move)(Some(&target.node));
             away.node = target.node.clone();
             away.address = target.address;
