@@ -7,11 +7,13 @@
 //! `TCGETS`, `TCSETS*`, `TIOCGWINSZ`, `TIOCSWINSZ`, `TIOCGPGRP`), and a
 //! `kill` of the home pid reaches the body itself.
 //!
-//! Limits of this first version, said plainly: the home facts are those
-//! of the moment the body left (a parent that dies at home meanwhile is
-//! not seen), terminal settings changed away stay with the body (they are
-//! not applied to the terminal at home), and signals to other home pids
-//! or process groups are not forwarded.
+//! `getppid` asks the deputy (a forwarded call, see [`crate::family`]),
+//! so a parent that dies at home meanwhile is seen; `kill` and the
+//! process tree are in [`crate::family`].
+//!
+//! Limits of this first version, said plainly: the other home facts are
+//! those of the moment the body left, terminal settings changed away stay with the body (they are
+//! not applied to the terminal at home).
 //!
 //! Every hook reads static storage only: no allocation, no lock, errno
 //! kept. The facts are written by the freeze handler (with every signal
@@ -41,6 +43,35 @@ pub(crate) fn attach(ctl: i32) {
     // SAFETY: called from the freeze handler with every signal blocked in
     // a single-threaded process: nothing reads BODY meanwhile.
     unsafe { *BODY.get() = info };
+    if info.away == 1 {
+        // A body's new program after exec finds its control socket open
+        // at the number the environment names (see `family`).
+        sys::set_fd_flags(ctl, 0);
+        crate::family::publish_ctl(ctl, sys::getpid());
+    } else {
+        crate::family::publish_ctl(-1, 0);
+    }
+}
+
+/// Whether this process is a body away from home.
+pub(crate) fn is_away() -> bool {
+    away().is_some()
+}
+
+/// Stop answering as a body (a child that lost its control socket runs on
+/// with local ids).
+pub(crate) fn forget() {
+    // SAFETY: called with every signal blocked on the single thread.
+    unsafe { (*BODY.get()).away = 0 };
+}
+
+/// In a forked child: it is the body of the deputy `home`, a child of
+/// ours (its facts from the host follow at its hello).
+pub(crate) fn set_child_ids(home: i32) {
+    // SAFETY: called with every signal blocked on the single thread.
+    let b = unsafe { &mut *BODY.get() };
+    b.home_ppid = b.home_pid;
+    b.home_pid = home;
 }
 
 /// The facts, if this process is a body away from home.
@@ -90,14 +121,24 @@ pub extern "C" fn gettid() -> libc::pid_t {
     away().map_or_else(sys::gettid, |b| b.home_pid)
 }
 
-/// `getppid(2)`: the parent at home.
+/// `getppid(2)`: the deputy's parent at home, asked now (a parent that
+/// died meanwhile is seen); the parent when the body left if the deputy
+/// cannot be asked.
 #[unsafe(no_mangle)]
 pub extern "C" fn getppid() -> libc::pid_t {
-    // SAFETY: getppid has no arguments and cannot fail.
-    away().map_or_else(
-        || unsafe { libc::syscall(libc::SYS_getppid) as i32 },
-        |b| b.home_ppid,
-    )
+    match away() {
+        Some(b) => {
+            let errno = sys::errno();
+            let ppid = match crate::family::call(crate::layout::CALL_GETPPID, [0; 3]) {
+                Ok((v, _)) if v > 0 && v <= i32::MAX as i64 => v as i32,
+                _ => b.home_ppid,
+            };
+            sys::set_errno(errno);
+            ppid
+        }
+        // SAFETY: getppid has no arguments and cannot fail.
+        None => unsafe { libc::syscall(libc::SYS_getppid) as i32 },
+    }
 }
 
 /// `getpgrp(2)`: the process group at home.
@@ -130,15 +171,20 @@ pub extern "C" fn getsid(pid: libc::pid_t) -> libc::pid_t {
     }
 }
 
-/// `kill(2)`: the home pid means this body.
+/// `kill(2)`: in a body, our home pid means this body and a child's
+/// home pid that child; any other target is signalled at home by the
+/// deputy.
 ///
 /// # Safety
 /// Same contract as libc's `kill`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
     let pid = match away() {
-        Some(b) if pid == b.home_pid => sys::getpid(),
-        _ => pid,
+        Some(b) => match crate::family::local_kill_target(pid, b.home_pid) {
+            Some(local) => local,
+            None => return crate::family::kill_at_home(pid, sig),
+        },
+        None => pid,
     };
     let f = REAL[REAL_KILL].load(Ordering::Acquire);
     if f == 0 {

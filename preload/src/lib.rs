@@ -14,9 +14,10 @@
 //! re-attaches to `homed` and returns, and `rt_sigreturn` through the
 //! kernel's original signal frame restores the interrupted state exactly.
 //!
-//! The only hooks so far keep the program from taking the freeze signal
-//! ([`hooks`]); the body-mode interposer (DESIGN.md section 4) comes with
-//! the migration issue.
+//! Hooks keep the program from taking the freeze signal ([`hooks`]);
+//! in a body away from home, identity and terminal calls are answered as
+//! at home ([`body`]) and the process tree (fork, exec, wait, kill) keeps
+//! home pids and a deputy per process ([`family`]).
 
 #[path = "../../proto/src/image/layout.rs"]
 pub mod layout;
@@ -24,6 +25,7 @@ pub mod layout;
 mod body;
 mod context;
 mod deputy;
+mod family;
 mod hooks;
 mod rtld;
 mod state;
@@ -40,7 +42,7 @@ use state::Global;
 const DEFAULT_FREEZE_SIGNAL: i32 = 63;
 /// Lowest fd number the control connection is moved to, out of the way of
 /// the program's own low fds.
-const CTL_FD_MIN: i32 = 1000;
+pub(crate) const CTL_FD_MIN: i32 = 1000;
 /// rseq signature glibc registers on x86-64.
 const RSEQ_SIG: u32 = 0x5305_3053;
 
@@ -100,6 +102,7 @@ extern "C" fn mosix_init() {
     hooks::resolve();
     body::resolve();
     rtld::locate();
+    family::resolve();
     if let Err(what) = sys::reserve_window() {
         sys::note(what);
         return;
@@ -141,6 +144,28 @@ extern "C" fn mosix_init() {
         sys::note("libmosix: cannot install the freeze handler; running unmanaged");
         return;
     }
+    family::prepare_env();
+    // A body's new program (after exec, or a child it spawned) talks to
+    // the body's host on the control socket it inherited; a process that
+    // inherited one it was not given (an unannounced child of a body) runs
+    // unmanaged, and must not register with this node's homed.
+    match family::inherited_ctl() {
+        Some(Ok(fd)) => {
+            // SAFETY: single-threaded constructor.
+            if unsafe { attach_exec(eng, fd) } {
+                sys::at_fork_child(after_fork_child);
+            } else {
+                sys::note("libmosix: cannot reach the body's host; running unmanaged");
+            }
+            return;
+        }
+        Some(Err(fd)) => {
+            sys::close(fd);
+            family::publish_ctl(-1, 0);
+            return;
+        }
+        None => {}
+    }
     // SAFETY: as above, single-threaded constructor.
     let connected = unsafe { connect_ctl(eng, HELLO_STARTED) };
     if !connected {
@@ -151,8 +176,14 @@ extern "C" fn mosix_init() {
 }
 
 /// A forked child must not share its parent's control connection: it runs
-/// unmanaged (its own `exec` of a program loads a fresh libmosix).
+/// unmanaged (its own `exec` of a program loads a fresh libmosix). A
+/// body's fork through the `fork` hook gives the child a connection of
+/// its own instead (see [`family`]).
 extern "C" fn after_fork_child() {
+    if family::IN_FORK.load(core::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    body::forget();
     let eng = ENGINE.get();
     // SAFETY: runs in the child right after fork, single-threaded.
     let e = unsafe { &mut *eng };
@@ -160,6 +191,27 @@ extern "C" fn after_fork_child() {
         sys::close(e.ctl_fd);
         e.ctl_fd = -1;
     }
+}
+
+/// Attach a body's new program to the control socket `fd` it inherited:
+/// say hello (`HELLO_EXEC`) and read the body's facts.
+///
+/// # Safety
+/// `eng` is ENGINE and nobody else touches it meanwhile (constructor).
+unsafe fn attach_exec(eng: *mut Engine, fd: i32) -> bool {
+    // SAFETY: the caller guarantees exclusive access to ENGINE.
+    let e = unsafe { &mut *eng };
+    e.ctl_fd = fd;
+    e.hello.kind = layout::HELLO_EXEC;
+    e.hello.pid = sys::getpid();
+    if !sys::send_all(fd, sys::as_bytes(&e.hello)) {
+        sys::close(fd);
+        e.ctl_fd = -1;
+        family::publish_ctl(-1, 0);
+        return false;
+    }
+    body::attach(fd);
+    true
 }
 
 /// Connect to homed, move the fd to `CTL_FD_MIN` or above (or to the old

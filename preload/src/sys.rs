@@ -489,3 +489,134 @@ pub(crate) fn execve(path: &[u8], argv: &[*const libc::c_char], envp: &[*const l
     // failure).
     unsafe { libc::execve(path.as_ptr().cast(), argv.as_ptr(), envp.as_ptr()) };
 }
+
+/// Block every signal; returns the old mask (for [`set_sigmask`]).
+pub(crate) fn block_all_signals() -> u64 {
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask with 8-byte kernel sets we own; SIGKILL and
+    // SIGSTOP stay deliverable whatever the mask says.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as libc::c_long,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8 as libc::c_long,
+        )
+    };
+    old
+}
+
+/// Set the signal mask back to `mask` (from [`block_all_signals`]);
+/// pending signals it unblocks are delivered before this returns.
+pub(crate) fn set_sigmask(mask: u64) {
+    // SAFETY: as in `block_all_signals`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as libc::c_long,
+            &mask as *const u64,
+            core::ptr::null_mut::<u64>(),
+            8 as libc::c_long,
+        )
+    };
+}
+
+/// Read exactly `buf.len()` bytes from the socket `fd`, and the fd passed
+/// with them (SCM_RIGHTS, close-on-exec) into `*passed` (-1 if none);
+/// false on EOF or error. Async-signal-safe.
+pub(crate) fn recv_exact_fd(fd: i32, buf: &mut [u8], passed: &mut i32) -> bool {
+    *passed = -1;
+    let mut got = 0usize;
+    // Room for one fd's control message, 8-byte aligned.
+    let mut space = [0u64; 4];
+    while got < buf.len() {
+        let mut iov = libc::iovec {
+            iov_base: buf[got..].as_mut_ptr().cast(),
+            iov_len: buf.len() - got,
+        };
+        // SAFETY: an all-zero msghdr is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = core::mem::size_of_val(&space);
+        // SAFETY: `msg` points at our iovec and control buffer.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return false;
+        }
+        // SAFETY: the kernel filled `msg`; the CMSG macros walk our buffer.
+        let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        while !c.is_null() {
+            // SAFETY: `c` points at a control message header in `space`.
+            let h = unsafe { &*c };
+            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+                // SAFETY: an SCM_RIGHTS message holds at least one int.
+                let data = unsafe { libc::CMSG_DATA(c) };
+                // SAFETY: as above: the message's data, unaligned.
+                let got_fd = unsafe { core::ptr::read_unaligned(data.cast::<i32>()) };
+                if *passed >= 0 {
+                    close(got_fd);
+                } else {
+                    *passed = got_fd;
+                }
+            }
+            // SAFETY: as above.
+            c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+        }
+        got += n as usize;
+    }
+    true
+}
+
+/// `dup3(fd, target, flags)`; false on failure.
+pub(crate) fn dup3(fd: i32, target: i32, flags: i32) -> bool {
+    // SAFETY: dup3 between fds of this process.
+    unsafe { libc::dup3(fd, target, flags) >= 0 }
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: -1 on failure.
+pub(crate) fn dup_cloexec_above(fd: i32, min: i32) -> i32 {
+    // SAFETY: fcntl on an fd of this process.
+    unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) }
+}
+
+/// A pointer to the value of environment variable `name` (`NAME=`
+/// included in `name`) in `environ`, and its length; None if unset.
+/// Reads `environ` only (no allocation).
+pub(crate) fn env_value_mut(name: &[u8]) -> Option<(*mut u8, usize)> {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: reading the process's environment pointer array, which is
+    // NULL-terminated; nothing changes it meanwhile (single thread).
+    let mut p = unsafe { environ };
+    if p.is_null() {
+        return None;
+    }
+    loop {
+        // SAFETY: `p` walks the NULL-terminated array.
+        let s = unsafe { *p };
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: every entry is a NUL-terminated string.
+        let bytes = unsafe { CStr::from_ptr(s) }.to_bytes();
+        if bytes.starts_with(name) {
+            // SAFETY: the value starts right after the name, inside the
+            // same string.
+            let v = unsafe { s.cast::<u8>().add(name.len()) };
+            return Some((v, bytes.len() - name.len()));
+        }
+        // SAFETY: not past the terminating NULL (checked above).
+        p = unsafe { p.add(1) };
+    }
+}

@@ -47,6 +47,10 @@ unsafe impl Pod for PageRun {}
 unsafe impl Pod for FdDesc {}
 // SAFETY: as above.
 unsafe impl Pod for Hello {}
+// SAFETY: as above.
+unsafe impl Pod for CallRecord {}
+// SAFETY: as above.
+unsafe impl Pod for ReplyRecord {}
 
 const _: () = {
     assert!(size_of::<ImageHeader>() == 256);
@@ -56,6 +60,8 @@ const _: () = {
     assert!(size_of::<PageRun>() == 24);
     assert!(size_of::<FdDesc>() == 48);
     assert!(size_of::<Hello>() == 1184);
+    assert!(size_of::<CallRecord>() == 40);
+    assert!(size_of::<ReplyRecord>() == 24);
     assert!(size_of::<TtyInfo>() == 56);
     assert!(size_of::<BodyInfo>() == 32 + 56 * MAX_TTYS);
     // The restorer's own image (text, data, 256 KiB stack) must fit below

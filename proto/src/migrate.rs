@@ -104,6 +104,163 @@ pub enum ToHost {
     Done,
     /// The move failed: let the frozen body run on here.
     Resume,
+    /// On a new link: host the forked child of a body here, whose host
+    /// made the child's control socket under `token` when it forwarded
+    /// the fork ([`Call::Fork`]). Answered [`FromHost::Held`] once the
+    /// child said hello (it runs already), or [`FromHost::Failed`].
+    Adopt {
+        /// The child's home pid (its deputy's pid).
+        home_pid: i32,
+        /// The token of the fork.
+        token: u64,
+    },
+    /// The answer to the body's [`FromHost::Call`].
+    Reply {
+        /// The answer.
+        reply: CallReply,
+    },
+}
+
+/// A call the body forwards to its deputy (DESIGN.md section 4, "process
+/// tree"), synchronous: the body waits for the [`CallReply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Call {
+    /// The deputy's parent pid.
+    Getppid,
+    /// Fork the deputy: the child deputy's pid is the child's home pid;
+    /// its body adopts the control socket the host keeps under `token`.
+    Fork {
+        /// The host's token for the child's control socket.
+        token: u64,
+    },
+    /// The body reaped its child `pid` (a home pid) with `status`: the
+    /// child's deputy ends the same way and the deputy reaps it.
+    Reap {
+        /// The child's home pid.
+        pid: i32,
+        /// How it ended.
+        status: BodyStatus,
+    },
+    /// `kill(pid, sig)` at home.
+    Kill {
+        /// Target (home pid, 0 or a negative group, as kill(2)).
+        pid: i32,
+        /// The signal (0: only check).
+        sig: i32,
+    },
+}
+
+/// The answer to a [`Call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallReply {
+    /// Done, with this value (a pid, or 0).
+    Value {
+        /// The result.
+        value: i64,
+    },
+    /// Failed with this errno.
+    Errno {
+        /// The errno, > 0.
+        errno: i32,
+    },
+    /// Not now (the body is being frozen): ask again after the freeze.
+    Busy,
+}
+
+/// Why a body's call record was refused (the connection is closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// the call record has a bad magic: the body's libmosix is out of step with its host
+    #[error("the call record has a bad magic: the body's libmosix is out of step with its host")]
+    BadMagic,
+    /// unknown call {0}: the body's libmosix is newer than its host
+    #[error("unknown call {0}: the body's libmosix is newer than its host")]
+    UnknownOp(u32),
+    /// call {op} has a bad argument {value}
+    #[error("call {op} has a bad argument {value}")]
+    BadArgument {
+        /// The call.
+        op: u32,
+        /// The argument.
+        value: i64,
+    },
+}
+
+impl Call {
+    /// The call a body's record asks for; a fork gets the host's `token`.
+    pub fn from_record(
+        r: &crate::image::layout::CallRecord,
+        token: u64,
+    ) -> Result<Call, CallError> {
+        use crate::image::layout as l;
+        if r.magic != l::CALL_MAGIC {
+            return Err(CallError::BadMagic);
+        }
+        let int =
+            |v: i64| i32::try_from(v).map_err(|_| CallError::BadArgument { op: r.op, value: v });
+        match r.op {
+            l::CALL_GETPPID => Ok(Call::Getppid),
+            l::CALL_FORK => Ok(Call::Fork { token }),
+            l::CALL_REAP => {
+                let pid = int(r.args[0])?;
+                let status =
+                    BodyStatus::from_wait(int(r.args[1])?).ok_or(CallError::BadArgument {
+                        op: r.op,
+                        value: r.args[1],
+                    })?;
+                if pid <= 0 {
+                    return Err(CallError::BadArgument {
+                        op: r.op,
+                        value: r.args[0],
+                    });
+                }
+                Ok(Call::Reap { pid, status })
+            }
+            l::CALL_KILL => {
+                let pid = int(r.args[0])?;
+                let sig = int(r.args[1])?;
+                if !(0..=64).contains(&sig) {
+                    return Err(CallError::BadArgument {
+                        op: r.op,
+                        value: r.args[1],
+                    });
+                }
+                Ok(Call::Kill { pid, sig })
+            }
+            op => Err(CallError::UnknownOp(op)),
+        }
+    }
+}
+
+impl CallReply {
+    /// The record the body reads for its call `op`.
+    pub fn to_record(self, op: u32) -> crate::image::layout::ReplyRecord {
+        use crate::image::layout as l;
+        let (errno, value) = match self {
+            CallReply::Value { value } => (0, value),
+            CallReply::Errno { errno } => (errno.max(1), -1),
+            CallReply::Busy => (l::REPLY_BUSY, -1),
+        };
+        l::ReplyRecord {
+            magic: l::REPLY_MAGIC,
+            op,
+            errno,
+            value,
+        }
+    }
+}
+
+impl BodyStatus {
+    /// The `waitpid` status word of this end (the inverse of
+    /// [`BodyStatus::from_wait`]).
+    pub fn to_wait(self) -> i32 {
+        match self {
+            BodyStatus::Code { code } => (code & 0xff) << 8,
+            BodyStatus::Signal { sig, core } => (sig & 0x7f) | if core { 0x80 } else { 0 },
+        }
+    }
 }
 
 /// The home side of a process, as its body away answers for it
@@ -234,6 +391,15 @@ pub enum FromHost {
         /// How.
         status: BodyStatus,
     },
+    /// The body (a forked child) ended and its parent body reaped it
+    /// before its host could read how: the status comes with the parent's
+    /// [`Call::Reap`]. The last message on the link.
+    Reaped,
+    /// The body asks its deputy: answer with [`ToHost::Reply`].
+    Call {
+        /// What it asks.
+        call: Call,
+    },
 }
 
 /// How a body ended, as `wait` saw it at the destination.
@@ -327,6 +493,18 @@ pub enum DeputyMsg {
     ComeHomeFailed {
         /// What failed.
         reason: String,
+    },
+    /// Homed to deputy: a call of the body (for [`Call::Fork`], the child
+    /// deputy's control socket to homed follows, SCM_RIGHTS); answer with
+    /// [`DeputyMsg::Reply`].
+    Call {
+        /// What the body asks.
+        call: Call,
+    },
+    /// Deputy to homed: the answer to the last [`DeputyMsg::Call`].
+    Reply {
+        /// The answer.
+        reply: CallReply,
     },
     /// Homed to deputy: the body came home. An fd holding its image
     /// follows (SCM_RIGHTS, see [`crate::local::recv_fd`]); put the fds in
@@ -427,6 +605,146 @@ mod tests {
         // A msgpack bin (1 byte a byte), not an array of integers.
         assert!(b.len() < data.len() + 32, "{} bytes encoded", b.len());
         assert_eq!(crate::link::decode::<FromHost>(&b).unwrap(), m);
+    }
+
+    fn record(op: u32, args: [i64; 3]) -> crate::image::layout::CallRecord {
+        crate::image::layout::CallRecord {
+            magic: crate::image::layout::CALL_MAGIC,
+            op,
+            reserved: 0,
+            args,
+        }
+    }
+
+    #[test]
+    fn call_records_decode() {
+        use crate::image::layout as l;
+        assert_eq!(
+            Call::from_record(&record(l::CALL_GETPPID, [0; 3]), 9),
+            Ok(Call::Getppid)
+        );
+        assert_eq!(
+            Call::from_record(&record(l::CALL_FORK, [0; 3]), 9),
+            Ok(Call::Fork { token: 9 })
+        );
+        assert_eq!(
+            Call::from_record(&record(l::CALL_REAP, [42, 143 << 8, 0]), 0),
+            Ok(Call::Reap {
+                pid: 42,
+                status: BodyStatus::Code { code: 143 }
+            })
+        );
+        assert_eq!(
+            Call::from_record(&record(l::CALL_KILL, [-7, 15, 0]), 0),
+            Ok(Call::Kill { pid: -7, sig: 15 })
+        );
+    }
+
+    #[test]
+    fn bad_call_records_are_refused() {
+        use crate::image::layout as l;
+        let mut bad = record(l::CALL_GETPPID, [0; 3]);
+        bad.magic = 1;
+        assert_eq!(Call::from_record(&bad, 0), Err(CallError::BadMagic));
+        assert_eq!(
+            Call::from_record(&record(99, [0; 3]), 0),
+            Err(CallError::UnknownOp(99))
+        );
+        // A pid that does not fit, a stop status, a pid 0 to reap, a signal
+        // out of range: refused, never a panic.
+        for (op, args) in [
+            (l::CALL_REAP, [i64::MAX, 0, 0]),
+            (l::CALL_REAP, [5, (19 << 8) | 0x7f, 0]),
+            (l::CALL_REAP, [0, 0, 0]),
+            (l::CALL_KILL, [5, 65, 0]),
+            (l::CALL_KILL, [5, -1, 0]),
+            (l::CALL_KILL, [i64::MIN, 9, 0]),
+        ] {
+            assert!(
+                matches!(
+                    Call::from_record(&record(op, args), 0),
+                    Err(CallError::BadArgument { .. })
+                ),
+                "{op} {args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_call_record_decodes_or_is_refused() {
+        // Arbitrary bytes from a body: an answer or an error, never a panic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let op = (next() % 8) as u32;
+            let args = [next() as i64, (next() % 0x1_0000) as i64, next() as i64];
+            let r = record(op, args);
+            let _ = Call::from_record(&r, 1);
+            let mut bad = r;
+            bad.magic = next();
+            assert_eq!(Call::from_record(&bad, 1), Err(CallError::BadMagic));
+        }
+    }
+
+    #[test]
+    fn replies_become_records() {
+        use crate::image::layout as l;
+        let r = CallReply::Value { value: 77 }.to_record(l::CALL_FORK);
+        assert_eq!(
+            (r.magic, r.op, r.errno, r.value),
+            (l::REPLY_MAGIC, l::CALL_FORK, 0, 77)
+        );
+        let r = CallReply::Errno {
+            errno: libc::EAGAIN,
+        }
+        .to_record(l::CALL_FORK);
+        assert_eq!((r.errno, r.value), (libc::EAGAIN, -1));
+        // An errno of 0 would read as success: never sent as such.
+        assert_eq!(CallReply::Errno { errno: 0 }.to_record(1).errno, 1);
+        assert_eq!(CallReply::Busy.to_record(1).errno, l::REPLY_BUSY);
+    }
+
+    #[test]
+    fn wait_status_round_trips() {
+        for s in [0, 1 << 8, 255 << 8, 9, 15, 0x80 | 11] {
+            assert_eq!(BodyStatus::from_wait(s).unwrap().to_wait(), s);
+        }
+    }
+
+    #[test]
+    fn call_messages_round_trip() {
+        let msgs = [
+            FromHost::Call {
+                call: Call::Reap {
+                    pid: 3,
+                    status: BodyStatus::Signal {
+                        sig: 15,
+                        core: false,
+                    },
+                },
+            },
+            FromHost::Reaped,
+        ];
+        for m in msgs {
+            let b = crate::link::encode(&m).unwrap();
+            assert_eq!(crate::link::decode::<FromHost>(&b).unwrap(), m);
+        }
+        let m = ToHost::Adopt {
+            home_pid: 4,
+            token: u64::MAX,
+        };
+        let b = crate::link::encode(&m).unwrap();
+        assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
+        let m = DeputyMsg::Reply {
+            reply: CallReply::Busy,
+        };
+        let b = crate::link::encode(&m).unwrap();
+        assert_eq!(crate::link::decode::<DeputyMsg>(&b).unwrap(), m);
     }
 
     #[test]

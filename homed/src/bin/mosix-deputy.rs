@@ -23,7 +23,7 @@
 use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
 use mosix_proto::local::{recv_fd, recv_local, send_local};
-use mosix_proto::migrate::{BodyStatus, DeputyMsg, FdHow, FdState};
+use mosix_proto::migrate::{BodyStatus, Call, CallReply, DeputyMsg, FdHow, FdState};
 use mosix_proto::view::Bytes;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -147,8 +147,36 @@ fn run() -> Result<()> {
                 send_local(&mut guard, &DeputyMsg::ComeHomeFailed { reason })
                     .context("cannot tell homed")?;
             }
+            Ok(DeputyMsg::Call { call }) => {
+                let reply = match call {
+                    Call::Fork { .. } => {
+                        let chan = recv_fd(&ctl).context("no control connection for the child")?;
+                        fork_child(chan)
+                    }
+                    Call::Getppid => CallReply::Value {
+                        // SAFETY: getppid cannot fail.
+                        value: i64::from(unsafe { libc::getppid() }),
+                    },
+                    Call::Kill { pid, sig } => {
+                        // SAFETY: kill(2) has no memory effects.
+                        if unsafe { libc::kill(pid, sig) } == 0 {
+                            CallReply::Value { value: 0 }
+                        } else {
+                            CallReply::Errno {
+                                errno: std::io::Error::last_os_error()
+                                    .raw_os_error()
+                                    .unwrap_or(libc::EINVAL),
+                            }
+                        }
+                    }
+                    Call::Reap { pid, .. } => reap(pid),
+                };
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                send_local(&mut w, &DeputyMsg::Reply { reply }).context("cannot tell homed")?;
+            }
             Ok(
                 DeputyMsg::Signal { .. }
+                | DeputyMsg::Reply { .. }
                 | DeputyMsg::Leaving
                 | DeputyMsg::ComeHomeFailed { .. }
                 | DeputyMsg::Input { .. }
@@ -156,6 +184,96 @@ fn run() -> Result<()> {
             ) => {}
             Err(e) => bail!("lost homed (it holds the link to the body): {e}"),
         }
+    }
+}
+
+/// How long the deputy waits for a reaped child's deputy to end.
+const REAP_TIMEOUT_MS: u16 = 10_000;
+
+/// The body forked: fork this deputy too. The child `exec`s
+/// `mosix-deputy` afresh (this process has threads; only the forking one
+/// survives a fork) with `chan` as its control connection to homed and
+/// the same command line (ps at home shows the parent's, as after a fork
+/// at home). The reply's value is the child's pid.
+fn fork_child(chan: OwnedFd) -> CallReply {
+    let prepared = (|| -> Result<_> {
+        let exe = std::fs::read_link("/proc/self/exe").context("cannot find mosix-deputy")?;
+        let exe = std::ffi::CString::new(exe.into_os_string().into_encoded_bytes())
+            .context("mosix-deputy's path has a NUL")?;
+        let cmdline =
+            std::fs::read("/proc/self/cmdline").context("cannot read the command line")?;
+        let args: Vec<std::ffi::CString> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .filter_map(|a| std::ffi::CString::new(a).ok())
+            .collect();
+        let env = std::ffi::CString::new(format!("MOSIX_DEPUTY={}:", chan.as_raw_fd()))
+            .context("bad environment")?;
+        Ok((exe, args, env))
+    })();
+    let (exe, args, env) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mosix-deputy: cannot fork for the body: {e:#}");
+            return CallReply::Errno {
+                errno: libc::EAGAIN,
+            };
+        }
+    };
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    if argv.is_empty() {
+        argv.push(c"mosix-deputy".as_ptr());
+    }
+    argv.push(std::ptr::null());
+    let envp = [env.as_ptr(), std::ptr::null()];
+    let fd = chan.as_raw_fd();
+    // SAFETY: the child only makes async-signal-safe calls (fcntl,
+    // execve, _exit) on memory prepared before the fork.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: as above: the child's own copy of the fd.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+            // SAFETY: as above; the strings live until the exec.
+            unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(127) }
+        }
+        -1 => CallReply::Errno {
+            errno: std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EAGAIN),
+        },
+        pid => {
+            drop(chan);
+            CallReply::Value {
+                value: i64::from(pid),
+            }
+        }
+    }
+}
+
+/// The body reaped its child `pid`, whose deputy (our child) is being
+/// told to end: reap it when it has, so home keeps no zombie.
+fn reap(pid: i32) -> CallReply {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let child = nix::unistd::Pid::from_raw(pid);
+    // SAFETY: pidfd_open has no memory effects; the fd is ours.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+    if pidfd >= 0 {
+        // SAFETY: a fresh fd we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let mut p = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(REAP_TIMEOUT_MS));
+    }
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => CallReply::Errno {
+            errno: libc::ETIMEDOUT,
+        },
+        Ok(_) => CallReply::Value { value: 0 },
+        Err(e) => CallReply::Errno { errno: e as i32 },
     }
 }
 

@@ -35,8 +35,26 @@ use std::time::{Duration, Instant};
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a move of a process that is away may take.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long a new connection has to send its hello.
+/// How long a new connection has to send its hello (and a forked deputy
+/// to say it is up).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The engine's side of a body's family: what its relay reports about
+/// forks and reaped children.
+struct Kin {
+    engine: Arc<Engine>,
+    parent: Arc<Proc>,
+}
+
+impl crate::migrate::Family for Kin {
+    fn forked(&self, child: crate::migrate::ForkedChild) {
+        self.engine.adopt_child(&self.parent, child);
+    }
+
+    fn reaped(&self, pid: i32, status: mosix_proto::migrate::BodyStatus) {
+        self.engine.child_reaped(pid, status);
+    }
+}
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +130,8 @@ struct Proc {
     told: std::sync::atomic::AtomicBool,
     /// Its moves and failed attempts, newest last.
     history: Mutex<std::collections::VecDeque<MoveRecord>>,
+    /// For the deputy of a body's forked child: its parent's home pid.
+    parent: Option<i32>,
 }
 
 /// The engine: shared by `homed`'s procs-socket server and its command
@@ -265,6 +285,9 @@ impl Engine {
         why: String,
     ) -> Result<MigrateDone, String> {
         let p = self.owned(caller, pid)?;
+        if let Some(why) = self.cantmove(&p) {
+            return Err(format!("process {pid} cannot move: {why}"));
+        }
         if let (Some(t), Some(now)) = (
             &to,
             p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
@@ -356,8 +379,10 @@ impl Engine {
             return Some(r.clone());
         }
         if p.away.lock().map(|a| a.is_some()).unwrap_or(false) {
-            // Its body left, so it could; the deputy's fds say nothing.
-            return None;
+            // Its body left, so it could, unless it has children (their
+            // bodies run beside it); the deputy's fds say nothing.
+            let parent = self.lock_procs().values().any(|c| c.parent == Some(p.pid));
+            return parent.then(|| "it has child processes".to_string());
         }
         // The control fd is a socket, which never makes a process refused.
         procfs::cantmove(p.pid, p.freeze_signal, -1)
@@ -586,6 +611,7 @@ impl Engine {
             pinned: procfs::pinned(creds.pid),
             told: Default::default(),
             history: Default::default(),
+            parent: None,
         });
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
@@ -643,8 +669,8 @@ impl Engine {
     /// then served its deputy until the body ended); false if it runs on
     /// here.
     fn migrate_out(
-        &self,
-        p: &Proc,
+        self: &Arc<Self>,
+        p: &Arc<Proc>,
         rec: &FreezeRecord,
         op: &PendingOp,
         target: &crate::migrate::Target,
@@ -701,12 +727,18 @@ impl Engine {
         *p.mover.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let on_move = |node: Option<&str>| self.set_away(p, node);
         let on_record = |r: MoveRecord| self.push_history(p, r);
+        let kin = Kin {
+            engine: self.clone(),
+            parent: p.clone(),
+        };
         let away = crate::migrate::Away {
             who,
             node: target.node.clone(),
             body_pid: held.body_pid,
             on_move: &on_move,
             on_record: &on_record,
+            address: target.address,
+            family: &kin,
         };
         let end = crate::migrate::relay(ctl, held.link, away, &moves);
         p.mover.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -716,6 +748,146 @@ impl Engine {
                 tracing::info!(pid = p.pid, "process is home again");
                 false
             }
+        }
+    }
+
+    /// A body's fork made the deputy `child.pid`: list it, adopt its body
+    /// at its node over a link of its own, and relay for it until it ends
+    /// (in a thread of its own).
+    fn adopt_child(self: &Arc<Self>, parent: &Proc, child: crate::migrate::ForkedChild) {
+        let writer = match child.ctl.try_clone() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(pid = child.pid, error = %e, "cannot keep the forked deputy's connection");
+                return;
+            }
+        };
+        let p = Arc::new(Proc {
+            pid: child.pid,
+            uid: parent.uid,
+            gid: parent.gid,
+            cmdline: parent.cmdline.clone(),
+            restored: false,
+            checkpoint_file: None,
+            interval: None,
+            refuse: Some(format!(
+                "it runs with its parent's body on node {} (a forked child does not move on its own yet)",
+                child.node
+            )),
+            freeze_signal: parent.freeze_signal,
+            writer: Mutex::new(writer),
+            op: Mutex::new(None),
+            busy: Mutex::new(()),
+            last_checkpoint: Mutex::new(Instant::now()),
+            away: Mutex::new(Some(child.node.clone())),
+            mover: Mutex::new(None),
+            migrations: Default::default(),
+            moving: Default::default(),
+            pinned: procfs::Pinned::Always,
+            told: Default::default(),
+            history: Default::default(),
+            parent: Some(child.parent),
+        });
+        self.lock_procs().insert(p.pid, p.clone());
+        tracing::info!(pid = p.pid, parent = child.parent, node = %child.node, "forked deputy registered");
+        let me = self.clone();
+        std::thread::spawn(move || {
+            me.serve_child(&p, child);
+            let mut procs = me.lock_procs();
+            if procs.get(&p.pid).is_some_and(|q| Arc::ptr_eq(q, &p)) {
+                procs.remove(&p.pid);
+            }
+            tracing::info!(pid = p.pid, "forked deputy left");
+        });
+    }
+
+    /// The life of a forked child's relay: its deputy says it is up, its
+    /// body is adopted at its node, then signals, calls and its end pass
+    /// until it ends.
+    fn serve_child(self: &Arc<Self>, p: &Arc<Proc>, child: crate::migrate::ForkedChild) {
+        let mut ctl = child.ctl;
+        let lost = |ctl: &mut UnixStream, why: String| {
+            tracing::warn!(pid = p.pid, node = %child.node, reason = %why, "forked child lost; its deputy ends as killed");
+            let _ = mosix_proto::local::send_local(ctl, &mosix_proto::migrate::DeputyMsg::Lost);
+        };
+        let _ = ctl.set_read_timeout(Some(HELLO_TIMEOUT));
+        let mut word = [0u8; 4];
+        if let Err(e) = ctl.read_exact(&mut word) {
+            return lost(&mut ctl, format!("the forked deputy did not start: {e}"));
+        }
+        if u32::from_le_bytes(word) != layout::DEPUTY_READY {
+            return lost(
+                &mut ctl,
+                "the forked deputy said something else than ready".into(),
+            );
+        }
+        let _ = ctl.set_read_timeout(None);
+        let target = crate::migrate::Target {
+            node: child.node.clone(),
+            address: child.address,
+        };
+        let mut link = match crate::migrate::connect_host(&self.node, &self.key_file, &target) {
+            Ok(l) => l,
+            Err(e) => return lost(&mut ctl, e),
+        };
+        let adopted = link
+            .send(&mosix_proto::migrate::ToHost::Adopt {
+                home_pid: p.pid,
+                token: child.token,
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|()| match link.recv::<mosix_proto::migrate::FromHost>() {
+                Ok(mosix_proto::migrate::FromHost::Held { body_pid }) => Ok(body_pid),
+                Ok(mosix_proto::migrate::FromHost::Failed { reason }) => Err(reason),
+                Ok(other) => Err(format!("node {} answered {other:?}", child.node)),
+                Err(e) => Err(e.to_string()),
+            });
+        let body_pid = match adopted {
+            Ok(b) => b,
+            Err(e) => return lost(&mut ctl, format!("its body was not adopted: {e}")),
+        };
+        tracing::info!(pid = p.pid, node = %child.node, body_pid, "forked child's body adopted");
+        let (_keep, moves) = mpsc::channel();
+        let on_move = |_: Option<&str>| {};
+        let on_record = |r: MoveRecord| self.push_history(p, r);
+        let kin = Kin {
+            engine: self.clone(),
+            parent: p.clone(),
+        };
+        let who = crate::migrate::Mover {
+            home: &self.node,
+            key_file: &self.key_file,
+            pid: p.pid,
+            uid: p.uid,
+            gid: p.gid,
+            ctl_fd: -1,
+            freeze_signal: p.freeze_signal,
+        };
+        let away = crate::migrate::Away {
+            who,
+            node: child.node.clone(),
+            body_pid,
+            on_move: &on_move,
+            on_record: &on_record,
+            address: child.address,
+            family: &kin,
+        };
+        let _ = crate::migrate::relay(&ctl, link, away, &moves);
+    }
+
+    /// A body reaped its child `pid` with `status`: the child's deputy
+    /// ends the same way.
+    fn child_reaped(&self, pid: i32, status: mosix_proto::migrate::BodyStatus) {
+        let Some(p) = self.lock_procs().get(&pid).cloned() else {
+            return;
+        };
+        if p.parent.is_none() {
+            return;
+        }
+        let mut w = p.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let msg = mosix_proto::migrate::DeputyMsg::Exited { status };
+        if let Err(e) = mosix_proto::local::send_local(&mut w, &msg) {
+            tracing::debug!(pid, error = %e, "the reaped child's deputy is gone already");
         }
     }
 

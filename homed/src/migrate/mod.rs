@@ -13,7 +13,10 @@
 //!
 //! After the commit, [`relay`] carries the deputy's signals to the body,
 //! and the body's output to pipes and its exit status back to the deputy,
-//! until the body ends.
+//! until the body ends. It also serves the body's forwarded calls
+//! ([`Call`]) with the deputy: `getppid`, `kill` at home, the end of a
+//! reaped child, and `fork`, for which the deputy forks and the new
+//! deputy gets a relay of its own over its own link ([`Family`]).
 
 mod sys;
 
@@ -25,7 +28,8 @@ use mosix_proto::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_ch
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
 use mosix_proto::migrate::{
-    CHUNK, DeputyMsg, FdHow, FdState, FromHost, HomeFacts, ToHost, TtyFacts, host_addr,
+    BodyStatus, CHUNK, Call, CallReply, DeputyMsg, FdHow, FdState, FromHost, HomeFacts, ToHost,
+    TtyFacts, host_addr,
 };
 use mosix_proto::process::{MigrateDone, MoveRecord};
 use mosix_proto::view::Bytes;
@@ -47,6 +51,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const DEPUTY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the relay looks at the deputy's side while the body runs.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a child reaped by its parent body waits for the status from
+/// the parent's call.
+const REAPED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the body goes.
 #[derive(Debug, Clone)]
@@ -113,18 +120,7 @@ pub fn send_body(
     source: ImageSource<'_>,
 ) -> Result<Held, String> {
     let node = &target.node;
-    let addr = host_addr(target.address);
-    let key = ClusterKey::load(who.key_file).map_err(|e| e.to_string())?;
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
-        format!("cannot reach node {node}'s body host at {addr}: {e}; is its remoted running?")
-    })?;
-    if let Err(e) = mosix_proto::migrate::watch_peer(&stream) {
-        tracing::warn!(%node, error = %e, "cannot set keepalive on the migration link; a silent node is noticed late");
-    }
-    let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
-    let (mut link, _) = Link::connect(stream, &key, link::Hello::new(who.home, Role::Homed))
-        .map_err(|e| format!("no link to node {node} ({addr}): {e}"))?;
+    let mut link = connect_host(who.home, who.key_file, target)?;
     let prepared = match source {
         ImageSource::Capture { spec, mem } => {
             Prepared::Capture(ImagePlan::new(spec).map_err(|e| e.to_string())?, mem)
@@ -179,6 +175,28 @@ pub fn send_body(
         Ok(other) => Err(format!("node {node} answered {other:?} instead of held")),
         Err(e) => Err(format!("node {node} did not confirm the restore: {e}")),
     }
+}
+
+/// An authenticated link from this node (`home`) to `target`'s body host.
+pub fn connect_host(
+    home: &str,
+    key_file: &Path,
+    target: &Target,
+) -> Result<Link<TcpStream>, String> {
+    let node = &target.node;
+    let addr = host_addr(target.address);
+    let key = ClusterKey::load(key_file).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
+        format!("cannot reach node {node}'s body host at {addr}: {e}; is its remoted running?")
+    })?;
+    if let Err(e) = mosix_proto::migrate::watch_peer(&stream) {
+        tracing::warn!(%node, error = %e, "cannot set keepalive on the migration link; a silent node is noticed late");
+    }
+    let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
+    let (link, _) = Link::connect(stream, &key, link::Hello::new(home, Role::Homed))
+        .map_err(|e| format!("no link to node {node} ({addr}): {e}"))?;
+    Ok(link)
 }
 
 /// What a body away answers for its home process `pid` (the process, or
@@ -363,6 +381,108 @@ pub struct Away<'a> {
     pub on_move: &'a dyn Fn(Option<&str>),
     /// Told of every move and failed attempt, for the history.
     pub on_record: &'a dyn Fn(MoveRecord),
+    /// The body host's `remoted` address of `node` (children's links go
+    /// there).
+    pub address: SocketAddr,
+    /// Told of the body's children (forks and ends).
+    pub family: &'a dyn Family,
+}
+
+/// What the home does about a body's children (the engine keeps them in
+/// its table, and relays for each; see `Engine`).
+pub trait Family {
+    /// The deputy forked `child` for its body: register it and adopt its
+    /// body at its node.
+    fn forked(&self, child: ForkedChild);
+    /// The body reaped its child `pid` (home pid), which ended with
+    /// `status`: its deputy ends the same way.
+    fn reaped(&self, pid: i32, status: BodyStatus);
+}
+
+/// A deputy forked for a body's fork.
+pub struct ForkedChild {
+    /// The child deputy's pid (the child's home pid).
+    pub pid: i32,
+    /// Its parent's home pid.
+    pub parent: i32,
+    /// The node running the bodies.
+    pub node: String,
+    /// That node's `remoted` address.
+    pub address: SocketAddr,
+    /// The host's token for the child's control socket.
+    pub token: u64,
+    /// homed's end of the child deputy's control connection.
+    pub ctl: UnixStream,
+}
+
+/// Answer the body's `call` with the deputy's help, passing on what the
+/// deputy sends meanwhile. `None`: the deputy is gone.
+fn serve_call(
+    ctl: &UnixStream,
+    to_deputy: &mut UnixStream,
+    deputy: &mpsc::Receiver<Option<DeputyMsg>>,
+    link: &mut Link<TcpStream>,
+    away: &Away<'_>,
+    wanted: &mut HashSet<i32>,
+    call: Call,
+) -> Option<CallReply> {
+    let pid = away.who.pid;
+    if let Call::Reap { pid: child, status } = call {
+        away.family.reaped(child, status);
+    }
+    let child_ctl = match call {
+        Call::Fork { .. } => match UnixStream::pair() {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot make a control connection for a forked deputy");
+                return Some(CallReply::Errno {
+                    errno: libc::EAGAIN,
+                });
+            }
+        },
+        _ => None,
+    };
+    let sent = send_local(to_deputy, &DeputyMsg::Call { call }).and_then(|()| match &child_ctl {
+        Some((_, theirs)) => send_fd(ctl, theirs.as_fd()),
+        None => Ok(()),
+    });
+    if let Err(e) = sent {
+        tracing::warn!(pid, error = %e, "cannot pass a call to the deputy");
+        return None;
+    }
+    let reply = loop {
+        match deputy.recv() {
+            Ok(Some(DeputyMsg::Reply { reply })) => break reply,
+            Ok(Some(DeputyMsg::Signal { sig })) => {
+                if let Err(e) = link.send(&ToHost::Signal { sig }) {
+                    tracing::warn!(pid, sig, error = %e, "cannot forward a signal to the body");
+                }
+            }
+            Ok(Some(DeputyMsg::Input { fd, data })) => {
+                wanted.remove(&fd);
+                if let Err(e) = link.send(&ToHost::Input { fd, data }) {
+                    tracing::warn!(pid, fd, error = %e, "cannot pass input to the body");
+                }
+            }
+            Ok(Some(other)) => {
+                tracing::warn!(pid, msg = ?other, "unexpected message from the deputy during a call")
+            }
+            Ok(None) | Err(_) => return None,
+        }
+    };
+    if let (Call::Fork { token }, CallReply::Value { value }, Some((ours, _))) =
+        (call, reply, child_ctl)
+    {
+        away.family.forked(ForkedChild {
+            pid: value as i32,
+            parent: pid,
+            node: away.node.clone(),
+            address: away.address,
+            token,
+            ctl: ours,
+        });
+    }
+    Some(reply)
 }
 
 /// Carry signals from the deputy (on `ctl`) to the body, its output and
@@ -449,6 +569,37 @@ pub fn relay(
                 {
                     tracing::warn!(pid, fd, error = %e, "cannot ask the deputy for input");
                 }
+            }
+            Ok(FromHost::Call { call }) => {
+                match serve_call(ctl, &mut to_deputy, &rx, &mut link, &away, &mut wanted, call) {
+                    Some(reply) => {
+                        if let Err(e) = link.send(&ToHost::Reply { reply }) {
+                            tracing::warn!(pid, node = %away.node, error = %e, "cannot answer the body's call");
+                        }
+                    }
+                    None => {
+                        tracing::info!(pid, node = %away.node, "deputy gone during a call; killing the body");
+                        let _ = link.send(&ToHost::Signal { sig: libc::SIGKILL });
+                        return RelayEnd::Ended;
+                    }
+                }
+            }
+            Ok(FromHost::Reaped) => {
+                // Its parent body reaped it: the deputy hears how from the
+                // parent's call; wait until it has ended.
+                tracing::info!(pid, node = %away.node, "body ended, reaped by its parent body");
+                loop {
+                    match rx.recv_timeout(REAPED_TIMEOUT) {
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            tracing::warn!(pid, "no status for a reaped child from its parent; its deputy ends as killed");
+                            let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
+                            break;
+                        }
+                    }
+                }
+                return RelayEnd::Ended;
             }
             Ok(FromHost::Leave { reason }) => {
                 tracing::info!(pid, node = %away.node, %reason, "the body's node wants it gone; bringing it home");
@@ -593,8 +744,20 @@ fn move_body(
                     target.node
                 ));
             }
+            // Input the old body was given and had not read goes first to
+            // the new one (input the deputy reads meanwhile follows it).
+            for (fd, data) in received.unread.iter().filter(|(_, d)| !d.0.is_empty()) {
+                let input = ToHost::Input {
+                    fd: *fd,
+                    data: data.clone(),
+                };
+                if let Err(e) = held.link.send(&input) {
+                    tracing::warn!(pid, node = %target.node, fd, error = %e, "cannot give the moved body its unread input");
+                }
+            }
             (away.on_move)(Some(&target.node));
             away.node = target.node.clone();
+            away.address = target.address;
             away.body_pid = held.body_pid;
             let done = MigrateDone {
                 pid,
@@ -673,6 +836,13 @@ fn fetch_image(
             }
             Ok(FromHost::Unread { fd, data }) => unread.push((fd, data)),
             Ok(FromHost::WantInput { .. }) => {}
+            Ok(FromHost::Call { .. }) => {
+                // Asked before it saw the freeze: it asks again after.
+                link.send(&ToHost::Reply {
+                    reply: CallReply::Busy,
+                })
+                .map_err(lost)?;
+            }
             Ok(FromHost::Image { bytes }) => break bytes,
             Ok(FromHost::FreezeFailed { reason }) => {
                 return Err(Fetch::Failed(format!(

@@ -207,6 +207,61 @@ impl FreezeRecord {
 pub const HELLO_STARTED: u32 = 0;
 /// Hello kind: a process that was just restored from an image.
 pub const HELLO_RESTORED: u32 = 1;
+/// Hello kind: a body's new program after `execve` (its libmosix found
+/// the control socket through `MOSIX_BODY_CTL`); the host answers with the
+/// [`BodyInfo`] of the body.
+pub const HELLO_EXEC: u32 = 2;
+/// Hello kind: a body's forked child, on the control socket its host made
+/// for it at the fork; the host answers with the child's [`BodyInfo`].
+pub const HELLO_CHILD: u32 = 3;
+
+/// Magic of a [`CallRecord`].
+pub const CALL_MAGIC: u64 = u64::from_le_bytes(*b"MOSXCALL");
+/// Magic of a [`ReplyRecord`].
+pub const REPLY_MAGIC: u64 = u64::from_le_bytes(*b"MOSXRPLY");
+/// Call: the deputy's `getppid()` (the parent at home, now).
+pub const CALL_GETPPID: u32 = 1;
+/// Call: fork the deputy; the reply's value is the child's home pid and
+/// the child's own control socket comes with it (SCM_RIGHTS).
+pub const CALL_FORK: u32 = 2;
+/// Call: the body reaped its child `args[0]` (home pid) with wait status
+/// `args[1]`: the child's deputy ends with it and its parent reaps it.
+pub const CALL_REAP: u32 = 3;
+/// Call: `kill(args[0], args[1])` at home, by the deputy.
+pub const CALL_KILL: u32 = 4;
+/// [`ReplyRecord::errno`] of a call the host could not serve now (a
+/// freeze is under way): let the freeze signal in, then ask again.
+pub const REPLY_BUSY: i32 = -1;
+
+/// A synchronous forwarded call from a body to its deputy (DESIGN.md
+/// section 4), written by libmosix on its control socket; answered by a
+/// [`ReplyRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallRecord {
+    /// [`CALL_MAGIC`].
+    pub magic: u64,
+    /// `CALL_*`.
+    pub op: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The call's arguments (see each `CALL_*`).
+    pub args: [i64; 3],
+}
+
+/// The answer to a [`CallRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyRecord {
+    /// [`REPLY_MAGIC`].
+    pub magic: u64,
+    /// The call's `op`.
+    pub op: u32,
+    /// 0: done; > 0: the call failed with this errno; [`REPLY_BUSY`].
+    pub errno: i32,
+    /// The result (a pid for `CALL_GETPPID` and `CALL_FORK`).
+    pub value: i64,
+}
 
 /// Magic of a [`BodyInfo`].
 pub const BODY_MAGIC: u64 = u64::from_le_bytes(*b"MOSXBODY");

@@ -14,15 +14,23 @@
 //! runs elsewhere now: end it, answer [`FromHost::Left`]) or
 //! [`ToHost::Resume`] (the move failed: run on). A lost link kills the
 //! body: without its deputy it must not run on.
+//!
+//! While it runs, the body also writes on its control socket: a hello
+//! after a restore or an `exec` (answered with its [`BodyInfo`] after an
+//! exec), and forwarded calls (DESIGN.md section 4), which go home as
+//! [`FromHost::Call`] and come back as [`ToHost::Reply`]; a fork's child
+//! gets a control socket of its own (see [`super::family`]). A call that
+//! meets a freeze is answered "busy" and asked again after it. Anything
+//! else on the socket is a body out of step: it is killed.
 
 use super::guests::GuestInfo;
-use super::{Relays, sys};
+use super::{Relays, family, sys};
 use mosix_homed::engine::capture::{self, CaptureEnv};
 use mosix_homed::engine::procfs;
-use mosix_proto::image::layout::{self, FreezeRecord, Hello};
+use mosix_proto::image::layout::{self, BodyInfo, CallRecord, FreezeRecord, Hello};
 use mosix_proto::image::{self as image, ImagePlan};
 use mosix_proto::link::{Link, LinkError};
-use mosix_proto::migrate::{BodyStatus, CHUNK, FromHost, ToHost};
+use mosix_proto::migrate::{CHUNK, Call, CallReply, FromHost, ToHost};
 use mosix_proto::view::Bytes;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -42,6 +50,10 @@ const OUTPUT_CHUNK: usize = 64 * 1024;
 const IDLE: Duration = Duration::from_secs(1);
 /// How often to look whether the body has read its input.
 const INPUT_CHECK: Duration = Duration::from_millis(10);
+/// Longest wait for the home's answer to a forwarded call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the rest of a message the body started writing.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which way a relayed fd carries data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +142,14 @@ pub(super) struct Body {
     pub(super) relays: Relays,
     /// As the registry shows it.
     pub(super) info: GuestInfo,
+    /// What its libmosix answers for home (sent again to its program
+    /// after an exec, and the base of its children's).
+    pub(super) body_info: BodyInfo,
+    /// Its control socket is still open (it may close it, e.g. by an
+    /// exec of a program without libmosix).
+    pub(super) ctl_open: bool,
+    /// The home asked for a freeze while a call was under way.
+    pub(super) pending_freeze: bool,
 }
 
 /// How a freeze ended.
@@ -161,6 +181,9 @@ impl Body {
         };
         loop {
             let mut fds: Vec<i32> = vec![link.get_ref().as_raw_fd(), pidfd.as_raw_fd()];
+            if self.ctl_open {
+                fds.push(self.ctl.as_raw_fd());
+            }
             fds.extend(
                 self.relays
                     .iter()
@@ -184,6 +207,22 @@ impl Body {
                 if let Err(e) = link.send(&FromHost::Leave { reason }) {
                     tracing::warn!(%home, body_pid = pid, error = %e, "cannot ask the home to take its process back");
                 }
+            }
+            // A freeze the home asked for during a call goes first: the
+            // body's next call would only be answered "busy".
+            if std::mem::take(&mut self.pending_freeze) {
+                match self.freeze(link, home) {
+                    Frozen::Resumed => {}
+                    Frozen::Left | Frozen::Gone => return,
+                }
+            }
+            if self.ctl_open
+                && sys::poll_in(&[self.ctl.as_raw_fd()], Duration::ZERO).unwrap_or(false)
+                && let Err(reason) = self.serve_ctl(link)
+            {
+                tracing::warn!(%home, body_pid = pid, %reason, "bad message from the body; killing it");
+                kill_and_reap(pid);
+                return;
             }
             if sys::poll_in(&[pidfd.as_raw_fd()], Duration::ZERO).unwrap_or(false) {
                 self.finish(link, home);
@@ -220,14 +259,160 @@ impl Body {
 
     /// The body ended: its last output, then its status.
     fn finish(&mut self, link: &mut Link<TcpStream>, home: &str) {
-        let status = sys::waitpid(self.pid, 0)
-            .ok()
-            .and_then(BodyStatus::from_wait);
+        let status = family::end_status(self.pid);
         let _ = self.pump_output(link);
         tracing::info!(%home, body_pid = self.pid, ?status, "body ended");
-        if let Some(status) = status {
-            let _ = link.send(&FromHost::Exited { status });
+        match status {
+            Some(status) => {
+                let _ = link.send(&FromHost::Exited { status });
+            }
+            // Its parent body reaped it first: the status goes home with
+            // the parent's wait.
+            None => {
+                let _ = link.send(&FromHost::Reaped);
+            }
         }
+    }
+
+    /// Read and answer one message the body wrote on its control socket
+    /// while running: a hello (after a restore or an exec) or a call.
+    /// `Err`: it is not one (the body must not run on unserved).
+    fn serve_ctl(&mut self, link: &mut Link<TcpStream>) -> Result<(), String> {
+        let mut magic = [0u8; 8];
+        let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
+        match self.ctl.read(&mut magic[..1]) {
+            Ok(0) | Err(_) => {
+                // Closed (an exec of a program without libmosix): nothing
+                // more will come; its end shows on the pidfd.
+                self.ctl_open = false;
+                return Ok(());
+            }
+            Ok(_) => {}
+        }
+        self.ctl
+            .read_exact(&mut magic[1..])
+            .map_err(|e| format!("cut message on the control socket: {e}"))?;
+        match u64::from_le_bytes(magic) {
+            layout::HELLO_MAGIC => self.hello(&magic),
+            layout::CALL_MAGIC => {
+                let rec = self.read_call(&magic)?;
+                self.forward_call(link, &rec)
+            }
+            other => Err(format!(
+                "{other:#x} on the control socket is no message a running body sends"
+            )),
+        }
+    }
+
+    /// The rest of a hello whose magic was read: after a restore, nothing
+    /// to answer (the facts were written before it ran); after an exec,
+    /// the facts again.
+    fn hello(&mut self, magic: &[u8; 8]) -> Result<(), String> {
+        let mut hb = [0u8; size_of::<Hello>()];
+        hb[..8].copy_from_slice(magic);
+        self.ctl
+            .read_exact(&mut hb[8..])
+            .map_err(|e| format!("cut hello: {e}"))?;
+        let h = image::from_bytes::<Hello>(&hb).ok_or("a hello of the wrong size")?;
+        if h.version != layout::LAYOUT_VERSION {
+            return Err(format!(
+                "a hello of layout version {} (this host speaks {})",
+                h.version,
+                layout::LAYOUT_VERSION
+            ));
+        }
+        match h.kind {
+            layout::HELLO_RESTORED => {
+                self.hello_seen = true;
+                Ok(())
+            }
+            layout::HELLO_EXEC if h.pid == self.pid => {
+                self.hello_seen = true;
+                (&self.ctl)
+                    .write_all(image::as_bytes(&self.body_info))
+                    .map_err(|e| format!("cannot brief the body's new program: {e}"))
+            }
+            kind => Err(format!("a hello of kind {kind} from pid {}", h.pid)),
+        }
+    }
+
+    /// The rest of a call record whose magic was read.
+    fn read_call(&mut self, magic: &[u8; 8]) -> Result<CallRecord, String> {
+        let mut cb = [0u8; size_of::<CallRecord>()];
+        cb[..8].copy_from_slice(magic);
+        self.ctl
+            .read_exact(&mut cb[8..])
+            .map_err(|e| format!("cut call: {e}"))?;
+        image::from_bytes::<CallRecord>(&cb).ok_or_else(|| "a call of the wrong size".into())
+    }
+
+    /// Pass the body's call home and its answer back. A fork gets the
+    /// child's control socket, kept under a token until the home's link
+    /// for the child adopts it.
+    fn forward_call(&mut self, link: &mut Link<TcpStream>, rec: &CallRecord) -> Result<(), String> {
+        let token = family::new_token();
+        let call = Call::from_record(rec, token).map_err(|e| e.to_string())?;
+        let child_end = match call {
+            Call::Fork { token } => {
+                let (ours, theirs) = UnixStream::pair()
+                    .map_err(|e| format!("cannot make a child's control socket: {e}"))?;
+                family::expect(
+                    token,
+                    family::PendingChild::new(ours, self, &self.info.home),
+                );
+                Some(theirs)
+            }
+            _ => None,
+        };
+        let reply = self.ask_home(link, call);
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                family::forget(token);
+                return Err(e);
+            }
+        };
+        let fd = match (reply, &child_end) {
+            (CallReply::Value { value }, Some(end)) => {
+                let mut info = self.body_info;
+                info.home_ppid = info.home_pid;
+                info.home_pid = i32::try_from(value).unwrap_or(0);
+                family::forked(token, info);
+                Some(end.as_fd())
+            }
+            (_, Some(_)) => {
+                family::forget(token);
+                None
+            }
+            _ => None,
+        };
+        let record = reply.to_record(rec.op);
+        family::send_record(&self.ctl, image::as_bytes(&record), fd)
+            .map_err(|e| format!("cannot answer the body's call: {e}"))
+    }
+
+    /// Send `call` home and wait for the answer, serving what else comes
+    /// meanwhile (signals, input; a freeze waits until after the call).
+    fn ask_home(&mut self, link: &mut Link<TcpStream>, call: Call) -> Result<CallReply, String> {
+        link.send(&FromHost::Call { call })
+            .map_err(|e| format!("cannot pass a call home: {e}"))?;
+        let _ = link.get_ref().set_read_timeout(Some(CALL_TIMEOUT));
+        let answer = loop {
+            match link.recv::<ToHost>() {
+                Ok(ToHost::Reply { reply }) => break Ok(reply),
+                Ok(ToHost::Signal { sig }) if (1..=64).contains(&sig) => {
+                    if let Err(e) = sys::kill(self.pid, sig) {
+                        tracing::warn!(body_pid = self.pid, sig, error = %e, "cannot signal the body");
+                    }
+                }
+                Ok(ToHost::Input { fd, data }) => self.give_input(fd, &data.0),
+                Ok(ToHost::Freeze) => self.pending_freeze = true,
+                Ok(other) => break Err(format!("the home sent {other:?} during a call")),
+                Err(e) => break Err(format!("no answer from the home to a call: {e}")),
+            }
+        };
+        let _ = link.get_ref().set_read_timeout(None);
+        answer
     }
 
     /// Send home everything the body has written so far.
@@ -437,20 +622,13 @@ impl Body {
         }
     }
 
-    /// Send the freeze signal and read the body's freeze record.
+    /// Send the freeze signal and read the body's freeze record. A call
+    /// the body makes meanwhile is answered "busy": it lets the freeze
+    /// signal in and asks again after.
     fn stop_in_handler(&mut self) -> Result<FreezeRecord, String> {
         let pid = self.pid;
-        let _ = self.ctl.set_read_timeout(Some(FREEZE_TIMEOUT));
-        if !self.hello_seen {
-            let mut hb = [0u8; size_of::<Hello>()];
-            self.ctl.read_exact(&mut hb).map_err(|e| {
-                format!("the body's libmosix never attached to its control socket: {e}")
-            })?;
-            match image::from_bytes::<Hello>(&hb) {
-                Some(h) if h.magic == layout::HELLO_MAGIC && h.kind == layout::HELLO_RESTORED => {}
-                _ => return Err("the body's libmosix said a bad hello".into()),
-            }
-            self.hello_seen = true;
+        if !self.ctl_open {
+            return Err("its control socket is closed (it runs a program without libmosix)".into());
         }
         if let Some(why) = procfs::cantmove(pid, self.freeze_signal, self.ctl_fd)
             .or_else(|| procfs::children_block_move(pid))
@@ -460,13 +638,38 @@ impl Body {
         }
         sys::kill(pid, self.freeze_signal)
             .map_err(|e| format!("cannot send the freeze signal: {e}"))?;
+        let _ = self.ctl.set_read_timeout(Some(FREEZE_TIMEOUT));
         let mut rb = [0u8; size_of::<FreezeRecord>()];
-        self.ctl.read_exact(&mut rb).map_err(|e| {
-            format!(
-                "the body did not answer the freeze signal within {} s: {e}",
-                FREEZE_TIMEOUT.as_secs()
-            )
-        })?;
+        loop {
+            let mut magic = [0u8; 8];
+            self.ctl.read_exact(&mut magic).map_err(|e| {
+                format!(
+                    "the body did not answer the freeze signal within {} s: {e}",
+                    FREEZE_TIMEOUT.as_secs()
+                )
+            })?;
+            let served = match u64::from_le_bytes(magic) {
+                layout::FREEZE_MAGIC => {
+                    rb[..8].copy_from_slice(&magic);
+                    self.ctl
+                        .read_exact(&mut rb[8..])
+                        .map_err(|e| format!("cut freeze record: {e}"))?;
+                    break;
+                }
+                layout::HELLO_MAGIC => self.hello(&magic),
+                layout::CALL_MAGIC => self.read_call(&magic).and_then(|rec| {
+                    let busy = CallReply::Busy.to_record(rec.op);
+                    (&self.ctl)
+                        .write_all(image::as_bytes(&busy))
+                        .map_err(|e| format!("cannot answer a call: {e}"))
+                }),
+                other => Err(format!("{other:#x} on the control socket")),
+            };
+            if let Err(e) = served {
+                kill_and_reap(pid);
+                return Err(format!("{e}; the body was killed"));
+            }
+        }
         let _ = self.ctl.set_read_timeout(None);
         match image::from_bytes::<FreezeRecord>(&rb) {
             Some(r)

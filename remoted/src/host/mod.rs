@@ -24,6 +24,7 @@
 //! there are never two copies. Not yet: a time namespace.
 
 mod body;
+mod family;
 pub mod guests;
 mod sys;
 pub mod view;
@@ -83,6 +84,11 @@ pub fn start(remoted_listen: SocketAddr, node: String, key: ClusterKey) -> Resul
         return Err(HostError::NoRestorer(restorer));
     }
     let listener = TcpListener::bind(addr).map_err(|source| HostError::Listen { addr, source })?;
+    // Bodies' children whose parent body ends first are reparented here,
+    // to be reaped and reported (see `family`).
+    if let Err(e) = family::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become the reaper of bodies' orphans; their ends may be reported late");
+    }
     let host = Arc::new(Host {
         node,
         key,
@@ -132,7 +138,30 @@ impl Host {
             return;
         }
         let home = who.node.clone();
-        match self.restore(&mut link, &home) {
+        let first = match link.recv::<ToHost>() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%home, error = %e, "no offer on a migration link");
+                return;
+            }
+        };
+        if let ToHost::Adopt { home_pid, token } = first {
+            let _ = link.get_ref().set_read_timeout(None);
+            match family::adopt(&mut link, &home, home_pid, token) {
+                Ok(body) => {
+                    let (_registration, leave) = guests::register(body.info.clone());
+                    let pid = body.pid;
+                    body.run(&mut link, &home, leave);
+                    view::release(pid);
+                }
+                Err(reason) => {
+                    tracing::warn!(%home, home_pid, %reason, "cannot adopt a forked child");
+                    let _ = link.send(&FromHost::Failed { reason });
+                }
+            }
+            return;
+        }
+        match self.restore(&mut link, &home, first) {
             Ok(Some(body)) => {
                 let (_registration, leave) = guests::register(body.info.clone());
                 let pid = body.pid;
@@ -150,9 +179,14 @@ impl Host {
     /// Receive, check and restore the body, held; `Some(pid, relays)`
     /// once it was told to go (`relays`: the read ends of its output
     /// pipes, by body fd), `None` if the source aborted (the body is gone).
-    fn restore(&self, link: &mut Link<TcpStream>, home: &str) -> Result<Option<Body>, String> {
+    fn restore(
+        &self,
+        link: &mut Link<TcpStream>,
+        home: &str,
+        first: ToHost,
+    ) -> Result<Option<Body>, String> {
         let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts) =
-            match link.recv::<ToHost>() {
+            match Ok::<ToHost, String>(first) {
                 Ok(ToHost::Offer {
                     home_pid,
                     uid,
@@ -302,9 +336,9 @@ impl Host {
         }
         // What its libmosix reads right after its hello: it is a body, and
         // what to answer for home (ids, terminals).
-        let info = home_facts.body_info();
+        let body_info = home_facts.body_info();
         (&ctl)
-            .write_all(mosix_proto::image::as_bytes(&info))
+            .write_all(mosix_proto::image::as_bytes(&body_info))
             .map_err(|e| drop_body(pid, format!("cannot brief the body: {e}")))?;
         tracing::info!(%home, home_pid, body_pid = pid, bytes, "body restored and held");
         link.send(&FromHost::Held { body_pid: pid })
@@ -331,6 +365,9 @@ impl Host {
                     hello_seen: false,
                     relays,
                     info,
+                    body_info,
+                    ctl_open: true,
+                    pending_freeze: false,
                 }))
             }
             Ok(other) => {

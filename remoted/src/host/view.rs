@@ -459,6 +459,23 @@ pub fn hold(pid: i32, body: BodyView) {
     }
 }
 
+/// Another share of the view the body `parent` holds (for a child it
+/// forks, which runs in the same mount namespace and must keep the view
+/// mounted even if its parent ends first); None if it holds none.
+pub fn share(parent: i32) -> Option<ViewRef> {
+    let mut r = lock();
+    let v = r.held.get(&parent)?;
+    let (id, root) = (v.id, v.root.clone());
+    r.mounts.get_mut(&id)?.refs += 1;
+    Some(ViewRef { id, root })
+}
+
+/// Keep `view` (from [`share`]) mounted while the body `pid` runs.
+pub fn hold_share(pid: i32, view: ViewRef) {
+    let old = lock().held.insert(pid, view);
+    drop(old);
+}
+
 /// The body `pid` ended or left: drop its share of its view.
 pub fn release(pid: i32) {
     let v = lock().held.remove(&pid);

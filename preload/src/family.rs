@@ -1,0 +1,906 @@
+//! The process tree of a body away from home (DESIGN.md section 4, row
+//! "process tree"): forwarded calls to the deputy, and `fork`, `vfork`,
+//! `posix_spawn`, `execve`, `wait*` and `kill` with home pids.
+//!
+//! **Forwarded calls.** [`call`] writes a [`CallRecord`] on the body's
+//! control socket and blocks for the [`ReplyRecord`]; the host passes it
+//! over the link to `homed`, which asks the deputy. Every signal is
+//! blocked during the exchange (a handler that calls `waitpid` must not
+//! start a second conversation inside the first); when the host answers
+//! "busy" (it is freezing the body), the mask is restored so the pending
+//! freeze signal runs the freeze handler, and the call is asked again.
+//!
+//! **fork.** The deputy forks first: the reply carries the child's home
+//! pid (its deputy's pid, a child of ours at home) and, by SCM_RIGHTS, the
+//! child's own control socket, which the host registers as a body bound
+//! to the child deputy through a link of its own. Then the real fork; the
+//! child puts its socket at the control fd's number (closing its copy of
+//! the parent's), says hello and reads its [`crate::layout::BodyInfo`]
+//! (`getpid` = the new home pid, `getppid` = ours). The parent gets the
+//! home pid, remembered with the local one in a small static [`PidTable`]
+//! that `wait*` and `kill` translate through. Relayed fds are inherited as
+//! kernel fds, so the child's output to them goes home through our relays.
+//! `vfork` is a fork here. `posix_spawn` does the same around glibc's own
+//! spawn, with the child's socket at the control fd's number only for the
+//! spawn's duration.
+//!
+//! **exec.** The control fd is kept open across `exec` (no FD_CLOEXEC in
+//! a body) and its number and owner are in `MOSIX_BODY_CTL=FD:PID`
+//! (fixed width, rewritten in place, never reallocated): the new
+//! program's libmosix takes it if PID is its own (or 0, a spawned child),
+//! says hello and reads its facts again. The `execve` hook puts
+//! `MOSIX_BODY_CTL` and `LD_PRELOAD` back when the program's environment
+//! lacks them. A process that inherited the variable from an ancestor
+//! without being announced (glibc's `system` and `popen` spawn with an
+//! internal clone) runs unmanaged on the body's node: it closes its copy
+//! of the socket and never registers with that node's `homed`.
+//!
+//! **wait and kill.** `wait`, `waitpid`, `wait3`, `wait4` and `waitid`
+//! translate a child's home pid to its local one and back; a reaped
+//! child's exact status goes home ([`layout::CALL_REAP`]), where its
+//! deputy ends with it and our deputy reaps it. `kill` of our home pid or
+//! of a child's is local; of any other pid (the parent, a group) it is
+//! done at home by the deputy, so it reaches other deputies and, through
+//! them, their bodies.
+//!
+//! Not handled: process groups and sessions made away (`setpgid`,
+//! `setsid` act on local ids), `clone` called directly, `fexecve`.
+
+use crate::layout::{
+    self, CALL_FORK, CALL_MAGIC, CALL_REAP, CallRecord, HELLO_CHILD, REPLY_BUSY, REPLY_MAGIC,
+    ReplyRecord,
+};
+use crate::state::Global;
+use crate::{ENGINE, body, sys};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Most children a body tracks at once.
+const MAX_CHILDREN: usize = 512;
+
+/// Home pid <-> local pid of a body's live children.
+pub(crate) struct PidTable {
+    n: usize,
+    entries: [(i32, i32); MAX_CHILDREN],
+}
+
+impl PidTable {
+    /// An empty table.
+    pub(crate) const fn new() -> PidTable {
+        PidTable {
+            n: 0,
+            entries: [(0, 0); MAX_CHILDREN],
+        }
+    }
+
+    /// Remember a child; false if the table is full.
+    pub(crate) fn insert(&mut self, home: i32, local: i32) -> bool {
+        if let Some(e) = self.entries[..self.n].iter_mut().find(|e| e.0 == home) {
+            e.1 = local;
+            return true;
+        }
+        if self.n == MAX_CHILDREN {
+            return false;
+        }
+        self.entries[self.n] = (home, local);
+        self.n += 1;
+        true
+    }
+
+    /// The local pid of the child with home pid `home`.
+    pub(crate) fn local_of(&self, home: i32) -> Option<i32> {
+        self.entries[..self.n]
+            .iter()
+            .find(|e| e.0 == home)
+            .map(|e| e.1)
+    }
+
+    /// The home pid of the child with local pid `local`.
+    pub(crate) fn home_of(&self, local: i32) -> Option<i32> {
+        self.entries[..self.n]
+            .iter()
+            .find(|e| e.1 == local)
+            .map(|e| e.0)
+    }
+
+    /// Forget the child with local pid `local`; its home pid.
+    pub(crate) fn remove_local(&mut self, local: i32) -> Option<i32> {
+        let i = self.entries[..self.n].iter().position(|e| e.1 == local)?;
+        let home = self.entries[i].0;
+        self.entries[i] = self.entries[self.n - 1];
+        self.n -= 1;
+        Some(home)
+    }
+
+    /// Forget everyone (a forked child has no children yet).
+    pub(crate) fn clear(&mut self) {
+        self.n = 0;
+    }
+}
+
+static CHILDREN: Global<PidTable> = Global::new(PidTable::new());
+
+/// The table. Sound: single-threaded bodies, and every change happens
+/// with all signals blocked, so no handler sees it half-done.
+fn children() -> &'static mut PidTable {
+    // SAFETY: see above.
+    unsafe { &mut *CHILDREN.get() }
+}
+
+/// `MOSIX_BODY_CTL=` with its fixed-width value: 7 characters of fd, a
+/// colon, 10 of pid.
+pub(crate) const CTL_ENV: &[u8] = b"MOSIX_BODY_CTL=";
+/// Width of the value.
+pub(crate) const CTL_VALUE_LEN: usize = 18;
+
+/// The value for control fd `fd` of process `pid`, right-aligned.
+pub(crate) fn format_ctl(fd: i32, pid: i32, out: &mut [u8; CTL_VALUE_LEN]) {
+    fn put(v: i64, out: &mut [u8]) {
+        out.fill(b' ');
+        let neg = v < 0;
+        let mut v = v.unsigned_abs();
+        let mut i = out.len();
+        loop {
+            i -= 1;
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 || i == 0 {
+                break;
+            }
+        }
+        if neg && i > 0 {
+            out[i - 1] = b'-';
+        }
+    }
+    put(fd as i64, &mut out[..7]);
+    out[7] = b':';
+    put(pid as i64, &mut out[8..]);
+}
+
+/// `(fd, pid)` from a value; None if it is not one (or names no fd).
+pub(crate) fn parse_ctl(v: &[u8]) -> Option<(i32, i32)> {
+    fn num(b: &[u8]) -> Option<i64> {
+        let b = b.trim_ascii();
+        let (neg, digits) = match b.first() {
+            Some(b'-') => (true, &b[1..]),
+            _ => (false, b),
+        };
+        if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let v = digits
+            .iter()
+            .fold(0i64, |a, d| a * 10 + i64::from(d - b'0'));
+        Some(if neg { -v } else { v })
+    }
+    let colon = v.iter().position(|&c| c == b':')?;
+    let fd = i32::try_from(num(&v[..colon])?).ok()?;
+    let pid = i32::try_from(num(&v[colon + 1..])?).ok()?;
+    (fd >= 0 && pid >= 0).then_some((fd, pid))
+}
+
+/// `MOSIX_BODY_CTL=VALUE\0`, kept current, for the `execve` hook (set
+/// whenever the process becomes a body; used only then).
+static CTL_ENTRY: Global<[u8; 15 + CTL_VALUE_LEN + 1]> = Global::new([0; 15 + CTL_VALUE_LEN + 1]);
+/// `LD_PRELOAD=...\0` as the process started, for the `execve` hook.
+static PRELOAD_ENTRY: Global<[u8; 4096]> = Global::new([0; 4096]);
+
+/// Record where the control socket is (fd -1: none), in the environment
+/// (in place) and for the `execve` hook.
+pub(crate) fn publish_ctl(fd: i32, pid: i32) {
+    let mut v = [0u8; CTL_VALUE_LEN];
+    format_ctl(fd, pid, &mut v);
+    // SAFETY: changed only with all signals blocked or before main.
+    let e = unsafe { &mut *CTL_ENTRY.get() };
+    e[..15].copy_from_slice(CTL_ENV);
+    e[15..15 + CTL_VALUE_LEN].copy_from_slice(&v);
+    e[15 + CTL_VALUE_LEN] = 0;
+    if let Some((p, len)) = sys::env_value_mut(CTL_ENV)
+        && len == CTL_VALUE_LEN
+    {
+        // SAFETY: the environment string's value has exactly this length.
+        unsafe { core::ptr::copy_nonoverlapping(v.as_ptr(), p, CTL_VALUE_LEN) };
+    }
+}
+
+/// Constructor: remember `LD_PRELOAD` and make room for `MOSIX_BODY_CTL`
+/// in the environment (so a later body can write it in place).
+pub(crate) fn prepare_env() {
+    // SAFETY: the constructor runs alone, before main.
+    let p = unsafe { &mut *PRELOAD_ENTRY.get() };
+    let name = b"LD_PRELOAD=";
+    p[..name.len()].copy_from_slice(name);
+    let end = p.len() - 1;
+    let n = sys::env_copy_len(c"LD_PRELOAD", &mut p[name.len()..end]);
+    if n == 0 {
+        p[0] = 0;
+    }
+    if sys::env_value_mut(CTL_ENV).is_none_or(|(_, len)| len != CTL_VALUE_LEN) {
+        let mut val = [0u8; CTL_VALUE_LEN];
+        format_ctl(-1, 0, &mut val);
+        let mut v = [0u8; CTL_VALUE_LEN + 1];
+        v[..CTL_VALUE_LEN].copy_from_slice(&val);
+        // SAFETY: NUL-terminated name and value; setenv copies them.
+        unsafe { libc::setenv(c"MOSIX_BODY_CTL".as_ptr(), v.as_ptr().cast(), 1) };
+    }
+}
+
+/// The control socket of a body's new program named by the environment:
+/// `Some(fd)` to take, `Err(fd)` one inherited from another process
+/// (close it and run unmanaged), `None` for none.
+pub(crate) fn inherited_ctl() -> Option<Result<i32, i32>> {
+    let (p, len) = sys::env_value_mut(CTL_ENV)?;
+    // SAFETY: the value's bytes, inside the environment string.
+    let v = unsafe { core::slice::from_raw_parts(p, len) };
+    let (fd, pid) = parse_ctl(v)?;
+    if !sys::is_socket(fd) {
+        return None;
+    }
+    Some(if pid == 0 || pid == sys::getpid() {
+        Ok(fd)
+    } else {
+        Err(fd)
+    })
+}
+
+/// The control fd while this process is a body, else -1.
+fn ctl() -> i32 {
+    if body::is_away() {
+        // SAFETY: one word of ENGINE, changed only by the constructor, the
+        // freeze handler and a fork's child, never during a hook.
+        unsafe { (*ENGINE.get()).ctl_fd }
+    } else {
+        -1
+    }
+}
+
+/// Ask the deputy: `Ok((value, passed fd or -1))` or `Err(errno)`.
+pub(crate) fn call(op: u32, args: [i64; 3]) -> Result<(i64, i32), i32> {
+    let rec = CallRecord {
+        magic: CALL_MAGIC,
+        op,
+        reserved: 0,
+        args,
+    };
+    loop {
+        let fd = ctl();
+        if fd < 0 {
+            return Err(libc::ENOSYS);
+        }
+        let old = sys::block_all_signals();
+        let mut reply = ReplyRecord::default();
+        let mut passed = -1;
+        let ok = sys::send_all(fd, sys::as_bytes(&rec))
+            // SAFETY: ReplyRecord is plain repr(C) data; any bytes are valid.
+            && sys::recv_exact_fd(fd, unsafe { bytes_mut(&mut reply) }, &mut passed);
+        // A pending freeze signal runs its handler here.
+        sys::set_sigmask(old);
+        if !ok || reply.magic != REPLY_MAGIC || reply.op != op {
+            if passed >= 0 {
+                sys::close(passed);
+            }
+            return Err(libc::EIO);
+        }
+        match reply.errno {
+            0 => return Ok((reply.value, passed)),
+            REPLY_BUSY => continue,
+            e => {
+                if passed >= 0 {
+                    sys::close(passed);
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The bytes of a plain record, writable.
+///
+/// # Safety
+/// `T` must be plain data for which every byte pattern is valid.
+unsafe fn bytes_mut<T>(v: &mut T) -> &mut [u8] {
+    // SAFETY: the caller guarantees any bytes are a valid `T`.
+    unsafe { core::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), size_of::<T>()) }
+}
+
+static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+const REAL_FORK: usize = 0;
+const REAL_SPAWN: usize = 1;
+const REAL_SPAWNP: usize = 2;
+
+/// Set while a hooked fork is under way, so the fork handler of the
+/// child (`after_fork_child`) leaves the control fd to the hook.
+pub(crate) static IN_FORK: AtomicBool = AtomicBool::new(false);
+
+/// Resolve the real functions (constructor only).
+pub(crate) fn resolve() {
+    for (slot, name) in [
+        (REAL_FORK, c"fork"),
+        (REAL_SPAWN, c"posix_spawn"),
+        (REAL_SPAWNP, c"posix_spawnp"),
+    ] {
+        // SAFETY: dlsym with a NUL-terminated name.
+        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        REAL[slot].store(f as usize, Ordering::Release);
+    }
+}
+
+fn real_fork() -> libc::pid_t {
+    let f = REAL[REAL_FORK].load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: a plain fork through the kernel (no fork handlers).
+        return unsafe { libc::syscall(libc::SYS_fork) as libc::pid_t };
+    }
+    type ForkFn = unsafe extern "C" fn() -> libc::pid_t;
+    // SAFETY: `f` is libc's fork, resolved by dlsym(RTLD_NEXT).
+    let real: ForkFn = unsafe { core::mem::transmute::<usize, ForkFn>(f) };
+    // SAFETY: fork has no arguments.
+    unsafe { real() }
+}
+
+/// Ask the deputy to fork: the child's home pid and its control socket.
+fn fork_deputy() -> Result<(i32, i32), i32> {
+    match call(CALL_FORK, [0; 3]) {
+        Ok((home, chan)) if chan >= 0 && home > 0 && home <= i32::MAX as i64 => {
+            Ok((home as i32, chan))
+        }
+        Ok((_, chan)) => {
+            if chan >= 0 {
+                sys::close(chan);
+            }
+            Err(libc::EAGAIN)
+        }
+        // The link or host is gone: as a fork the system cannot do now.
+        Err(libc::EIO | libc::ENOSYS) => Err(libc::EAGAIN),
+        Err(e) => Err(e),
+    }
+}
+
+/// Tell home that a child it forked for us never ran (or ended with
+/// `status` before anyone could wait for it).
+fn drop_child(home: i32, status: i32) {
+    let _ = call(CALL_REAP, [home as i64, status as i64, 0]);
+}
+
+/// In the child of a hooked fork: take `chan` as the control socket, be
+/// the body of the deputy `home`, and read our facts from the host.
+fn become_child(home: i32, chan: i32) {
+    let eng = ENGINE.get();
+    // SAFETY: the child is single-threaded with every signal blocked.
+    let e = unsafe { &mut *eng };
+    let ctl = e.ctl_fd;
+    if ctl < 0 || !sys::dup3(chan, ctl, 0) {
+        sys::close(chan);
+        body::forget();
+        return;
+    }
+    sys::close(chan);
+    children().clear();
+    body::set_child_ids(home);
+    e.hello.kind = HELLO_CHILD;
+    e.hello.pid = sys::getpid();
+    if !sys::send_all(ctl, sys::as_bytes(&e.hello)) {
+        sys::close(ctl);
+        e.ctl_fd = -1;
+        body::forget();
+        return;
+    }
+    body::attach(ctl);
+}
+
+fn do_fork() -> libc::pid_t {
+    if !body::is_away() {
+        return real_fork();
+    }
+    let (home, chan) = match fork_deputy() {
+        Ok(v) => v,
+        Err(e) => {
+            sys::set_errno(e);
+            return -1;
+        }
+    };
+    let old = sys::block_all_signals();
+    IN_FORK.store(true, Ordering::SeqCst);
+    let pid = real_fork();
+    let err = sys::errno();
+    IN_FORK.store(false, Ordering::SeqCst);
+    if pid == 0 {
+        become_child(home, chan);
+        sys::set_sigmask(old);
+        return 0;
+    }
+    sys::close(chan);
+    if pid < 0 {
+        drop_child(home, libc::SIGKILL);
+        sys::set_sigmask(old);
+        sys::set_errno(err);
+        return -1;
+    }
+    children().insert(home, pid);
+    sys::set_sigmask(old);
+    home
+}
+
+/// `fork(2)`: in a body, the deputy forks too; returns the child's home
+/// pid.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork() -> libc::pid_t {
+    do_fork()
+}
+
+/// `vfork(2)`: a fork, at home too (POSIX allows it; a wrapper cannot
+/// call the real vfork, whose child would return through our frame, and
+/// the child of a body needs its own deputy either way).
+#[unsafe(no_mangle)]
+pub extern "C" fn vfork() -> libc::pid_t {
+    do_fork()
+}
+
+/// Room for the environment the `execve` and spawn hooks pass on.
+const ENV_MAX: usize = 8192;
+static ENVP: Global<[*const libc::c_char; ENV_MAX]> = Global::new([core::ptr::null(); ENV_MAX]);
+
+/// `envp` with `MOSIX_BODY_CTL` current and `LD_PRELOAD` present (static
+/// storage; `envp` itself if it does not fit or is NULL).
+///
+/// # Safety
+/// `envp` is NULL or a NULL-terminated array of NUL-terminated strings.
+unsafe fn body_env(envp: *const *const libc::c_char) -> *const *const libc::c_char {
+    if envp.is_null() {
+        return envp;
+    }
+    // SAFETY: the caller passes a NULL-terminated array.
+    let n = (0..ENV_MAX)
+        .take_while(|&i| {
+            // SAFETY: `i` is before the terminating NULL (take_while stops
+            // at it), inside the array.
+            let p = unsafe { envp.add(i) };
+            // SAFETY: as above.
+            !unsafe { *p }.is_null()
+        })
+        .count();
+    if n + 3 > ENV_MAX {
+        return envp;
+    }
+    // SAFETY: hooks run on the single thread with all signals blocked
+    // while they use ENVP.
+    let out = unsafe { &mut *ENVP.get() };
+    // SAFETY: as above, read-only here.
+    let preload = unsafe { &*PRELOAD_ENTRY.get() };
+    let mut has_preload = false;
+    let mut k = 0;
+    for i in 0..n {
+        // SAFETY: `i < n`, inside the array.
+        let at = unsafe { envp.add(i) };
+        // SAFETY: as above.
+        let s = unsafe { *at };
+        // SAFETY: every entry is a NUL-terminated string.
+        let b = unsafe { core::ffi::CStr::from_ptr(s) }.to_bytes();
+        if b.starts_with(CTL_ENV) {
+            continue;
+        }
+        has_preload |= b.starts_with(b"LD_PRELOAD=");
+        out[k] = s;
+        k += 1;
+    }
+    if !has_preload && preload[0] != 0 {
+        out[k] = preload.as_ptr().cast();
+        k += 1;
+    }
+    out[k] = CTL_ENTRY.get().cast::<libc::c_char>();
+    out[k + 1] = core::ptr::null();
+    out.as_ptr()
+}
+
+/// `execve(2)`: a body's new program stays a body (its environment keeps
+/// `MOSIX_BODY_CTL` and `LD_PRELOAD`).
+///
+/// # Safety
+/// Same contract as libc's `execve`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execve(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> i32 {
+    let env = if body::is_away() {
+        // SAFETY: the caller's environment array.
+        unsafe { body_env(envp) }
+    } else {
+        envp
+    };
+    // SAFETY: the caller's arguments, with an environment of the same form.
+    unsafe { libc::syscall(libc::SYS_execve, path, argv, env) as i32 }
+}
+
+type SpawnFn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const libc::c_char,
+    *const libc::posix_spawn_file_actions_t,
+    *const libc::posix_spawnattr_t,
+    *const *mut libc::c_char,
+    *const *mut libc::c_char,
+) -> i32;
+
+/// A spawn in a body: the deputy forks, glibc's spawn starts the child
+/// with its own control socket at the control fd's number.
+///
+/// # Safety
+/// Same contract as libc's `posix_spawn`.
+unsafe fn spawn(
+    which: usize,
+    pid: *mut libc::pid_t,
+    path: *const libc::c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+) -> i32 {
+    let f = REAL[which].load(Ordering::Acquire);
+    if f == 0 {
+        return libc::ENOSYS;
+    }
+    // SAFETY: `f` is libc's posix_spawn or posix_spawnp.
+    let real: SpawnFn = unsafe { core::mem::transmute::<usize, SpawnFn>(f) };
+    let ctl = ctl();
+    if ctl < 0 {
+        // SAFETY: the caller's arguments.
+        return unsafe { real(pid, path, actions, attr, argv, envp) };
+    }
+    let (home, chan) = match fork_deputy() {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let old = sys::block_all_signals();
+    let saved = sys::dup_cloexec_above(ctl, crate::CTL_FD_MIN);
+    if saved < 0 || !sys::dup3(chan, ctl, 0) {
+        if saved >= 0 {
+            sys::close(saved);
+        }
+        sys::close(chan);
+        drop_child(home, libc::SIGKILL);
+        sys::set_sigmask(old);
+        return libc::EAGAIN;
+    }
+    sys::close(chan);
+    // The new program takes the socket at `ctl` whatever its pid.
+    publish_ctl(ctl, 0);
+    // SAFETY: the caller's environment array.
+    let env = unsafe { body_env(envp.cast()) };
+    let mut local: libc::pid_t = 0;
+    // SAFETY: the caller's arguments, our pid slot and environment.
+    let r = unsafe { real(&mut local, path, actions, attr, argv, env.cast()) };
+    sys::dup3(saved, ctl, 0);
+    sys::close(saved);
+    publish_ctl(ctl, sys::getpid());
+    if r != 0 {
+        // Any child exited at once (its exec failed) and glibc reaped it.
+        drop_child(home, 127 << 8);
+    } else {
+        children().insert(home, local);
+        if !pid.is_null() {
+            // SAFETY: the caller's pid slot.
+            unsafe { *pid = home };
+        }
+    }
+    sys::set_sigmask(old);
+    r
+}
+
+/// `posix_spawn(3)`: in a body, the deputy forks too; `*pid` is the home
+/// pid.
+///
+/// # Safety
+/// Same contract as libc's `posix_spawn`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    path: *const libc::c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+) -> i32 {
+    // SAFETY: passed on.
+    unsafe { spawn(REAL_SPAWN, pid, path, actions, attr, argv, envp) }
+}
+
+/// `posix_spawnp(3)`: as [`posix_spawn`], searching `PATH`.
+///
+/// # Safety
+/// Same contract as libc's `posix_spawnp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut libc::pid_t,
+    file: *const libc::c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+) -> i32 {
+    // SAFETY: passed on.
+    unsafe { spawn(REAL_SPAWNP, pid, file, actions, attr, argv, envp) }
+}
+
+/// The local pid to wait for, for a `pid` argument of `wait4`.
+fn local_target(pid: libc::pid_t) -> libc::pid_t {
+    if pid > 0 && body::is_away() {
+        children().local_of(pid).unwrap_or(pid)
+    } else {
+        pid
+    }
+}
+
+/// A child `local` was waited for with `status`: its home pid, and if it
+/// ended (and was reaped, not only looked at), home learns how.
+fn waited(local: libc::pid_t, status: i32, reaped: bool) -> libc::pid_t {
+    let Some(home) = children().home_of(local) else {
+        return local;
+    };
+    let ended = libc::WIFEXITED(status) || libc::WIFSIGNALED(status);
+    if ended && reaped {
+        let old = sys::block_all_signals();
+        children().remove_local(local);
+        let errno = sys::errno();
+        drop_child(home, status);
+        sys::set_errno(errno);
+        sys::set_sigmask(old);
+    }
+    home
+}
+
+/// `wait4(2)` with home pids for a body's children.
+///
+/// # Safety
+/// Same contract as libc's `wait4`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wait4(
+    pid: libc::pid_t,
+    status: *mut i32,
+    options: i32,
+    rusage: *mut libc::rusage,
+) -> libc::pid_t {
+    let mut st = 0i32;
+    // SAFETY: wait4 with our status word and the caller's rusage.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_wait4,
+            local_target(pid),
+            &mut st as *mut i32,
+            options,
+            rusage,
+        )
+    } as libc::pid_t;
+    if r <= 0 {
+        return r;
+    }
+    if !status.is_null() {
+        // SAFETY: the caller's status slot.
+        unsafe { *status = st };
+    }
+    if body::is_away() {
+        waited(r, st, options & libc::WNOWAIT == 0)
+    } else {
+        r
+    }
+}
+
+/// `waitpid(2)`.
+///
+/// # Safety
+/// Same contract as libc's `waitpid`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn waitpid(pid: libc::pid_t, status: *mut i32, options: i32) -> libc::pid_t {
+    // SAFETY: passed on.
+    unsafe { wait4(pid, status, options, core::ptr::null_mut()) }
+}
+
+/// `wait(2)`.
+///
+/// # Safety
+/// Same contract as libc's `wait`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wait(status: *mut i32) -> libc::pid_t {
+    // SAFETY: passed on.
+    unsafe { wait4(-1, status, 0, core::ptr::null_mut()) }
+}
+
+/// `wait3(2)`.
+///
+/// # Safety
+/// Same contract as libc's `wait3`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wait3(
+    status: *mut i32,
+    options: i32,
+    rusage: *mut libc::rusage,
+) -> libc::pid_t {
+    // SAFETY: passed on.
+    unsafe { wait4(-1, status, options, rusage) }
+}
+
+/// `waitid(2)` with home pids for a body's children.
+///
+/// # Safety
+/// Same contract as libc's `waitid`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn waitid(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    info: *mut libc::siginfo_t,
+    options: i32,
+) -> i32 {
+    let id = if idtype == libc::P_PID && id <= i32::MAX as libc::id_t {
+        local_target(id as libc::pid_t) as libc::id_t
+    } else {
+        id
+    };
+    // SAFETY: waitid with the caller's info slot and no rusage.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            idtype,
+            id,
+            info,
+            options,
+            core::ptr::null_mut::<libc::rusage>(),
+        )
+    } as i32;
+    if r != 0 || info.is_null() || !body::is_away() {
+        return r;
+    }
+    // SAFETY: the kernel filled the caller's siginfo.
+    let si = unsafe { &*info };
+    // SAFETY: a SIGCHLD siginfo, which has si_pid.
+    let local = unsafe { si.si_pid() };
+    // SAFETY: as above, si_status.
+    let value = unsafe { si.si_status() };
+    let code = si.si_code;
+    if local <= 0 {
+        return r;
+    }
+    let status = match code {
+        libc::CLD_EXITED => (value & 0xff) << 8,
+        libc::CLD_KILLED => value & 0x7f,
+        libc::CLD_DUMPED => (value & 0x7f) | 0x80,
+        // Stopped or continued: not an end.
+        _ => 0x7f,
+    };
+    let home = waited(local, status, options & libc::WNOWAIT == 0);
+    if home != local {
+        // SAFETY: rewriting si_pid in the caller's siginfo: on x86-64 it is
+        // the int at byte 16 of the SIGCHLD layout.
+        let slot = unsafe { info.cast::<u8>().add(16).cast::<libc::pid_t>() };
+        // SAFETY: as above, the caller's siginfo is writable.
+        unsafe { *slot = home };
+    }
+    r
+}
+
+/// `close(2)`: a body's control fd stays open (programs that close every
+/// fd before an exec, like Python's `subprocess`, would cut their new
+/// program off from its host); anything else is closed.
+#[unsafe(no_mangle)]
+pub extern "C" fn close(fd: i32) -> i32 {
+    if fd >= 0 && fd == ctl() {
+        return 0;
+    }
+    // SAFETY: close(2) of the caller's fd.
+    unsafe { libc::syscall(libc::SYS_close, fd) as i32 }
+}
+
+/// `close_range(2)` without a body's control fd (see [`close`]).
+#[unsafe(no_mangle)]
+pub extern "C" fn close_range(first: u32, last: u32, flags: i32) -> i32 {
+    let raw = |a: u32, b: u32| {
+        // SAFETY: close_range(2) on the caller's range.
+        unsafe { libc::syscall(libc::SYS_close_range, a, b, flags) as i32 }
+    };
+    let keep = ctl();
+    if keep < 0 || (keep as u32) < first || (keep as u32) > last {
+        return raw(first, last);
+    }
+    let keep = keep as u32;
+    if keep > first {
+        let r = raw(first, keep - 1);
+        if r != 0 {
+            return r;
+        }
+    }
+    if keep < last { raw(keep + 1, last) } else { 0 }
+}
+
+/// `closefrom(3)` without a body's control fd (see [`close`]).
+#[unsafe(no_mangle)]
+pub extern "C" fn closefrom(low: i32) {
+    close_range(low.max(0) as u32, u32::MAX, 0);
+}
+
+/// A `kill` target in a body: `Some(local pid)` for ourselves or one of
+/// our children, `None` for anyone else (done at home).
+pub(crate) fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc::pid_t> {
+    if pid == home_pid {
+        Some(sys::getpid())
+    } else if pid > 0 {
+        children().local_of(pid)
+    } else {
+        None
+    }
+}
+
+/// `kill(pid, sig)` done at home by the deputy: 0 or -1 with errno.
+pub(crate) fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
+    match call(layout::CALL_KILL, [pid as i64, sig as i64, 0]) {
+        Ok(_) => 0,
+        Err(e) => {
+            sys::set_errno(e);
+            -1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_table_maps_both_ways() {
+        let mut t = PidTable::new();
+        assert!(t.insert(100, 7));
+        assert!(t.insert(101, 8));
+        assert_eq!(t.local_of(100), Some(7));
+        assert_eq!(t.home_of(8), Some(101));
+        assert_eq!(t.local_of(5), None);
+        assert_eq!(t.remove_local(7), Some(100));
+        assert_eq!(t.local_of(100), None);
+        assert_eq!(t.local_of(101), Some(8));
+        assert_eq!(t.remove_local(7), None);
+        // A home pid seen again (reused) takes the new local pid.
+        assert!(t.insert(101, 9));
+        assert_eq!(t.local_of(101), Some(9));
+        t.clear();
+        assert_eq!(t.home_of(9), None);
+    }
+
+    #[test]
+    fn pid_table_says_when_full() {
+        let mut t = PidTable::new();
+        for i in 0..MAX_CHILDREN as i32 {
+            assert!(t.insert(i + 1, i + 1000));
+        }
+        assert!(!t.insert(99_999, 5));
+        assert_eq!(t.remove_local(1000), Some(1));
+        assert!(t.insert(99_999, 5));
+        assert_eq!(t.home_of(5), Some(99_999));
+    }
+
+    #[test]
+    fn ctl_value_round_trips_at_fixed_width() {
+        let mut v = [0u8; CTL_VALUE_LEN];
+        format_ctl(1000, 4_194_304, &mut v);
+        assert_eq!(&v, b"   1000:   4194304");
+        assert_eq!(parse_ctl(&v), Some((1000, 4_194_304)));
+        format_ctl(-1, 0, &mut v);
+        assert_eq!(&v, b"     -1:         0");
+        // No fd: not a control socket.
+        assert_eq!(parse_ctl(&v), None);
+        format_ctl(3, i32::MAX, &mut v);
+        assert_eq!(parse_ctl(&v), Some((3, i32::MAX)));
+    }
+
+    #[test]
+    fn bad_ctl_values_are_none() {
+        for v in [
+            &b""[..],
+            b"1000",
+            b":5",
+            b"x:5",
+            b"5:y",
+            b"99999999999:1",
+            b"1:99999999999",
+            b"1:-5",
+            b"1 2:3",
+        ] {
+            assert_eq!(parse_ctl(v), None, "{:?}", core::str::from_utf8(v));
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Children of bodies (DESIGN.md section 4, "process tree"; the libmosix
+//! side is `preload/src/family.rs`).
+//!
+//! When a body forks, its host makes the child's control socket before
+//! the fork goes home ([`expect`], under a token), and hands the body the
+//! child's end with the answer. The child's home (its deputy, forked from
+//! the parent's deputy) then opens a link of its own to this host and
+//! says [`mosix_proto::migrate::ToHost::Adopt`] with the token; [`adopt`]
+//! waits for the child's hello on its socket, checks that it is a child
+//! of the body that forked it, briefs it and serves it like any body: its
+//! signals, calls and end go over that link. One link per process keeps
+//! the home side one relay per deputy, as for migrated bodies.
+//!
+//! A forked child does not move on its own in this version: its home
+//! refuses to (it shares its parent's relays and view), and a body with
+//! children is not frozen (`children_block_move`).
+//!
+//! Ends: the host is a child subreaper ([`become_subreaper`]), so a child
+//! whose parent body ended first is reparented here and reaped by its
+//! own thread; a child whose parent body waits for it is reaped there
+//! and its status goes home with the parent's call (the child's thread
+//! reads it from `/proc` while it is a zombie if it can).
+
+use super::body::Body;
+use super::guests::GuestInfo;
+use mosix_proto::image::layout::{self, BodyInfo, Hello};
+use mosix_proto::image::{self as image};
+use mosix_proto::link::Link;
+use mosix_proto::migrate::{BodyStatus, FromHost};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a forked child has to say hello on its socket.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A fork whose child was not adopted within this is forgotten.
+const PENDING_TTL: Duration = Duration::from_secs(120);
+/// How often an ended child nobody reaped yet is looked at.
+const REAP_POLL: Duration = Duration::from_millis(100);
+
+/// A fork under way: the child's control socket and what it needs.
+pub(super) struct PendingChild {
+    ctl: Option<UnixStream>,
+    info: Option<BodyInfo>,
+    parent: i32,
+    uid: u32,
+    freeze_signal: i32,
+    ctl_fd: i32,
+    home: String,
+    made: Instant,
+    /// The parent's view, kept mounted for the child from the fork on.
+    view: Option<super::view::ViewRef>,
+}
+
+impl PendingChild {
+    /// The child of `parent` (running for `home`), with our end `ctl` of
+    /// its control socket.
+    pub(super) fn new(ctl: UnixStream, parent: &Body, home: &str) -> PendingChild {
+        PendingChild {
+            ctl: Some(ctl),
+            info: None,
+            parent: parent.pid,
+            uid: parent.uid,
+            freeze_signal: parent.freeze_signal,
+            ctl_fd: parent.ctl_fd,
+            home: home.to_string(),
+            made: Instant::now(),
+            view: super::view::share(parent.pid),
+        }
+    }
+}
+
+fn pending() -> MutexGuard<'static, HashMap<u64, PendingChild>> {
+    static P: OnceLock<Mutex<HashMap<u64, PendingChild>>> = OnceLock::new();
+    P.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A token no other fork of this host uses (unguessable by another home:
+/// the count starts at a random number).
+pub(super) fn new_token() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| AtomicU64::new(rand::random::<u64>() >> 1))
+        .fetch_add(1, Ordering::Relaxed)
+}
+
+/// Keep a fork's child socket until its home adopts it.
+pub(super) fn expect(token: u64, child: PendingChild) {
+    let mut p = pending();
+    p.retain(|_, c| c.made.elapsed() < PENDING_TTL);
+    p.insert(token, child);
+}
+
+/// The home forked the deputy: the child's facts.
+pub(super) fn forked(token: u64, info: BodyInfo) {
+    if let Some(c) = pending().get_mut(&token) {
+        c.info = Some(info);
+    }
+}
+
+/// The fork failed at home: drop it.
+pub(super) fn forget(token: u64) {
+    pending().remove(&token);
+}
+
+/// Write `bytes` on `ctl` with `fd` passed along (SCM_RIGHTS) if given.
+pub(super) fn send_record(
+    ctl: &UnixStream,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let Some(fd) = fd else {
+        return (&*ctl).write_all(bytes);
+    };
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(bytes)];
+    let sent = loop {
+        match sendmsg::<()>(ctl.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+            Ok(n) => break n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    (&*ctl).write_all(&bytes[sent..])
+}
+
+/// Serve `ToHost::Adopt`: the child of the fork `token` says hello on
+/// its socket; check it, brief it, and return it as a running body
+/// (`Held` is sent to the home).
+pub(super) fn adopt(
+    link: &mut Link<TcpStream>,
+    home: &str,
+    home_pid: i32,
+    token: u64,
+) -> Result<Body, String> {
+    let (mut ctl, parent, uid, freeze_signal, ctl_fd) = {
+        let mut p = pending();
+        let c = p
+            .get_mut(&token)
+            .filter(|c| c.home == home)
+            .ok_or_else(|| format!("no fork of a body of {home} waits under that token"))?;
+        let ctl = c
+            .ctl
+            .take()
+            .ok_or("that fork's child was adopted already")?;
+        (ctl, c.parent, c.uid, c.freeze_signal, c.ctl_fd)
+    };
+    let child = read_child_hello(&mut ctl, parent, uid);
+    let (info, view) = pending()
+        .remove(&token)
+        .map(|c| (c.info, c.view))
+        .unwrap_or_default();
+    let pid = child?;
+    let info = info.ok_or("the child said hello before its fork was answered")?;
+    if info.home_pid != home_pid {
+        return Err(format!(
+            "the fork made home pid {}, the home adopts {home_pid}",
+            info.home_pid
+        ));
+    }
+    (&ctl)
+        .write_all(image::as_bytes(&info))
+        .map_err(|e| format!("cannot brief the forked child: {e}"))?;
+    let _ = ctl.set_read_timeout(None);
+    if let Some(v) = view {
+        super::view::hold_share(pid, v);
+    }
+    link.send(&FromHost::Held { body_pid: pid })
+        .map_err(|e| format!("cannot report the adopted child: {e}"))?;
+    tracing::info!(%home, home_pid, body_pid = pid, parent_body = parent, "forked child adopted");
+    Ok(Body {
+        pid,
+        uid,
+        freeze_signal,
+        ctl,
+        ctl_fd,
+        hello_seen: true,
+        relays: Vec::new(),
+        info: GuestInfo {
+            home: home.to_string(),
+            home_pid,
+            body_pid: pid,
+            uid,
+            since: Instant::now(),
+        },
+        body_info: info,
+        ctl_open: true,
+        pending_freeze: false,
+    })
+}
+
+/// The forked child's hello: its pid, once it is checked to be a child of
+/// `parent` owned by `uid`.
+fn read_child_hello(ctl: &mut UnixStream, parent: i32, uid: u32) -> Result<i32, String> {
+    let _ = ctl.set_read_timeout(Some(HELLO_TIMEOUT));
+    let mut hb = [0u8; size_of::<Hello>()];
+    ctl.read_exact(&mut hb)
+        .map_err(|e| format!("the forked child never said hello: {e}"))?;
+    let h = image::from_bytes::<Hello>(&hb).ok_or("a hello of the wrong size")?;
+    if h.magic != layout::HELLO_MAGIC
+        || h.version != layout::LAYOUT_VERSION
+        || !(h.kind == layout::HELLO_CHILD || h.kind == layout::HELLO_EXEC)
+    {
+        return Err("the forked child said a bad hello".into());
+    }
+    let pid = h.pid;
+    let (ppid, _, _) = stat(pid).ok_or_else(|| format!("the forked child {pid} is gone"))?;
+    // Reparented to us if its parent body ended meanwhile.
+    if ppid != parent && ppid != std::process::id() as i32 {
+        return Err(format!(
+            "process {pid} says it is the forked child of body {parent}, but its parent is {ppid}"
+        ));
+    }
+    let owner = std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .map_err(|e| format!("cannot read the owner of process {pid}: {e}"))?;
+    if owner != uid {
+        return Err(format!(
+            "process {pid} belongs to uid {owner}, its parent body to uid {uid}"
+        ));
+    }
+    Ok(pid)
+}
+
+/// `(ppid, state, exit_code)` of `pid` from `/proc/PID/stat`; None if
+/// it is gone.
+fn stat(pid: i32) -> Option<(i32, char, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&s)
+}
+
+/// `(ppid, state, exit_code)` of a `/proc/PID/stat` line.
+fn parse_stat(s: &str) -> Option<(i32, char, i32)> {
+    // pid (comm) state ppid ...; comm may hold anything, so split after
+    // the last ')'. exit_code is field 52 (the 50th after comm).
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f.first()?.chars().next()?;
+    let ppid = f.get(1)?.parse().ok()?;
+    let exit_code = f.get(49).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some((ppid, state, exit_code))
+}
+
+/// How the ended body `pid` ended. Ours to reap (a migrated body, or a
+/// child whose parent ended first): reaped here. A zombie child of
+/// another body: read from `/proc`, and reaped by a thread here if its
+/// parent never does. `None`: its parent reaped it first.
+pub(super) fn end_status(pid: i32) -> Option<BodyStatus> {
+    let me = std::process::id() as i32;
+    let (ppid, state, code) = stat(pid)?;
+    if ppid == me {
+        return super::sys::waitpid(pid, 0)
+            .ok()
+            .and_then(BodyStatus::from_wait);
+    }
+    if state != 'Z' {
+        // Not ended after all (a pidfd of a non-child reads at its end);
+        // take no chances: ask its parent.
+        return None;
+    }
+    let status = BodyStatus::from_wait(code);
+    std::thread::spawn(move || reap_when_orphaned(pid));
+    status
+}
+
+/// Reap the zombie `pid` if it is reparented to us (its parent body ended
+/// without waiting); stop when someone else reaped it.
+fn reap_when_orphaned(pid: i32) {
+    let me = std::process::id() as i32;
+    while let Some((ppid, state, _)) = stat(pid) {
+        if state != 'Z' {
+            // The pid was reused by a new process: ours is gone.
+            return;
+        }
+        if ppid == me {
+            let _ = super::sys::waitpid(pid, 0);
+            return;
+        }
+        std::thread::sleep(REAP_POLL);
+    }
+}
+
+/// Make this process (`remoted`) the reaper of its bodies' orphans.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag of this
+    // process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse() {
+        let mut line = String::from("42 (a) b) c) Z 7 42 42 0 -1");
+        for i in 0..43 {
+            line.push_str(&format!(" {i}"));
+        }
+        // Field 52: exit_code.
+        line.push_str(" 3840");
+        // 50 fields after comm (state .. exit_code) as the kernel writes.
+        let (ppid, state, code) = parse_stat(&line).unwrap();
+        assert_eq!((ppid, state), (7, 'Z'));
+        assert_eq!(code, 3840);
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) R notapid"), None);
+    }
+
+    #[test]
+    fn tokens_differ() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn unknown_tokens_are_not_adopted() {
+        forget(12345);
+        forked(12345, BodyInfo::at_home());
+        assert!(pending().get(&12345).is_none());
+    }
+}

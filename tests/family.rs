@@ -1,0 +1,527 @@
+//! A body's process tree (issue 4, DESIGN.md section 4 "process tree"):
+//! a program moved to n2 forks, execs and waits there, and every child
+//! has its own deputy at home, a child of its parent's deputy, so home
+//! pids, `wait`, `$?` and signals behave as without mosix.
+//!
+//! Each test moves a shell to n2 while it spins in a builtin-only loop
+//! (a process with children does not move), then lets it go on with a
+//! SIGUSR1 sent to its home pid (forwarded by its deputy). The files live
+//! on a tmpfs mounted over `/srv` in n1's mount namespace only, so what
+//! the bodies read and write there goes through the view; the test reads
+//! them through `/proc/<n1's homed>/root`.
+//!
+//! Run as root after building the workspace:
+//! `cargo test -p mosix-tests --test family -- --test-threads=1`.
+
+use mosix_tests::procs::{cmdline, descends_from, is_deputy, mosps_entry, ppid, text};
+use mosix_tests::{Cluster, bin, is_running};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The owner of the test's files and processes (not root: the view never
+/// acts as root).
+const UID: u32 = 4251;
+
+/// The shell's gate: spin (builtins only) until SIGUSR1, then run `then`.
+const GATE: &str = "trap 'go=1' USR1; while [ -z \"$go\" ]; do :; done; ";
+
+/// A two-node cluster with a directory that only n1 has.
+struct Home {
+    c: Cluster,
+    dir: String,
+}
+
+impl Home {
+    fn new() -> Home {
+        let c = Cluster::up(2).unwrap();
+        let dir = format!("/srv/mx-family-{}", std::process::id());
+        let setup = format!(
+            "set -e; mount -t tmpfs -o mode=0755 mx-family-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
+        );
+        let out = c.exec("n1", &["sh", "-c", &setup]).unwrap();
+        assert!(out.status.success(), "setup at n1: {}", text(&out));
+        let out = c.exec("n2", &["test", "-e", &dir]).unwrap();
+        assert!(
+            !out.status.success(),
+            "n2 sees {dir}: the view would not be needed"
+        );
+        Home { c, dir }
+    }
+
+    /// A file of the home directory, from here (n1's namespace).
+    fn file(&self, name: &str) -> PathBuf {
+        let homed = self.c.daemon_pid("n1", "homed").unwrap();
+        PathBuf::from(format!("/proc/{homed}/root{}/{name}", self.dir))
+    }
+
+    /// Put `data` at home as the test user's file `name`.
+    fn put(&self, name: &str, data: &str) {
+        let p = self.file(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+            std::os::unix::fs::chown(d, Some(UID), Some(UID)).unwrap();
+        }
+        std::fs::write(&p, data).unwrap();
+        std::os::unix::fs::chown(&p, Some(UID), Some(UID)).unwrap();
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_default()
+    }
+
+    /// The setpriv prefix that runs a command as the test user.
+    fn as_user(&self) -> Vec<String> {
+        let uid = UID.to_string();
+        [
+            "setpriv",
+            "--reuid",
+            &uid,
+            "--regid",
+            &uid,
+            "--clear-groups",
+            "env",
+            &format!("HOME={}", self.dir),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `script` at n1 as the test user in the directory, without
+    /// mosix (the reference).
+    fn user(&self, script: &str) -> Output {
+        let mut argv = self.as_user();
+        argv.extend(["sh", "-c"].map(String::from));
+        argv.push(format!("cd {} && {script}", self.dir));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.c.exec("n1", &argv).unwrap()
+    }
+
+    /// Starts, at n1 as the test user, `mosrun -h -- sh -c GATE then`,
+    /// stdout through a pipe into `<name>.out`, stderr into
+    /// `<name>.err`, `$?` into `<name>.rc`; returns it and its home pid.
+    fn start(&self, then: &str, name: &str) -> (Child, i32) {
+        let d = &self.dir;
+        let inner = format!("{GATE}{then}");
+        let script = format!(
+            "cd {d} && ( {mosrun} -h -- sh -c '{q}' < /dev/null 2> {d}/{name}.err; echo $? > {d}/{name}.rc.tmp ) \
+             | cat > {d}/{name}.out; mv {d}/{name}.rc.tmp {d}/{name}.rc",
+            mosrun = bin("mosrun").display(),
+            q = inner.replace('\'', "'\\''"),
+        );
+        let mut argv = self.as_user();
+        argv.extend(["sh".into(), "-c".into(), script]);
+        let child = Command::new(bin("mosix-local"))
+            .args(["exec", "--dir"])
+            .arg(&self.c.dir)
+            .args(["n1", "--"])
+            .args(&argv)
+            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosix-local exec");
+        let want = ["sh", "-c", &inner];
+        let mut pid = 0;
+        self.c
+            .wait_for("the job to start", Duration::from_secs(30), || {
+                pid = mosix_tests::procs::processes_running(&want)
+                    .first()
+                    .copied()
+                    .unwrap_or(0);
+                Ok(pid > 0 && mosps_entry(&self.c, "n1", pid).is_some())
+            })
+            .unwrap();
+        (child, pid)
+    }
+
+    /// Move the job `pid` to n2, check that its body really runs there,
+    /// and let it go on.
+    fn move_and_go(&self, pid: i32) {
+        let out = self
+            .c
+            .exec("n1", &["mosmigrate", &pid.to_string(), "n2"])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mosmigrate failed: {}\nremoted n2:\n{}",
+            text(&out),
+            self.c.log("n2", "remoted")
+        );
+        assert!(
+            is_deputy(pid),
+            "home pid {pid} is not a deputy after the move"
+        );
+        let remoted2 = self.c.daemon_pid("n2", "remoted").unwrap();
+        let argv = cmdline(pid);
+        let bodies: Vec<i32> = all_pids()
+            .into_iter()
+            .filter(|&p| p != pid && cmdline(p) == argv && is_running(p))
+            .collect();
+        assert_eq!(bodies.len(), 1, "one body of {argv:?}: {bodies:?}");
+        assert!(
+            descends_from(bodies[0], remoted2),
+            "the body {} does not descend from n2's remoted",
+            bodies[0]
+        );
+        let out = self
+            .c
+            .exec("n1", &["kill", "-USR1", &pid.to_string()])
+            .unwrap();
+        assert!(out.status.success(), "kill -USR1: {}", text(&out));
+    }
+
+    /// Waits for `<name>.rc`: (stdout, stderr, `$?`).
+    fn finish(&self, mut job: Child, name: &str, timeout: Duration) -> (String, String, String) {
+        let rc = self.file(&format!("{name}.rc"));
+        self.c
+            .wait_for(&format!("{name} to end"), timeout, || {
+                Ok(std::fs::read_to_string(&rc).is_ok_and(|s| s.ends_with('\n')))
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e:#}\nout: {}\nerr: {}\nremoted n2:\n{}\nhomed n1:\n{}",
+                    self.read(&format!("{name}.out")),
+                    self.read(&format!("{name}.err")),
+                    self.c.log("n2", "remoted"),
+                    self.c.log("n1", "homed")
+                )
+            });
+        let _ = job.wait();
+        (
+            self.read(&format!("{name}.out")),
+            self.read(&format!("{name}.err")),
+            self.read(&format!("{name}.rc")).trim().to_string(),
+        )
+    }
+
+    /// Nothing of the test user's is left on this machine (no body, no
+    /// deputy, no zombie), and neither daemon keeps a zombie child.
+    fn assert_nothing_left(&self) {
+        let daemons = [
+            self.c.daemon_pid("n1", "homed").unwrap(),
+            self.c.daemon_pid("n2", "remoted").unwrap(),
+        ];
+        let mut left = Vec::new();
+        let done = self.c.wait_for(
+            "the test user's processes to be gone",
+            Duration::from_secs(15),
+            || {
+                left = all_pids()
+                    .into_iter()
+                    .filter(|&p| {
+                        owner(p) == Some(UID)
+                            || (state(p) == 'Z' && ppid(p).is_some_and(|pp| daemons.contains(&pp)))
+                    })
+                    .map(|p| (p, state(p), cmdline(p)))
+                    .collect::<Vec<_>>();
+                Ok(left.is_empty())
+            },
+        );
+        assert!(done.is_ok(), "left behind: {left:?}");
+    }
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn owner(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+fn state(pid: i32) -> char {
+    mosix_tests::procs::state_of(pid)
+}
+
+/// The script whose output must be the same at n2 as at home: a pipeline,
+/// loops of external commands, `$?` of children that exit, are killed,
+/// or are subshells. With `IDS` set it also records a child's and a
+/// grandchild's `$$ $PPID` and holds the child until `release` appears.
+const SCRIPT: &str = r#"echo start
+seq 1 20000 | awk '{s+=$1} END {print s}' | sha256sum
+for i in 1 2 3 4 5; do
+    expr $i \* $i
+    test $i -lt 3; echo "lt3 $?"
+done
+sh -c 'exit 7'; echo "seven $?"
+sh -c 'kill -TERM $$'; echo "term $?"
+( echo sub; exit 4 ); echo "subshell $?"
+printf '%s\n' b a c | sort | tr a-z A-Z
+if [ -n "$IDS" ]; then
+    sh -c 'echo "$$ $PPID" > ids.child; while ! [ -e release ]; do sleep 0.1; done; sh -c "echo \$\$ \$PPID" > ids.grandchild'
+    echo "ids $?"
+else
+    echo "ids 0"
+fi
+echo end
+exit 5
+"#;
+
+/// Two numbers of a line written by the script.
+fn two(s: &str) -> (i32, i32) {
+    let v: Vec<i32> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 2, "not two pids: {s:?}");
+    (v[0], v[1])
+}
+
+#[test]
+fn a_shell_script_away_forks_execs_and_waits_as_at_home() {
+    let h = Home::new();
+    h.put("script.sh", SCRIPT);
+    let reference = h.user("sh ./script.sh");
+    let (job, pid) = h.start("IDS=1 exec sh ./script.sh", "script");
+    h.move_and_go(pid);
+    // The child holds on until released: look at it while it lives.
+    let ids = h.file("ids.child");
+    h.c.wait_for("the child's ids", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&ids).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let (child, child_ppid) = two(&h.read("ids.child"));
+    assert_eq!(
+        child_ppid, pid,
+        "the child's getppid is its parent's home pid"
+    );
+    assert!(
+        is_deputy(child),
+        "the child's getpid {child} is not a deputy at home"
+    );
+    assert_eq!(
+        ppid(child),
+        Some(pid),
+        "the child's deputy is a child of the parent's deputy"
+    );
+    let entry = mosps_entry(&h.c, "n1", child).expect("mosps lists the child");
+    assert_eq!(entry["node"], "n2", "{entry}");
+    assert!(
+        entry["cantmove"].is_string(),
+        "a forked child does not move alone: {entry}"
+    );
+    let parent = mosps_entry(&h.c, "n1", pid).expect("mosps lists the parent");
+    assert!(
+        parent["cantmove"].is_string(),
+        "a parent with children does not move: {parent}"
+    );
+    h.put("release", "");
+    let (out, err, rc) = h.finish(job, "script", Duration::from_secs(180));
+    let (grandchild, grandchild_ppid) = two(&h.read("ids.grandchild"));
+    assert_eq!(
+        grandchild_ppid, child,
+        "the grandchild's parent is the child's home pid"
+    );
+    assert!(grandchild > 0 && grandchild != child);
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(&reference.stdout),
+        "stdout differs; stderr: {err}"
+    );
+    assert_eq!(rc, reference.status.code().unwrap().to_string());
+    assert_eq!(rc, "5");
+    h.assert_nothing_left();
+}
+
+/// A small C project: three sources, a header generated by a rule with a
+/// pipe.
+fn put_project(h: &Home, dir: &str, broken: bool) {
+    h.put(
+        &format!("{dir}/Makefile"),
+        "OBJS = main.o util.o calc.o\n\
+         prog: $(OBJS)\n\tcc -o $@ $(OBJS)\n\
+         %.o: %.c gen.h common.h\n\tcc -O1 -c $< -o $@\n\
+         gen.h: values.txt\n\tsort -n values.txt | awk '{s+=$$1} END {printf \"#define TOTAL %d\\n\", s}' > $@\n",
+    );
+    h.put(
+        &format!("{dir}/common.h"),
+        "int twice(int);\nint square(int);\n",
+    );
+    h.put(
+        &format!("{dir}/main.c"),
+        "#include <stdio.h>\n#include \"gen.h\"\n#include \"common.h\"\n\
+         int main(void) { printf(\"total %d twice %d square %d\\n\", TOTAL, twice(TOTAL), square(12)); return 0; }\n",
+    );
+    h.put(
+        &format!("{dir}/util.c"),
+        "#include \"gen.h\"\n#include \"common.h\"\nint twice(int x) { return 2 * x; }\n",
+    );
+    let calc = if broken {
+        "#include \"common.h\"\nint square(int x) { return x * x }\n"
+    } else {
+        "#include \"common.h\"\nint square(int x) { return x * x; }\n"
+    };
+    h.put(&format!("{dir}/calc.c"), calc);
+    let values: String = (1..=300)
+        .rev()
+        .map(|i| format!("{}\n", i * 7 % 301))
+        .collect();
+    h.put(&format!("{dir}/values.txt"), &values);
+}
+
+/// make's output lines, sorted (-j2 runs recipes in either order), with
+/// the directory's name taken out and the timing-dependent line dropped.
+fn normalized(s: &str, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .lines()
+        .filter(|l| !l.contains("Waiting for unfinished jobs"))
+        .map(|l| l.replace(dir, "DIR"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn make_away(h: &Home, broken: bool) {
+    let (r, m) = if broken {
+        ("badref", "badmx")
+    } else {
+        ("ref", "mx")
+    };
+    put_project(h, r, broken);
+    put_project(h, m, broken);
+    let reference = h.user(&format!("make -j2 -C {d}/{r}", d = h.dir));
+    let then = format!("exec make -j2 -C {d}/{m}", d = h.dir);
+    let (job, pid) = h.start(&then, m);
+    h.move_and_go(pid);
+    let (out, err, rc) = h.finish(job, m, Duration::from_secs(300));
+    let dir_ref = format!("{}/{r}", h.dir);
+    let dir_mx = format!("{}/{m}", h.dir);
+    assert_eq!(
+        rc,
+        reference.status.code().unwrap().to_string(),
+        "make's status; stdout: {out}\nstderr: {err}"
+    );
+    assert_eq!(
+        normalized(&out, &dir_mx),
+        normalized(&String::from_utf8_lossy(&reference.stdout), &dir_ref),
+        "make's output"
+    );
+    assert_eq!(
+        normalized(&err, &dir_mx),
+        normalized(&String::from_utf8_lossy(&reference.stderr), &dir_ref),
+        "make's errors"
+    );
+    if broken {
+        assert_ne!(rc, "0");
+        assert!(
+            err.contains("calc.c"),
+            "the compiler names the bad file: {err}"
+        );
+    } else {
+        assert_eq!(rc, "0");
+        // Written at home, through the view.
+        for f in ["main.o", "util.o", "calc.o", "gen.h", "prog"] {
+            assert!(h.file(&format!("{m}/{f}")).exists(), "{f} is not at home");
+        }
+        let run = |d: &str| h.user(&format!("./{d}/prog"));
+        let (a, b) = (run(r), run(m));
+        assert!(
+            a.status.success() && b.status.success(),
+            "{}\n{}",
+            text(&a),
+            text(&b)
+        );
+        assert_eq!(b.stdout, a.stdout, "the built program's output");
+    }
+    h.assert_nothing_left();
+}
+
+#[test]
+fn make_j2_away_builds_at_home_through_the_view() {
+    let h = Home::new();
+    make_away(&h, false);
+}
+
+#[test]
+fn a_failing_make_away_fails_as_at_home() {
+    let h = Home::new();
+    make_away(&h, true);
+}
+
+#[test]
+fn sigterm_to_a_childs_home_pid_reaches_its_body() {
+    let h = Home::new();
+    let then = "sleep 120 & echo $! > sleeper.pid; wait $!; echo \"status $?\"";
+    let (job, pid) = h.start(then, "term");
+    h.move_and_go(pid);
+    let file = h.file("sleeper.pid");
+    h.c.wait_for("the child's home pid", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let child: i32 = h.read("sleeper.pid").trim().parse().unwrap();
+    assert!(is_deputy(child), "$! = {child} is not a deputy at home");
+    assert_eq!(ppid(child), Some(pid));
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    // `$!` is known at the fork; the child execs sleep a moment later.
+    let mut sleepers = Vec::new();
+    h.c.wait_for("the sleep body", Duration::from_secs(30), || {
+        sleepers = all_pids()
+            .into_iter()
+            .filter(|&p| cmdline(p) == ["sleep", "120"] && is_running(p) && !is_deputy(p))
+            .collect();
+        Ok(sleepers.len() == 1)
+    })
+    .unwrap();
+    assert!(descends_from(sleepers[0], remoted2), "sleep runs at n2");
+    let out =
+        h.c.exec("n1", &["kill", "-TERM", &child.to_string()])
+            .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (out, err, rc) = h.finish(job, "term", Duration::from_secs(60));
+    assert_eq!(out, "status 143\n", "stderr: {err}");
+    assert_eq!(rc, "0");
+    h.assert_nothing_left();
+}
+
+#[test]
+fn a_child_whose_parent_exits_first_still_ends_and_is_reaped() {
+    let h = Home::new();
+    // The parent does not wait: its child outlives it, then ends with 9.
+    // (The child holds the job's stdout, as it would at home, so the
+    // job's pipe ends only with it.)
+    let then =
+        "sh -c 'echo $$ > orphan.pid; while ! [ -e release ]; do sleep 0.1; done; exit 9' & exit 0";
+    let (job, pid) = h.start(then, "orphan");
+    h.move_and_go(pid);
+    let file = h.file("orphan.pid");
+    h.c.wait_for("the orphan's home pid", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let orphan: i32 = h.read("orphan.pid").trim().parse().unwrap();
+    assert!(
+        is_deputy(orphan),
+        "the orphan {orphan} has its deputy at home"
+    );
+    h.c.wait_for(
+        "the parent's deputy to end",
+        Duration::from_secs(30),
+        || Ok(!is_running(pid)),
+    )
+    .unwrap();
+    assert!(
+        is_running(orphan),
+        "the orphan's deputy lives on after its parent"
+    );
+    h.put("release", "");
+    h.c.wait_for(
+        "the orphan's deputy to end",
+        Duration::from_secs(30),
+        || Ok(!is_running(orphan)),
+    )
+    .unwrap();
+    let (out, err, rc) = h.finish(job, "orphan", Duration::from_secs(60));
+    assert_eq!((out.as_str(), rc.as_str()), ("", "0"), "stderr: {err}");
+    h.assert_nothing_left();
+}
