@@ -218,6 +218,7 @@ impl Worker {
             Ok(()) => {
                 tracing::info!(pid = o.pid, node = %o.node, away, "balancer: migration done");
                 let now_ms = self.now_ms();
+                self.consider.migration_done(&o.node, now_ms);
                 if away {
                     self.consider.away_move_done(proc, now_ms);
                 } else {

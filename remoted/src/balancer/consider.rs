@@ -412,6 +412,19 @@ impl Consider {
         Ok(())
     }
 
+    /// A migration we decided to `target` arrived at `now_ms`: hold the
+    /// load we added to our copy of its entry for `accounting_hold_ms` from
+    /// now, not from the decision. A migration can take longer than the
+    /// hold (seconds on a busy node), and the target's published load only
+    /// starts to rise once the process runs there: a floor lapsing before
+    /// that sent three processes to one node of 16 in the real Table 1.
+    pub fn migration_done(&mut self, target: &str, now_ms: u64) {
+        let until = now_ms.saturating_add(self.params.accounting_hold_ms);
+        if let Some(f) = self.floors.get_mut(target) {
+            f.until_ms = f.until_ms.max(until);
+        }
+    }
+
     /// A migration we decided to `target` failed or was refused: drop the
     /// load we had added to our copy of its entry.
     pub fn migration_failed(&mut self, target: &str) {
@@ -1018,6 +1031,37 @@ mod tests {
             &[idle_home, host(2.0, 200)],
             &none(),
             &pair,
+        );
+        assert_eq!(targets_of(&d).len(), 1, "{d:?}");
+    }
+
+    #[test]
+    fn a_slow_migration_keeps_its_target_loaded_until_it_arrives() {
+        let mut c = consider();
+        let hold = c.params().accounting_hold_ms;
+        let procs: Vec<ProcFact> = (1..=4).map(proc).collect();
+        let d = c.round(NOW, &local(4.0), &[view("b", 0.0)], &none(), &procs[..1]);
+        assert_eq!(targets_of(&d).len(), 1);
+        // The move takes longer than the hold; b's news still says 0.
+        c.migration_done("b", NOW + hold + 2_000);
+        let d = c.round(
+            NOW + hold + 2_500,
+            &local(2.0),
+            &[view("b", 0.0)],
+            &none(),
+            &procs[1..2],
+        );
+        assert!(
+            d.is_empty(),
+            "b looked idle again while the first move landed: {d:?}"
+        );
+        // Once the hold from the arrival has passed, b's own news counts.
+        let d = c.round(
+            NOW + 2 * hold + 2_500,
+            &local(3.0),
+            &[view("b", 1.0)],
+            &none(),
+            &procs[1..2],
         );
         assert_eq!(targets_of(&d).len(), 1, "{d:?}");
     }

@@ -562,6 +562,11 @@ impl ProcSim {
                 if let Some(h) = away_decider {
                     self.nodes[h].consider.away_move_done(proc as u64, now);
                 }
+                if let Place::InTransit { from, to } = self.procs[proc].place {
+                    let decider = away_decider.unwrap_or(from);
+                    let name = self.nodes[to].name.clone();
+                    self.nodes[decider].consider.migration_done(&name, now);
+                }
                 let p = &mut self.procs[proc];
                 if let Place::InTransit { from, to } = p.place {
                     p.place = Place::At(to);
