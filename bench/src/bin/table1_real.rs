@@ -14,6 +14,22 @@
 //! `remoted`), which is 20 times slower relative to the work than in the
 //! paper. Run as root; the machine should be otherwise idle, since the 16
 //! nodes together are given all of two cores.
+//!
+//! Measured 2026-11-30 on the shared 2-core machine (load average 20 rising
+//! to 59 during the run, from other work): the full table took 20 min, an
+//! average slowdown of 115 % against the optimum and 23 % against the
+//! placed reference (16 pinned jobs, one per node, took 28.8 s instead of
+//! 15: the machine did not have the nodes' two cores to give); `--quick`
+//! 14.0 / 40.5 / 39.5 / 68.7 s for 1 / 16 / 17 / 32 processes (placed 36.2
+//! s), 110 % and 0.7 %. What the daemons' logs showed, before the fixes:
+//! a pair of guests on one node was never split (a host does not move its
+//! guests, and the home considered only processes at home: the simulator
+//! as the daemons decide gave 600 s instead of 450 for 17 to 31
+//! processes); a target's raised load lapsed before a migration ended,
+//! since migrations froze the process 0.5 to 4.3 s (median 1.3 s) on these
+//! nodes, as much from hosts running one or two jobs as from the crowded
+//! home, so the machine's load and not the home's own cgroup made them
+//! slow; and three processes went to one node.
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
