@@ -219,6 +219,17 @@ pub fn rows(d: &Doc, view: View, width: usize) -> Vec<Row> {
         .collect()
 }
 
+/// `HH:MM:SS` (UTC) of `unix_secs`, shown in the live view's title so the
+/// viewer sees each refresh happen even when no figure changed.
+pub fn clock_utc(unix_secs: u64) -> String {
+    let day = unix_secs % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3_600, day % 3_600 / 60, day % 60)
+}
+
+/// The keys of the live view, as its bottom line and `mosmon --help` list
+/// them.
+pub const KEYS_HELP: &str = "l load   m memory   g guests/away   q quit";
+
 /// `mosmon --once`: every view's rows as plain text.
 pub fn text(d: &Doc, width: usize) -> String {
     let mut out = String::new();
@@ -326,5 +337,22 @@ mod tests {
         assert!(t.contains("1.0 GiB"));
         assert_eq!(View::from_key('m'), Some(View::Memory));
         assert_eq!(View::from_key('x'), None);
+    }
+
+    #[test]
+    fn the_clock_is_utc_time_of_day() {
+        assert_eq!(clock_utc(0), "00:00:00");
+        // 2026-11-30 01:45:07 UTC.
+        assert_eq!(clock_utc(1_796_003_107), "01:45:07");
+        assert_eq!(clock_utc(86_399), "23:59:59");
+    }
+
+    #[test]
+    fn every_view_has_a_key_and_the_help_names_it() {
+        for (c, v) in [('l', View::Load), ('m', View::Memory), ('g', View::Guests)] {
+            assert_eq!(View::from_key(c), Some(v));
+            assert!(KEYS_HELP.contains(&format!("{c} ")), "{c} missing");
+        }
+        assert!(KEYS_HELP.contains("q quit"));
     }
 }

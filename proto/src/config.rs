@@ -118,6 +118,11 @@ pub struct BalancerConfig {
     pub dead_after_ms: u64,
     /// Dead nodes are forgotten after this long.
     pub forget_after_ms: u64,
+    /// For this long after a node learns that another's load changed by
+    /// half a process or more, it sends that entry ahead of the freshest
+    /// ones, so the change reaches a big cluster in seconds, not minutes
+    /// (0: windows carry only the freshest entries).
+    pub push_changed_ms: u64,
     /// Whether the balancer moves processes on its own (false: only
     /// `mosmigrate` moves them, and guests are never asked to leave).
     pub auto_migrate: bool,
@@ -156,6 +161,13 @@ pub struct BalancerConfig {
     pub owner_hold_ms: u64,
     /// A guest is asked to leave at most once per this, ms.
     pub leave_ask_every_ms: u64,
+    /// Rotation: a node running one CPU-bound process more than a target
+    /// moves its most advanced process there after every process here has
+    /// stayed this long, ms (0: off, the default: this node considers only
+    /// the processes it started, so an extra process moved to a guest's
+    /// node could not be moved on, and the simulator shows rotation then
+    /// lengthens the makespan; see mosix.toml.example).
+    pub rotate_after_ms: u64,
 }
 
 /// `[process]`: how managed processes are frozen.
@@ -212,6 +224,7 @@ impl Default for BalancerConfig {
             suspect_after_ms: 2000,
             dead_after_ms: 4000,
             forget_after_ms: 600_000,
+            push_changed_ms: 5_000,
             auto_migrate: true,
             consider_interval_ms: 1000,
             residency_ms: 1000,
@@ -225,6 +238,7 @@ impl Default for BalancerConfig {
             owner_load: 0.75,
             owner_hold_ms: 3000,
             leave_ask_every_ms: 10_000,
+            rotate_after_ms: 0,
         }
     }
 }
@@ -428,6 +442,24 @@ impl Config {
         if b.leave_ask_every_ms == 0 {
             return Err(("balancer.leave_ask_every_ms", "must be at least 1".into()));
         }
+        if b.rotate_after_ms != 0 && !(100..=3_600_000).contains(&b.rotate_after_ms) {
+            return Err((
+                "balancer.rotate_after_ms",
+                format!(
+                    "{} is neither 0 (off) nor between 100 and 3600000 (e.g. 4000)",
+                    b.rotate_after_ms
+                ),
+            ));
+        }
+        if b.push_changed_ms > 600_000 {
+            return Err((
+                "balancer.push_changed_ms",
+                format!(
+                    "{} is above 600000 (e.g. 5000, or 0 for off)",
+                    b.push_changed_ms
+                ),
+            ));
+        }
         if let Err(why) = check_freeze_signal(self.process.freeze_signal) {
             return Err(("process.freeze_signal", why));
         }
@@ -621,6 +653,7 @@ mod tests {
             "suspect_after_ms",
             "dead_after_ms",
             "forget_after_ms",
+            "push_changed_ms",
             "auto_migrate",
             "consider_interval_ms",
             "residency_ms",
@@ -634,6 +667,7 @@ mod tests {
             "owner_load",
             "owner_hold_ms",
             "leave_ask_every_ms",
+            "rotate_after_ms",
             "freeze_signal",
             "exports",
             "local",
@@ -690,6 +724,8 @@ mod tests {
             ("consider_interval_ms = 5", "balancer.consider_interval_ms"),
             ("owner_load = -0.5", "balancer.owner_load"),
             ("leave_ask_every_ms = 0", "balancer.leave_ask_every_ms"),
+            ("rotate_after_ms = 10", "balancer.rotate_after_ms"),
+            ("push_changed_ms = 700000", "balancer.push_changed_ms"),
         ] {
             let err = parse(&format!("[balancer]\n{text}\n")).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");

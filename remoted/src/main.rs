@@ -97,6 +97,10 @@ fn run(args: Args) -> Result<()> {
         suspect_after_ms: b.suspect_after_ms,
         dead_after_ms: b.dead_after_ms,
         forget_after_ms: b.forget_after_ms,
+        push_changed_ms: b.push_changed_ms,
+        // A quarter of the window: the rest keeps news of quiet nodes
+        // flowing when many loads change (see the dissemination docs).
+        changed_slots: (b.window / 4).max(1),
         ..DisseminationParams::default()
     };
     let mut diss = Dissemination::new(params, me.clone(), config.node.seeds.clone(), generation)

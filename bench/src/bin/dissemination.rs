@@ -8,16 +8,31 @@
 //! The cost per node is bounded by constants independent of the cluster's
 //! size (one gossip and at most one probe per interval, replies only when
 //! asked; see the dissemination module docs), so msgs/node/s must stay
-//! about the same from 10 to 1,000 nodes. The price is paid in news delay:
-//! with a 16-entry window, news of one node reaches all N nodes in time
-//! growing with N.
+//! about the same from 10 to 1,000 nodes. With the freshest entries only,
+//! the price was paid in news delay (news of one node reached all N nodes
+//! in time growing with N); entries whose load changed are now pushed
+//! first, in a quarter of the window, for a few seconds.
 //!
 //! Measured (2026-11, seed 1): msgs/node/s 2.54 / 6.44 / 7.65 at 10 / 100 /
-//! 1,000 nodes (busiest 2.8 / 7.3 / 9.7); news of a newly loaded node at
-//! half / 90 % / all of the others after 0.6 / 1.6 / 1.6 s, 1.1 / 3.1 /
-//! 6.1 s and 7.6 / 23.1 / 86.1 s; a stopped node unused everywhere after
-//! 4.0 s at every size. The 1,000-node row (146 simulated s) takes ~75 s of
-//! this machine's time.
+//! 1,000 nodes (busiest 2.8 / 7.3 / 9.7); a stopped node unused everywhere
+//! after 4.0 s at every size. News of a newly loaded node at half / 90 % /
+//! all of the others, at 10 / 100 / 1,000 nodes:
+//!
+//! - freshest entries only (`--push-changed-ms 0`): 0.6 / 1.6 / 1.6 s,
+//!   1.1 / 3.1 / 6.1 s, 7.6 / 23.1 / 86.1 s;
+//! - a window of 32 (`--push-changed-ms 0 --window 32`): 1,000 nodes
+//!   6.1 / 13.6 / 42.6 s, msgs/node/s 7.46, each message twice as big;
+//! - changed entries pushed first (the default, window 16, 4 slots; 8
+//!   gave the same): 100 nodes 0.6 / 1.1 / 1.2 s, 1,000 nodes
+//!   1.1 / 1.6 / 1.6 s, msgs/node/s unchanged (7.65 at 1,000);
+//! - with 50 other loads changing every second (`--churn-per-s 50`), at
+//!   1,000 nodes: freshest only 7.6 / 23.1 / 86.1 s (churn does not touch
+//!   it); pushed in 8 slots 7.6 / 35.6 / 115.1 s; in 4 slots
+//!   9.1 / 30.1 / 76.1 s, hence the default.
+//!
+//! `--churn-per-s K` also changes K other nodes' loads every second, news
+//! competing with the one measured. The 1,000-node row (146 simulated s)
+//! takes ~75 s of an idle machine's time.
 
 use anyhow::{Result, bail};
 use clap::Parser;
@@ -44,6 +59,63 @@ struct Args {
     /// Seed of the simulation.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Entries per message (the configuration's `window`).
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// How long a node pushes news of a changed load ahead of the freshest
+    /// entries, ms (0: only the freshest, as before).
+    #[arg(long, default_value_t = 5_000)]
+    push_changed_ms: u64,
+    /// Window slots such changed entries may take.
+    #[arg(long, default_value_t = 4)]
+    changed_slots: usize,
+    /// Other nodes whose load changes by a whole process every simulated
+    /// second, from the start of the measurement on (background news
+    /// competing with the one measured).
+    #[arg(long, default_value_t = 0)]
+    churn_per_s: usize,
+}
+
+/// Changes the load of `k` nodes other than `skip` (a whole process up or
+/// down), chosen by a small deterministic generator from `state`.
+fn churn(sim: &mut Simulation, k: usize, skip: usize, state: &mut u64) {
+    let n = sim.nodes().len();
+    for _ in 0..k {
+        // xorshift64*: deterministic, no dependency.
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let i = (r % n as u64) as usize;
+        if i != skip {
+            let load = ((r >> 32) % 4) as f64 + 0.5;
+            sim.set_load(i, load);
+        }
+    }
+}
+
+/// Runs the simulation to `until_ms`, changing `churn_per_s` loads every
+/// simulated second on the way.
+fn run_churning(
+    sim: &mut Simulation,
+    until_ms: u64,
+    churn_per_s: usize,
+    skip: usize,
+    state: &mut u64,
+) {
+    if churn_per_s == 0 {
+        sim.run_until(until_ms);
+        return;
+    }
+    while sim.now_ms() < until_ms {
+        let next = (sim.now_ms() / 1000 + 1) * 1000;
+        if next > until_ms {
+            sim.run_until(until_ms);
+            return;
+        }
+        sim.run_until(next);
+        churn(sim, churn_per_s, skip, state);
+    }
 }
 
 /// Simulated time step between checks, ms.
@@ -54,6 +126,13 @@ const NEW_LOAD: f64 = 9.5;
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.window == 0 {
+        bail!("--window: a message must carry at least one entry");
+    }
+    println!(
+        "window {} entries; changed loads pushed for {} ms in up to {} slots; {} other loads change per s",
+        args.window, args.push_changed_ms, args.changed_slots, args.churn_per_s
+    );
     println!(
         "{:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "nodes",
@@ -74,7 +153,13 @@ fn main() -> Result<()> {
             bail!("--nodes: a cluster needs at least 3 nodes");
         }
         let wall = Instant::now();
-        let mut sim = Simulation::new(SimParams::default(), n, args.seed)?;
+        let mut params = SimParams::default();
+        params.dissemination.window_size = args.window;
+        params.dissemination.push_changed_ms = args.push_changed_ms;
+        params.dissemination.changed_slots = args.changed_slots;
+        let mut sim = Simulation::new(params, n, args.seed)?;
+        let mut churn_state = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let loaded = n - 1;
         // 1. Warm-up, then how much of the cluster each node holds.
         sim.run_until(args.warmup_s * 1000);
         let known = known_fraction(&sim);
@@ -82,7 +167,13 @@ fn main() -> Result<()> {
         let sent_before: Vec<u64> = sim.nodes().iter().map(|x| x.sent).collect();
         let probes_before = probes(&sim);
         let t0 = sim.now_ms();
-        sim.run_until(t0 + args.window_s * 1000);
+        run_churning(
+            &mut sim,
+            t0 + args.window_s * 1000,
+            args.churn_per_s,
+            loaded,
+            &mut churn_state,
+        );
         let sent: Vec<u64> = sim
             .nodes()
             .iter()
@@ -95,7 +186,6 @@ fn main() -> Result<()> {
         let probes_node_s = (probes(&sim) - probes_before) as f64 / n as f64 / secs;
         // 3. A node becomes loaded at t0: until every other node holds an
         //    entry for it with the new load (news from after t0).
-        let loaded = n - 1;
         let name = sim.nodes()[loaded].name.clone();
         sim.set_load(loaded, NEW_LOAD);
         let start = sim.now_ms();
@@ -104,7 +194,7 @@ fn main() -> Result<()> {
         let deadline = start + args.news_limit_s * 1000;
         while heard.iter().any(Option::is_none) && sim.now_ms() < deadline {
             let next = sim.now_ms() + STEP_MS;
-            sim.run_until(next);
+            run_churning(&mut sim, next, args.churn_per_s, loaded, &mut churn_state);
             for (i, h) in heard.iter_mut().enumerate().filter(|(_, h)| h.is_none()) {
                 if sim
                     .view_of(i, &name)
@@ -187,7 +277,7 @@ fn main() -> Result<()> {
          simulated s until that share of the other nodes holds the loaded node's new load; \
          unused: until no node uses a stopped node (all its news stale or it is declared dead); \
          declared: nodes that declared it dead (those that relied on it), the last after dead(s); \
-         wall: this machine's time for the whole row. Interval 500 ms, window 16 entries."
+         wall: this machine's time for the whole row. Interval 500 ms."
     );
     Ok(())
 }

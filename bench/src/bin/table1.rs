@@ -38,6 +38,18 @@ struct Args {
     /// Only these rows (numbers of processes); all 19 by default.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<usize>,
+    /// Rotation period of the balancer, ms (0: off; the policy's default
+    /// is 4000).
+    #[arg(long, default_value_t = 4_000)]
+    rotate_after_ms: u64,
+    /// Each node considers only the processes it started (as `remoted`
+    /// does), not its guests.
+    #[arg(long)]
+    own_only: bool,
+    /// With --own-only: a home also moves its processes running elsewhere,
+    /// judged from their host's published load (as `remoted` does).
+    #[arg(long, requires = "own_only")]
+    away: bool,
 }
 
 /// Gossip before the processes start, so every node knows the cluster.
@@ -55,6 +67,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.work_s > 0, "--work-s must be positive");
     let mut params = ProcSimParams::uniform(16);
     params.throughput_bytes_per_s = (args.throughput_mb_s * 1e6) as u64;
+    params.consider.rotate_after_ms = args.rotate_after_ms;
+    params.own_only = args.own_only;
+    params.homes_move_away = args.away;
     let rows: Vec<usize> = if args.rows.is_empty() {
         TABLE1_ROWS.to_vec()
     } else {
@@ -62,8 +77,24 @@ fn main() -> anyhow::Result<()> {
     };
     let image = args.image_mib << 20;
     println!(
-        "Table 1: 16 nodes, processes of {} s started at one node; migration {} MB/s, image {} MiB, seed {}",
-        args.work_s, args.throughput_mb_s, args.image_mib, args.seed
+        "Table 1: 16 nodes, processes of {} s started at one node; migration {} MB/s, image {} MiB, seed {}; \
+         rotation {}; nodes consider {}",
+        args.work_s,
+        args.throughput_mb_s,
+        args.image_mib,
+        args.seed,
+        if args.rotate_after_ms == 0 {
+            "off".to_string()
+        } else {
+            format!("every {} ms", args.rotate_after_ms)
+        },
+        if args.own_only && args.away {
+            "only their own processes, at home and away (as remoted)"
+        } else if args.own_only {
+            "only their own processes at home"
+        } else {
+            "every process they run"
+        }
     );
     println!(
         "{:>4} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>6}",

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// block). `--once` prints one text snapshot of every view; `--json` one
 /// JSON document (its keys are in the README).
 #[derive(Parser)]
-#[command(version)]
+#[command(version, after_help = AFTER_HELP)]
 struct Args {
     /// Node configuration file (default: $MOSIX_CONFIG, else
     /// /etc/mosix/mosix.toml).
@@ -36,6 +36,18 @@ struct Args {
     /// Refresh interval of the live view, in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     interval_ms: u64,
+}
+
+/// Shown after the options by both `-h` and `--help`.
+const AFTER_HELP: &str = "Keys in the live view: l load, m free memory, g guests and processes away, q or Esc quit.\n\
+The title shows when the figures were last refreshed (UTC).";
+
+/// Seconds since the epoch now (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -89,6 +101,7 @@ fn live(
     interval: Duration,
 ) -> Result<()> {
     let mut doc = first;
+    let mut updated = monitor::clock_utc(unix_now());
     let mut error: Option<String> = None;
     let mut view = View::Load;
     let mut next = Instant::now() + interval;
@@ -101,8 +114,16 @@ fn live(
             ])
             .areas(f.area());
             let title = match &error {
-                Some(e) => format!("mosmon {}: {} [stale: {e}]", doc.node, view.title()),
-                None => format!("mosmon {}: {}", doc.node, view.title()),
+                Some(e) => format!(
+                    "mosmon {}: {}   updated {updated} UTC [stale: {e}]",
+                    doc.node,
+                    view.title()
+                ),
+                None => format!(
+                    "mosmon {}: {}   updated {updated} UTC",
+                    doc.node,
+                    view.title()
+                ),
             };
             f.render_widget(
                 Paragraph::new(title).style(Style::default().add_modifier(Modifier::BOLD)),
@@ -132,9 +153,7 @@ fn live(
             );
             f.render_widget(table, body);
             f.render_widget(
-                Paragraph::new(
-                    "l load   m memory   g guests/away   q quit   (* this node, ! blocked)",
-                ),
+                Paragraph::new(format!("{}   (* this node, ! blocked)", monitor::KEYS_HELP)),
                 keys,
             );
         })?;
@@ -159,6 +178,7 @@ fn live(
         match fetch(config) {
             Ok(d) => {
                 doc = d;
+                updated = monitor::clock_utc(unix_now());
                 error = None;
             }
             Err(e) => error = Some(format!("{e:#}")),

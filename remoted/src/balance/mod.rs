@@ -13,7 +13,12 @@
 //! 3. it asks this node's `homed` (its command socket, as root) for the
 //!    processes started here, measures how much CPU each wants
 //!    ([`procfs::DemandMeter`]), and feeds [`Consider::round`];
-//! 4. each decision becomes a `ProcessRequest::Migrate` to `homed`, sent
+//! 4. it considers this node's processes running at other nodes too, each
+//!    host's as that host would ([`Consider::round_away`]: from the host's
+//!    published load, the demand last measured here, residency since the
+//!    process was seen there): a host cannot move a guest by itself, and
+//!    without this two guests put on one node stayed together to the end;
+//! 5. each decision becomes a `ProcessRequest::Migrate` to `homed`, sent
 //!    from a short-lived thread of its own (a migration takes a while);
 //!    its outcome comes back on a channel, and a failure is fed back to
 //!    the policy (`migration_failed`) and keeps that target out of the next
@@ -26,7 +31,7 @@
 
 pub mod procfs;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -100,6 +105,14 @@ impl Shared {
     }
 }
 
+/// Where one of our processes runs, as the balancer last saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Place {
+    node: String,
+    since_ms: u64,
+    came_from: Option<String>,
+}
+
 /// Result of one migration, from its thread back to the balancer.
 struct Outcome {
     pid: i32,
@@ -119,6 +132,15 @@ struct Worker {
     start: Instant,
     /// Migrations under way: pid -> its share of our load.
     inflight: HashMap<i32, f64>,
+    /// Moves of our processes away, from one node to another, under way.
+    inflight_away: HashSet<i32>,
+    /// Where each of our processes was last seen, since when (our ms), and
+    /// where it was before: residency and no-return for processes away.
+    seen_at: HashMap<i32, Place>,
+    /// Each process's demand and resident memory as last measured here:
+    /// what it is taken to want while away (a body cannot be measured from
+    /// home).
+    measured: HashMap<i32, (f64, u64)>,
     departed: Vec<(Instant, f64)>,
     refused: HashMap<String, Instant>,
     asked: BTreeMap<i32, u64>,
@@ -151,6 +173,9 @@ pub fn spawn(
         guest_meter: DemandMeter::new("/proc"),
         start: Instant::now(),
         inflight: HashMap::new(),
+        inflight_away: HashSet::new(),
+        seen_at: HashMap::new(),
+        measured: HashMap::new(),
         departed: Vec::new(),
         refused: HashMap::new(),
         asked: BTreeMap::new(),
@@ -186,17 +211,137 @@ impl Worker {
     }
 
     fn on_outcome(&mut self, o: Outcome) {
+        let away = self.inflight_away.remove(&o.pid);
         let share = self.inflight.remove(&o.pid).unwrap_or(0.0);
+        let proc = u64::try_from(o.pid).unwrap_or(0);
         match o.result {
             Ok(()) => {
-                tracing::info!(pid = o.pid, node = %o.node, "balancer: migration done");
-                self.departed.push((Instant::now(), share));
+                tracing::info!(pid = o.pid, node = %o.node, away, "balancer: migration done");
+                let now_ms = self.now_ms();
+                self.consider.migration_done(&o.node, now_ms);
+                if away {
+                    self.consider.away_move_done(proc, now_ms);
+                } else {
+                    self.departed.push((Instant::now(), share));
+                }
+                let came_from = self.seen_at.get(&o.pid).map(|p| p.node.clone());
+                self.seen_at.insert(
+                    o.pid,
+                    Place {
+                        node: o.node,
+                        since_ms: now_ms,
+                        came_from,
+                    },
+                );
             }
             Err(e) => {
-                tracing::warn!(pid = o.pid, node = %o.node, error = %e,
-                    "balancer: migration failed; the process runs on here");
+                tracing::warn!(pid = o.pid, node = %o.node, error = %e, away,
+                    "balancer: migration failed; the process runs on where it was");
+                if away {
+                    self.consider.away_move_failed(proc);
+                }
                 self.consider.migration_failed(&o.node);
                 self.refused.insert(o.node, Instant::now());
+            }
+        }
+    }
+
+    /// Records where each of our processes runs now (a move by hand or by
+    /// a guest's host asking it to leave shows here too).
+    fn track_places(&mut self, list: &[ProcessInfo], now_ms: u64) {
+        let live: HashSet<i32> = list.iter().map(|p| p.pid).collect();
+        self.seen_at.retain(|pid, _| live.contains(pid));
+        self.measured.retain(|pid, _| live.contains(pid));
+        for p in list {
+            match self.seen_at.get_mut(&p.pid) {
+                Some(place) if place.node == p.node => {}
+                Some(place) => {
+                    let before = std::mem::replace(&mut place.node, p.node.clone());
+                    place.came_from = Some(before);
+                    place.since_ms = now_ms;
+                }
+                None => {
+                    // First seen: at home since it started (homed says how
+                    // long); away since now.
+                    let since_ms = if p.node == p.home {
+                        now_ms.saturating_sub(p.resident_ms.unwrap_or(0))
+                    } else {
+                        now_ms
+                    };
+                    self.seen_at.insert(
+                        p.pid,
+                        Place {
+                            node: p.node.clone(),
+                            since_ms,
+                            came_from: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Rounds for our processes running at other nodes, each judged from
+    /// its host's published entry ([`Consider::round_away`]); starts the
+    /// moves decided.
+    fn consider_away(
+        &mut self,
+        list: &[ProcessInfo],
+        snap: &Snapshot,
+        views: &[NodeView],
+        refusing: &BTreeSet<String>,
+        now_ms: u64,
+    ) {
+        let mut by_host: BTreeMap<&str, Vec<ProcFact>> = BTreeMap::new();
+        for p in list {
+            if p.node == p.home
+                || p.state != "running"
+                || self.inflight_away.contains(&p.pid)
+                || self.inflight.contains_key(&p.pid)
+            {
+                continue;
+            }
+            // Never measured here (started elsewhere with mosrun -r): its
+            // demand is unknown, so it is left where it is.
+            let (Some(&(demand, memory_bytes)), Some(place), Ok(id)) = (
+                self.measured.get(&p.pid),
+                self.seen_at.get(&p.pid),
+                u64::try_from(p.pid),
+            ) else {
+                continue;
+            };
+            by_host.entry(p.node.as_str()).or_default().push(ProcFact {
+                id,
+                arrived_ms: place.since_ms,
+                demand,
+                memory_bytes,
+                pinned: p.no_auto,
+                cantmove: p.cantmove.clone(),
+                last_migration_ms: None,
+                migrations: p.migrations,
+                home: None,
+                came_from: place.came_from.clone(),
+                cpu_ms: 0,
+            });
+        }
+        for (host, facts) in by_host {
+            let Some(host_view) = views.iter().find(|v| v.entry.name == host) else {
+                continue;
+            };
+            let decisions = self
+                .consider
+                .round_away(now_ms, host_view, views, refusing, &facts);
+            for Decision::Migrate { proc, to, reason } in decisions {
+                let (Ok(pid), Some(target)) = (
+                    i32::try_from(proc),
+                    snap.nodes.iter().find(|n| n.entry.name == to),
+                ) else {
+                    continue;
+                };
+                tracing::info!(pid, from = %host, to = %to, ?reason, host_load = host_view.entry.load,
+                    target_load = target.entry.load, "balancer: moving a process away on from its host");
+                self.inflight_away.insert(pid);
+                self.start_migration(pid, to, target.entry.address.to_string(), reason);
             }
         }
     }
@@ -218,7 +363,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let Some(status) = snap.status else {
+        let Some(status) = snap.status.clone() else {
             return interval;
         };
         let me = status.entry;
@@ -244,6 +389,7 @@ impl Worker {
         let Some(list) = home else {
             return interval;
         };
+        self.track_places(&list, now_ms);
         let here: Vec<&ProcessInfo> = list
             .iter()
             .filter(|p| p.node == p.home && !self.inflight.contains_key(&p.pid))
@@ -254,63 +400,65 @@ impl Worker {
             .iter()
             .filter_map(|p| {
                 let demand = demands.get(&p.pid).copied().flatten()?;
-                let resident = p.resident_ms.unwrap_or(0);
+                let memory_bytes = procfs::resident_bytes(std::path::Path::new("/proc"), p.pid);
+                self.measured.insert(p.pid, (demand, memory_bytes));
+                let place = self.seen_at.get(&p.pid);
                 Some(ProcFact {
                     id: u64::try_from(p.pid).ok()?,
-                    arrived_ms: now_ms.saturating_sub(resident),
+                    arrived_ms: place.map_or(now_ms, |pl| pl.since_ms),
                     demand,
-                    memory_bytes: procfs::resident_bytes(std::path::Path::new("/proc"), p.pid),
+                    memory_bytes,
                     pinned: p.no_auto,
                     cantmove: p.cantmove.clone(),
                     last_migration_ms: None,
-                    migrations: 0,
+                    migrations: p.migrations,
                     home: None,
-                    came_from: None,
-                    // Not read yet: rotation, its only user, is off here.
-                    cpu_ms: 0,
+                    came_from: place.and_then(|pl| pl.came_from.clone()),
+                    // CPU used here (rotation moves the most advanced first).
+                    cpu_ms: procfs::cpu_ms(std::path::Path::new("/proc"), p.pid),
                 })
             })
             .collect();
-        if facts.is_empty() {
-            return interval;
-        }
         let cap = (me.cpus * me.speed).max(f64::MIN_POSITIVE);
         let now = Instant::now();
         self.departed
             .retain(|(at, _)| now.duration_since(*at) < DEPARTED_FOR);
-        let leaving: f64 =
-            self.inflight.values().sum::<f64>() + self.departed.iter().map(|(_, s)| s).sum::<f64>();
-        let local = LocalState {
-            name: self.node_name.clone(),
-            load: (me.load - leaving).max(0.0),
-            cpus: me.cpus,
-            speed: me.speed,
-            free_mem_bytes: me.free_mem_bytes,
-            blocked: !guests::accepting(),
-        };
         self.refused
             .retain(|_, at| now.duration_since(*at) < REFUSED_FOR);
         let (views, refusing) = targets(&snap.nodes, &self.refused);
-        let decisions = self
-            .consider
-            .round(now_ms, &local, &views, &refusing, &facts);
-        for Decision::Migrate { proc, to, reason } in decisions {
-            let Ok(pid) = i32::try_from(proc) else {
-                continue;
+        if !facts.is_empty() {
+            let leaving: f64 = self.inflight.values().sum::<f64>()
+                + self.departed.iter().map(|(_, s)| s).sum::<f64>();
+            let local = LocalState {
+                name: self.node_name.clone(),
+                load: (me.load - leaving).max(0.0),
+                cpus: me.cpus,
+                speed: me.speed,
+                free_mem_bytes: me.free_mem_bytes,
+                blocked: !guests::accepting(),
             };
-            let Some(target) = snap.nodes.iter().find(|n| n.entry.name == to) else {
-                continue;
-            };
-            let demand = facts
-                .iter()
-                .find(|f| f.id == proc)
-                .map(|f| f.demand)
-                .unwrap_or(1.0);
-            tracing::info!(pid, to = %to, ?reason, load = local.load, target_load = target.entry.load,
-                demand, "balancer: migrating");
-            self.inflight.insert(pid, demand / cap);
-            self.start_migration(pid, to, target.entry.address.to_string(), reason);
+            let decisions = self
+                .consider
+                .round(now_ms, &local, &views, &refusing, &facts);
+            for Decision::Migrate { proc, to, reason } in decisions {
+                let Ok(pid) = i32::try_from(proc) else {
+                    continue;
+                };
+                let Some(target) = snap.nodes.iter().find(|n| n.entry.name == to) else {
+                    continue;
+                };
+                let demand = facts
+                    .iter()
+                    .find(|f| f.id == proc)
+                    .map(|f| f.demand)
+                    .unwrap_or(1.0);
+                tracing::info!(pid, to = %to, ?reason, load = local.load, target_load = target.entry.load,
+                    demand, "balancer: migrating");
+                self.inflight.insert(pid, demand / cap);
+                self.start_migration(pid, to, target.entry.address.to_string(), reason);
+            }
         }
+        self.consider_away(&list, &snap, &views, &refusing, now_ms);
         interval
     }
 

@@ -29,6 +29,22 @@ pub fn busy_ns(proc_root: &Path, pid: i32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// CPU time `pid` has used here, ms (every thread's running nanoseconds
+/// in `schedstat`), 0 if it cannot be read. Rotation moves the process
+/// that has used most first.
+pub fn cpu_ms(proc_root: &Path, pid: i32) -> u64 {
+    let dir = proc_root.join(pid.to_string()).join("task");
+    let Ok(tasks) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .fold(0u64, u64::saturating_add);
+    ns / 1_000_000
+}
+
 /// Run + wait nanoseconds from one `schedstat` line.
 fn parse_schedstat(text: &str) -> Option<u64> {
     let mut it = text.split_whitespace();
@@ -111,6 +127,9 @@ mod tests {
         task("43", "500 500 1\n");
         assert_eq!(busy_ns(root.path(), 42), Some(4000));
         assert_eq!(busy_ns(root.path(), 7), None);
+        task("44", "3000000 9 1\n");
+        assert_eq!(cpu_ms(root.path(), 42), 3);
+        assert_eq!(cpu_ms(root.path(), 7), 0);
         std::fs::write(root.path().join("42/statm"), "100 25 3 1 0 10 0\n").unwrap();
         assert_eq!(resident_bytes(root.path(), 42), 25 * 4096);
         assert_eq!(resident_bytes(root.path(), 7), 0);

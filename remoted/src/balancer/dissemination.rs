@@ -91,6 +91,28 @@
 //! made us bury it must not make it flap between dead and alive. A stale node
 //! is fresh again on any news younger than `dead_after_ms`.
 //!
+//! # Pushing changes
+//!
+//! A window of the freshest entries spreads the news of one node no faster
+//! than that of any other: in a cluster much larger than the window, a
+//! node whose load just rose reaches every table only as fast as the
+//! whole table is refreshed (86 s at 1,000 nodes with a 16-entry window).
+//! So an entry whose load we learn changed by at least `change_threshold`
+//! processes (or whose node restarted) goes ahead of the freshest ones in
+//! every window we send for `push_changed_ms`, in at most `changed_slots`
+//! slots (a quarter of the window), latest change first: a rumour, pushed by every node that heard
+//! it, which reaches N nodes in about log2(N) + ln(N) intervals. Measured
+//! (`bench --bin dissemination`, seed 1, 1,000 nodes): every node holds a
+//! newly loaded node's load after 1.6 s, against 86.1 s with the freshest
+//! entries only and 42.6 s with a window of 32; messages per node per
+//! second 7.65 either way. The slots are a quarter of the window: when 50
+//! other nodes' loads change every second, 8 slots of 16 left too little
+//! room for fresh news (the last node heard after 115 s, against 86 s
+//! without pushing), 4 slots 76 s. The
+//! message count and size do not change (one gossip per interval, at most
+//! `window_size` entries), and the other slots still carry the freshest
+//! entries, so news of quiet nodes keeps flowing when many loads change.
+//!
 //! # Failed sends
 //!
 //! [`Dissemination::on_send_failed`] is a hint, not a verdict: a node we
@@ -151,6 +173,17 @@ pub struct DisseminationParams {
     /// Dead nodes are forgotten when their news is this old; entries older
     /// than this are rejected as absurd.
     pub forget_after_ms: u64,
+    /// For this long after we learn that a node's load changed by at least
+    /// `change_threshold` processes, its entry goes ahead of the freshest
+    /// ones in our windows (see *Pushing changes* in the module docs); 0:
+    /// windows carry only the freshest entries.
+    pub push_changed_ms: u64,
+    /// Most window slots that changed entries may take; the rest carries
+    /// the freshest entries, so news of quiet nodes keeps flowing.
+    pub changed_slots: usize,
+    /// A change of a node's load that counts as news, in processes at that
+    /// node (load difference times its CPUs times its speed).
+    pub change_threshold: f64,
 }
 
 impl Default for DisseminationParams {
@@ -165,6 +198,9 @@ impl Default for DisseminationParams {
             fail_hint_threshold: 2,
             max_nodes: 4096,
             forget_after_ms: 600_000,
+            push_changed_ms: 5_000,
+            changed_slots: 4,
+            change_threshold: 0.5,
         }
     }
 }
@@ -195,6 +231,11 @@ pub enum DisseminationError {
         /// `forget_after_ms`
         forget: u64,
     },
+    /// change_threshold {0} is not a finite number >= 0; set it to e.g. 0.5 (half a process)
+    #[error(
+        "change_threshold {0} is not a finite number >= 0; set it to e.g. 0.5 (half a process)"
+    )]
+    BadChangeThreshold(f64),
     /// our own entry is unusable: {0}; fix the node's name or address in the configuration
     #[error("our own entry is unusable: {0}; fix the node's name or address in the configuration")]
     BadOwnEntry(EntryRejection),
@@ -211,6 +252,11 @@ impl DisseminationParams {
         }
         if self.max_nodes == 0 {
             return Err(DisseminationError::ZeroMaxNodes);
+        }
+        if !(self.change_threshold.is_finite() && self.change_threshold >= 0.0) {
+            return Err(DisseminationError::BadChangeThreshold(
+                self.change_threshold,
+            ));
         }
         if !(self.interval_ms <= self.suspect_after_ms
             && self.suspect_after_ms < self.dead_after_ms
@@ -370,6 +416,8 @@ struct Node {
     last_probe_ms: Option<u64>,
     failures: u32,
     last_failure_ms: u64,
+    /// When (our time) we last learned that its load changed notably.
+    changed_ms: Option<u64>,
 }
 
 /// The dissemination state machine: feed it ticks and received messages, do
@@ -755,6 +803,11 @@ impl Dissemination {
                 if !(restarted || (e.generation == n.entry.generation && info_ms > n.info_ms)) {
                     return;
                 }
+                let cap = e.cpus * e.speed;
+                let delta = (e.load - n.entry.load).abs() * cap;
+                if restarted || delta >= self.params.change_threshold {
+                    n.changed_ms = Some(now_ms);
+                }
                 if restarted {
                     actions.push(Action::NodeRestarted {
                         name: e.name.clone(),
@@ -798,6 +851,7 @@ impl Dissemination {
                         last_probe_ms: None,
                         failures: 0,
                         last_failure_ms: 0,
+                        changed_ms: None,
                     },
                 );
             }
@@ -949,32 +1003,48 @@ impl Dissemination {
         to_name: Option<&str>,
         want_reply: bool,
     ) -> Action {
-        let mut fresh: Vec<&Node> = self
-            .nodes
-            .values()
-            .filter(|n| {
-                // The alive flag is updated on ticks only; a reply between
-                // ticks must not pass on news that is already too old.
-                n.alive && self.age(n, now_ms) <= self.params.dead_after_ms
-            })
-            .collect();
+        let usable = |n: &Node| {
+            // The alive flag is updated on ticks only; a reply between
+            // ticks must not pass on news that is already too old.
+            n.alive
+                && self.age(n, now_ms) <= self.params.dead_after_ms
+                && to_name != Some(n.entry.name.as_str())
+        };
+        let k = self.params.window_size;
+        // Changed entries first (see *Pushing changes*), latest change
+        // first; names break ties so the order is deterministic.
+        let push_for = self.params.push_changed_ms;
+        let mut changed: Vec<&Node> = Vec::new();
+        if push_for > 0 && self.params.changed_slots > 0 {
+            changed = self
+                .nodes
+                .values()
+                .filter(|n| {
+                    n.changed_ms
+                        .is_some_and(|c| now_ms.saturating_sub(c) < push_for)
+                        && usable(n)
+                })
+                .collect();
+            changed
+                .sort_unstable_by_key(|n| (std::cmp::Reverse(n.changed_ms), n.entry.name.as_str()));
+            changed.truncate(self.params.changed_slots.min(k));
+        }
+        let mut fresh: Vec<&Node> = self.nodes.values().filter(|n| usable(n)).collect();
         // Freshest first; names break ties so the order is deterministic.
         fn key<'a>(n: &&'a Node) -> (std::cmp::Reverse<i64>, &'a str) {
             (std::cmp::Reverse(n.info_ms), n.entry.name.as_str())
         }
-        // One more than the window, in case the target is among them (its
-        // own entry is left out: comparing names only here, not over the
-        // whole table, keeps this cheap).
-        let k = self.params.window_size;
-        if fresh.len() > k + 1 {
-            fresh.select_nth_unstable_by_key(k, key);
-            fresh.truncate(k + 1);
+        // Enough to fill the window after leaving out the changed ones.
+        let want = k + changed.len();
+        if fresh.len() > want {
+            fresh.select_nth_unstable_by_key(want - 1, key);
+            fresh.truncate(want);
         }
         fresh.sort_unstable_by_key(key);
-        if let Some(t) = to_name {
-            fresh.retain(|n| n.entry.name != t);
-        }
-        fresh.truncate(k);
+        fresh.retain(|n| !changed.iter().any(|c| c.entry.name == n.entry.name));
+        fresh.truncate(k - changed.len());
+        changed.extend(fresh);
+        let fresh = changed;
         let window = fresh
             .into_iter()
             .map(|n| LoadEntry {
@@ -1163,6 +1233,116 @@ mod tests {
             assert!(sends(&a.tick(t, me())).is_empty(), "at {t}");
         }
         assert_eq!(sends(&a.tick(10_600, me())).len(), 1);
+    }
+
+    #[test]
+    fn a_changed_load_goes_ahead_of_fresher_news_for_a_while() {
+        let params = DisseminationParams {
+            window_size: 2,
+            changed_slots: 1,
+            push_changed_ms: 2_000,
+            ..DisseminationParams::default()
+        };
+        let mut a = Dissemination::new(params, me(), vec![], 3).unwrap();
+        // b, c, d, e known at load 0; x known at load 0.
+        let known = vec![
+            entry("c", 3, 1, 0, 0.0),
+            entry("d", 4, 1, 0, 0.0),
+            entry("e", 5, 1, 0, 0.0),
+            entry("x", 7, 1, 0, 0.0),
+        ];
+        a.on_message(
+            1_000,
+            addr(2),
+            gossip(entry("b", 2, 1, 0, 0.0), known, false),
+        );
+        // x's load rose by a quarter process (cpus 2: 0.125): no news. Then
+        // by a whole process: news, though older than what c, d, e bring.
+        let small = vec![entry("x", 7, 1, 300, 0.125)];
+        a.on_message(
+            1_400,
+            addr(3),
+            gossip(entry("c", 3, 1, 0, 0.0), small, false),
+        );
+        // b, c, d, e: fresher news than x's.
+        let fresh_again: Vec<LoadEntry> = ["b", "c", "d", "e"]
+            .iter()
+            .zip(2u8..)
+            .map(|(n, i)| entry(n, i, 1, 0, 0.0))
+            .collect();
+        a.on_message(
+            1_450,
+            addr(5),
+            gossip(entry("e", 5, 1, 0, 0.0), fresh_again.clone(), false),
+        );
+        // Windows sent at `t`, but those to x (its own entry is left out).
+        let windows = |a: &mut Dissemination, t: u64| -> Vec<Vec<String>> {
+            sends(&a.tick(t, me()))
+                .into_iter()
+                .filter(|(to, ..)| *to != addr(7))
+                .map(|(_, _, w, _)| w.into_iter().map(|e| e.name).collect())
+                .collect()
+        };
+        for w in windows(&mut a, 1_500) {
+            assert!(!w.contains(&"x".to_string()), "{w:?}");
+        }
+        let big = vec![entry("x", 7, 1, 500, 0.625)];
+        a.on_message(1_900, addr(4), gossip(entry("d", 4, 1, 0, 0.0), big, false));
+        a.on_message(
+            1_950,
+            addr(5),
+            gossip(entry("e", 5, 1, 0, 0.0), fresh_again.clone(), false),
+        );
+        for t in [2_000, 2_500, 3_000, 3_500] {
+            for w in windows(&mut a, t) {
+                assert_eq!(w.len(), 2);
+                assert_eq!(w[0], "x", "at {t}: {w:?}");
+                assert_ne!(w[1], "x");
+            }
+            a.on_message(
+                t + 10,
+                addr(5),
+                gossip(entry("e", 5, 1, 0, 0.0), fresh_again.clone(), false),
+            );
+        }
+        // push_changed_ms after we learned it, x is just one more entry
+        // (older than the others): it is left out again.
+        for w in windows(&mut a, 4_000) {
+            assert!(!w.contains(&"x".to_string()), "{w:?}");
+        }
+        // Off: only the freshest.
+        let off = DisseminationParams {
+            window_size: 2,
+            push_changed_ms: 0,
+            ..DisseminationParams::default()
+        };
+        let mut b = Dissemination::new(off, me(), vec![], 3).unwrap();
+        b.on_message(
+            1_000,
+            addr(2),
+            gossip(
+                entry("b", 2, 1, 0, 0.0),
+                vec![entry("x", 7, 1, 0, 0.0)],
+                false,
+            ),
+        );
+        b.on_message(
+            1_900,
+            addr(4),
+            gossip(
+                entry("d", 4, 1, 0, 0.0),
+                vec![entry("x", 7, 1, 500, 3.0)],
+                false,
+            ),
+        );
+        b.on_message(
+            1_950,
+            addr(5),
+            gossip(entry("e", 5, 1, 0, 0.0), fresh_again, false),
+        );
+        for w in windows(&mut b, 2_000) {
+            assert!(!w.contains(&"x".to_string()), "{w:?}");
+        }
     }
 
     #[test]

@@ -111,6 +111,10 @@ const KEYS: &[(&str, &str)] = &[
         "leave_ask_every_ms",
         "a guest is asked to leave at most once per this, ms",
     ),
+    (
+        "rotate_after_ms",
+        "rotation: an extra process moves on after all here stayed this long, ms (0 off)",
+    ),
 ];
 
 impl Tunables {
@@ -130,11 +134,7 @@ impl Tunables {
                 max_info_age_ms: b.dead_after_ms,
                 usher_below_bytes: b.usher_below_bytes,
                 memory_reserve_bytes: b.memory_reserve_bytes,
-                // Off in the daemons until the configuration file has a key
-                // for it: they consider only their own processes, so a guest
-                // could not be rotated on, and the integration tests count
-                // a quiet minute as zero migrations.
-                rotate_after_ms: 0,
+                rotate_after_ms: b.rotate_after_ms,
             },
             leave: LeaveParams {
                 owner_load: b.owner_load,
@@ -179,6 +179,7 @@ impl Tunables {
             "owner_load" => self.leave.owner_load.to_string(),
             "owner_hold_ms" => self.leave.owner_hold_ms.to_string(),
             "leave_ask_every_ms" => self.leave.ask_every_ms.to_string(),
+            "rotate_after_ms" => c.rotate_after_ms.to_string(),
             _ => String::new(),
         }
     }
@@ -242,6 +243,7 @@ impl Tunables {
             "owner_load" => self.leave.owner_load = real()?,
             "owner_hold_ms" => self.leave.owner_hold_ms = ms()?,
             "leave_ask_every_ms" => self.leave.ask_every_ms = ms()?,
+            "rotate_after_ms" => c.rotate_after_ms = ms()?,
             _ => return Err(ParamError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -273,6 +275,22 @@ mod tests {
         assert_eq!(t.consider.max_info_age_ms, b.dead_after_ms);
         assert_eq!(t.consider.accounting_hold_ms, b.accounting_hold_ms);
         assert!(t.auto_migrate);
+        // Rotation is off unless the file turns it on, and then it is on.
+        assert_eq!(t.consider.rotate_after_ms, 0);
+        b.rotate_after_ms = 4_000;
+        let on = Tunables::from_config(&b).unwrap();
+        assert_eq!(on.consider.rotate_after_ms, 4_000);
+        assert!(
+            on.rows().contains(&(
+                "rotate_after_ms".to_string(),
+                "4000".to_string(),
+                KEYS.iter()
+                    .find(|(k, _)| *k == "rotate_after_ms")
+                    .unwrap()
+                    .1
+                    .to_string()
+            ))
+        );
         b.margin = -1.0;
         assert!(Tunables::from_config(&b).is_err());
     }
@@ -289,6 +307,10 @@ mod tests {
         assert_eq!(t.consider.margin, 0.5);
         assert_eq!(t.consider.residency_ms, 3000);
         assert!(!t.auto_migrate);
+        let off = t.with(&s(&["rotate_after_ms=0"])).unwrap();
+        assert_eq!(off.consider.rotate_after_ms, 0);
+        let on = off.with(&s(&["rotate_after_ms=4000"])).unwrap();
+        assert_eq!(on.consider.rotate_after_ms, 4_000);
     }
 
     #[test]

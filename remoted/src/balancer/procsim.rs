@@ -29,7 +29,9 @@
 use super::consider::{
     Consider, ConsiderError, ConsiderParams, Decision, LocalState, Offer, ProcFact, Reason, Refusal,
 };
-use super::dissemination::{Action, Dissemination, DisseminationError, DisseminationParams};
+use super::dissemination::{
+    Action, Dissemination, DisseminationError, DisseminationParams, NodeView,
+};
 use super::load::{LoadCalculator, LoadError};
 use super::sim::sim_address;
 use mosix_proto::msg::{LoadEntry, PeerMessage};
@@ -82,6 +84,16 @@ pub struct ProcSimParams {
     /// A target that refused because it is blocked or full is not tried
     /// again for this long, ms (one that is no longer lighter: one fold).
     pub refusal_hold_ms: u64,
+    /// As `remoted` does today: a node's consideration round sees only the
+    /// processes it started that run at it, never its guests (a guest moves
+    /// again only when asked to leave, e.g. by `mosctl expel`). false: every
+    /// node considers every process it runs, guests included (what MOSIX's
+    /// kernel did).
+    pub own_only: bool,
+    /// With `own_only`, as `remoted` does: a home also considers its
+    /// processes running at other nodes, judged from the host's published
+    /// entry ([`Consider::round_away`]).
+    pub homes_move_away: bool,
 }
 
 impl ProcSimParams {
@@ -97,6 +109,8 @@ impl ProcSimParams {
             migration_latency_ms: 10,
             throughput_bytes_per_s: 100_000_000,
             refusal_hold_ms: 30_000,
+            own_only: false,
+            homes_move_away: false,
         }
     }
 }
@@ -245,6 +259,8 @@ enum Event {
         proc: usize,
         decided_ms: u64,
         reason: Reason,
+        /// The home that decided a move away from another node.
+        away_decider: Option<usize>,
     },
 }
 
@@ -540,8 +556,17 @@ impl ProcSim {
                 proc,
                 decided_ms,
                 reason,
+                away_decider,
             } => {
                 let now = self.now_ms;
+                if let Some(h) = away_decider {
+                    self.nodes[h].consider.away_move_done(proc as u64, now);
+                }
+                if let Place::InTransit { from, to } = self.procs[proc].place {
+                    let decider = away_decider.unwrap_or(from);
+                    let name = self.nodes[to].name.clone();
+                    self.nodes[decider].consider.migration_done(&name, now);
+                }
                 let p = &mut self.procs[proc];
                 if let Place::InTransit { from, to } = p.place {
                     p.place = Place::At(to);
@@ -628,10 +653,12 @@ impl ProcSim {
         }
     }
 
-    fn facts(&self, node: usize) -> Vec<ProcFact> {
+    /// The processes at `node` its consideration round sees: all, or only
+    /// its own when `own_only`.
+    fn facts(&self, node: usize, own_only: bool) -> Vec<ProcFact> {
         self.procs
             .iter()
-            .filter(|p| p.place == Place::At(node))
+            .filter(|p| p.place == Place::At(node) && (!own_only || p.home == node))
             .map(|p| ProcFact {
                 id: p.id,
                 arrived_ms: p.arrived_ms,
@@ -654,11 +681,42 @@ impl ProcSim {
         let refusing: BTreeSet<String> = self.nodes[node].refusing.keys().cloned().collect();
         let local = self.local_state(node);
         let views = self.nodes[node].dis.nodes(now);
-        let facts = self.facts(node);
+        let facts = self.facts(node, self.params.own_only);
         let decisions = self.nodes[node]
             .consider
             .round(now, &local, &views, &refusing, &facts);
-        self.carry_out(node, local.load, decisions);
+        self.carry_out(node, node, local.load, decisions);
+        if self.params.own_only && self.params.homes_move_away {
+            self.consider_away(node, &views, &refusing);
+        }
+    }
+
+    /// `home`'s rounds for its processes running at other nodes.
+    fn consider_away(&mut self, home: usize, views: &[NodeView], refusing: &BTreeSet<String>) {
+        let now = self.now_ms;
+        let hosts: BTreeSet<usize> = self
+            .procs
+            .iter()
+            .filter(|p| p.home == home)
+            .filter_map(|p| match p.place {
+                Place::At(x) if x != home => Some(x),
+                _ => None,
+            })
+            .collect();
+        for x in hosts {
+            let Some(host) = views.iter().find(|v| v.entry.name == self.nodes[x].name) else {
+                continue;
+            };
+            let facts: Vec<ProcFact> = self
+                .facts(x, false)
+                .into_iter()
+                .filter(|f| usize::try_from(f.id).is_ok_and(|i| self.procs[i].home == home))
+                .collect();
+            let decisions = self.nodes[home]
+                .consider
+                .round_away(now, host, views, refusing, &facts);
+            self.carry_out(home, x, host.entry.load, decisions);
+        }
     }
 
     /// `mosctl expel` at `node`: carries out the plan; returns how many
@@ -671,16 +729,25 @@ impl ProcSim {
         let refusing: BTreeSet<String> = self.nodes[node].refusing.keys().cloned().collect();
         let local = self.local_state(node);
         let views = self.nodes[node].dis.nodes(now);
-        let facts = self.facts(node);
+        let facts = self.facts(node, false);
         let plan = self.nodes[node]
             .consider
             .expel(now, &local, &views, &refusing, &facts);
-        self.carry_out(node, local.load, plan.decisions);
+        self.carry_out(node, node, local.load, plan.decisions);
         Ok(plan.stuck.len())
     }
 
-    fn carry_out(&mut self, node: usize, sender_load: f64, decisions: Vec<Decision>) {
+    /// Carries out `decisions` taken by `decider` for processes at `node`
+    /// (the same node, or a home deciding for its processes away).
+    fn carry_out(
+        &mut self,
+        decider: usize,
+        node: usize,
+        sender_load: f64,
+        decisions: Vec<Decision>,
+    ) {
         let now = self.now_ms;
+        let away_decider = (decider != node).then_some(decider);
         for Decision::Migrate { proc, to, reason } in decisions {
             let (Some(&j), Ok(pi)) = (self.by_name.get(&to), usize::try_from(proc)) else {
                 continue;
@@ -708,8 +775,11 @@ impl ProcSim {
                     Refusal::Blocked | Refusal::NoMemory { .. } => self.params.refusal_hold_ms,
                 };
                 let until = now + hold;
-                self.nodes[node].refusing.insert(to.clone(), until);
-                self.nodes[node].consider.migration_failed(&to);
+                self.nodes[decider].refusing.insert(to.clone(), until);
+                self.nodes[decider].consider.migration_failed(&to);
+                if away_decider.is_some() {
+                    self.nodes[decider].consider.away_move_failed(proc);
+                }
                 continue;
             }
             let bytes = p.memory_bytes as f64;
@@ -736,6 +806,7 @@ impl ProcSim {
                     proc: pi,
                     decided_ms: now,
                     reason,
+                    away_decider,
                 },
             );
         }
@@ -1025,6 +1096,26 @@ mod tests {
                 "rotations too close: {w:?}"
             );
         }
+    }
+
+    #[test]
+    fn as_the_daemons_do_a_home_must_also_move_its_processes_away() {
+        // Nodes considering only their own processes at home: a pair of
+        // guests stays together (600 s for 17 processes of 300 s); a home
+        // that also judges its processes away splits it (the ideal 450 s).
+        let run = |homes_move_away: bool| {
+            let mut params = ProcSimParams::uniform(16);
+            params.consider.rotate_after_ms = 0;
+            params.own_only = true;
+            params.homes_move_away = homes_move_away;
+            table1_row(&params, 17, 300, 10_000, 1, 8 << 20)
+                .unwrap()
+                .makespan_s
+        };
+        let home_only = run(false);
+        let everywhere = run(true);
+        assert!(home_only > 590.0, "home only: {home_only} s");
+        assert!(everywhere < 460.0, "home and away: {everywhere} s");
     }
 
     #[test]
