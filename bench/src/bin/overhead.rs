@@ -101,7 +101,7 @@ fn workloads(args: &Args, base: &Path) -> Result<Vec<Workload>> {
         },
         Workload {
             name: "python3 stat",
-            argv: vec![s("python3"), s("-c"), s(python)],
+            argv: vec![real_python3()?, s("-c"), s(python)],
         },
         Workload {
             name: "find /usr/lib",
@@ -112,6 +112,20 @@ fn workloads(args: &Args, base: &Path) -> Result<Vec<Workload>> {
             argv: vec![s("sort"), unsorted.display().to_string()],
         },
     ])
+}
+
+/// The python3 binary itself: a wrapper script on the PATH (pyenv's
+/// shim) would add its own execs to what is measured.
+fn real_python3() -> Result<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .context("cannot run python3: install it")?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || path.is_empty() {
+        bail!("python3 does not say where it is");
+    }
+    Ok(path)
 }
 
 /// Wall time of one run of `argv` in seconds (output discarded); fails
