@@ -442,6 +442,16 @@ impl Slow {
         std::fs::write(dir.join("cpu.cfs_quota_us"), "1000").unwrap();
         Slow(dir)
     }
+
+    /// Slower still: 1 ms of CPU every `period_ms`, for a program whose
+    /// whole work takes a few milliseconds.
+    fn set_period(&self, period_ms: u32) {
+        std::fs::write(
+            self.0.join("cpu.cfs_period_us"),
+            (period_ms * 1000).to_string(),
+        )
+        .unwrap();
+    }
 }
 
 impl Drop for Slow {
@@ -678,12 +688,19 @@ fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
     let add = ["git", "-C", "repo", "-c", "gc.auto=0", "add", "."];
     let (rc, err) = h.run_migrated(&slow, "", &add, "gitadd");
     assert_eq!(rc, "0", "git add: {err}");
+    // maintenance.auto=false: at its end, git commit forks `git
+    // maintenance run --auto`, and a process with a child cannot move
+    // yet. The commit's own work (31 trees and a commit object) takes
+    // about 10 ms of CPU: at 1 ms every 400 ms it lasts seconds.
+    slow.set_period(400);
     let commit = [
         "git",
         "-C",
         "repo",
         "-c",
         "gc.auto=0",
+        "-c",
+        "maintenance.auto=false",
         "-c",
         "user.name=mx",
         "-c",
