@@ -525,3 +525,78 @@ fn a_child_whose_parent_exits_first_still_ends_and_is_reaped() {
     assert_eq!((out.as_str(), rc.as_str()), ("", "0"), "stderr: {err}");
     h.assert_nothing_left();
 }
+
+/// glibc's `system` and `popen` in a body, from our test program, `awk`
+/// and `python3`: each shell is its caller's managed child (its `$PPID`
+/// is the caller's home pid, it has a deputy at home under the caller's),
+/// and every status and byte of output is as at home.
+const SHELL_KIDS: &str = r#"./shellkids; echo "shellkids $?"
+sh -c 'exec awk -v a=$$ "BEGIN { r = system(\"test \$PPID = \" a); print \"awk system\", r }"'
+PYTHON -c 'import os; print("python os.system", os.system("test $PPID = %d" % os.getpid()))'
+"#;
+
+#[test]
+fn system_and_popen_in_a_body_start_managed_children() {
+    let h = Home::new();
+    let exe = mosix_tests::build_c_example("shellkids", std::path::Path::new(&h.c.dir), &[]);
+    let prog = h.file("shellkids");
+    std::fs::copy(&exe, &prog).unwrap();
+    std::os::unix::fs::chown(&prog, Some(UID), Some(UID)).unwrap();
+    h.put(
+        "kids.sh",
+        &SHELL_KIDS.replace("PYTHON", mosix_tests::real_python3()),
+    );
+    let reference =
+        h.user("touch release && sh ./kids.sh; s=$?; rm -f release sys.pid written; exit $s");
+    let want = String::from_utf8_lossy(&reference.stdout).into_owned();
+    assert!(
+        want.contains("system: parent ok")
+            && want.contains("popen r: parent ok")
+            && want.contains("awk system 0")
+            && want.contains("python os.system 0"),
+        "the reference run: {}",
+        text(&reference)
+    );
+    let (job, pid) = h.start("exec sh ./kids.sh", "kids");
+    h.move_and_go(pid);
+    // The system() shell waits for `release`: look at it while it lives.
+    let pidfile = h.file("sys.pid");
+    h.c.wait_for("the system() shell", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    let shell: i32 = h.read("sys.pid").trim().parse().unwrap();
+    assert!(
+        is_deputy(shell),
+        "the system() shell's $$ {shell} is not a deputy at home"
+    );
+    let caller = ppid(shell).expect("the shell's deputy has a parent");
+    assert_eq!(
+        ppid(caller),
+        Some(pid),
+        "the shell's deputy descends from shellkids', a child of the script's"
+    );
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let bodies: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|&p| p != shell && cmdline(p).concat().contains("sys.pid") && is_running(p))
+        .collect();
+    assert!(
+        bodies.iter().any(|&b| descends_from(b, remoted2)),
+        "no body of the system() shell at n2 (n2's remoted is {remoted2}): {:?}",
+        bodies
+            .iter()
+            .map(|&b| (b, ppid(b), ppid(ppid(b).unwrap_or(1)), cmdline(b)))
+            .collect::<Vec<_>>()
+    );
+    h.put("release", "");
+    let (out, err, rc) = h.finish(job, "kids", Duration::from_secs(180));
+    assert_eq!(out, want, "stdout differs; stderr: {err}");
+    assert_eq!(
+        err,
+        String::from_utf8_lossy(&reference.stderr),
+        "stderr differs"
+    );
+    assert_eq!(rc, reference.status.code().unwrap().to_string());
+    h.assert_nothing_left();
+}

@@ -31,9 +31,10 @@
 //! says hello and reads its facts again. The `execve` hook puts
 //! `MOSIX_BODY_CTL` and `LD_PRELOAD` back when the program's environment
 //! lacks them. A process that inherited the variable from an ancestor
-//! without being announced (glibc's `system` and `popen` spawn with an
-//! internal clone) runs unmanaged on the body's node: it closes its copy
-//! of the socket and never registers with that node's `homed`.
+//! without being announced (a raw `clone`, or glibc's `system` and
+//! `popen` were they not done over this spawn: `crate::shell`) runs
+//! unmanaged on the body's node: it closes its copy of the socket and
+//! never registers with that node's `homed`.
 //!
 //! **wait and kill.** `wait`, `waitpid`, `wait3`, `wait4` and `waitid`
 //! translate a child's home pid to its local one and back; a reaped

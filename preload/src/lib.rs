@@ -28,6 +28,7 @@ mod deputy;
 mod family;
 mod hooks;
 mod rtld;
+mod shell;
 mod state;
 mod sys;
 
@@ -103,6 +104,7 @@ extern "C" fn mosix_init() {
     body::resolve();
     rtld::locate();
     family::resolve();
+    shell::resolve();
     if let Err(what) = sys::reserve_window() {
         sys::note(what);
         return;
