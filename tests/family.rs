@@ -570,6 +570,14 @@ fn system_and_popen_in_a_body_start_managed_children() {
         is_deputy(shell),
         "the system() shell's $$ {shell} is not a deputy at home"
     );
+    // ps at home shows what each body runs now, though every deputy was
+    // forked from one that ran something else.
+    h.c.wait_for(
+        "ps at home to show each program",
+        Duration::from_secs(30),
+        || Ok(cmdline(pid) == ["sh", "./kids.sh"] && cmdline(shell).concat().contains("sys.pid")),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {:?} and {:?}", cmdline(pid), cmdline(shell)));
     let caller = ppid(shell).expect("the shell's deputy has a parent");
     assert_eq!(
         ppid(caller),

@@ -315,6 +315,9 @@ fn no_fd() -> i32 {
     -1
 }
 
+/// Longest command line [`FromHost::Exec`] carries; a longer one is cut.
+pub const EXEC_CMDLINE_MAX: usize = 4096;
+
 /// Destination to source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -400,6 +403,13 @@ pub enum FromHost {
         /// What it asks.
         call: Call,
     },
+    /// The body exec'd another program: its command line (NUL-separated
+    /// arguments, as `/proc/PID/cmdline`, at most 4 KiB), for the deputy
+    /// to show at home.
+    Exec {
+        /// The new command line.
+        cmdline: Bytes,
+    },
 }
 
 /// How a body ended, as `wait` saw it at the destination.
@@ -463,6 +473,12 @@ pub enum DeputyMsg {
     },
     /// Homed to deputy: the body's node is gone (end as if SIGKILLed).
     Lost,
+    /// Homed to deputy: the body runs another program; show its command
+    /// line (see [`FromHost::Exec`]).
+    Cmdline {
+        /// NUL-separated arguments.
+        cmdline: Bytes,
+    },
     /// Homed to deputy: read a chunk of input from your `fd` for the body.
     WantInput {
         /// The fd number.

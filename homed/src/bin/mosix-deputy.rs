@@ -124,6 +124,13 @@ fn run() -> Result<()> {
                 });
             }
             Ok(DeputyMsg::Output { fd, data }) => write_out(fd, &data.0),
+            Ok(DeputyMsg::Cmdline { cmdline }) => {
+                // ps at home shows what the body runs now; a refusal
+                // leaves the old line, which is only cosmetic.
+                if let Err(e) = mosix_homed::title::set(&cmdline.0) {
+                    eprintln!("mosix-deputy: cannot show the body's new command line: {e}");
+                }
+            }
             Ok(DeputyMsg::WantInput { fd }) => inputs.want(fd),
             Ok(DeputyMsg::StopInput) => {
                 let leftover = inputs.stop();

@@ -563,6 +563,11 @@ pub fn relay(
                 let _ = send_local(&mut to_deputy, &DeputyMsg::Exited { status });
                 return RelayEnd::Ended;
             }
+            Ok(FromHost::Exec { cmdline }) => {
+                if let Err(e) = send_local(&mut to_deputy, &DeputyMsg::Cmdline { cmdline }) {
+                    tracing::warn!(pid, error = %e, "cannot pass the body's new command line to the deputy");
+                }
+            }
             Ok(FromHost::WantInput { fd }) => {
                 if wanted.insert(fd)
                     && let Err(e) = send_local(&mut to_deputy, &DeputyMsg::WantInput { fd })
@@ -835,6 +840,9 @@ fn fetch_image(
                 let _ = send_local(to_deputy, &DeputyMsg::Output { fd, data });
             }
             Ok(FromHost::Unread { fd, data }) => unread.push((fd, data)),
+            Ok(FromHost::Exec { cmdline }) => {
+                let _ = send_local(to_deputy, &DeputyMsg::Cmdline { cmdline });
+            }
             Ok(FromHost::WantInput { .. }) => {}
             Ok(FromHost::Call { .. }) => {
                 // Asked before it saw the freeze: it asks again after.
@@ -914,7 +922,7 @@ fn release_old(link: &mut Link<TcpStream>, node: &str) -> Result<(), String> {
     loop {
         match link.recv::<FromHost>() {
             Ok(FromHost::Left) => return Ok(()),
-            Ok(FromHost::Output { .. } | FromHost::Leave { .. }) => {}
+            Ok(FromHost::Output { .. } | FromHost::Leave { .. } | FromHost::Exec { .. }) => {}
             Ok(other) => return Err(format!("node {node} answered {other:?} to done")),
             Err(e) => return Err(e.to_string()),
         }

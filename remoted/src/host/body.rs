@@ -30,7 +30,7 @@ use mosix_homed::engine::procfs;
 use mosix_proto::image::layout::{self, BodyInfo, CallRecord, FreezeRecord, Hello};
 use mosix_proto::image::{self as image, ImagePlan};
 use mosix_proto::link::{Link, LinkError};
-use mosix_proto::migrate::{CHUNK, Call, CallReply, FromHost, ToHost};
+use mosix_proto::migrate::{CHUNK, Call, CallReply, EXEC_CMDLINE_MAX, FromHost, ToHost};
 use mosix_proto::view::Bytes;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -150,6 +150,8 @@ pub(super) struct Body {
     pub(super) ctl_open: bool,
     /// The home asked for a freeze while a call was under way.
     pub(super) pending_freeze: bool,
+    /// It exec'd during a freeze: home has yet to hear its command line.
+    pub(super) exec_unannounced: bool,
 }
 
 /// How a freeze ended.
@@ -293,7 +295,12 @@ impl Body {
             .read_exact(&mut magic[1..])
             .map_err(|e| format!("cut message on the control socket: {e}"))?;
         match u64::from_le_bytes(magic) {
-            layout::HELLO_MAGIC => self.hello(&magic),
+            layout::HELLO_MAGIC => {
+                if self.hello(&magic)? {
+                    self.announce_exec(link);
+                }
+                Ok(())
+            }
             layout::CALL_MAGIC => {
                 let rec = self.read_call(&magic)?;
                 self.forward_call(link, &rec)
@@ -306,8 +313,8 @@ impl Body {
 
     /// The rest of a hello whose magic was read: after a restore, nothing
     /// to answer (the facts were written before it ran); after an exec,
-    /// the facts again.
-    fn hello(&mut self, magic: &[u8; 8]) -> Result<(), String> {
+    /// the facts again. `Ok(true)`: it was an exec.
+    fn hello(&mut self, magic: &[u8; 8]) -> Result<bool, String> {
         let mut hb = [0u8; size_of::<Hello>()];
         hb[..8].copy_from_slice(magic);
         self.ctl
@@ -324,15 +331,30 @@ impl Body {
         match h.kind {
             layout::HELLO_RESTORED => {
                 self.hello_seen = true;
-                Ok(())
+                Ok(false)
             }
             layout::HELLO_EXEC if h.pid == self.pid => {
                 self.hello_seen = true;
                 (&self.ctl)
                     .write_all(image::as_bytes(&self.body_info))
-                    .map_err(|e| format!("cannot brief the body's new program: {e}"))
+                    .map_err(|e| format!("cannot brief the body's new program: {e}"))?;
+                Ok(true)
             }
             kind => Err(format!("a hello of kind {kind} from pid {}", h.pid)),
+        }
+    }
+
+    /// Tell home the command line of the program the body exec'd, so its
+    /// deputy shows it (read here, where the body runs; cut to 4 KiB).
+    pub(super) fn announce_exec(&self, link: &mut Link<TcpStream>) {
+        let Ok(mut cmdline) = std::fs::read(format!("/proc/{}/cmdline", self.pid)) else {
+            return;
+        };
+        cmdline.truncate(EXEC_CMDLINE_MAX);
+        if let Err(e) = link.send(&FromHost::Exec {
+            cmdline: Bytes(cmdline),
+        }) {
+            tracing::warn!(body_pid = self.pid, error = %e, "cannot tell home the body's new program");
         }
     }
 
@@ -537,7 +559,11 @@ impl Body {
     /// the home decides.
     fn freeze(&mut self, link: &mut Link<TcpStream>, home: &str) -> Frozen {
         let pid = self.pid;
-        let record = match self.stop_in_handler() {
+        let stopped = self.stop_in_handler();
+        if std::mem::take(&mut self.exec_unannounced) {
+            self.announce_exec(link);
+        }
+        let record = match stopped {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(%home, body_pid = pid, %reason, "cannot freeze the body; it runs on");
@@ -656,7 +682,10 @@ impl Body {
                         .map_err(|e| format!("cut freeze record: {e}"))?;
                     break;
                 }
-                layout::HELLO_MAGIC => self.hello(&magic),
+                layout::HELLO_MAGIC => self.hello(&magic).map(|exec| {
+                    // Announced once the link is at hand again.
+                    self.exec_unannounced |= exec;
+                }),
                 layout::CALL_MAGIC => self.read_call(&magic).and_then(|rec| {
                     let busy = CallReply::Busy.to_record(rec.op);
                     (&self.ctl)

@@ -159,7 +159,7 @@ pub(super) fn adopt(
         .remove(&token)
         .map(|c| (c.info, c.view))
         .unwrap_or_default();
-    let pid = child?;
+    let (pid, exec) = child?;
     let info = info.ok_or("the child said hello before its fork was answered")?;
     if info.home_pid != home_pid {
         return Err(format!(
@@ -177,7 +177,7 @@ pub(super) fn adopt(
     link.send(&FromHost::Held { body_pid: pid })
         .map_err(|e| format!("cannot report the adopted child: {e}"))?;
     tracing::info!(%home, home_pid, body_pid = pid, parent_body = parent, "forked child adopted");
-    Ok(Body {
+    let body = Body {
         pid,
         uid,
         freeze_signal,
@@ -195,12 +195,19 @@ pub(super) fn adopt(
         body_info: info,
         ctl_open: true,
         pending_freeze: false,
-    })
+        exec_unannounced: false,
+    };
+    if exec {
+        // A spawned child runs its new program from the start.
+        body.announce_exec(link);
+    }
+    Ok(body)
 }
 
 /// The forked child's hello: its pid, once it is checked to be a child of
-/// `parent` owned by `uid`.
-fn read_child_hello(ctl: &mut UnixStream, parent: i32, uid: u32) -> Result<i32, String> {
+/// `parent` owned by `uid`, and whether it comes from an exec'd program
+/// (a spawned child) rather than the fork itself.
+fn read_child_hello(ctl: &mut UnixStream, parent: i32, uid: u32) -> Result<(i32, bool), String> {
     let _ = ctl.set_read_timeout(Some(HELLO_TIMEOUT));
     let mut hb = [0u8; size_of::<Hello>()];
     ctl.read_exact(&mut hb)
@@ -228,7 +235,7 @@ fn read_child_hello(ctl: &mut UnixStream, parent: i32, uid: u32) -> Result<i32, 
             "process {pid} belongs to uid {owner}, its parent body to uid {uid}"
         ));
     }
-    Ok(pid)
+    Ok((pid, h.kind == layout::HELLO_EXEC))
 }
 
 /// `(ppid, state, exit_code)` of `pid` from `/proc/PID/stat`; None if

@@ -368,6 +368,7 @@ impl Host {
                     body_info,
                     ctl_open: true,
                     pending_freeze: false,
+                    exec_unannounced: false,
                 }))
             }
             Ok(other) => {
