@@ -829,3 +829,91 @@ fn a_corrupt_image_is_refused_and_nothing_runs() {
     assert_eq!(rc, want_rc);
     assert!(got == want, "output differs from an undisturbed run");
 }
+
+/// Seconds since boot of `node`'s clocks (`/proc/uptime`).
+fn uptime(c: &Cluster, node: &str) -> f64 {
+    let out = c.exec(node, &["cat", "/proc/uptime"]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no uptime at {node}: {}", text(&out)))
+}
+
+/// The time namespace of `pid` (its `/proc/PID/ns/time` link).
+fn time_ns(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/time"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_bodys_clocks_stay_its_homes_on_nodes_booted_at_other_times() {
+    // n2's clocks run 1000 s ahead of n1's, n3's 2000 s: as three
+    // machines booted at different times.
+    let c = Cluster::up_with(3, &["--clock-step", "1000"]).unwrap();
+    let (u1, u2, u3) = (uptime(&c, "n1"), uptime(&c, "n2"), uptime(&c, "n3"));
+    assert!(
+        (u2 - u1 - 1000.0).abs() < 30.0 && (u3 - u1 - 2000.0).abs() < 30.0,
+        "the nodes' clocks do not differ as asked: {u1} {u2} {u3}"
+    );
+    let exe = mosix_tests::build_c_example("clockjump", &c.dir, &[]);
+    let exe = exe.to_str().unwrap();
+    let argv = [exe];
+    let job = Job::start(&c, "n1", &[], &argv, "clocks", JobOut::File);
+    let home = job.home_pid(&c);
+    let ticks_past = |n: usize| {
+        let want = job.lines() + n;
+        c.wait_for("the program to tick on", Duration::from_secs(30), || {
+            Ok(job.lines() >= want)
+        })
+        .unwrap();
+    };
+    ticks_past(2);
+    for node in ["n2", "n3"] {
+        move_to(&c, home, node);
+        assert_eq!(
+            really_runs_at(&c, &argv, home, &["n2", "n3"]).as_deref(),
+            Some(node)
+        );
+        let body = processes_running(&argv)
+            .into_iter()
+            .find(|&p| p != home)
+            .expect("a body");
+        let remoted = c.daemon_pid(node, "remoted").unwrap();
+        assert_ne!(
+            time_ns(body),
+            time_ns(remoted),
+            "the body at {node} shares its node's clocks"
+        );
+        ticks_past(1);
+    }
+    move_to(&c, home, "home");
+    assert_eq!(really_runs_at(&c, &argv, home, &["n2", "n3"]), None);
+    ticks_past(1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(home),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let (out, rc) = job.finish(&c, Duration::from_secs(60));
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(rc, "0", "{out}");
+    for clock in ["monotonic", "boottime"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(clock))
+            .unwrap_or_else(|| panic!("no {clock} line: {out}"));
+        let v: Vec<i64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let (max, min) = (v[0], v[1]);
+        // A step is one 2 ms sleep, or a freeze and transfer (well under
+        // 10 s here); without the home's clocks it would be 1000 s.
+        assert!(
+            max < 10_000 && min >= 0,
+            "{clock} jumped across the moves: largest step {max} ms, smallest {min} ms"
+        );
+    }
+}

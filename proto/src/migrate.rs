@@ -72,6 +72,10 @@ pub enum ToHost {
         /// What the body's identity calls and tty control answer.
         #[serde(default)]
         home: HomeFacts,
+        /// The home's clocks as it sent the offer: the body runs in a time
+        /// namespace that shows them (none: the host's own clocks).
+        #[serde(default)]
+        clocks: Option<HomeClocks>,
     },
     /// The image is complete; its header checksum.
     ImageEnd {
@@ -259,6 +263,34 @@ impl BodyStatus {
         match self {
             BodyStatus::Code { code } => (code & 0xff) << 8,
             BodyStatus::Signal { sig, core } => (sig & 0x7f) | if core { 0x80 } else { 0 },
+        }
+    }
+}
+
+/// The home's CLOCK_MONOTONIC and CLOCK_BOOTTIME, in nanoseconds. Every
+/// machine's count from its own boot; a body away is restored in a time
+/// namespace whose offsets make them the home's (DESIGN.md section 3), so
+/// a program's monotonic time runs on across moves, never jumps or goes
+/// back, and is continuous again when it comes home.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeClocks {
+    /// CLOCK_MONOTONIC.
+    pub monotonic_ns: i64,
+    /// CLOCK_BOOTTIME.
+    pub boottime_ns: i64,
+}
+
+impl HomeClocks {
+    /// This process's clocks now.
+    pub fn now() -> HomeClocks {
+        let ns = |id| {
+            nix::time::clock_gettime(id)
+                .map(|t| t.tv_sec() * 1_000_000_000 + t.tv_nsec())
+                .unwrap_or(0)
+        };
+        HomeClocks {
+            monotonic_ns: ns(nix::time::ClockId::CLOCK_MONOTONIC),
+            boottime_ns: ns(nix::time::ClockId::CLOCK_BOOTTIME),
         }
     }
 }
@@ -773,6 +805,10 @@ mod tests {
             ctl_fd: 1000,
             freeze_signal: 63,
             home: HomeFacts::default(),
+            clocks: Some(HomeClocks {
+                monotonic_ns: 1_000_000_007,
+                boottime_ns: -5,
+            }),
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);

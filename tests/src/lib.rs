@@ -122,7 +122,13 @@ impl Cluster {
     /// that move processes by hand must not race the balancer), and waits
     /// until they all see each other alive.
     pub fn up(nodes: usize) -> Result<Cluster> {
-        let c = Cluster::up_balancing(nodes)?;
+        Cluster::up_with(nodes, &[])
+    }
+
+    /// As [`Cluster::up`], with more `mosix-local up` options (e.g.
+    /// `--clock-step`).
+    pub fn up_with(nodes: usize, options: &[&str]) -> Result<Cluster> {
+        let c = Cluster::start(nodes, options)?;
         for i in 1..=nodes {
             let node = format!("n{i}");
             let out = c.exec(&node, &["mosctl", "params", "auto_migrate=false"])?;
@@ -140,6 +146,11 @@ impl Cluster {
     /// balancer moves processes by itself, as in production), and waits
     /// until they all see each other alive.
     pub fn up_balancing(nodes: usize) -> Result<Cluster> {
+        Cluster::start(nodes, &[])
+    }
+
+    /// `mosix-local up` with `options`, the balancer as configured.
+    fn start(nodes: usize, options: &[&str]) -> Result<Cluster> {
         require_root();
         let dir = PathBuf::from(format!(
             "/tmp/mosix-test-{}-{}",
@@ -147,7 +158,10 @@ impl Cluster {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         let cluster = Cluster { dir, nodes };
-        let out = cluster.local(&["up", "--nodes", &nodes.to_string()])?;
+        let n = nodes.to_string();
+        let mut args = vec!["up", "--nodes", &n];
+        args.extend_from_slice(options);
+        let out = cluster.local(&args)?;
         if !out.status.success() {
             bail!(
                 "mosix-local up failed: {}\n{}",

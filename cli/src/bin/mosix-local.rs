@@ -50,6 +50,12 @@ enum Cmd {
         /// CPUs). Default: measured once at start by `remoted --measure-speed`.
         #[arg(long)]
         speed: Option<f64>,
+        /// Give node K clocks (CLOCK_MONOTONIC and CLOCK_BOOTTIME) (K-1)
+        /// times SECS ahead of this machine's, as if each node had booted
+        /// at another time, to see that a body keeps its home's clocks
+        /// across moves. 0: every node has the machine's clocks.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        clock_step: u32,
     },
     /// Run a command inside a node; exits with its status (128+N if killed by signal N).
     ///
@@ -116,6 +122,7 @@ fn run(args: Args) -> Result<ExitCode> {
             cpu_share,
             timeout,
             speed,
+            clock_step,
         } => {
             local::up(&local::UpOptions {
                 nodes,
@@ -123,6 +130,7 @@ fn run(args: Args) -> Result<ExitCode> {
                 cpu_share,
                 timeout: Duration::from_secs(timeout),
                 speed,
+                clock_step,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -152,6 +152,7 @@ pub fn down(dir: &Path) -> Result<()> {
     let mut files: Vec<PathBuf> = vec![layout.key_path()];
     for (_, node) in &nodes {
         files.push(layout.mnt_ns_path(node));
+        files.push(layout.time_ns_path(node));
         for daemon in DAEMONS {
             files.push(layout.pid_path(node, daemon));
         }
@@ -181,14 +182,16 @@ pub fn down(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unmount every `mnt.ns` pin under the directory (however many nodes).
+/// Unmount every `mnt.ns` and `time.ns` pin under the directory (however
+/// many nodes).
 fn unmount_strays(layout: &Layout) -> Result<()> {
     let pins: Vec<PathBuf> = mounts::mounts()?
         .into_iter()
         .map(|m| m.mount_point)
         .filter(|p| {
             p.parent().and_then(Path::parent) == Some(layout.dir.as_path())
-                && p.file_name().is_some_and(|f| f == "mnt.ns")
+                && p.file_name()
+                    .is_some_and(|f| f == "mnt.ns" || f == "time.ns")
         })
         .collect();
     for pin in pins {

@@ -123,6 +123,11 @@ impl Layout {
         self.node_dir(node).join("mnt.ns")
     }
 
+    /// Where a node's time namespace is pinned (`up --clock-step`).
+    pub fn time_ns_path(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("time.ns")
+    }
+
     /// Pid file of one of the node's daemons.
     pub fn pid_path(&self, node: &str, daemon: &str) -> PathBuf {
         self.node_dir(node).join(format!("{daemon}.pid"))

@@ -138,6 +138,16 @@ impl Cluster {
         }
         let mntns = std::fs::File::open(&mnt_path)
             .with_context(|| damaged(format!("cannot open {}", mnt_path.display())))?;
+        let time_path = self.layout.time_ns_path(node);
+        let timens = if mounts::mount_count(&time_path)? > 0 {
+            Some(
+                std::fs::File::open(&time_path)
+                    .with_context(|| damaged(format!("cannot open {}", time_path.display())))?
+                    .into(),
+            )
+        } else {
+            None
+        };
         let procs = cgroup::procs_files(&self.state, node);
         if procs.is_empty() {
             bail!(damaged(format!("{node} has no cgroup")));
@@ -172,6 +182,7 @@ impl Cluster {
                 cgroup_procs,
                 netns: Some(netns.into()),
                 mntns: Some(mntns.into()),
+                timens,
                 cwd,
                 setsid: daemon,
             },

@@ -22,6 +22,9 @@ pub struct NodeEntry {
     pub netns: Option<OwnedFd>,
     /// The node's mount namespace (`<dir>/<node>/mnt.ns`).
     pub mntns: Option<OwnedFd>,
+    /// The node's time namespace (`<dir>/<node>/time.ns`), if its clocks
+    /// differ from the machine's (`up --clock-step`).
+    pub timens: Option<OwnedFd>,
     /// Directory to change to after entering the mount namespace (which
     /// resets it to `/`); if it does not exist there, `/` is kept.
     pub cwd: Option<CString>,
@@ -48,6 +51,10 @@ pub fn enter_on_spawn(cmd: &mut Command, entry: NodeEntry) {
         }
         if let Some(fd) = &entry.mntns {
             setns(fd, CloneFlags::CLONE_NEWNS)?;
+        }
+        if let Some(fd) = &entry.timens {
+            // A single-threaded child moves into it at once.
+            setns(fd, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))?;
         }
         if let Some(dir) = &entry.cwd {
             // Best effort by design: the directory may not exist in the node.

@@ -27,6 +27,9 @@ pub struct UpOptions {
     /// Relative CPU speed written into every node's config; `None`:
     /// measured once here by `remoted --measure-speed`.
     pub speed: Option<f64>,
+    /// Seconds by which node K's clocks run (K-1) steps ahead of the
+    /// machine's (0: none).
+    pub clock_step: u32,
 }
 
 /// One row of `mosctl nodes --json`; other keys are ignored.
@@ -108,8 +111,8 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         Some(s) => s,
         None => measure_speed(&bins)?,
     };
-    let cluster =
-        build(&layout, &mut state, &ip, speed).map_err(|e| leave(e, "cluster set-up failed"))?;
+    let cluster = build(&layout, &mut state, &ip, speed, opts.clock_step)
+        .map_err(|e| leave(e, "cluster set-up failed"))?;
     let children =
         start_daemons(&cluster, &bins).map_err(|e| leave(e, "starting the daemons failed"))?;
     wait_until_connected(&cluster, children, opts.timeout, &bins)
@@ -148,7 +151,13 @@ fn measure_speed(bins: &Path) -> Result<f64> {
 }
 
 /// Key, node directories, configuration, network, mount namespaces, cgroups.
-fn build(layout: &Layout, state: &mut State, ip: &net::Ip, speed: f64) -> Result<Cluster> {
+fn build(
+    layout: &Layout,
+    state: &mut State,
+    ip: &net::Ip,
+    speed: f64,
+    clock_step: u32,
+) -> Result<Cluster> {
     write_key(&layout.key_path())?;
     let nodes: Vec<String> = (1..=state.nodes).map(node_name).collect();
     for (k, node) in nodes.iter().enumerate() {
@@ -189,6 +198,13 @@ fn build(layout: &Layout, state: &mut State, ip: &net::Ip, speed: f64) -> Result
     for node in &nodes {
         mounts::create_node_mntns(&layout.mnt_ns_path(node))
             .with_context(|| format!("cannot create {node}'s mount namespace"))?;
+    }
+    if clock_step > 0 {
+        for (k, node) in nodes.iter().enumerate().skip(1) {
+            let ahead = u64::from(clock_step) * k as u64;
+            mounts::create_node_timens(&layout.time_ns_path(node), ahead)
+                .with_context(|| format!("cannot give {node} clocks {ahead} s ahead"))?;
+        }
     }
     cgroup::create(state, &nodes)?;
     Ok(Cluster {

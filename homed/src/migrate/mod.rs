@@ -28,8 +28,8 @@ use mosix_proto::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_ch
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
 use mosix_proto::migrate::{
-    BodyStatus, CHUNK, Call, CallReply, DeputyMsg, FdHow, FdState, FromHost, HomeFacts, ToHost,
-    TtyFacts, host_addr,
+    BodyStatus, CHUNK, Call, CallReply, DeputyMsg, FdHow, FdState, FromHost, HomeClocks, HomeFacts,
+    ToHost, TtyFacts, host_addr,
 };
 use mosix_proto::process::{MigrateDone, MoveRecord};
 use mosix_proto::view::Bytes;
@@ -139,6 +139,7 @@ pub fn send_body(
         ctl_fd: who.ctl_fd,
         freeze_signal: who.freeze_signal,
         home: home_facts(who.pid),
+        clocks: Some(HomeClocks::now()),
     })
     .map_err(|e| format!("cannot offer the process to node {node}: {e}"))?;
     match link.recv::<FromHost>() {

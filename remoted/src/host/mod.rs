@@ -21,12 +21,14 @@
 //! instruction. Seeing it stopped, we brief it (a `BodyInfo` on its
 //! control socket) and report [`FromHost::Held`]. [`ToHost::Go`]
 //! continues it; anything else (abort, link cut, timeout) kills it, so
-//! there are never two copies. Not yet: a time namespace.
+//! there are never two copies. The restorer runs in a time namespace
+//! of its own that shows the home's clocks ([`timens`]).
 
 mod body;
 mod family;
 pub mod guests;
 mod sys;
+mod timens;
 pub mod view;
 
 use body::Body;
@@ -34,7 +36,7 @@ use std::os::unix::net::UnixStream;
 
 use mosix_proto::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
-use mosix_proto::migrate::{BodyStatus, FromHost, HomeFacts, ToHost, host_addr};
+use mosix_proto::migrate::{BodyStatus, FromHost, HomeClocks, HomeFacts, ToHost, host_addr};
 use std::ffi::CString;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -185,7 +187,7 @@ impl Host {
         home: &str,
         first: ToHost,
     ) -> Result<Option<Body>, String> {
-        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts) =
+        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts, clocks) =
             match Ok::<ToHost, String>(first) {
                 Ok(ToHost::Offer {
                     home_pid,
@@ -195,10 +197,25 @@ impl Host {
                     ctl_fd,
                     freeze_signal,
                     home,
-                }) => (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home),
+                    clocks,
+                }) => (
+                    home_pid,
+                    uid,
+                    gid,
+                    bytes,
+                    ctl_fd,
+                    freeze_signal,
+                    home,
+                    clocks,
+                ),
                 Ok(other) => return Err(format!("expected an offer, got {other:?}")),
                 Err(e) => return Err(format!("no offer: {e}")),
             };
+        // The home's clocks, against ours at once (the transfer then takes
+        // the same time on both sides).
+        let time_offsets = clocks
+            .filter(|_| timens::supported())
+            .map(|c| timens::offsets(c, HomeClocks::now(), timens::own_offsets()));
         if !guests::accepting() {
             return Err(format!(
                 "node {} takes no guests now (mosctl block); try another node",
@@ -303,15 +320,24 @@ impl Host {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        let timens_text = time_offsets.map(timens::offsets_text);
+        if let Some(t) = &timens_text {
+            tracing::debug!(%home, home_pid, offsets = %t.trim().replace('\n', ", "), "the body's time namespace");
+        }
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (unshare, mount, setresuid,
-        // chdir, umask, open, lseek, dup2, close, fcntl) on data prepared
-        // before the fork.
+        // makes async-signal-safe system calls (unshare, open, write,
+        // mount, setresuid, chdir, umask, lseek, dup2, close, fcntl) on
+        // data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 // Its own session: a body's kill(0, ...) must not reach
                 // remoted's process group.
                 sys::new_session()?;
+                // The home's clocks, from the exec on (as root: before the
+                // uid change).
+                if let Some(t) = &timens_text {
+                    sys::enter_new_timens(c"/proc/self/timens_offsets", t.as_bytes())?;
+                }
                 entry.enter()?;
                 // After the uid change, which would clear it.
                 sys::die_with_parent()?;

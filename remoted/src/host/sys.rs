@@ -229,3 +229,28 @@ pub fn new_session() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// In a forked child before exec: give the child's children (and the
+/// program it execs) a new time namespace with these offsets, written as
+/// `/proc/self/timens_offsets` wants them (`text`, prepared before the
+/// fork). Needs CAP_SYS_ADMIN and CAP_SYS_TIME: before the uid change.
+pub fn enter_new_timens(path: &std::ffi::CStr, text: &[u8]) -> io::Result<()> {
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open of a NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `text` is valid for its length; `fd` is ours.
+    let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+    if n != text.len() as isize {
+        return Err(err);
+    }
+    Ok(())
+}

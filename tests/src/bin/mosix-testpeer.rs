@@ -213,6 +213,7 @@ fn corrupt_image(addr: SocketAddr, key_file: &Path, image: &Path) -> Result<Stri
         ctl_fd: -1,
         freeze_signal: 63,
         home: Default::default(),
+        clocks: None,
     })?;
     match link.recv::<FromHost>()? {
         FromHost::Accepted => {}
