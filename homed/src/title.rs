@@ -62,45 +62,16 @@ pub fn set(cmdline: &[u8]) -> Result<(), TitleError> {
     // deputy takes a new command line only when its body execs.
     let args: &'static [u8] = Box::leak(args.into_boxed_slice());
     let start = args.as_ptr() as u64;
-    let map = sys::MmMap {
-        start_code: mm.start_code,
-        end_code: mm.end_code,
-        start_data: mm.start_data,
-        end_data: mm.end_data,
-        start_brk: mm.start_brk,
-        brk: sys::current_brk().max(mm.start_brk),
-        start_stack: mm.start_stack,
-        arg_start: start,
-        arg_end: start + args.len() as u64,
-        env_start: mm.env_start,
-        env_end: mm.env_end,
-        auxv: 0,
-        auxv_size: 0,
-        exe_fd: u32::MAX,
-    };
+    let mut map = mm.prctl_map();
+    map.brk = sys::current_brk().max(mm.start_brk);
+    map.arg_start = start;
+    map.arg_end = start + args.len() as u64;
     sys::set_mm_map(&map).map_err(TitleError::Refused)
 }
 
 /// The raw calls.
 mod sys {
-    /// `struct prctl_mm_map` of `<linux/prctl.h>`.
-    #[repr(C)]
-    pub(super) struct MmMap {
-        pub start_code: u64,
-        pub end_code: u64,
-        pub start_data: u64,
-        pub end_data: u64,
-        pub start_brk: u64,
-        pub brk: u64,
-        pub start_stack: u64,
-        pub arg_start: u64,
-        pub arg_end: u64,
-        pub env_start: u64,
-        pub env_end: u64,
-        pub auxv: u64,
-        pub auxv_size: u32,
-        pub exe_fd: u32,
-    }
+    use mosix_proto::image::layout::PrctlMmMap;
 
     const PR_SET_MM: i32 = 35;
     const PR_SET_MM_MAP: u64 = 14;
@@ -112,14 +83,14 @@ mod sys {
     }
 
     /// prctl(PR_SET_MM, PR_SET_MM_MAP): `Err(errno)` if refused.
-    pub(super) fn set_mm_map(map: &MmMap) -> Result<(), i32> {
+    pub(super) fn set_mm_map(map: &PrctlMmMap) -> Result<(), i32> {
         // SAFETY: a valid prctl_mm_map and its size; the kernel only reads it.
         let r = unsafe {
             libc::prctl(
                 PR_SET_MM,
                 PR_SET_MM_MAP,
-                map as *const MmMap as u64,
-                size_of::<MmMap>() as u64,
+                map as *const PrctlMmMap as u64,
+                size_of::<PrctlMmMap>() as u64,
                 0u64,
             )
         };

@@ -736,45 +736,13 @@ const CONSUME_SLICE: u64 = 32 << 20;
 /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` of <linux/falloc.h>.
 const FALLOC_PUNCH_HOLE_KEEP_SIZE: usize = 0x02 | 0x01;
 
-/// `struct prctl_mm_map` of <linux/prctl.h>.
-#[repr(C)]
-struct PrctlMmMap {
-    start_code: u64,
-    end_code: u64,
-    start_data: u64,
-    end_data: u64,
-    start_brk: u64,
-    brk: u64,
-    start_stack: u64,
-    arg_start: u64,
-    arg_end: u64,
-    env_start: u64,
-    env_end: u64,
-    auxv: u64,
-    auxv_size: u32,
-    exe_fd: u32,
-}
-
 /// mm fields, auxv and the executable link.
 fn set_mm(img: &Image) {
     let m = img.mm();
     let auxv_len = m.auxv_len.min(core::mem::size_of_val(&m.auxv) as u64);
-    let mut map = PrctlMmMap {
-        start_code: m.start_code,
-        end_code: m.end_code,
-        start_data: m.start_data,
-        end_data: m.end_data,
-        start_brk: m.start_brk,
-        brk: m.brk,
-        start_stack: m.start_stack,
-        arg_start: m.arg_start,
-        arg_end: m.arg_end,
-        env_start: m.env_start,
-        env_end: m.env_end,
-        auxv: m.auxv.as_ptr() as u64,
-        auxv_size: auxv_len as u32,
-        exe_fd: u32::MAX,
-    };
+    let mut map = m.prctl_map();
+    map.auxv = m.auxv.as_ptr() as u64;
+    map.auxv_size = auxv_len as u32;
     let exe = img.cstr(img.header().exe);
     // SAFETY: open(exe, O_RDONLY|O_CLOEXEC).
     let efd = unsafe { syscall6(nr::OPEN, exe, 0o2000000, 0, 0, 0, 0) };

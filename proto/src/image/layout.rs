@@ -507,6 +507,65 @@ pub struct MmFields {
     pub rlimits: [[u64; 2]; NRLIMITS],
 }
 
+/// `struct prctl_mm_map` of `<linux/prctl.h>`: what
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP)` takes (the restorer, and a deputy
+/// taking its body's new command line).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PrctlMmMap {
+    /// start_code
+    pub start_code: u64,
+    /// end_code
+    pub end_code: u64,
+    /// start_data
+    pub start_data: u64,
+    /// end_data
+    pub end_data: u64,
+    /// start_brk
+    pub start_brk: u64,
+    /// brk
+    pub brk: u64,
+    /// start_stack
+    pub start_stack: u64,
+    /// arg_start
+    pub arg_start: u64,
+    /// arg_end
+    pub arg_end: u64,
+    /// env_start
+    pub env_start: u64,
+    /// env_end
+    pub env_end: u64,
+    /// Address of the aux vector to set (0: keep it).
+    pub auxv: u64,
+    /// Its size in bytes.
+    pub auxv_size: u32,
+    /// Executable to link as /proc/PID/exe (u32::MAX: keep it).
+    pub exe_fd: u32,
+}
+
+impl MmFields {
+    /// These fields as a `prctl_mm_map` that keeps the aux vector and the
+    /// executable link.
+    pub fn prctl_map(&self) -> PrctlMmMap {
+        PrctlMmMap {
+            start_code: self.start_code,
+            end_code: self.end_code,
+            start_data: self.start_data,
+            end_data: self.end_data,
+            start_brk: self.start_brk,
+            brk: self.brk,
+            start_stack: self.start_stack,
+            arg_start: self.arg_start,
+            arg_end: self.arg_end,
+            env_start: self.env_start,
+            env_end: self.env_end,
+            auxv: 0,
+            auxv_size: 0,
+            exe_fd: u32::MAX,
+        }
+    }
+}
+
 /// Number of resource limits recorded (RLIMIT_CPU..RLIMIT_RTTIME).
 pub const NRLIMITS: usize = 16;
 
