@@ -6,4 +6,5 @@
 
 pub mod engine;
 pub mod migrate;
+pub mod tty;
 pub mod view;
