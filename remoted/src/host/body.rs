@@ -368,7 +368,9 @@ impl Body {
     /// `tcsetattr(TCSADRAIN)` then waits for exactly that output). A
     /// terminal request that discards unread input (`TCSETSF`, `TCFLSH`)
     /// drops what the body was given on that fd and has not read, and
-    /// what the deputy read for it before it did the request.
+    /// what the deputy read for it before it did the request (input the
+    /// deputy reads in the very moment of the flush may go either way,
+    /// as keys typed during a `tcsetattr` at home race it too).
     fn forward_call(
         &mut self,
         link: &mut Link<TcpStream>,
