@@ -348,3 +348,261 @@ fn controlling_terminal() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A python3 program started with `mosrun` at n1 on a fresh pty of
+/// `rows` x `cols` that is its controlling terminal; the test holds the
+/// master (`Pty`) and a copy of the slave, to look at the terminal's
+/// settings as anyone at home would.
+struct PtyJob {
+    child: std::process::Child,
+    term: Pty,
+    slave: OwnedFd,
+}
+
+fn start_in_pty(c: &Cluster, prog: &str, rows: u16, cols: u16) -> PtyJob {
+    use std::os::unix::process::CommandExt;
+    let python = mosix_tests::real_python3();
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let slave: OwnedFd = pty.slave;
+    let mut cmd = Command::new(bin("mosix-local"));
+    cmd.args(["exec", "--dir"])
+        .arg(&c.dir)
+        .args([
+            "n1",
+            "--",
+            bin("mosrun").to_str().unwrap(),
+            "--",
+            python,
+            "-c",
+            prog,
+        ])
+        .env("MOSIX_BIN_DIR", bin_dir())
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: the closure runs in the child before exec and only makes
+    // async-signal-safe calls (setsid, ioctl).
+    unsafe {
+        cmd.pre_exec(controlling_terminal);
+    }
+    let child = cmd.spawn().unwrap();
+    PtyJob {
+        child,
+        term: Pty {
+            master: std::fs::File::from(pty.master),
+            seen: Vec::new(),
+            context: String::new(),
+        },
+        slave,
+    }
+}
+
+/// The terminal's local flags, as anyone at home sees them.
+fn local_flags(slave: &OwnedFd) -> nix::sys::termios::LocalFlags {
+    nix::sys::termios::tcgetattr(slave).unwrap().local_flags
+}
+
+/// Wait until `pid` has ended (the test then reaps the launcher).
+fn wait_end(job: &mut PtyJob, pid: i32) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while is_running(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!is_running(pid), "the process did not end");
+    let _ = job.child.kill();
+    let _ = job.child.wait();
+}
+
+/// The body is still away at `node` (the deputy at home, a body under
+/// that node's remoted).
+fn still_away(c: &Cluster, pid: i32, node: &str) {
+    assert!(
+        mosix_tests::procs::is_deputy(pid),
+        "the process came home meanwhile"
+    );
+    let p = mosps_entry(c, "n1", pid).expect("mosps lists it");
+    assert_eq!(p["node"], node, "mosps: {p}");
+}
+
+#[test]
+fn raw_mode_set_away_is_the_terminal_s_mode_at_home() {
+    use nix::sys::termios::LocalFlags;
+    let c = Cluster::up(2).unwrap();
+    let marker = "mx-tty-raw";
+    let prog = format!(
+        "import os, sys, termios, tty\n\
+         # {marker}\n\
+         old = termios.tcgetattr(0)\n\
+         print('ready', flush=True)\n\
+         sys.stdin.readline()\n\
+         tty.setraw(0)\n\
+         os.write(1, b'raw\\r\\n')\n\
+         while True:\n\
+         \x20   c = os.read(0, 1)\n\
+         \x20   if c == b'q':\n\
+         \x20       break\n\
+         \x20   os.write(1, b'<key ' + c + b'>\\r\\n')\n\
+         termios.tcsetattr(0, termios.TCSADRAIN, old)\n\
+         print('cooked', flush=True)\n\
+         print('line', sys.stdin.readline().strip().upper(), flush=True)\n"
+    );
+    let mut job = start_in_pty(&c, &prog, 24, 80);
+    job.term.expect("ready", Duration::from_secs(30));
+    let home = find_home_pid(&c, marker);
+    move_and_check(&c, home, "n2");
+    let lflag = local_flags(&job.slave);
+    assert!(
+        lflag.contains(LocalFlags::ECHO | LocalFlags::ICANON),
+        "the terminal starts cooked: {lflag:?}"
+    );
+    job.term.type_in("go\n");
+    job.term.expect("raw\r\n", Duration::from_secs(30));
+    // tcsetattr returned in the body: the terminal at home is raw now.
+    let lflag = local_flags(&job.slave);
+    assert!(
+        !lflag.intersects(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG),
+        "tty.setraw away did not reach the terminal at home: {lflag:?}"
+    );
+    // Each key reaches the body at once (no newline needed), and the
+    // terminal does not echo it.
+    for key in ["a", "b", "7"] {
+        job.term.type_in(key);
+        let shown = job
+            .term
+            .expect(&format!("<key {key}>\r\n"), Duration::from_secs(30));
+        assert_eq!(
+            shown,
+            format!("<key {key}>\r\n"),
+            "the terminal echoed or showed more than the program's answer"
+        );
+    }
+    still_away(&c, home, "n2");
+    job.term.type_in("q");
+    job.term.expect("cooked", Duration::from_secs(30));
+    let lflag = local_flags(&job.slave);
+    assert!(
+        lflag.contains(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG),
+        "the mode restored away did not reach the terminal at home: {lflag:?}"
+    );
+    // Cooked for real: the line is echoed, and read whole.
+    job.term.type_in("xyz\n");
+    let shown = job.term.expect("line XYZ", Duration::from_secs(30));
+    assert!(shown.contains("xyz"), "no echo in cooked mode: {shown:?}");
+    wait_end(&mut job, home);
+}
+
+#[test]
+fn stty_in_a_body_sets_the_terminal_at_home() {
+    let c = Cluster::up(2).unwrap();
+    let marker = "mx-tty-stty";
+    // stty runs as a child of the body (a forked body of its own, with
+    // its own deputy at home).
+    let prog = format!(
+        "import subprocess, sys\n\
+         # {marker}\n\
+         print('ready', flush=True)\n\
+         sys.stdin.readline()\n\
+         subprocess.run(['stty', '-echo'], check=True)\n\
+         print('silent', flush=True)\n\
+         print('got', sys.stdin.readline().strip().upper(), flush=True)\n\
+         subprocess.run(['stty', 'echo'], check=True)\n\
+         print('loud', flush=True)\n\
+         print('got', sys.stdin.readline().strip().upper(), flush=True)\n"
+    );
+    let mut job = start_in_pty(&c, &prog, 24, 80);
+    job.term.expect("ready", Duration::from_secs(30));
+    let home = find_home_pid(&c, marker);
+    move_and_check(&c, home, "n2");
+    let stty_at_home = |slave: &OwnedFd| -> String {
+        let out = Command::new("stty")
+            .arg("-a")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stty -a at home failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let has = |all: &str, flag: &str| all.split_whitespace().any(|w| w == flag);
+    assert!(has(&stty_at_home(&job.slave), "echo"));
+    job.term.type_in("go\n");
+    job.term.expect("silent", Duration::from_secs(30));
+    let all = stty_at_home(&job.slave);
+    assert!(
+        has(&all, "-echo"),
+        "stty -echo away is not seen at home: {all}"
+    );
+    job.term.type_in("secret\n");
+    let shown = job.term.expect("got SECRET", Duration::from_secs(30));
+    assert!(!shown.contains("secret"), "the terminal echoed: {shown:?}");
+    job.term.expect("loud", Duration::from_secs(30));
+    let all = stty_at_home(&job.slave);
+    assert!(
+        has(&all, "echo"),
+        "stty echo away is not seen at home: {all}"
+    );
+    still_away(&c, home, "n2");
+    job.term.type_in("public\n");
+    let shown = job.term.expect("got PUBLIC", Duration::from_secs(30));
+    assert!(
+        shown.contains("public"),
+        "no echo after stty echo: {shown:?}"
+    );
+    wait_end(&mut job, home);
+}
+
+#[test]
+fn a_window_resized_at_home_is_seen_by_the_body() {
+    let c = Cluster::up(2).unwrap();
+    let marker = "mx-tty-winch";
+    let prog = format!(
+        "import os, signal, sys\n\
+         # {marker}\n\
+         def winch(sig, frame):\n\
+         \x20   print('winch', tuple(os.get_terminal_size()), flush=True)\n\
+         signal.signal(signal.SIGWINCH, winch)\n\
+         print('ready', tuple(os.get_terminal_size()), flush=True)\n\
+         try:\n\
+         \x20   while True:\n\
+         \x20       signal.pause()\n\
+         except KeyboardInterrupt:\n\
+         \x20   print('bye', tuple(os.get_terminal_size()), flush=True)\n"
+    );
+    let mut job = start_in_pty(&c, &prog, 24, 80);
+    job.term.expect("ready (80, 24)", Duration::from_secs(30));
+    let home = find_home_pid(&c, marker);
+    move_and_check(&c, home, "n2");
+    for (rows, cols) in [(50u16, 132u16), (30, 90)] {
+        // As a terminal emulator does: the new size on the master, and
+        // SIGWINCH to the foreground group (the kernel sends one too).
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let master = std::os::fd::AsRawFd::as_raw_fd(&job.term.master);
+        // SAFETY: TIOCSWINSZ reads the winsize we own.
+        assert_eq!(unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) }, 0);
+        let fg = nix::unistd::tcgetpgrp(&job.term.master).unwrap();
+        nix::sys::signal::killpg(fg, nix::sys::signal::Signal::SIGWINCH).unwrap();
+        job.term
+            .expect(&format!("winch ({cols}, {rows})"), Duration::from_secs(30));
+        still_away(&c, home, "n2");
+    }
+    job.term.type_in("\x03");
+    job.term.expect("bye (90, 30)", Duration::from_secs(30));
+    wait_end(&mut job, home);
+}

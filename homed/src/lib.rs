@@ -7,4 +7,5 @@
 pub mod engine;
 pub mod migrate;
 pub mod title;
+pub mod tty;
 pub mod view;

@@ -1,25 +1,42 @@
 //! Body mode (DESIGN.md section 4): in a process whose body runs away
 //! from home, the calls the kernel here cannot answer as home would are
 //! answered from home's facts, which the body's host wrote after the
-//! process's hello ([`BodyInfo`]): identity (`getpid`, `getppid`,
-//! `getpgrp`, `getpgid`, `getsid`, `gettid`) and terminal control on the
-//! relayed terminals (`isatty`, `tcgetattr`, `tcsetattr`, and `ioctl`'s
-//! `TCGETS`, `TCSETS*`, `TIOCGWINSZ`, `TIOCSWINSZ`, `TIOCGPGRP`), and a
-//! `kill` of the home pid reaches the body itself.
+//! process's hello ([`BodyInfo`]): identity (`getpid`, `getpgrp`,
+//! `getpgid`, `getsid`, `gettid`), which fds are relayed terminals
+//! (`isatty`), and a `kill` of the home pid reaches the body itself.
+//!
+//! **Terminal control** on a relayed terminal is done at home: the
+//! deputy does the request on the real terminal and answers
+//! ([`crate::layout::CALL_TTY`], a forwarded call with the termios or
+//! winsize as payload): `tcgetattr`, `tcsetattr`, `tcflush`, `tcdrain`,
+//! `tcgetpgrp`, `tcsetpgrp` (glibc's own call the kernel directly, so
+//! they are hooked here too) and `ioctl`'s `TCGETS`, `TCSETS`,
+//! `TCSETSW`, `TCSETSF`, `TIOCGWINSZ`, `TIOCSWINSZ`, `TIOCGPGRP`,
+//! `TIOCSPGRP`, `TCFLSH` and `TCSBRK`. So raw mode set away is the
+//! user's terminal's mode, and a window resized at home (whose SIGWINCH
+//! the deputy forwards) is the size the body reads next. A `TCSADRAIN`
+//! or `TCSAFLUSH` waits at home for the output the body wrote before it;
+//! a `TCSAFLUSH` or an input `tcflush` also drops the input the body was
+//! given and has not read (its host does), and what the deputy had read
+//! for it before the flush.
 //!
 //! `getppid` asks the deputy (a forwarded call, see [`crate::family`]),
 //! so a parent that dies at home meanwhile is seen; `kill` and the
 //! process tree are in [`crate::family`].
 //!
-//! Limits of this first version, said plainly: the other home facts are
-//! those of the moment the body left, terminal settings changed away stay with the body (they are
-//! not applied to the terminal at home).
+//! Limits, said plainly: the other home facts are those of the moment
+//! the body left; a terminal is known by the fd number it had when the
+//! body left (a `dup` of it made away is a plain socket to `isatty`);
+//! a forked child's `TCSADRAIN` waits for its own output only, not for
+//! output its parent's host has not sent home yet; `termios2`
+//! (`TCGETS2`) and the other terminal ioctls (`TIOCSTI`, `TIOCGSID`,
+//! ...) are not forwarded.
 //!
 //! Every hook reads static storage only: no allocation, no lock, errno
 //! kept. The facts are written by the freeze handler (with every signal
 //! blocked) and read by the program's single thread.
 
-use crate::layout::{BODY_MAGIC, BodyInfo, KTERMIOS_LEN};
+use crate::layout::{BODY_MAGIC, BodyInfo, CALL_TTY, KTERMIOS_LEN, WINSIZE_LEN};
 use crate::state::Global;
 use crate::sys;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -82,13 +99,60 @@ fn away() -> Option<&'static BodyInfo> {
     (b.away == 1).then_some(b)
 }
 
-/// The home terminal relayed at `fd`, if any.
-fn tty(fd: i32) -> Option<&'static mut crate::layout::TtyInfo> {
-    away()?;
-    // SAFETY: as in `away`; the caller is the only user of the reference.
-    let b = unsafe { &mut *BODY.get() };
-    let n = (b.n_ttys as usize).min(b.ttys.len());
-    b.ttys[..n].iter_mut().find(|t| t.fd == fd)
+/// Whether `fd` is relayed to a terminal at home.
+fn is_tty(fd: i32) -> bool {
+    away().is_some_and(|b| {
+        let n = (b.n_ttys as usize).min(b.ttys.len());
+        b.ttys[..n].iter().any(|t| t.fd == fd)
+    })
+}
+
+/// Do terminal request `req` (argument `arg`, payload `input`) on the
+/// relayed terminal `fd` at home, through the deputy; the reply's
+/// payload into `output`. `Ok((value, payload length))`, or -1 returned
+/// with errno set. errno is kept on success.
+fn tty_call(
+    fd: i32,
+    req: libc::c_ulong,
+    arg: i64,
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<(i64, usize), i32> {
+    let errno = sys::errno();
+    match crate::family::call_with(CALL_TTY, [fd as i64, req as i64, arg], input, output) {
+        Ok((value, passed, n)) => {
+            if passed >= 0 {
+                sys::close(passed);
+            }
+            sys::set_errno(errno);
+            Ok((value, n))
+        }
+        Err(e) => {
+            sys::set_errno(e);
+            Err(-1)
+        }
+    }
+}
+
+/// A terminal request with no payload either way: 0 or -1 with errno.
+fn tty_plain(fd: i32, req: libc::c_ulong, arg: i64) -> i32 {
+    match tty_call(fd, req, arg, &[], &mut []) {
+        Ok(_) => 0,
+        Err(r) => r,
+    }
+}
+
+/// `TCGETS` at home into `k`: 0 or -1 with errno.
+fn tty_get(fd: i32, req: libc::c_ulong, k: &mut [u8]) -> i32 {
+    let want = k.len();
+    match tty_call(fd, req, 0, &[], k) {
+        Ok((_, n)) if n == want => 0,
+        Ok(_) => {
+            sys::set_errno(libc::EIO);
+            -1
+        }
+        Err(r) => r,
+    }
 }
 
 static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
@@ -201,7 +265,7 @@ pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
 /// `isatty(3)`: true for a relayed terminal.
 #[unsafe(no_mangle)]
 pub extern "C" fn isatty(fd: i32) -> i32 {
-    if tty(fd).is_some() {
+    if is_tty(fd) {
         return 1;
     }
     let mut t = [0u8; KTERMIOS_LEN];
@@ -244,47 +308,60 @@ fn to_kernel(u: &libc::termios, k: &mut [u8; KTERMIOS_LEN]) {
     k[17..17 + n].copy_from_slice(&u.c_cc[..n]);
 }
 
-/// `tcgetattr(3)`: a relayed terminal's settings as at home.
+/// `tcgetattr(3)`: a relayed terminal's settings, asked at home now.
 ///
 /// # Safety
 /// Same contract as libc's `tcgetattr`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tcgetattr(fd: i32, t: *mut libc::termios) -> i32 {
-    if let Some(tty) = tty(fd) {
-        if t.is_null() {
-            sys::set_errno(libc::EFAULT);
-            return -1;
-        }
-        // SAFETY: the caller passes a valid termios to fill.
-        to_user(&tty.termios, unsafe { &mut *t });
-        return 0;
-    }
-    let mut k = [0u8; KTERMIOS_LEN];
-    // SAFETY: TCGETS writes a kernel termios into `k`.
-    if unsafe { libc::syscall(libc::SYS_ioctl, fd, libc::TCGETS, k.as_mut_ptr()) } != 0 {
+    if t.is_null() {
+        sys::set_errno(libc::EFAULT);
         return -1;
     }
-    if !t.is_null() {
-        // SAFETY: as above.
-        to_user(&k, unsafe { &mut *t });
+    let mut k = [0u8; KTERMIOS_LEN];
+    let r = if is_tty(fd) {
+        tty_get(fd, libc::TCGETS, &mut k)
+    } else {
+        // SAFETY: TCGETS writes a kernel termios into `k`.
+        unsafe { libc::syscall(libc::SYS_ioctl, fd, libc::TCGETS, k.as_mut_ptr()) as i32 }
+    };
+    if r != 0 {
+        return -1;
     }
+    // SAFETY: the caller passes a valid termios to fill.
+    to_user(&k, unsafe { &mut *t });
     0
 }
 
-/// `tcsetattr(3)`: kept with the body for a relayed terminal.
+/// `tcsetattr(3)`: on a relayed terminal, done at home by the deputy on
+/// the real terminal (`TCSADRAIN` and `TCSAFLUSH` wait for the output
+/// written so far; `TCSAFLUSH` also drops unread input).
 ///
 /// # Safety
 /// Same contract as libc's `tcsetattr`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tcsetattr(fd: i32, act: i32, t: *const libc::termios) -> i32 {
-    if let Some(tty) = tty(fd) {
+    if is_tty(fd) {
         if t.is_null() {
             sys::set_errno(libc::EFAULT);
             return -1;
         }
+        let req = match act {
+            libc::TCSANOW => libc::TCSETS,
+            libc::TCSADRAIN => libc::TCSETSW,
+            libc::TCSAFLUSH => libc::TCSETSF,
+            _ => {
+                sys::set_errno(libc::EINVAL);
+                return -1;
+            }
+        };
+        let mut k = [0u8; KTERMIOS_LEN];
         // SAFETY: the caller passes a valid termios.
-        to_kernel(unsafe { &*t }, &mut tty.termios);
-        return 0;
+        to_kernel(unsafe { &*t }, &mut k);
+        return match tty_call(fd, req, 0, &k, &mut []) {
+            Ok(_) => 0,
+            Err(r) => r,
+        };
     }
     let f = REAL[REAL_TCSETATTR].load(Ordering::Acquire);
     if f == 0 {
@@ -298,58 +375,144 @@ pub unsafe extern "C" fn tcsetattr(fd: i32, act: i32, t: *const libc::termios) -
     unsafe { real(fd, act, t) }
 }
 
-/// `ioctl(2)`: terminal requests on a relayed terminal are answered from
-/// home's settings; everything else goes to the kernel. Declared with
-/// one pointer-sized argument: on x86-64 a variadic callee reads its
-/// third argument from the same register.
+/// An ioctl with an integer argument, straight to the kernel.
+fn raw_ioctl_int(fd: i32, req: libc::c_ulong, arg: libc::c_long) -> i32 {
+    // SAFETY: the requests passed here take an integer, no memory.
+    unsafe { libc::syscall(libc::SYS_ioctl, fd, req, arg) as i32 }
+}
+
+/// `tcflush(3)` (glibc's calls the kernel directly, not `ioctl`): on a
+/// relayed terminal, done at home; input the body was given and has not
+/// read is dropped too.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcflush(fd: i32, queue: i32) -> i32 {
+    if is_tty(fd) {
+        return tty_plain(fd, libc::TCFLSH, queue as i64);
+    }
+    raw_ioctl_int(fd, libc::TCFLSH, queue as libc::c_long)
+}
+
+/// `tcdrain(3)`: on a relayed terminal, waits at home until the output
+/// written so far is sent.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcdrain(fd: i32) -> i32 {
+    if is_tty(fd) {
+        return tty_plain(fd, libc::TCSBRK, 1);
+    }
+    raw_ioctl_int(fd, libc::TCSBRK, 1)
+}
+
+/// `tcgetpgrp(3)`: on a relayed terminal, its foreground group at home
+/// (a home pid, as `getpgrp` in a body answers).
+#[unsafe(no_mangle)]
+pub extern "C" fn tcgetpgrp(fd: i32) -> libc::pid_t {
+    if is_tty(fd) {
+        return match tty_call(fd, libc::TIOCGPGRP, 0, &[], &mut []) {
+            Ok((v, _)) if v > 0 && v <= i32::MAX as i64 => v as libc::pid_t,
+            Ok(_) => {
+                sys::set_errno(libc::EIO);
+                -1
+            }
+            Err(r) => r,
+        };
+    }
+    let mut pgrp: libc::pid_t = 0;
+    // SAFETY: TIOCGPGRP writes a pid_t we own.
+    if unsafe { libc::syscall(libc::SYS_ioctl, fd, libc::TIOCGPGRP, &mut pgrp) } != 0 {
+        return -1;
+    }
+    pgrp
+}
+
+/// `tcsetpgrp(3)`: on a relayed terminal, sets its foreground group at
+/// home (a home pid).
+#[unsafe(no_mangle)]
+pub extern "C" fn tcsetpgrp(fd: i32, pgrp: libc::pid_t) -> i32 {
+    if is_tty(fd) {
+        return tty_plain(fd, libc::TIOCSPGRP, pgrp as i64);
+    }
+    // SAFETY: TIOCSPGRP reads a pid_t we own.
+    unsafe { libc::syscall(libc::SYS_ioctl, fd, libc::TIOCSPGRP, &pgrp) as i32 }
+}
+
+/// `ioctl(2)`: terminal requests on a relayed terminal are done at home
+/// by the deputy, on the real terminal (`TCGETS`, `TCSETS`, `TCSETSW`,
+/// `TCSETSF`, `TIOCGWINSZ`, `TIOCSWINSZ`, `TIOCGPGRP`, `TIOCSPGRP`,
+/// `TCFLSH`, `TCSBRK`); everything else goes to the kernel (so
+/// `FIONREAD` counts the relayed input the body has not read yet).
+/// Declared with one pointer-sized argument: on x86-64 a variadic callee
+/// reads its third argument from the same register.
 ///
 /// # Safety
 /// Same contract as libc's `ioctl`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> i32 {
-    if let Some(tty) = tty(fd) {
+    if is_tty(fd) {
         let done = match req {
-            libc::TCGETS => {
-                // SAFETY: TCGETS's argument is a kernel termios to fill.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(tty.termios.as_ptr(), arg.cast(), KTERMIOS_LEN)
-                };
-                true
+            libc::TCGETS
+            | libc::TIOCGWINSZ
+            | libc::TCSETS
+            | libc::TCSETSW
+            | libc::TCSETSF
+            | libc::TIOCSWINSZ
+            | libc::TIOCGPGRP
+            | libc::TIOCSPGRP
+                if arg.is_null() =>
+            {
+                sys::set_errno(libc::EFAULT);
+                Some(-1)
             }
-            libc::TCSETS | libc::TCSETSW | libc::TCSETSF => {
-                // SAFETY: the argument is a kernel termios to read.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        arg.cast::<u8>(),
-                        tty.termios.as_mut_ptr(),
-                        KTERMIOS_LEN,
-                    )
+            libc::TCGETS | libc::TIOCGWINSZ => {
+                let len = if req == libc::TCGETS {
+                    KTERMIOS_LEN
+                } else {
+                    WINSIZE_LEN
                 };
-                true
+                let mut k = [0u8; KTERMIOS_LEN];
+                let r = tty_get(fd, req, &mut k[..len]);
+                if r == 0 {
+                    // SAFETY: the argument is the structure to fill, of
+                    // `len` bytes.
+                    unsafe { core::ptr::copy_nonoverlapping(k.as_ptr(), arg.cast::<u8>(), len) };
+                }
+                Some(r)
             }
-            libc::TIOCGWINSZ => {
-                // SAFETY: the argument is a struct winsize to fill.
-                unsafe { core::ptr::copy_nonoverlapping(tty.winsize.as_ptr(), arg.cast(), 4) };
-                true
-            }
-            libc::TIOCSWINSZ => {
-                // SAFETY: the argument is a struct winsize to read.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(arg.cast::<u16>(), tty.winsize.as_mut_ptr(), 4)
+            libc::TCSETS | libc::TCSETSW | libc::TCSETSF | libc::TIOCSWINSZ => {
+                let len = if req == libc::TIOCSWINSZ {
+                    WINSIZE_LEN
+                } else {
+                    KTERMIOS_LEN
                 };
-                true
+                let mut k = [0u8; KTERMIOS_LEN];
+                // SAFETY: the argument is the structure to read, of `len`
+                // bytes.
+                unsafe { core::ptr::copy_nonoverlapping(arg.cast::<u8>(), k.as_mut_ptr(), len) };
+                Some(match tty_call(fd, req, 0, &k[..len], &mut []) {
+                    Ok(_) => 0,
+                    Err(r) => r,
+                })
             }
             libc::TIOCGPGRP => {
-                if let Some(b) = away() {
+                let r = tcgetpgrp(fd);
+                if r > 0 {
                     // SAFETY: the argument is a pid_t to fill.
-                    unsafe { *arg.cast::<libc::pid_t>() = b.home_pgrp };
+                    unsafe { *arg.cast::<libc::pid_t>() = r };
+                    Some(0)
+                } else {
+                    Some(-1)
                 }
-                true
             }
-            _ => false,
+            libc::TIOCSPGRP => {
+                // SAFETY: the argument is a pid_t to read.
+                let pgrp = unsafe { *arg.cast::<libc::pid_t>() };
+                Some(tty_plain(fd, req, pgrp as i64))
+            }
+            // The argument is the integer itself.
+            libc::TCFLSH | libc::TCSBRK => Some(tty_plain(fd, req, arg as i64)),
+            _ => None,
         };
-        if done {
-            return 0;
+        if let Some(r) = done {
+            return r;
         }
     }
     let f = REAL[REAL_IOCTL].load(Ordering::Acquire);

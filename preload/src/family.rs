@@ -256,12 +256,36 @@ fn ctl() -> i32 {
 
 /// Ask the deputy: `Ok((value, passed fd or -1))` or `Err(errno)`.
 pub(crate) fn call(op: u32, args: [i64; 3]) -> Result<(i64, i32), i32> {
+    call_with(op, args, &[], &mut []).map(|(v, fd, _)| (v, fd))
+}
+
+/// Ask the deputy with `input` after the record (at most
+/// `CALL_PAYLOAD_MAX` bytes) and the reply's payload copied into `output`:
+/// `Ok((value, passed fd or -1, payload length))` or `Err(errno)`. A
+/// reply payload longer than `output` is read and cut (EIO).
+/// Async-signal-safe: stack buffers only.
+pub(crate) fn call_with(
+    op: u32,
+    args: [i64; 3],
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<(i64, i32, usize), i32> {
+    const REC: usize = size_of::<CallRecord>();
+    const MAX: usize = layout::CALL_PAYLOAD_MAX as usize;
+    if input.len() > MAX {
+        return Err(libc::EINVAL);
+    }
     let rec = CallRecord {
         magic: CALL_MAGIC,
         op,
-        reserved: 0,
+        len: input.len() as u32,
         args,
     };
+    // Record and payload in one write, so the host never sees half.
+    let mut msg = [0u8; REC + MAX];
+    msg[..REC].copy_from_slice(sys::as_bytes(&rec));
+    msg[REC..REC + input.len()].copy_from_slice(input);
+    let msg = &msg[..REC + input.len()];
     loop {
         let fd = ctl();
         if fd < 0 {
@@ -270,9 +294,12 @@ pub(crate) fn call(op: u32, args: [i64; 3]) -> Result<(i64, i32), i32> {
         let old = sys::block_all_signals();
         let mut reply = ReplyRecord::default();
         let mut passed = -1;
-        let ok = sys::send_all(fd, sys::as_bytes(&rec))
+        let mut payload = [0u8; MAX];
+        let ok = sys::send_all(fd, msg)
             // SAFETY: ReplyRecord is plain repr(C) data; any bytes are valid.
-            && sys::recv_exact_fd(fd, unsafe { bytes_mut(&mut reply) }, &mut passed);
+            && sys::recv_exact_fd(fd, unsafe { bytes_mut(&mut reply) }, &mut passed)
+            && reply.len as usize <= MAX
+            && sys::read_exact(fd, &mut payload[..reply.len as usize]);
         // A pending freeze signal runs its handler here.
         sys::set_sigmask(old);
         if !ok || reply.magic != REPLY_MAGIC || reply.op != op {
@@ -282,7 +309,17 @@ pub(crate) fn call(op: u32, args: [i64; 3]) -> Result<(i64, i32), i32> {
             return Err(libc::EIO);
         }
         match reply.errno {
-            0 => return Ok((reply.value, passed)),
+            0 => {
+                let n = reply.len as usize;
+                if n > output.len() {
+                    if passed >= 0 {
+                        sys::close(passed);
+                    }
+                    return Err(libc::EIO);
+                }
+                output[..n].copy_from_slice(&payload[..n]);
+                return Ok((reply.value, passed, n));
+            }
             REPLY_BUSY => continue,
             e => {
                 if passed >= 0 {

@@ -61,9 +61,11 @@ const _: () = {
     assert!(size_of::<FdDesc>() == 48);
     assert!(size_of::<Hello>() == 1184);
     assert!(size_of::<CallRecord>() == 40);
-    assert!(size_of::<ReplyRecord>() == 24);
-    assert!(size_of::<TtyInfo>() == 56);
-    assert!(size_of::<BodyInfo>() == 32 + 56 * MAX_TTYS);
+    assert!(size_of::<ReplyRecord>() == 32);
+    assert!(size_of::<TtyInfo>() == 8);
+    assert!(size_of::<BodyInfo>() == 32 + 8 * MAX_TTYS);
+    assert!(KTERMIOS_LEN as u32 <= CALL_PAYLOAD_MAX);
+    assert!(WINSIZE_LEN as u32 <= CALL_PAYLOAD_MAX);
     // The restorer's own image (text, data, 256 KiB stack) must fit below
     // the vdso park, which must fit below the scratch area; the window
     // lies below the top-down mmap area and the stack.

@@ -153,6 +153,185 @@ pub enum Call {
         /// The signal (0: only check).
         sig: i32,
     },
+    /// A terminal request on the body's relayed terminal `fd`, done by
+    /// the deputy on its own `fd` (the real terminal at home).
+    Tty {
+        /// The fd number (the same in the body and the deputy).
+        fd: i32,
+        /// What to do.
+        op: TtyOp,
+    },
+}
+
+/// A terminal request a body forwards (`layout::CALL_TTY`); each is
+/// the ioctl of the same name on the terminal at home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TtyOp {
+    /// `TCGETS` (`tcgetattr`): answered [`CallReply::Termios`].
+    GetAttr,
+    /// `TCSETS`, `TCSETSW`, `TCSETSF` (`tcsetattr`).
+    SetAttr {
+        /// When the change takes effect.
+        when: SetWhen,
+        /// The new settings.
+        termios: Termios,
+    },
+    /// `TIOCGWINSZ`: answered [`CallReply::Winsize`].
+    GetWinsize,
+    /// `TIOCSWINSZ`.
+    SetWinsize {
+        /// The new size.
+        winsize: Winsize,
+    },
+    /// `TIOCGPGRP` (`tcgetpgrp`): the foreground group (a home pid).
+    GetPgrp,
+    /// `TIOCSPGRP` (`tcsetpgrp`).
+    SetPgrp {
+        /// The new foreground group (a home pid).
+        pgrp: i32,
+    },
+    /// `TCFLSH` (`tcflush`).
+    Flush {
+        /// `TCIFLUSH` (0), `TCOFLUSH` (1) or `TCIOFLUSH` (2).
+        queue: i32,
+    },
+    /// `TCSBRK`: 0 sends a break, anything else waits until the output
+    /// is sent (`tcdrain`).
+    Break {
+        /// The ioctl's argument.
+        arg: i32,
+    },
+}
+
+impl TtyOp {
+    /// Whether the request discards input the body has not read yet
+    /// (`TCSETSF`, `TCFLSH` of the input queue).
+    pub fn discards_input(&self) -> bool {
+        matches!(
+            self,
+            TtyOp::SetAttr {
+                when: SetWhen::Flush,
+                ..
+            } | TtyOp::Flush {
+                queue: libc::TCIFLUSH | libc::TCIOFLUSH
+            }
+        )
+    }
+}
+
+/// When a `tcsetattr` takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetWhen {
+    /// `TCSANOW` (`TCSETS`).
+    Now,
+    /// `TCSADRAIN` (`TCSETSW`): after the output written so far is sent.
+    Drain,
+    /// `TCSAFLUSH` (`TCSETSF`): as `Drain`, and unread input is dropped.
+    Flush,
+}
+
+impl SetWhen {
+    /// The ioctl request.
+    pub fn request(self) -> libc::c_ulong {
+        match self {
+            SetWhen::Now => libc::TCSETS,
+            SetWhen::Drain => libc::TCSETSW,
+            SetWhen::Flush => libc::TCSETSF,
+        }
+    }
+}
+
+/// The kernel's `struct termios` (x86-64, what `TCGETS` fills), field
+/// by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Termios {
+    /// Input modes.
+    pub iflag: u32,
+    /// Output modes.
+    pub oflag: u32,
+    /// Control modes (the speed is in here).
+    pub cflag: u32,
+    /// Local modes (`ECHO`, `ICANON`, ...).
+    pub lflag: u32,
+    /// Line discipline.
+    pub line: u8,
+    /// Control characters.
+    pub cc: [u8; 19],
+}
+
+impl Termios {
+    /// From the kernel's bytes; `None` if there are not exactly
+    /// [`crate::image::layout::KTERMIOS_LEN`].
+    pub fn from_bytes(b: &[u8]) -> Option<Termios> {
+        let b: &[u8; crate::image::layout::KTERMIOS_LEN] = b.try_into().ok()?;
+        let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut cc = [0u8; 19];
+        cc.copy_from_slice(&b[17..]);
+        Some(Termios {
+            iflag: word(0),
+            oflag: word(4),
+            cflag: word(8),
+            lflag: word(12),
+            line: b[16],
+            cc,
+        })
+    }
+
+    /// The kernel's bytes.
+    pub fn to_bytes(&self) -> [u8; crate::image::layout::KTERMIOS_LEN] {
+        let mut b = [0u8; crate::image::layout::KTERMIOS_LEN];
+        for (i, w) in [self.iflag, self.oflag, self.cflag, self.lflag]
+            .iter()
+            .enumerate()
+        {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        b[16] = self.line;
+        b[17..].copy_from_slice(&self.cc);
+        b
+    }
+}
+
+/// `struct winsize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Winsize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+    /// Width in pixels.
+    pub xpixel: u16,
+    /// Height in pixels.
+    pub ypixel: u16,
+}
+
+impl Winsize {
+    /// From the kernel's bytes; `None` if there are not exactly
+    /// [`crate::image::layout::WINSIZE_LEN`].
+    pub fn from_bytes(b: &[u8]) -> Option<Winsize> {
+        let b: &[u8; crate::image::layout::WINSIZE_LEN] = b.try_into().ok()?;
+        let half = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(Winsize {
+            rows: half(0),
+            cols: half(2),
+            xpixel: half(4),
+            ypixel: half(6),
+        })
+    }
+
+    /// The kernel's bytes.
+    pub fn to_bytes(&self) -> [u8; crate::image::layout::WINSIZE_LEN] {
+        let mut b = [0u8; crate::image::layout::WINSIZE_LEN];
+        for (i, h) in [self.rows, self.cols, self.xpixel, self.ypixel]
+            .iter()
+            .enumerate()
+        {
+            b[i * 2..i * 2 + 2].copy_from_slice(&h.to_ne_bytes());
+        }
+        b
+    }
 }
 
 /// The answer to a [`Call`].
@@ -171,6 +350,16 @@ pub enum CallReply {
     },
     /// Not now (the body is being frozen): ask again after the freeze.
     Busy,
+    /// Done: a terminal's settings ([`TtyOp::GetAttr`]).
+    Termios {
+        /// The settings.
+        termios: Termios,
+    },
+    /// Done: a terminal's size ([`TtyOp::GetWinsize`]).
+    Winsize {
+        /// The size.
+        winsize: Winsize,
+    },
 }
 
 /// Why a body's call record was refused (the connection is closed).
@@ -190,12 +379,22 @@ pub enum CallError {
         /// The argument.
         value: i64,
     },
+    /// call {op} came with {len} bytes of payload, which it does not take
+    #[error("call {op} came with {len} bytes of payload, which it does not take")]
+    BadPayload {
+        /// The call.
+        op: u32,
+        /// The payload's length.
+        len: usize,
+    },
 }
 
 impl Call {
-    /// The call a body's record asks for; a fork gets the host's `token`.
+    /// The call a body's record and the `payload` that followed it ask
+    /// for; a fork gets the host's `token`.
     pub fn from_record(
         r: &crate::image::layout::CallRecord,
+        payload: &[u8],
         token: u64,
     ) -> Result<Call, CallError> {
         use crate::image::layout as l;
@@ -204,6 +403,19 @@ impl Call {
         }
         let int =
             |v: i64| i32::try_from(v).map_err(|_| CallError::BadArgument { op: r.op, value: v });
+        let bad_payload = CallError::BadPayload {
+            op: r.op,
+            len: payload.len(),
+        };
+        if r.len as usize != payload.len() {
+            return Err(bad_payload);
+        }
+        if r.op == l::CALL_TTY {
+            return Call::tty_from_record(r, payload);
+        }
+        if !payload.is_empty() {
+            return Err(bad_payload);
+        }
         match r.op {
             l::CALL_GETPPID => Ok(Call::Getppid),
             l::CALL_FORK => Ok(Call::Fork { token }),
@@ -236,22 +448,86 @@ impl Call {
             op => Err(CallError::UnknownOp(op)),
         }
     }
+
+    /// A [`crate::image::layout::CALL_TTY`] record: a known request on a
+    /// valid fd, with exactly the payload the request takes.
+    fn tty_from_record(
+        r: &crate::image::layout::CallRecord,
+        payload: &[u8],
+    ) -> Result<Call, CallError> {
+        let bad = |value: i64| CallError::BadArgument { op: r.op, value };
+        let fd = i32::try_from(r.args[0])
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .ok_or(bad(r.args[0]))?;
+        let arg = i32::try_from(r.args[2]).map_err(|_| bad(r.args[2]))?;
+        let request = libc::c_ulong::try_from(r.args[1]).map_err(|_| bad(r.args[1]))?;
+        let no_payload = |op: TtyOp| {
+            if payload.is_empty() {
+                Ok(op)
+            } else {
+                Err(CallError::BadPayload {
+                    op: r.op,
+                    len: payload.len(),
+                })
+            }
+        };
+        let bad_payload = CallError::BadPayload {
+            op: r.op,
+            len: payload.len(),
+        };
+        let set = |when| {
+            Termios::from_bytes(payload)
+                .map(|termios| TtyOp::SetAttr { when, termios })
+                .ok_or(bad_payload.clone())
+        };
+        let op = match request {
+            libc::TCGETS => no_payload(TtyOp::GetAttr)?,
+            libc::TCSETS => set(SetWhen::Now)?,
+            libc::TCSETSW => set(SetWhen::Drain)?,
+            libc::TCSETSF => set(SetWhen::Flush)?,
+            libc::TIOCGWINSZ => no_payload(TtyOp::GetWinsize)?,
+            libc::TIOCSWINSZ => TtyOp::SetWinsize {
+                winsize: Winsize::from_bytes(payload).ok_or(bad_payload.clone())?,
+            },
+            libc::TIOCGPGRP => no_payload(TtyOp::GetPgrp)?,
+            libc::TIOCSPGRP if arg > 0 => no_payload(TtyOp::SetPgrp { pgrp: arg })?,
+            libc::TCFLSH if (0..=2).contains(&arg) => no_payload(TtyOp::Flush { queue: arg })?,
+            libc::TCSBRK => no_payload(TtyOp::Break { arg })?,
+            libc::TIOCSPGRP | libc::TCFLSH => return Err(bad(r.args[2])),
+            _ => return Err(bad(r.args[1])),
+        };
+        Ok(Call::Tty { fd, op })
+    }
 }
 
 impl CallReply {
-    /// The record the body reads for its call `op`.
+    /// The record the body reads for its call `op` (its `len` says how
+    /// many bytes of [`CallReply::payload`] follow it).
     pub fn to_record(self, op: u32) -> crate::image::layout::ReplyRecord {
         use crate::image::layout as l;
         let (errno, value) = match self {
             CallReply::Value { value } => (0, value),
             CallReply::Errno { errno } => (errno.max(1), -1),
             CallReply::Busy => (l::REPLY_BUSY, -1),
+            CallReply::Termios { .. } | CallReply::Winsize { .. } => (0, 0),
         };
         l::ReplyRecord {
             magic: l::REPLY_MAGIC,
             op,
             errno,
             value,
+            len: self.payload().len() as u32,
+            reserved: 0,
+        }
+    }
+
+    /// The bytes that follow the reply's record.
+    pub fn payload(&self) -> Vec<u8> {
+        match self {
+            CallReply::Termios { termios } => termios.to_bytes().to_vec(),
+            CallReply::Winsize { winsize } => winsize.to_bytes().to_vec(),
+            _ => Vec::new(),
         }
     }
 }
@@ -311,21 +587,18 @@ pub struct HomeFacts {
     pub ttys: Vec<TtyFacts>,
 }
 
-/// One terminal at home.
+/// One terminal at home. Its settings and size are not copied: the body
+/// asks the deputy for them each time ([`Call::Tty`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TtyFacts {
     /// The fd number.
     pub fd: i32,
-    /// rows, cols, xpixel, ypixel.
-    pub winsize: [u16; 4],
-    /// The kernel `struct termios` bytes.
-    pub termios: Bytes,
 }
 
 impl HomeFacts {
     /// The record a body's libmosix reads after its hello.
     pub fn body_info(&self) -> crate::image::layout::BodyInfo {
-        use crate::image::layout::{BodyInfo, KTERMIOS_LEN, MAX_TTYS};
+        use crate::image::layout::{BodyInfo, MAX_TTYS};
         let mut b = BodyInfo::at_home();
         b.away = 1;
         b.home_pid = self.pid;
@@ -334,9 +607,6 @@ impl HomeFacts {
         b.home_sid = self.sid;
         for (slot, t) in b.ttys.iter_mut().zip(self.ttys.iter().take(MAX_TTYS)) {
             slot.fd = t.fd;
-            slot.winsize = t.winsize;
-            let n = t.termios.0.len().min(KTERMIOS_LEN);
-            slot.termios[..n].copy_from_slice(&t.termios.0[..n]);
         }
         b.n_ttys = self.ttys.len().min(MAX_TTYS) as u32;
         b
@@ -659,7 +929,7 @@ mod tests {
         crate::image::layout::CallRecord {
             magic: crate::image::layout::CALL_MAGIC,
             op,
-            reserved: 0,
+            len: 0,
             args,
         }
     }
@@ -668,22 +938,22 @@ mod tests {
     fn call_records_decode() {
         use crate::image::layout as l;
         assert_eq!(
-            Call::from_record(&record(l::CALL_GETPPID, [0; 3]), 9),
+            Call::from_record(&record(l::CALL_GETPPID, [0; 3]), &[], 9),
             Ok(Call::Getppid)
         );
         assert_eq!(
-            Call::from_record(&record(l::CALL_FORK, [0; 3]), 9),
+            Call::from_record(&record(l::CALL_FORK, [0; 3]), &[], 9),
             Ok(Call::Fork { token: 9 })
         );
         assert_eq!(
-            Call::from_record(&record(l::CALL_REAP, [42, 143 << 8, 0]), 0),
+            Call::from_record(&record(l::CALL_REAP, [42, 143 << 8, 0]), &[], 0),
             Ok(Call::Reap {
                 pid: 42,
                 status: BodyStatus::Code { code: 143 }
             })
         );
         assert_eq!(
-            Call::from_record(&record(l::CALL_KILL, [-7, 15, 0]), 0),
+            Call::from_record(&record(l::CALL_KILL, [-7, 15, 0]), &[], 0),
             Ok(Call::Kill { pid: -7, sig: 15 })
         );
     }
@@ -693,9 +963,9 @@ mod tests {
         use crate::image::layout as l;
         let mut bad = record(l::CALL_GETPPID, [0; 3]);
         bad.magic = 1;
-        assert_eq!(Call::from_record(&bad, 0), Err(CallError::BadMagic));
+        assert_eq!(Call::from_record(&bad, &[], 0), Err(CallError::BadMagic));
         assert_eq!(
-            Call::from_record(&record(99, [0; 3]), 0),
+            Call::from_record(&record(99, [0; 3]), &[], 0),
             Err(CallError::UnknownOp(99))
         );
         // A pid that does not fit, a stop status, a pid 0 to reap, a signal
@@ -710,7 +980,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    Call::from_record(&record(op, args), 0),
+                    Call::from_record(&record(op, args), &[], 0),
                     Err(CallError::BadArgument { .. })
                 ),
                 "{op} {args:?}"
@@ -728,15 +998,167 @@ mod tests {
             x ^= x << 17;
             x
         };
+        let requests = [
+            libc::TCGETS,
+            libc::TCSETS,
+            libc::TCSETSW,
+            libc::TCSETSF,
+            libc::TIOCGWINSZ,
+            libc::TIOCSWINSZ,
+            libc::TIOCGPGRP,
+            libc::TIOCSPGRP,
+            libc::TCFLSH,
+            libc::TCSBRK,
+        ];
+        let mut payload = [0u8; 80];
         for _ in 0..20_000 {
             let op = (next() % 8) as u32;
-            let args = [next() as i64, (next() % 0x1_0000) as i64, next() as i64];
-            let r = record(op, args);
-            let _ = Call::from_record(&r, 1);
+            let arg1 = if op == crate::image::layout::CALL_TTY && next() % 2 == 0 {
+                requests[(next() % requests.len() as u64) as usize] as i64
+            } else {
+                (next() % 0x1_0000) as i64
+            };
+            let small = |v: u64| if v % 2 == 0 { (v % 8) as i64 } else { v as i64 };
+            let args = [small(next()), arg1, small(next())];
+            // Payloads of every length, some matching a request's.
+            let len = match next() % 4 {
+                0 => 0,
+                1 => crate::image::layout::KTERMIOS_LEN,
+                2 => crate::image::layout::WINSIZE_LEN,
+                _ => (next() % payload.len() as u64) as usize,
+            };
+            for b in &mut payload[..len] {
+                *b = next() as u8;
+            }
+            let mut r = record(op, args);
+            r.len = if next() % 8 == 0 {
+                next() as u32
+            } else {
+                len as u32
+            };
+            let _ = Call::from_record(&r, &payload[..len], 1);
             let mut bad = r;
             bad.magic = next();
-            assert_eq!(Call::from_record(&bad, 1), Err(CallError::BadMagic));
+            assert_eq!(
+                Call::from_record(&bad, &payload[..len], 1),
+                Err(CallError::BadMagic)
+            );
         }
+    }
+
+    fn tty(request: libc::c_ulong, fd: i64, arg: i64, payload: &[u8]) -> Result<Call, CallError> {
+        let mut r = record(crate::image::layout::CALL_TTY, [fd, request as i64, arg]);
+        r.len = payload.len() as u32;
+        Call::from_record(&r, payload, 0)
+    }
+
+    #[test]
+    fn tty_calls_decode_with_their_payload() {
+        let t = Termios {
+            iflag: 1,
+            oflag: 2,
+            cflag: 3,
+            lflag: 0o10,
+            line: 0,
+            cc: [7; 19],
+        };
+        assert_eq!(Termios::from_bytes(&t.to_bytes()), Some(t));
+        let w = Winsize {
+            rows: 33,
+            cols: 101,
+            xpixel: 0,
+            ypixel: 9,
+        };
+        assert_eq!(Winsize::from_bytes(&w.to_bytes()), Some(w));
+        assert_eq!(
+            tty(libc::TCGETS, 0, 0, &[]),
+            Ok(Call::Tty {
+                fd: 0,
+                op: TtyOp::GetAttr
+            })
+        );
+        assert_eq!(
+            tty(libc::TCSETSF, 2, 0, &t.to_bytes()),
+            Ok(Call::Tty {
+                fd: 2,
+                op: TtyOp::SetAttr {
+                    when: SetWhen::Flush,
+                    termios: t
+                }
+            })
+        );
+        assert_eq!(
+            tty(libc::TIOCSWINSZ, 1, 0, &w.to_bytes()),
+            Ok(Call::Tty {
+                fd: 1,
+                op: TtyOp::SetWinsize { winsize: w }
+            })
+        );
+        assert_eq!(
+            tty(libc::TIOCSPGRP, 0, 77, &[]),
+            Ok(Call::Tty {
+                fd: 0,
+                op: TtyOp::SetPgrp { pgrp: 77 }
+            })
+        );
+        assert_eq!(
+            tty(libc::TCFLSH, 0, libc::TCIFLUSH as i64, &[]),
+            Ok(Call::Tty {
+                fd: 0,
+                op: TtyOp::Flush {
+                    queue: libc::TCIFLUSH
+                }
+            })
+        );
+        assert!(
+            TtyOp::SetAttr {
+                when: SetWhen::Flush,
+                termios: t
+            }
+            .discards_input()
+        );
+        assert!(!TtyOp::Flush { queue: 1 }.discards_input());
+        let reply = CallReply::Winsize { winsize: w };
+        let rec = reply.to_record(crate::image::layout::CALL_TTY);
+        assert_eq!((rec.errno, rec.len), (0, 8));
+        assert_eq!(reply.payload(), w.to_bytes().to_vec());
+        assert_eq!(CallReply::Value { value: 3 }.to_record(5).len, 0);
+    }
+
+    #[test]
+    fn bad_tty_calls_are_refused() {
+        let t = [0u8; crate::image::layout::KTERMIOS_LEN];
+        for (request, fd, arg, payload) in [
+            // The payload of another request, or none.
+            (libc::TCSETS, 0, 0, &t[..8]),
+            (libc::TCSETS, 0, 0, &[][..]),
+            (libc::TIOCSWINSZ, 0, 0, &t[..]),
+            (libc::TCGETS, 0, 0, &t[..]),
+            // A bad fd, group or queue; an unknown request.
+            (libc::TCGETS, -1, 0, &[][..]),
+            (libc::TCGETS, i64::MAX, 0, &[][..]),
+            (libc::TIOCSPGRP, 0, 0, &[][..]),
+            (libc::TIOCSPGRP, 0, i64::MAX, &[][..]),
+            (libc::TCFLSH, 0, 3, &[][..]),
+            (libc::TIOCSTI, 0, 0, &[][..]),
+            (libc::FIONREAD, 0, 0, &[][..]),
+        ] {
+            assert!(
+                tty(request, fd, arg, payload).is_err(),
+                "{request:#x} {fd} {arg} {payload:?}"
+            );
+        }
+        // A length that does not match the bytes, and a payload on a call
+        // that takes none.
+        let mut r = record(crate::image::layout::CALL_TTY, [0, libc::TCGETS as i64, 0]);
+        r.len = 4;
+        assert!(Call::from_record(&r, &[], 0).is_err());
+        let mut r = record(crate::image::layout::CALL_GETPPID, [0; 3]);
+        r.len = 1;
+        assert_eq!(
+            Call::from_record(&r, &[1], 0),
+            Err(CallError::BadPayload { op: 1, len: 1 })
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! fds. If the body's node or `homed` is lost it ends as if killed by
 //! SIGKILL, with a line on its stderr naming what was lost.
 //! It also reads input for the body (one chunk at a time, when the body's
-//! host asks), and when the body comes home it puts the fds in step and
-//! `exec`s the restorer in place.
+//! host asks), does the body's terminal requests on the real terminal
+//! ([`mosix_homed::tty`]), and when the body comes home it puts the fds
+//! in step and `exec`s the restorer in place.
 
 use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
@@ -177,6 +178,7 @@ fn run() -> Result<()> {
                         }
                     }
                     Call::Reap { pid, .. } => reap(pid),
+                    Call::Tty { fd, op } => mosix_homed::tty::serve(fd, op),
                 };
                 let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
                 send_local(&mut w, &DeputyMsg::Reply { reply }).context("cannot tell homed")?;

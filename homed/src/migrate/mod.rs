@@ -221,12 +221,8 @@ pub fn home_facts(pid: i32) -> HomeFacts {
             .collect();
         fds.sort();
         for fd in fds {
-            if let Some((termios, winsize)) = sys::tty_state(&format!("/proc/{pid}/fd/{fd}")) {
-                ttys.push(TtyFacts {
-                    fd,
-                    winsize,
-                    termios: termios.to_vec().into(),
-                });
+            if sys::is_tty(&format!("/proc/{pid}/fd/{fd}")) {
+                ttys.push(TtyFacts { fd });
             }
         }
     }
@@ -991,7 +987,7 @@ fn come_home(
     // is fed by the deputy ahead of the rest of the pipe.
     let (tty_input, pipe_input): (Vec<_>, Vec<_>) = unread
         .into_iter()
-        .partition(|(fd, _)| sys::tty_state(&format!("/proc/{pid}/fd/{fd}")).is_some());
+        .partition(|(fd, _)| sys::is_tty(&format!("/proc/{pid}/fd/{fd}")));
     for (fd, data) in &tty_input {
         if let Err(e) = sys::push_tty_input(&format!("/proc/{pid}/fd/{fd}"), &data.0) {
             tracing::warn!(pid, fd, error = %e, "cannot give back terminal input the body had not read");

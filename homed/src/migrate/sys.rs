@@ -1,30 +1,24 @@
-//! The raw calls the migration's source side needs: a terminal's state,
-//! read through the process's own fd at home.
+//! The raw calls the migration's source side needs: whether an fd is a
+//! terminal, and giving one back its input, through the process's own fd
+//! at home.
 
 use mosix_proto::image::layout::KTERMIOS_LEN;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
-/// The kernel termios and window size of the terminal `path` (a
-/// `/proc/PID/fd/N` link), or `None` if it is not a terminal.
-pub(super) fn tty_state(path: &str) -> Option<([u8; KTERMIOS_LEN], [u16; 4])> {
-    let f = std::fs::OpenOptions::new()
+/// Whether `path` (a `/proc/PID/fd/N` link) is a terminal.
+pub(super) fn is_tty(path: &str) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
-        .ok()?;
+    else {
+        return false;
+    };
     let mut termios = [0u8; KTERMIOS_LEN];
     // SAFETY: TCGETS writes a kernel `struct termios` (KTERMIOS_LEN bytes)
     // into the buffer we own.
-    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    let mut ws = [0u16; 4];
-    // SAFETY: TIOCGWINSZ writes a `struct winsize` (4 u16) into `ws`.
-    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, ws.as_mut_ptr()) } != 0 {
-        ws = [0; 4];
-    }
-    Some((termios, ws))
+    unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) == 0 }
 }
 
 /// Put `data` back into the input queue of the terminal `path`

@@ -13,7 +13,7 @@
 
 /// Version of every record in this file; images and freeze records with
 /// another version are refused.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Page size the engine assumes (x86-64 base pages).
 pub const PAGE_SIZE: u64 = 4096;
@@ -229,6 +229,19 @@ pub const CALL_FORK: u32 = 2;
 pub const CALL_REAP: u32 = 3;
 /// Call: `kill(args[0], args[1])` at home, by the deputy.
 pub const CALL_KILL: u32 = 4;
+/// Call: a terminal request on the relayed terminal `args[0]`, done by
+/// the deputy on its real fd at home: `args[1]` is the ioctl request
+/// (`TCGETS`, `TCSETS`, `TCSETSW`, `TCSETSF`, `TIOCGWINSZ`, `TIOCSWINSZ`,
+/// `TIOCGPGRP`, `TIOCSPGRP`, `TCFLSH`, `TCSBRK`), `args[2]` its integer
+/// argument (the group of `TIOCSPGRP`, the queue of `TCFLSH`, the
+/// argument of `TCSBRK`). The record's payload is the kernel termios
+/// ([`KTERMIOS_LEN`] bytes) of a `TCSETS*` or the winsize
+/// ([`WINSIZE_LEN`]) of a `TIOCSWINSZ`; the reply's payload is the
+/// termios of a `TCGETS` or the winsize of a `TIOCGWINSZ`, and its value
+/// the group of a `TIOCGPGRP`.
+pub const CALL_TTY: u32 = 5;
+/// Most payload bytes after a [`CallRecord`] or a [`ReplyRecord`].
+pub const CALL_PAYLOAD_MAX: u32 = 64;
 /// [`ReplyRecord::errno`] of a call the host could not serve now (a
 /// freeze is under way): let the freeze signal in, then ask again.
 pub const REPLY_BUSY: i32 = -1;
@@ -243,8 +256,9 @@ pub struct CallRecord {
     pub magic: u64,
     /// `CALL_*`.
     pub op: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// Bytes of payload that follow the record (at most
+    /// [`CALL_PAYLOAD_MAX`]; only [`CALL_TTY`] has any).
+    pub len: u32,
     /// The call's arguments (see each `CALL_*`).
     pub args: [i64; 3],
 }
@@ -261,6 +275,11 @@ pub struct ReplyRecord {
     pub errno: i32,
     /// The result (a pid for `CALL_GETPPID` and `CALL_FORK`).
     pub value: i64,
+    /// Bytes of payload that follow the record (at most
+    /// [`CALL_PAYLOAD_MAX`]; see [`CALL_TTY`]).
+    pub len: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 /// Magic of a [`BodyInfo`].
@@ -269,8 +288,13 @@ pub const BODY_MAGIC: u64 = u64::from_le_bytes(*b"MOSXBODY");
 pub const MAX_TTYS: usize = 8;
 /// Size of the kernel's `struct termios` (`TCGETS`).
 pub const KTERMIOS_LEN: usize = 36;
+/// Size of `struct winsize` (`TIOCGWINSZ`).
+pub const WINSIZE_LEN: usize = 8;
 
-/// A terminal at home, as a body away sees it through its relay.
+/// A terminal at home, as a body away knows it: which of its fds is
+/// relayed to one. Its settings are not kept here: every terminal
+/// request goes to the deputy, which asks the terminal itself
+/// ([`CALL_TTY`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtyInfo {
@@ -278,18 +302,12 @@ pub struct TtyInfo {
     pub fd: i32,
     /// Zero.
     pub reserved: u32,
-    /// `struct winsize` (rows, cols, xpixel, ypixel) at home.
-    pub winsize: [u16; 4],
-    /// The kernel `struct termios` at home.
-    pub termios: [u8; KTERMIOS_LEN],
-    /// Zero.
-    pub pad: [u8; 4],
 }
 
 /// Written by the daemon that placed a restored process's control socket
 /// right after the process's hello on it: whether it is a body away from
 /// home, and the home facts its libmosix answers with (DESIGN.md section
-/// 4: identity calls, tty control).
+/// 4: identity calls, and which fds are terminals at home).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct BodyInfo {
@@ -325,9 +343,6 @@ impl BodyInfo {
             ttys: [TtyInfo {
                 fd: -1,
                 reserved: 0,
-                winsize: [0; 4],
-                termios: [0; KTERMIOS_LEN],
-                pad: [0; 4],
             }; MAX_TTYS],
         }
     }

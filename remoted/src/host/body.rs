@@ -302,8 +302,8 @@ impl Body {
                 Ok(())
             }
             layout::CALL_MAGIC => {
-                let rec = self.read_call(&magic)?;
-                self.forward_call(link, &rec)
+                let (rec, payload) = self.read_call(&magic)?;
+                self.forward_call(link, &rec, &payload)
             }
             other => Err(format!(
                 "{other:#x} on the control socket is no message a running body sends"
@@ -358,22 +358,58 @@ impl Body {
         }
     }
 
-    /// The rest of a call record whose magic was read.
-    fn read_call(&mut self, magic: &[u8; 8]) -> Result<CallRecord, String> {
+    /// The rest of a call record whose magic was read, and its payload
+    /// (at most `CALL_PAYLOAD_MAX` bytes: a longer one is refused unread).
+    fn read_call(&mut self, magic: &[u8; 8]) -> Result<(CallRecord, Vec<u8>), String> {
         let mut cb = [0u8; size_of::<CallRecord>()];
         cb[..8].copy_from_slice(magic);
         self.ctl
             .read_exact(&mut cb[8..])
             .map_err(|e| format!("cut call: {e}"))?;
-        image::from_bytes::<CallRecord>(&cb).ok_or_else(|| "a call of the wrong size".into())
+        let rec = image::from_bytes::<CallRecord>(&cb).ok_or("a call of the wrong size")?;
+        if rec.len > layout::CALL_PAYLOAD_MAX {
+            return Err(format!(
+                "a call with {} bytes of payload (at most {})",
+                rec.len,
+                layout::CALL_PAYLOAD_MAX
+            ));
+        }
+        let mut payload = vec![0u8; rec.len as usize];
+        self.ctl
+            .read_exact(&mut payload)
+            .map_err(|e| format!("cut call payload: {e}"))?;
+        Ok((rec, payload))
     }
 
     /// Pass the body's call home and its answer back. A fork gets the
     /// child's control socket, kept under a token until the home's link
     /// for the child adopts it.
-    fn forward_call(&mut self, link: &mut Link<TcpStream>, rec: &CallRecord) -> Result<(), String> {
+    ///
+    /// What the body wrote to its relays before the call goes home first,
+    /// so the deputy has written it out before it does the call (a
+    /// `tcsetattr(TCSADRAIN)` then waits for exactly that output). A
+    /// terminal request that discards unread input (`TCSETSF`, `TCFLSH`)
+    /// drops what the body was given on that fd and has not read, and
+    /// what the deputy read for it before it did the request (input the
+    /// deputy reads in the very moment of the flush may go either way,
+    /// as keys typed during a `tcsetattr` at home race it too).
+    fn forward_call(
+        &mut self,
+        link: &mut Link<TcpStream>,
+        rec: &CallRecord,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let token = family::new_token();
-        let call = Call::from_record(rec, token).map_err(|e| e.to_string())?;
+        let call = Call::from_record(rec, payload, token).map_err(|e| e.to_string())?;
+        self.pump_output(link)
+            .map_err(|e| format!("cannot pass the body's output home: {e}"))?;
+        let discard = match call {
+            Call::Tty { fd, op } if op.discards_input() => {
+                self.discard_input(fd);
+                Some(fd)
+            }
+            _ => None,
+        };
         let child_end = match call {
             Call::Fork { token } => {
                 let (ours, theirs) = UnixStream::pair()
@@ -386,7 +422,7 @@ impl Body {
             }
             _ => None,
         };
-        let reply = self.ask_home(link, call);
+        let reply = self.ask_home(link, call, discard);
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -409,13 +445,22 @@ impl Body {
             _ => None,
         };
         let record = reply.to_record(rec.op);
-        family::send_record(&self.ctl, image::as_bytes(&record), fd)
+        let mut bytes = image::as_bytes(&record).to_vec();
+        bytes.extend(reply.payload());
+        family::send_record(&self.ctl, &bytes, fd)
             .map_err(|e| format!("cannot answer the body's call: {e}"))
     }
 
     /// Send `call` home and wait for the answer, serving what else comes
     /// meanwhile (signals, input; a freeze waits until after the call).
-    fn ask_home(&mut self, link: &mut Link<TcpStream>, call: Call) -> Result<CallReply, String> {
+    /// Input for `discard` that comes meanwhile was read at home before
+    /// the call flushed that terminal's input: it is dropped.
+    fn ask_home(
+        &mut self,
+        link: &mut Link<TcpStream>,
+        call: Call,
+        discard: Option<i32>,
+    ) -> Result<CallReply, String> {
         link.send(&FromHost::Call { call })
             .map_err(|e| format!("cannot pass a call home: {e}"))?;
         let _ = link.get_ref().set_read_timeout(Some(CALL_TIMEOUT));
@@ -425,6 +470,11 @@ impl Body {
                 Ok(ToHost::Signal { sig }) if (1..=64).contains(&sig) => {
                     if let Err(e) = sys::kill(self.pid, sig) {
                         tracing::warn!(body_pid = self.pid, sig, error = %e, "cannot signal the body");
+                    }
+                }
+                Ok(ToHost::Input { fd, .. }) if Some(fd) == discard => {
+                    if let Some(r) = self.relays.iter_mut().find(|r| r.fd == fd) {
+                        r.asked = false;
                     }
                 }
                 Ok(ToHost::Input { fd, data }) => self.give_input(fd, &data.0),
@@ -501,6 +551,27 @@ impl Body {
         r.queue.extend(data);
         r.given = true;
         self.flush_input();
+    }
+
+    /// Drop the input the body was given on `fd` and has not read (a
+    /// terminal flush): what waits in its end and what is queued here.
+    fn discard_input(&mut self, fd: i32) {
+        let Some(r) = self.relays.iter_mut().find(|r| r.fd == fd) else {
+            return;
+        };
+        r.queue.clear();
+        r.given = false;
+        let Some(u) = &r.unread else { return };
+        let mut left = sys::pending(u.as_fd()).unwrap_or(0);
+        let mut buf = [0u8; 4096];
+        while left > 0 {
+            let n = left.min(buf.len());
+            match sys::read(u.as_fd(), &mut buf[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => left -= k,
+            }
+        }
+        tracing::debug!(body_pid = self.pid, fd, "unread terminal input discarded");
     }
 
     /// Write queued input into the body's ends, as far as they take it.
@@ -686,7 +757,7 @@ impl Body {
                     // Announced once the link is at hand again.
                     self.exec_unannounced |= exec;
                 }),
-                layout::CALL_MAGIC => self.read_call(&magic).and_then(|rec| {
+                layout::CALL_MAGIC => self.read_call(&magic).and_then(|(rec, _)| {
                     let busy = CallReply::Busy.to_record(rec.op);
                     (&self.ctl)
                         .write_all(image::as_bytes(&busy))
