@@ -5,5 +5,6 @@
 //! deputies and the view's file server of the later issues.
 
 pub mod engine;
+pub mod kids;
 pub mod migrate;
 pub mod view;
