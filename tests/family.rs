@@ -487,7 +487,12 @@ fn sigterm_to_a_childs_home_pid_reaches_its_body() {
     h.c.wait_for("the sleep body", Duration::from_secs(30), || {
         sleepers = all_pids()
             .into_iter()
-            .filter(|&p| cmdline(p) == ["sleep", "120"] && is_running(p) && !is_deputy(p))
+            .filter(|&p| {
+                owner(p) == Some(UID)
+                    && cmdline(p) == ["sleep", "120"]
+                    && is_running(p)
+                    && !is_deputy(p)
+            })
             .collect();
         Ok(sleepers.len() == 1)
     })
@@ -652,7 +657,8 @@ fn shell_moved_while_waiting(shell: &str) {
         bodies = all_pids()
             .into_iter()
             .filter(|&p| {
-                cmdline(p).first().map(String::as_str) == Some("sh")
+                owner(p) == Some(UID)
+                    && cmdline(p).first().map(String::as_str) == Some("sh")
                     && cmdline(p).join(" ").contains("later.ids")
                     && is_running(p)
                     && !is_deputy(p)
@@ -819,7 +825,7 @@ fn make_j2_moved_while_its_compilers_run_at_home_builds_the_same() {
     h.c.wait_for("the third rule's body", Duration::from_secs(30), || {
         bodies = mosix_tests::procs::processes_running(&["sh", "../gate", "calc.o"])
             .into_iter()
-            .filter(|&p| !is_deputy(p))
+            .filter(|&p| owner(p) == Some(UID) && !is_deputy(p))
             .collect();
         Ok(bodies.len() == 1)
     })
