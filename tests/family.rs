@@ -629,7 +629,7 @@ fn shell_moved_while_waiting(shell: &str) {
     assert_eq!(reference.status.code(), Some(5), "{}", text(&reference));
     let (job, pid) = h.start_argv(&[shell, "./kids.sh"], "kids");
     let held = waiting_at_home(&h, pid);
-    h.move_to_n2(pid);
+    let body = h.move_to_n2(pid);
     // The home child runs on where it was, a child of the deputy.
     assert!(is_running(held), "the held child {held} is gone");
     assert!(
@@ -671,6 +671,7 @@ fn shell_moved_while_waiting(shell: &str) {
         descends_from(bodies[0], remoted2),
         "the later child runs at n2"
     );
+    assert_eq!(ppid(bodies[0]), Some(body), "a child of the shell's body");
     h.put("go2", "");
     let (out, err, rc) = h.finish(job, "kids", Duration::from_secs(120));
     assert_eq!(
