@@ -3,9 +3,12 @@
 //! has its own deputy at home, a child of its parent's deputy, so home
 //! pids, `wait`, `$?` and signals behave as without mosix.
 //!
-//! Each test moves a shell to n2 while it spins in a builtin-only loop
-//! (a process with children does not move), then lets it go on with a
-//! SIGUSR1 sent to its home pid (forwarded by its deputy). The files live
+//! Most tests move a shell to n2 while it spins in a builtin-only loop,
+//! then let it go on with a SIGUSR1 sent to its home pid (forwarded by
+//! its deputy). The last ones move a shell (dash, bash) or `make -j2`
+//! while it waits for children it started at home (issue 4: they stay
+//! at home, children of its deputy, which waits for them on the body's
+//! behalf), and one brings it home again mid-wait. The files live
 //! on a tmpfs mounted over `/srv` in n1's mount namespace only, so what
 //! the bodies read and write there goes through the view; the test reads
 //! them through `/proc/<n1's homed>/root`.
@@ -102,32 +105,41 @@ impl Home {
     /// stdout through a pipe into `<name>.out`, stderr into
     /// `<name>.err`, `$?` into `<name>.rc`; returns it and its home pid.
     fn start(&self, then: &str, name: &str) -> (Child, i32) {
-        let d = &self.dir;
         let inner = format!("{GATE}{then}");
+        self.start_argv(&["sh", "-c", &inner], name)
+    }
+
+    /// Starts, at n1 as the test user in the directory, `mosrun -h --
+    /// ARGV` as [`Home::start`] does; returns it and its home pid.
+    fn start_argv(&self, argv: &[&str], name: &str) -> (Child, i32) {
+        let d = &self.dir;
+        let quoted: Vec<String> = argv
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
         let script = format!(
-            "cd {d} && ( {mosrun} -h -- sh -c '{q}' < /dev/null 2> {d}/{name}.err; echo $? > {d}/{name}.rc.tmp ) \
+            "cd {d} && ( {mosrun} -h -- {args} < /dev/null 2> {d}/{name}.err; echo $? > {d}/{name}.rc.tmp ) \
              | cat > {d}/{name}.out; mv {d}/{name}.rc.tmp {d}/{name}.rc",
             mosrun = bin("mosrun").display(),
-            q = inner.replace('\'', "'\\''"),
+            args = quoted.join(" "),
         );
-        let mut argv = self.as_user();
-        argv.extend(["sh".into(), "-c".into(), script]);
+        let mut user = self.as_user();
+        user.extend(["sh".into(), "-c".into(), script]);
         let child = Command::new(bin("mosix-local"))
             .args(["exec", "--dir"])
             .arg(&self.c.dir)
             .args(["n1", "--"])
-            .args(&argv)
+            .args(&user)
             .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("mosix-local exec");
-        let want = ["sh", "-c", &inner];
         let mut pid = 0;
         self.c
             .wait_for("the job to start", Duration::from_secs(30), || {
-                pid = mosix_tests::procs::processes_running(&want)
+                pid = mosix_tests::procs::processes_running(argv)
                     .first()
                     .copied()
                     .unwrap_or(0);
@@ -140,6 +152,17 @@ impl Home {
     /// Move the job `pid` to n2, check that its body really runs there,
     /// and let it go on.
     fn move_and_go(&self, pid: i32) {
+        self.move_to_n2(pid);
+        let out = self
+            .c
+            .exec("n1", &["kill", "-USR1", &pid.to_string()])
+            .unwrap();
+        assert!(out.status.success(), "kill -USR1: {}", text(&out));
+    }
+
+    /// Move the job `pid` to n2 and check that its body really runs
+    /// there (a descendant of n2's remoted); its local pid there.
+    fn move_to_n2(&self, pid: i32) -> i32 {
         let out = self
             .c
             .exec("n1", &["mosmigrate", &pid.to_string(), "n2"])
@@ -166,11 +189,7 @@ impl Home {
             "the body {} does not descend from n2's remoted",
             bodies[0]
         );
-        let out = self
-            .c
-            .exec("n1", &["kill", "-USR1", &pid.to_string()])
-            .unwrap();
-        assert!(out.status.success(), "kill -USR1: {}", text(&out));
+        bodies[0]
     }
 
     /// Waits for `<name>.rc`: (stdout, stderr, `$?`).
@@ -468,7 +487,12 @@ fn sigterm_to_a_childs_home_pid_reaches_its_body() {
     h.c.wait_for("the sleep body", Duration::from_secs(30), || {
         sleepers = all_pids()
             .into_iter()
-            .filter(|&p| cmdline(p) == ["sleep", "120"] && is_running(p) && !is_deputy(p))
+            .filter(|&p| {
+                owner(p) == Some(UID)
+                    && cmdline(p) == ["sleep", "120"]
+                    && is_running(p)
+                    && !is_deputy(p)
+            })
             .collect();
         Ok(sleepers.len() == 1)
     })
@@ -606,5 +630,321 @@ fn system_and_popen_in_a_body_start_managed_children() {
         "stderr differs"
     );
     assert_eq!(rc, reference.status.code().unwrap().to_string());
+    h.assert_nothing_left();
+}
+
+/// The kernel function `pid` sleeps in (`do_wait`: a wait for a child).
+fn wchan(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default()
+}
+
+/// The script a shell runs while the test moves it: its first children
+/// start at home and hold on until `go`, one in the foreground (the shell
+/// waits for it when it moves) and one in the background (`wait $!`);
+/// later ones (a pipeline, `$?` of codes and of a kill, a child held
+/// until `go2`) start where the body runs then.
+const KIDS_SCRIPT: &str = r#"echo start
+sh -c 'while ! [ -e go ]; do sleep 0.05; done; sleep 1; exit 6' &
+bg=$!
+sh -c 'echo $$ > held.pid; while ! [ -e go ]; do sleep 0.05; done; exit 3'
+echo "held $?"
+wait $bg
+echo "bg $?"
+seq 1 20000 | awk '{s+=$1} END {print s}' | sha256sum
+for i in 1 2 3; do
+    sh -c "exit $i"; echo "loop $?"
+done
+sh -c 'kill -TERM $$'; echo "term $?"
+sh -c 'echo "$$ $PPID" > later.ids; while ! [ -e go2 ]; do sleep 0.05; done; exit 8'
+echo "later $?"
+( echo sub; exit 4 ); echo "subshell $?"
+printf '%s\n' b a c | sort | tr a-z A-Z
+echo end
+exit 5
+"#;
+
+/// The reference: `shell` runs `script` at home without mosix, its gates
+/// open; the gate files are taken away after.
+fn reference_run(h: &Home, shell: &str, script: &str, gates: &[&str]) -> Output {
+    for g in gates {
+        h.put(g, "");
+    }
+    let out = h.user(&format!("{shell} ./{script}"));
+    for g in gates {
+        std::fs::remove_file(h.file(g)).unwrap();
+    }
+    for f in ["held.pid", "later.ids", "after.ids"] {
+        let _ = std::fs::remove_file(h.file(f));
+    }
+    out
+}
+
+/// Waits for the first line of file `name` (written by the script).
+fn line_of(h: &Home, name: &str) -> String {
+    let file = h.file(name);
+    h.c.wait_for(name, Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    h.read(name).trim().to_string()
+}
+
+/// The shell `pid` at home waits for its child `held` (pid from
+/// `held.pid`): both checked; `held`'s pid.
+fn waiting_at_home(h: &Home, pid: i32) -> i32 {
+    let held: i32 = line_of(h, "held.pid").parse().unwrap();
+    assert_eq!(ppid(held), Some(pid), "the held child is the shell's");
+    h.c.wait_for("the shell to wait", Duration::from_secs(30), || {
+        Ok(wchan(pid) == "do_wait")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: the shell sleeps in {:?}", wchan(pid)));
+    held
+}
+
+/// A shell moved to n2 while it waits for a child it started at home:
+/// that child runs on at home, still its child (of its deputy), the
+/// shell's `wait`, `$?` and `wait $!` see it end there, and the children
+/// it starts afterwards run at n2 with the body.
+fn shell_moved_while_waiting(shell: &str) {
+    let h = Home::new();
+    h.put("kids.sh", KIDS_SCRIPT);
+    let reference = reference_run(&h, shell, "kids.sh", &["go", "go2"]);
+    assert_eq!(reference.status.code(), Some(5), "{}", text(&reference));
+    let (job, pid) = h.start_argv(&[shell, "./kids.sh"], "kids");
+    let held = waiting_at_home(&h, pid);
+    let body = h.move_to_n2(pid);
+    // The home child runs on where it was, a child of the deputy.
+    assert!(is_running(held), "the held child {held} is gone");
+    assert!(
+        !is_deputy(held),
+        "the held child {held} stayed an ordinary process"
+    );
+    assert_eq!(ppid(held), Some(pid), "the held child is the deputy's");
+    let entry = mosps_entry(&h.c, "n1", pid).expect("mosps lists the shell");
+    assert_eq!(entry["node"], "n2", "{entry}");
+    h.put("go", "");
+    // A later child: forked by the body at n2, with a deputy at home.
+    let (later, later_ppid) = two(&line_of(&h, "later.ids"));
+    assert_eq!(
+        later_ppid, pid,
+        "the later child's parent is the shell's home pid"
+    );
+    assert!(
+        is_deputy(later),
+        "the later child {later} has a deputy at home"
+    );
+    assert_eq!(ppid(later), Some(pid));
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let mut bodies = Vec::new();
+    h.c.wait_for("the later child's body", Duration::from_secs(30), || {
+        bodies = all_pids()
+            .into_iter()
+            .filter(|&p| {
+                owner(p) == Some(UID)
+                    && cmdline(p).first().map(String::as_str) == Some("sh")
+                    && cmdline(p).join(" ").contains("later.ids")
+                    && is_running(p)
+                    && !is_deputy(p)
+            })
+            .collect();
+        Ok(bodies.len() == 1)
+    })
+    .unwrap();
+    assert!(
+        descends_from(bodies[0], remoted2),
+        "the later child runs at n2"
+    );
+    assert_eq!(ppid(bodies[0]), Some(body), "a child of the shell's body");
+    h.put("go2", "");
+    let (out, err, rc) = h.finish(job, "kids", Duration::from_secs(120));
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(&reference.stdout),
+        "stdout differs; stderr: {err}"
+    );
+    assert_eq!(err, String::from_utf8_lossy(&reference.stderr));
+    assert_eq!(rc, "5");
+    h.assert_nothing_left();
+}
+
+#[test]
+fn dash_moved_while_it_waits_for_a_home_child_sees_it_end() {
+    shell_moved_while_waiting("sh");
+}
+
+#[test]
+fn bash_moved_while_it_waits_for_a_home_child_sees_it_end() {
+    shell_moved_while_waiting("bash");
+}
+
+/// The script moved away and back while it waits for its child.
+const AWAY_AND_BACK: &str = r#"echo start
+sh -c 'echo $$ > held.pid; while ! [ -e go ]; do sleep 0.05; done; exit 3'
+echo "held $?"
+sh -c 'echo "$$ $PPID" > after.ids; exit 2'; echo "after $?"
+seq 1 1000 | sort -r | head -3
+exit 7
+"#;
+
+#[test]
+fn a_shell_moved_away_and_home_mid_wait_is_whole_with_its_child() {
+    let h = Home::new();
+    h.put("back.sh", AWAY_AND_BACK);
+    let reference = reference_run(&h, "sh", "back.sh", &["go"]);
+    assert_eq!(reference.status.code(), Some(7), "{}", text(&reference));
+    let (job, pid) = h.start_argv(&["sh", "./back.sh"], "back");
+    let held = waiting_at_home(&h, pid);
+    let body = h.move_to_n2(pid);
+    assert_eq!(ppid(held), Some(pid), "the held child is the deputy's");
+    let out =
+        h.c.exec("n1", &["mosmigrate", &pid.to_string(), "home"])
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "mosmigrate home: {}\nhomed n1:\n{}",
+        text(&out),
+        h.c.log("n1", "homed")
+    );
+    h.c.wait_for("the body at n2 to end", Duration::from_secs(30), || {
+        Ok(!is_running(body))
+    })
+    .unwrap();
+    assert!(!is_deputy(pid), "{pid} is the process again, not a deputy");
+    assert_eq!(cmdline(pid), ["sh", "./back.sh"]);
+    assert_eq!(ppid(held), Some(pid), "the held child is still its child");
+    assert!(is_running(held));
+    let entry = mosps_entry(&h.c, "n1", pid).expect("mosps lists the shell");
+    assert_eq!(entry["node"], "n1", "{entry}");
+    // Home again, it waits for its child in the kernel, as before.
+    h.c.wait_for("the shell to wait at home", Duration::from_secs(30), || {
+        Ok(wchan(pid) == "do_wait")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: the shell sleeps in {:?}", wchan(pid)));
+    h.put("go", "");
+    let (out, err, rc) = h.finish(job, "back", Duration::from_secs(120));
+    let (after, after_ppid) = two(&h.read("after.ids"));
+    assert_eq!(
+        after_ppid, pid,
+        "the child after coming home is the shell's"
+    );
+    assert!(after > 0 && after != held);
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(&reference.stdout),
+        "stdout differs; stderr: {err}"
+    );
+    assert_eq!(rc, "7");
+    h.assert_nothing_left();
+}
+
+/// make's compile rules hold on at `go` (and the third object at `go2`),
+/// so the test can move make while two compilers' shells run at home.
+fn put_gated_project(h: &Home, dir: &str) {
+    put_project(h, dir, false);
+    h.put(
+        &format!("{dir}/Makefile"),
+        "OBJS = main.o util.o calc.o\n\
+         prog: $(OBJS)\n\tcc -o $@ $(OBJS)\n\
+         %.o: %.c gen.h common.h\n\tsh ../gate $@ && cc -O1 -c $< -o $@\n\
+         gen.h: values.txt\n\tsort -n values.txt | awk '{s+=$$1} END {printf \"#define TOTAL %d\\n\", s}' > $@\n",
+    );
+}
+
+/// The gate of a compile rule: says it runs, then waits.
+const GATE_SCRIPT: &str = r#"echo $$ > $1.gate
+while ! [ -e ../go ]; do sleep 0.05; done
+if [ "$1" = calc.o ]; then
+    while ! [ -e ../go2 ]; do sleep 0.05; done
+fi
+"#;
+
+#[test]
+fn make_j2_moved_while_its_compilers_run_at_home_builds_the_same() {
+    let h = Home::new();
+    h.put("gate", GATE_SCRIPT);
+    put_gated_project(&h, "ref");
+    put_gated_project(&h, "mx");
+    h.put("go", "");
+    h.put("go2", "");
+    let reference = h.user(&format!("make -j2 -C {}/ref", h.dir));
+    assert!(reference.status.success(), "{}", text(&reference));
+    std::fs::remove_file(h.file("go")).unwrap();
+    std::fs::remove_file(h.file("go2")).unwrap();
+    let (job, pid) = h.start_argv(&["make", "-j2", "-C", &format!("{}/mx", h.dir)], "mx");
+    // Two compile rules run at home, each its own shell, make waits.
+    let mut gated = Vec::new();
+    h.c.wait_for("two compile rules at home", Duration::from_secs(60), || {
+        gated = ["main.o", "util.o", "calc.o"]
+            .iter()
+            .filter(|o| h.file(&format!("mx/{o}.gate")).exists())
+            .map(|o| o.to_string())
+            .collect();
+        Ok(gated.len() == 2)
+    })
+    .unwrap();
+    assert_eq!(gated, ["main.o", "util.o"], "make starts the first two");
+    let rules: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|&p| ppid(p) == Some(pid) && is_running(p))
+        .collect();
+    assert_eq!(rules.len(), 2, "make's children at home: {rules:?}");
+    h.move_to_n2(pid);
+    for r in &rules {
+        assert_eq!(ppid(*r), Some(pid), "rule {r} is still make's child");
+        assert!(!is_deputy(*r), "rule {r} runs at home, not away");
+    }
+    h.put("go", "");
+    // The third object's rule starts after the move: at n2.
+    let calc: i32 = line_of(&h, "mx/calc.o.gate").parse().unwrap();
+    assert!(
+        is_deputy(calc),
+        "the third rule's shell {calc} has a deputy at home"
+    );
+    // Its parent, the rule's shell, was forked by make's body at n2.
+    let rule = ppid(calc).unwrap();
+    assert!(is_deputy(rule), "the third rule's shell {rule} is away");
+    assert_eq!(ppid(rule), Some(pid), "the third rule is make's child");
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let mut bodies = Vec::new();
+    h.c.wait_for("the third rule's body", Duration::from_secs(30), || {
+        bodies = mosix_tests::procs::processes_running(&["sh", "../gate", "calc.o"])
+            .into_iter()
+            .filter(|&p| owner(p) == Some(UID) && !is_deputy(p))
+            .collect();
+        Ok(bodies.len() == 1)
+    })
+    .unwrap();
+    assert!(
+        descends_from(bodies[0], remoted2),
+        "the third rule runs at n2"
+    );
+    h.put("go2", "");
+    let (out, err, rc) = h.finish(job, "mx", Duration::from_secs(300));
+    let (dir_ref, dir_mx) = (format!("{}/ref", h.dir), format!("{}/mx", h.dir));
+    assert_eq!(rc, "0", "make's status; stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        normalized(&out, &dir_mx),
+        normalized(&String::from_utf8_lossy(&reference.stdout), &dir_ref),
+        "make's output"
+    );
+    assert_eq!(
+        normalized(&err, &dir_mx),
+        normalized(&String::from_utf8_lossy(&reference.stderr), &dir_ref),
+        "make's errors"
+    );
+    let run = |d: &str| h.user(&format!("./{d}/prog"));
+    let (a, b) = (run("ref"), run("mx"));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert_eq!(b.stdout, a.stdout, "the built program's output");
+    assert_eq!(
+        std::fs::read(h.file("mx/prog")).unwrap().len(),
+        std::fs::read(h.file("ref/prog")).unwrap().len(),
+        "the same program"
+    );
     h.assert_nothing_left();
 }

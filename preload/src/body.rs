@@ -60,6 +60,7 @@ pub(crate) fn attach(ctl: i32) {
     // SAFETY: called from the freeze handler with every signal blocked in
     // a single-threaded process: nothing reads BODY meanwhile.
     unsafe { *BODY.get() = info };
+    crate::family::note_move();
     if info.away == 1 {
         // A body's new program after exec finds its control socket open
         // at the number the environment names (see `family`).
@@ -68,6 +69,11 @@ pub(crate) fn attach(ctl: i32) {
     } else {
         crate::family::publish_ctl(-1, 0);
     }
+}
+
+/// The process group at home of a body (0 at home).
+pub(crate) fn home_pgrp() -> i32 {
+    away().map_or(0, |b| b.home_pgrp)
 }
 
 /// Whether this process is a body away from home.
@@ -260,6 +266,22 @@ pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
     let real: KillFn = unsafe { core::mem::transmute::<usize, KillFn>(f) };
     // SAFETY: the caller's arguments.
     unsafe { real(pid, sig) }
+}
+
+/// `killpg(3)`: glibc's calls its internal kill, which no hook sees, so
+/// a body's `killpg` of a home group would signal a local group of the
+/// same number; this one goes through [`kill`] (done at home).
+///
+/// # Safety
+/// Same contract as libc's `killpg`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn killpg(pgrp: libc::pid_t, sig: i32) -> i32 {
+    if pgrp < 0 {
+        sys::set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: the caller's arguments, as kill(-pgrp, sig).
+    unsafe { kill(-pgrp, sig) }
 }
 
 /// `isatty(3)`: true for a relayed terminal.

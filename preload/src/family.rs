@@ -39,13 +39,26 @@
 //! **wait and kill.** `wait`, `waitpid`, `wait3`, `wait4` and `waitid`
 //! translate a child's home pid to its local one and back; a reaped
 //! child's exact status goes home ([`layout::CALL_REAP`]), where its
-//! deputy ends with it and our deputy reaps it. `kill` of our home pid or
-//! of a child's is local; of any other pid (the parent, a group) it is
-//! done at home by the deputy, so it reaches other deputies and, through
-//! them, their bodies.
+//! deputy ends with it and our deputy reaps it. `kill` (and `killpg`) of
+//! our home pid or of a child's is local; of any other pid (the parent,
+//! a group, a child left at home) it is done at home by the deputy, so it
+//! reaches other deputies and, through them, their bodies.
+//!
+//! **Children left at home.** A process that moves while it has children
+//! leaves them where they run, children of its deputy (the same process
+//! at home). A wait that may concern them (any wait but one for a local
+//! child, until home says none is left) is a loop of non-blocking looks,
+//! here and at home ([`layout::CALL_WAIT`]), with a sleep for SIGCHLD in
+//! between (the deputy forwards a home child's); see [`wait_mixed`] for
+//! why it is built so and how signals and freezes stay deliverable. A
+//! wait blocked in the kernel when the process moves is restarted by the
+//! kernel where it lands, finds no child there and is done again the
+//! right way (`MOVES` tells). A home child's rusage is not carried
+//! (zeros).
 //!
 //! Not handled: process groups and sessions made away (`setpgid`,
-//! `setsid` act on local ids), `clone` called directly, `fexecve`.
+//! `setsid` act on local ids), `clone` called directly, `fexecve`; a body
+//! whose children were forked away does not move.
 
 use crate::layout::{
     self, CALL_FORK, CALL_MAGIC, CALL_REAP, CallRecord, HELLO_CHILD, REPLY_BUSY, REPLY_MAGIC,
@@ -659,10 +672,208 @@ pub unsafe extern "C" fn posix_spawnp(
     unsafe { spawn(REAL_SPAWNP, pid, file, actions, attr, argv, envp) }
 }
 
-/// The local pid to wait for, for a `pid` argument of `wait4`.
+/// Moves of this process (away, on, or home) and execs or forks as a
+/// body: a blocking wait that sees it change started in another place.
+static MOVES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// Home said the process left no children at home (a `P_ALL` wait there
+/// found none); the list only shrinks, so it is not asked again until
+/// the next move.
+static NO_HOME_KIDS: AtomicBool = AtomicBool::new(false);
+
+/// The process moved, came home or became a new body (freeze handler,
+/// exec, fork child): waits look again at where its children are.
+pub(crate) fn note_move() {
+    MOVES.fetch_add(1, Ordering::SeqCst);
+    NO_HOME_KIDS.store(false, Ordering::SeqCst);
+}
+
+fn moves() -> u32 {
+    MOVES.load(Ordering::SeqCst)
+}
+
+/// The first wait for a home child's news, in ms; it doubles to
+/// [`WAIT_POLL_MAX_MS`]. The news is the SIGCHLD the deputy forwards; the
+/// poll only covers one lost on the way (two SIGCHLDs pending at home
+/// merge into one, a signal sent while the body moves between nodes).
+const WAIT_POLL_MIN_MS: u64 = 10;
+/// The longest wait between looks at home.
+const WAIT_POLL_MAX_MS: u64 = 500;
+
+/// One look at one side of a wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// A child changed state: its pid (home pid) and wait status.
+    Found(i32, i32),
+    /// Children match, none changed.
+    Nothing,
+    /// No child matches.
+    NoChild,
+    /// The wait failed with this errno.
+    Failed(i32),
+}
+
+/// How a mixed wait ended.
+enum Mixed {
+    /// A child: pid (home pid for both sides), status, whether local.
+    Found(i32, i32, bool),
+    /// WNOHANG and nothing ready.
+    Nothing,
+    /// Failed with this errno.
+    Failed(i32),
+    /// The process came home meanwhile: do the wait again as at home.
+    AtHome,
+}
+
+/// A wait's target at home: `(idtype, id)` for `CALL_WAIT`.
+fn home_target(pid: libc::pid_t) -> (i32, i32) {
+    match pid {
+        -1 => (libc::P_ALL as i32, 0),
+        0 => (libc::P_PGID as i32, 0),
+        p if p > 0 => (libc::P_PID as i32, p),
+        p => (libc::P_PGID as i32, p.checked_neg().unwrap_or(0)),
+    }
+}
+
+/// The `waitid` options `CALL_WAIT` carries home.
+const HOME_WAIT_OPTIONS: i32 = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOWAIT;
+/// The options `waitid(2)` knows.
+const WAITID_OPTIONS: i32 =
+    HOME_WAIT_OPTIONS | libc::WNOHANG | libc::__WNOTHREAD | libc::__WCLONE | libc::__WALL;
+
+/// Ask home for a child of `(idtype, id)` that changed state (`options`
+/// as waitid's; never blocks there).
+fn look_home(idtype: i32, id: i32, options: i32) -> Look {
+    if NO_HOME_KIDS.load(Ordering::SeqCst) {
+        return Look::NoChild;
+    }
+    let options = options & HOME_WAIT_OPTIONS;
+    match call(
+        layout::CALL_WAIT,
+        [idtype as i64, id as i64, options as i64],
+    ) {
+        Ok((v, _)) => match layout::split_wait_reply(v) {
+            Some((pid, status)) => Look::Found(pid, status),
+            None => Look::Nothing,
+        },
+        Err(libc::ECHILD) => {
+            if idtype == libc::P_ALL as i32 {
+                NO_HOME_KIDS.store(true, Ordering::SeqCst);
+            }
+            Look::NoChild
+        }
+        Err(e) => Look::Failed(e),
+    }
+}
+
+/// Whether a blocking wait goes on after a handler ran (EINTR) as the
+/// kernel's would: only if every signal that could have run a handler
+/// now (unblocked in `mask`, caught) has SA_RESTART. (Which one ran is
+/// not known here; a SIGCHLD never interrupts, it is taken.)
+fn restarts(mask: u64) -> bool {
+    (1..=64).all(|sig| {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == libc::SIGCHLD {
+            return true;
+        }
+        if mask & sys::sig_bit(sig) != 0 {
+            return true;
+        }
+        let a = sys::get_sigaction(sig);
+        a.handler <= 1 || a.flags & libc::SA_RESTART as u64 != 0
+    })
+}
+
+/// A wait in a body that may be for children at home as well as for
+/// local ones (DESIGN.md section 4, "process tree"; issue 4).
+///
+/// **Design.** Home children stay children of the deputy, so only the
+/// deputy can wait for them, and it must never block in a wait (it
+/// forwards signals, serves calls, brings the body home). So each look
+/// is a non-blocking pair: `local` (the kernel here, WNOHANG) then home
+/// (`CALL_WAIT`, a WNOHANG waitid at home over the children left there).
+/// Between looks the body sleeps in `rt_sigtimedwait` for SIGCHLD, which
+/// comes from a local child or from the deputy (it forwards the SIGCHLD
+/// of a home child). SIGCHLD is blocked from before the first look to the
+/// end, so news that lands between a look and the sleep is not lost: it
+/// waits, pending, and ends the sleep at once. A SIGCHLD taken here is
+/// raised again at the end if the program has a handler for it (or
+/// blocks it), so a shell's SIGCHLD handler still runs, once, as after
+/// a real wait. Every other signal stays as deliverable as in a real
+/// wait: its handler runs in the sleep, and the wait then goes on if that
+/// handler would have restarted it, else fails with EINTR. The freeze
+/// signal is one of those: a body moved meanwhile looks again from its
+/// new node, and one that came home does the wait again as at home. The
+/// sleep also ends on a timeout (10 ms doubling to 500 ms) in case a
+/// SIGCHLD was lost on the way.
+///
+/// `local` is None when no local child can match.
+fn wait_mixed(
+    mut local: Option<&mut dyn FnMut() -> Look>,
+    home: (i32, i32),
+    home_options: i32,
+    nohang: bool,
+) -> Mixed {
+    let chld = sys::sig_bit(libc::SIGCHLD);
+    let old = sys::block_signals(chld);
+    let mut epoch = moves();
+    let mut took = false;
+    let mut delay = WAIT_POLL_MIN_MS;
+    let end = loop {
+        if !body::is_away() {
+            break Mixed::AtHome;
+        }
+        let l = local.as_mut().map_or(Look::NoChild, |f| f());
+        let h = match l {
+            Look::Found(pid, st) => break Mixed::Found(pid, st, true),
+            Look::Failed(e) => Look::Failed(e),
+            Look::Nothing | Look::NoChild => look_home(home.0, home.1, home_options),
+        };
+        match h {
+            Look::Found(pid, st) => break Mixed::Found(pid, st, false),
+            // The call met a freeze and the process moved (or came home):
+            // look again from where it is now.
+            Look::Failed(_) if moves() != epoch => {
+                epoch = moves();
+                continue;
+            }
+            Look::Failed(e) => break Mixed::Failed(e),
+            Look::Nothing | Look::NoChild => {}
+        }
+        if l == Look::NoChild && h == Look::NoChild {
+            break Mixed::Failed(libc::ECHILD);
+        }
+        if nohang {
+            break Mixed::Nothing;
+        }
+        match sys::take_signal(chld, delay) {
+            Ok(_) => took = true,
+            Err(libc::EINTR) => {
+                if moves() != epoch {
+                    epoch = moves();
+                    delay = WAIT_POLL_MIN_MS;
+                } else if !restarts(old) {
+                    break Mixed::Failed(libc::EINTR);
+                }
+            }
+            Err(_) => delay = (delay * 2).min(WAIT_POLL_MAX_MS),
+        }
+    };
+    if took && (old & chld != 0 || sys::get_sigaction(libc::SIGCHLD).handler > 1) {
+        sys::raise_here(libc::SIGCHLD);
+    }
+    sys::set_sigmask(old);
+    end
+}
+
+/// The local `wait4` pid for a wait's `pid` in a body: a child's local
+/// pid, the local group for the body's own home group.
 fn local_target(pid: libc::pid_t) -> libc::pid_t {
-    if pid > 0 && body::is_away() {
+    if !body::is_away() {
+        return pid;
+    }
+    if pid > 0 {
         children().local_of(pid).unwrap_or(pid)
+    } else if pid < -1 && pid.checked_neg() == Some(crate::body::home_pgrp()) {
+        0
     } else {
         pid
     }
@@ -686,7 +897,35 @@ fn waited(local: libc::pid_t, status: i32, reaped: bool) -> libc::pid_t {
     home
 }
 
-/// `wait4(2)` with home pids for a body's children.
+/// `wait4(2)` by the kernel: the pid or -errno.
+///
+/// # Safety
+/// `status` and `rusage` are NULL or writable.
+unsafe fn raw_wait4(
+    pid: libc::pid_t,
+    status: *mut i32,
+    options: i32,
+    rusage: *mut libc::rusage,
+) -> libc::pid_t {
+    // SAFETY: the caller's slots.
+    let r = unsafe { libc::syscall(libc::SYS_wait4, pid, status, options, rusage) };
+    if r < 0 {
+        -sys::errno()
+    } else {
+        r as libc::pid_t
+    }
+}
+
+/// Whether a wait for `pid` in a body may concern children at home:
+/// any wait but one for a local child, unless home said it has none.
+fn may_be_at_home(pid: libc::pid_t) -> bool {
+    body::is_away()
+        && pid != i32::MIN
+        && !NO_HOME_KIDS.load(Ordering::SeqCst)
+        && !(pid > 0 && children().local_of(pid).is_some())
+}
+
+/// `wait4(2)` with home pids for a body's children, local or at home.
 ///
 /// # Safety
 /// Same contract as libc's `wait4`.
@@ -697,28 +936,86 @@ pub unsafe extern "C" fn wait4(
     options: i32,
     rusage: *mut libc::rusage,
 ) -> libc::pid_t {
-    let mut st = 0i32;
-    // SAFETY: wait4 with our status word and the caller's rusage.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_wait4,
-            local_target(pid),
-            &mut st as *mut i32,
-            options,
-            rusage,
-        )
-    } as libc::pid_t;
-    if r <= 0 {
-        return r;
-    }
-    if !status.is_null() {
-        // SAFETY: the caller's status slot.
-        unsafe { *status = st };
-    }
-    if body::is_away() {
-        waited(r, st, options & libc::WNOWAIT == 0)
-    } else {
-        r
+    const WAIT4_OPTIONS: i32 = libc::WNOHANG
+        | libc::WUNTRACED
+        | libc::WCONTINUED
+        | libc::__WNOTHREAD
+        | libc::__WCLONE
+        | libc::__WALL;
+    loop {
+        let epoch = moves();
+        if options & !WAIT4_OPTIONS != 0 || !may_be_at_home(pid) {
+            let mut st = 0i32;
+            // SAFETY: our status word and the caller's rusage.
+            let r = unsafe { raw_wait4(local_target(pid), &mut st, options, rusage) };
+            if r < 0 {
+                // Moved (or came home) in the middle of a blocking wait:
+                // the kernel restarted it in the new place, where the
+                // children may not be: look again from here.
+                if (r == -libc::ECHILD || r == -libc::EINTR) && moves() != epoch {
+                    continue;
+                }
+                sys::set_errno(-r);
+                return -1;
+            }
+            if r > 0 && !status.is_null() {
+                // SAFETY: the caller's status slot.
+                unsafe { *status = st };
+            }
+            if r > 0 && body::is_away() {
+                return waited(r, st, true);
+            }
+            return r;
+        }
+        let target = local_target(pid);
+        let local_options = options | libc::WNOHANG;
+        let mut look_local = || {
+            let mut st = 0i32;
+            // SAFETY: our status word and the caller's rusage.
+            match unsafe { raw_wait4(target, &mut st, local_options, rusage) } {
+                0 => Look::Nothing,
+                r if r > 0 => Look::Found(r, st),
+                r if r == -libc::ECHILD => Look::NoChild,
+                r => Look::Failed(-r),
+            }
+        };
+        let has_local = pid <= 0;
+        let home_options = libc::WEXITED | (options & (libc::WUNTRACED | libc::WCONTINUED));
+        let found = wait_mixed(
+            if has_local {
+                Some(&mut look_local)
+            } else {
+                None
+            },
+            home_target(pid),
+            home_options,
+            options & libc::WNOHANG != 0,
+        );
+        return match found {
+            Mixed::AtHome => continue,
+            Mixed::Nothing => 0,
+            Mixed::Failed(e) => {
+                sys::set_errno(e);
+                -1
+            }
+            Mixed::Found(child, st, is_local) => {
+                if !status.is_null() {
+                    // SAFETY: the caller's status slot.
+                    unsafe { *status = st };
+                }
+                if is_local {
+                    waited(child, st, true)
+                } else {
+                    if !rusage.is_null() {
+                        // SAFETY: the caller's rusage slot; a home child's
+                        // usage is not carried (zero, as for a child that
+                        // used no time).
+                        unsafe { core::ptr::write_bytes(rusage, 0, 1) };
+                    }
+                    child
+                }
+            }
+        };
     }
 }
 
@@ -756,7 +1053,86 @@ pub unsafe extern "C" fn wait3(
     unsafe { wait4(-1, status, options, rusage) }
 }
 
-/// `waitid(2)` with home pids for a body's children.
+/// The `waitid` siginfo fields of a wait status: `(si_code, si_status)`.
+fn siginfo_of(status: i32) -> (i32, i32) {
+    if status == 0xffff {
+        (libc::CLD_CONTINUED, libc::SIGCONT)
+    } else if status & 0x7f == 0x7f {
+        (libc::CLD_STOPPED, (status >> 8) & 0xff)
+    } else if status & 0x7f == 0 {
+        (libc::CLD_EXITED, (status >> 8) & 0xff)
+    } else if status & 0x80 != 0 {
+        (libc::CLD_DUMPED, status & 0x7f)
+    } else {
+        (libc::CLD_KILLED, status & 0x7f)
+    }
+}
+
+/// The wait status of a SIGCHLD siginfo's `(si_code, si_status)`.
+fn status_of(code: i32, value: i32) -> i32 {
+    match code {
+        libc::CLD_EXITED => (value & 0xff) << 8,
+        libc::CLD_KILLED => value & 0x7f,
+        libc::CLD_DUMPED => (value & 0x7f) | 0x80,
+        libc::CLD_CONTINUED => 0xffff,
+        _ => ((value & 0xff) << 8) | 0x7f,
+    }
+}
+
+/// Write a SIGCHLD siginfo for child `pid` with wait status `status`
+/// (pid 0: none, as waitid's WNOHANG leaves it).
+///
+/// # Safety
+/// `info` points at a writable siginfo.
+unsafe fn fill_siginfo(info: *mut libc::siginfo_t, pid: i32, status: i32) {
+    // SAFETY: the caller's siginfo, 128 bytes.
+    unsafe { core::ptr::write_bytes(info.cast::<u8>(), 0, size_of::<libc::siginfo_t>()) };
+    if pid == 0 {
+        return;
+    }
+    let (code, value) = siginfo_of(status);
+    let base = info.cast::<u8>();
+    // The x86-64 SIGCHLD layout: si_signo @0, si_errno @4, si_code @8,
+    // si_pid @16, si_uid @20, si_status @24.
+    for (at, v) in [
+        (0usize, libc::SIGCHLD),
+        (8, code),
+        (16, pid),
+        (20, sys::getuid() as i32),
+        (24, value),
+    ] {
+        // SAFETY: `at` + 4 is inside the caller's 128-byte siginfo.
+        let slot = unsafe { base.add(at) }.cast::<i32>();
+        // SAFETY: a 4-byte aligned int of the caller's writable siginfo.
+        unsafe { slot.write(v) };
+    }
+}
+
+/// `waitid(2)` by the kernel: 0 or -errno.
+///
+/// # Safety
+/// `info` is NULL or a writable siginfo.
+unsafe fn raw_waitid(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    info: *mut libc::siginfo_t,
+    options: i32,
+) -> i32 {
+    // SAFETY: the caller's siginfo, no rusage.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            idtype,
+            id,
+            info,
+            options,
+            core::ptr::null_mut::<libc::rusage>(),
+        )
+    };
+    if r < 0 { -sys::errno() } else { 0 }
+}
+
+/// `waitid(2)` with home pids for a body's children, local or at home.
 ///
 /// # Safety
 /// Same contract as libc's `waitid`.
@@ -767,51 +1143,116 @@ pub unsafe extern "C" fn waitid(
     info: *mut libc::siginfo_t,
     options: i32,
 ) -> i32 {
-    let id = if idtype == libc::P_PID && id <= i32::MAX as libc::id_t {
-        local_target(id as libc::pid_t) as libc::id_t
-    } else {
-        id
-    };
-    // SAFETY: waitid with the caller's info slot and no rusage.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_waitid,
-            idtype,
-            id,
-            info,
+    loop {
+        let epoch = moves();
+        let as_pid = match idtype {
+            libc::P_ALL => -1,
+            libc::P_PID if id > 0 && id <= i32::MAX as libc::id_t => id as libc::pid_t,
+            // (Group 1 would read as "any child" in wait4's terms.)
+            libc::P_PGID if id != 1 && id <= i32::MAX as libc::id_t => {
+                (id as libc::pid_t).wrapping_neg()
+            }
+            _ => i32::MIN,
+        };
+        let known = options & !WAITID_OPTIONS == 0 && as_pid != i32::MIN;
+        if !known || !may_be_at_home(as_pid) {
+            let (idt, lid) = match (idtype, local_target(as_pid)) {
+                (libc::P_PID, l) if known => (idtype, l as libc::id_t),
+                (libc::P_PGID, 0) if known => (libc::P_PGID, 0),
+                _ => (idtype, id),
+            };
+            // SAFETY: the caller's siginfo.
+            let r = unsafe { raw_waitid(idt, lid, info, options) };
+            if r < 0 {
+                if (r == -libc::ECHILD || r == -libc::EINTR) && moves() != epoch {
+                    continue;
+                }
+                sys::set_errno(-r);
+                return -1;
+            }
+            if info.is_null() || !body::is_away() {
+                return 0;
+            }
+            // SAFETY: the kernel filled the caller's siginfo.
+            let si = unsafe { &*info };
+            // SAFETY: a SIGCHLD siginfo, which has si_pid.
+            let local = unsafe { si.si_pid() };
+            // SAFETY: as above, and si_status.
+            let value = unsafe { si.si_status() };
+            if local > 0 {
+                let status = status_of(si.si_code, value);
+                let home = waited(local, status, options & libc::WNOWAIT == 0);
+                // SAFETY: si_pid is byte 16 of the x86-64 SIGCHLD layout,
+                // inside the caller's siginfo.
+                let slot = unsafe { info.cast::<u8>().add(16) }.cast::<libc::pid_t>();
+                // SAFETY: as above; the caller's siginfo is writable.
+                unsafe { slot.write(home) };
+            }
+            return 0;
+        }
+        let (lidtype, lid) = match (idtype, local_target(as_pid)) {
+            (libc::P_PGID, 0) => (libc::P_PGID, 0),
+            _ => (idtype, id),
+        };
+        let local_options = options | libc::WNOHANG;
+        let mut look_local = || {
+            // SAFETY: an all-zero siginfo is a valid value.
+            let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
+            // SAFETY: our own siginfo.
+            match unsafe { raw_waitid(lidtype, lid, &mut si, local_options) } {
+                0 => {
+                    // SAFETY: a SIGCHLD siginfo (or all zero): si_pid.
+                    let local = unsafe { si.si_pid() };
+                    // SAFETY: as above, si_status.
+                    let value = unsafe { si.si_status() };
+                    if local > 0 {
+                        Look::Found(local, status_of(si.si_code, value))
+                    } else {
+                        Look::Nothing
+                    }
+                }
+                r if r == -libc::ECHILD => Look::NoChild,
+                r => Look::Failed(-r),
+            }
+        };
+        let has_local = idtype != libc::P_PID;
+        let found = wait_mixed(
+            if has_local {
+                Some(&mut look_local)
+            } else {
+                None
+            },
+            home_target(as_pid),
             options,
-            core::ptr::null_mut::<libc::rusage>(),
-        )
-    } as i32;
-    if r != 0 || info.is_null() || !body::is_away() {
-        return r;
+            options & libc::WNOHANG != 0,
+        );
+        return match found {
+            Mixed::AtHome => continue,
+            Mixed::Failed(e) => {
+                sys::set_errno(e);
+                -1
+            }
+            Mixed::Nothing => {
+                if !info.is_null() {
+                    // SAFETY: the caller's siginfo.
+                    unsafe { fill_siginfo(info, 0, 0) };
+                }
+                0
+            }
+            Mixed::Found(child, st, is_local) => {
+                let pid = if is_local {
+                    waited(child, st, options & libc::WNOWAIT == 0)
+                } else {
+                    child
+                };
+                if !info.is_null() {
+                    // SAFETY: the caller's siginfo.
+                    unsafe { fill_siginfo(info, pid, st) };
+                }
+                0
+            }
+        };
     }
-    // SAFETY: the kernel filled the caller's siginfo.
-    let si = unsafe { &*info };
-    // SAFETY: a SIGCHLD siginfo, which has si_pid.
-    let local = unsafe { si.si_pid() };
-    // SAFETY: as above, si_status.
-    let value = unsafe { si.si_status() };
-    let code = si.si_code;
-    if local <= 0 {
-        return r;
-    }
-    let status = match code {
-        libc::CLD_EXITED => (value & 0xff) << 8,
-        libc::CLD_KILLED => value & 0x7f,
-        libc::CLD_DUMPED => (value & 0x7f) | 0x80,
-        // Stopped or continued: not an end.
-        _ => 0x7f,
-    };
-    let home = waited(local, status, options & libc::WNOWAIT == 0);
-    if home != local {
-        // SAFETY: rewriting si_pid in the caller's siginfo: on x86-64 it is
-        // the int at byte 16 of the SIGCHLD layout.
-        let slot = unsafe { info.cast::<u8>().add(16).cast::<libc::pid_t>() };
-        // SAFETY: as above, the caller's siginfo is writable.
-        unsafe { *slot = home };
-    }
-    r
 }
 
 /// `close(2)`: a body's control fd stays open (programs that close every
@@ -897,6 +1338,28 @@ mod tests {
         assert_eq!(t.local_of(101), Some(9));
         t.clear();
         assert_eq!(t.home_of(9), None);
+    }
+
+    #[test]
+    fn wait_status_and_siginfo_agree() {
+        for st in [0, 7 << 8, 255 << 8, 15, 0x80 | 11, (19 << 8) | 0x7f, 0xffff] {
+            let (code, value) = siginfo_of(st);
+            assert_eq!(status_of(code, value), st, "status {st:#x}");
+        }
+        assert_eq!(siginfo_of(3 << 8), (libc::CLD_EXITED, 3));
+        assert_eq!(siginfo_of(9), (libc::CLD_KILLED, 9));
+        assert_eq!(siginfo_of(0xffff), (libc::CLD_CONTINUED, libc::SIGCONT));
+    }
+
+    #[test]
+    fn wait_targets_at_home_are_waitid_ones() {
+        assert_eq!(home_target(-1), (libc::P_ALL as i32, 0));
+        assert_eq!(home_target(0), (libc::P_PGID as i32, 0));
+        assert_eq!(home_target(42), (libc::P_PID as i32, 42));
+        assert_eq!(home_target(-42), (libc::P_PGID as i32, 42));
+        // Never a negative id (wait4 refuses INT_MIN before asking home).
+        assert_eq!(home_target(i32::MIN), (libc::P_PGID as i32, 0));
+        assert!(!may_be_at_home(i32::MIN));
     }
 
     #[test]

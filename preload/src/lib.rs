@@ -365,4 +365,6 @@ unsafe fn on_restored(eng: *mut Engine) {
     if !unsafe { connect_ctl(eng, HELLO_RESTORED) } {
         e.ctl_fd = -1;
     }
+    // A wait the freeze interrupted goes on in a new place.
+    family::note_move();
 }

@@ -620,3 +620,58 @@ pub(crate) fn env_value_mut(name: &[u8]) -> Option<(*mut u8, usize)> {
         p = unsafe { p.add(1) };
     }
 }
+
+/// The bit of signal `sig` in a kernel signal set.
+pub(crate) const fn sig_bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// Block the signals of `set` too; returns the old mask. Async-signal-safe.
+pub(crate) fn block_signals(set: u64) -> u64 {
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask with 8-byte kernel sets we own.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as libc::c_long,
+            &set as *const u64,
+            &mut old as *mut u64,
+            8 as libc::c_long,
+        )
+    };
+    old
+}
+
+/// Wait up to `ms` milliseconds for a signal of `set` (which must be
+/// blocked) and take it: `Ok(sig)`, or `Err(EAGAIN)` on timeout,
+/// `Err(EINTR)` when a handler of another signal ran. Async-signal-safe.
+pub(crate) fn take_signal(set: u64, ms: u64) -> Result<i32, i32> {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: rt_sigtimedwait with an 8-byte kernel set, no siginfo and a
+    // timespec, all ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigtimedwait,
+            &set as *const u64,
+            core::ptr::null_mut::<libc::siginfo_t>(),
+            &ts as *const libc::timespec,
+            8 as libc::c_long,
+        )
+    };
+    if r > 0 { Ok(r as i32) } else { Err(errno()) }
+}
+
+/// Send `sig` to this thread (tgkill). Async-signal-safe.
+pub(crate) fn raise_here(sig: i32) {
+    // SAFETY: tgkill(2) to ourselves has no memory effects.
+    unsafe { libc::syscall(libc::SYS_tgkill, getpid(), gettid(), sig) };
+}
+
+/// getuid(2).
+pub(crate) fn getuid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::syscall(libc::SYS_getuid) as u32 }
+}

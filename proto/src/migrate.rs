@@ -161,6 +161,18 @@ pub enum Call {
         /// What to do.
         op: TtyOp,
     },
+    /// `waitid(idtype, id, WNOHANG | options)` at home over the children
+    /// the process left at home (see `CALL_WAIT`); never blocks.
+    Wait {
+        /// `P_ALL` (0), `P_PID` (1) or `P_PGID` (2).
+        idtype: i32,
+        /// The pid or process group (home ids); 0 with `P_PGID`: the
+        /// deputy's own group.
+        id: i32,
+        /// `WEXITED`, `WSTOPPED`, `WCONTINUED`, `WNOWAIT` (at least one
+        /// of the first three).
+        options: i32,
+    },
 }
 
 /// A terminal request a body forwards (`layout::CALL_TTY`); each is
@@ -334,6 +346,29 @@ impl Winsize {
     }
 }
 
+/// The `waitid` options a [`Call::Wait`] may carry.
+pub const WAIT_OPTIONS: i32 =
+    libc_wait::WEXITED | libc_wait::WSTOPPED | libc_wait::WCONTINUED | libc_wait::WNOWAIT;
+
+/// The Linux x86-64 values of the `waitid` constants (the wire carries
+/// them as they are; proto does not link libc).
+pub mod libc_wait {
+    /// `P_ALL`.
+    pub const P_ALL: i32 = 0;
+    /// `P_PID`.
+    pub const P_PID: i32 = 1;
+    /// `P_PGID`.
+    pub const P_PGID: i32 = 2;
+    /// `WSTOPPED` (= `WUNTRACED`).
+    pub const WSTOPPED: i32 = 2;
+    /// `WEXITED`.
+    pub const WEXITED: i32 = 4;
+    /// `WCONTINUED`.
+    pub const WCONTINUED: i32 = 8;
+    /// `WNOWAIT`.
+    pub const WNOWAIT: i32 = 0x0100_0000;
+}
+
 /// The answer to a [`Call`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -444,6 +479,29 @@ impl Call {
                     });
                 }
                 Ok(Call::Kill { pid, sig })
+            }
+            l::CALL_WAIT => {
+                use libc_wait as w;
+                let idtype = int(r.args[0])?;
+                let id = int(r.args[1])?;
+                let options = int(r.args[2])?;
+                let bad = |value| CallError::BadArgument { op: r.op, value };
+                if ![w::P_ALL, w::P_PID, w::P_PGID].contains(&idtype) {
+                    return Err(bad(r.args[0]));
+                }
+                if id < 0 || (idtype == w::P_PID && id == 0) {
+                    return Err(bad(r.args[1]));
+                }
+                if options & !WAIT_OPTIONS != 0
+                    || options & (w::WEXITED | w::WSTOPPED | w::WCONTINUED) == 0
+                {
+                    return Err(bad(r.args[2]));
+                }
+                Ok(Call::Wait {
+                    idtype,
+                    id,
+                    options,
+                })
             }
             op => Err(CallError::UnknownOp(op)),
         }
@@ -643,6 +701,8 @@ pub enum FromHost {
     },
     /// The body wrote `data` to its relayed fd `fd` (a pipe at home);
     /// all of a body's output comes before its [`FromHost::Exited`].
+    /// Empty: the body (and every process on its node sharing the pipe)
+    /// closed it; the deputy closes its copy.
     Output {
         /// The fd number (the same in the body and the deputy).
         fd: i32,
@@ -761,7 +821,7 @@ pub enum DeputyMsg {
         sig: i32,
     },
     /// Homed to deputy: write `data` to the deputy's own `fd` (the body's
-    /// output to a pipe at home).
+    /// output to a pipe at home); empty: close `fd` (the body closed it).
     Output {
         /// The fd number.
         fd: i32,
@@ -956,6 +1016,39 @@ mod tests {
             Call::from_record(&record(l::CALL_KILL, [-7, 15, 0]), &[], 0),
             Ok(Call::Kill { pid: -7, sig: 15 })
         );
+        assert_eq!(
+            Call::from_record(&record(l::CALL_WAIT, [0, 0, 4 | 2]), &[], 0),
+            Ok(Call::Wait {
+                idtype: 0,
+                id: 0,
+                options: 6
+            })
+        );
+        assert_eq!(
+            Call::from_record(&record(l::CALL_WAIT, [1, 77, 4 | 0x0100_0000]), &[], 0),
+            Ok(Call::Wait {
+                idtype: 1,
+                id: 77,
+                options: 4 | 0x0100_0000
+            })
+        );
+    }
+
+    #[test]
+    fn wait_replies_carry_pid_and_status() {
+        use crate::image::layout::{split_wait_reply, wait_reply};
+        for (pid, status) in [
+            (1, 0),
+            (4_194_304, 143 << 8),
+            (77, 0xffff),
+            (5, (19 << 8) | 0x7f),
+            (9, 0x80 | 11),
+        ] {
+            let v = wait_reply(pid, status);
+            assert_ne!(v, 0);
+            assert_eq!(split_wait_reply(v), Some((pid, status)));
+        }
+        assert_eq!(split_wait_reply(0), None);
     }
 
     #[test]
@@ -977,6 +1070,13 @@ mod tests {
             (l::CALL_KILL, [5, 65, 0]),
             (l::CALL_KILL, [5, -1, 0]),
             (l::CALL_KILL, [i64::MIN, 9, 0]),
+            // waitid: a bad idtype, pid 0 with P_PID, a negative id, no
+            // event asked for, an unknown option (WNOHANG is implied).
+            (l::CALL_WAIT, [3, 5, 4]),
+            (l::CALL_WAIT, [1, 0, 4]),
+            (l::CALL_WAIT, [2, -3, 4]),
+            (l::CALL_WAIT, [0, 0, 0]),
+            (l::CALL_WAIT, [0, 0, 4 | 1]),
         ] {
             assert!(
                 matches!(

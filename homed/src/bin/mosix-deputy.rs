@@ -11,7 +11,10 @@
 //! handler cleared (the restorer sets them back from the image when the
 //! body comes home).
 //!
-//! It forwards every signal of [`FORWARDED`] to the body through `homed`,
+//! It forwards every signal of [`FORWARDED`] to the body through `homed`
+//! (SIGCHLD too, except from the deputies it forked for the body's own
+//! forks: a child the process left at home changed state, and the body
+//! may be waiting for it, see `mosix_homed::kids`),
 //! and ends with the body's exact status: the same exit code, or death by
 //! the same signal. It writes the body's output to pipes into its own
 //! fds. If the body's node or `homed` is lost it ends as if killed by
@@ -28,7 +31,7 @@ use mosix_proto::migrate::{BodyStatus, Call, CallReply, DeputyMsg, FdHow, FdStat
 use mosix_proto::view::Bytes;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::fd::{FromRawFd, RawFd};
@@ -37,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 /// Signals caught here and raised in the body.
-const FORWARDED: [Signal; 10] = [
+const FORWARDED: [Signal; 11] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -48,6 +51,7 @@ const FORWARDED: [Signal; 10] = [
     Signal::SIGCONT,
     Signal::SIGTSTP,
     Signal::SIGWINCH,
+    Signal::SIGCHLD,
 ];
 
 fn main() {
@@ -78,6 +82,10 @@ fn run() -> Result<()> {
                 .with_context(|| format!("bad fd {s:?} in MOSIX_DEPUTY"))
         })
         .collect::<Result<_>>()?;
+    // Before anything is forked: the children the process left at home.
+    let mut home_kids = mosix_homed::kids::HomeChildren::of_self();
+    // Deputies forked for the body's forks: their SIGCHLD is not the body's.
+    let forked: Arc<Mutex<HashSet<i32>>> = Arc::default();
     let owned = ctl_fd(ctl)?;
     let mut ctl = UnixStream::from(owned);
     // Signals to forward go to a signalfd; everything else is unblocked
@@ -97,9 +105,18 @@ fn run() -> Result<()> {
         ctl.try_clone().context("cannot clone the control socket")?,
     ));
     let signals_writer = writer.clone();
+    let forked_deputies = forked.clone();
     std::thread::spawn(move || {
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = info.ssi_signo as i32;
+            if sig == libc::SIGCHLD
+                && forked_deputies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&(info.ssi_pid as i32))
+            {
+                continue;
+            }
             {
                 let mut w = signals_writer.lock().unwrap_or_else(|e| e.into_inner());
                 if send_local(&mut w, &DeputyMsg::Signal { sig }).is_err() {
@@ -123,6 +140,9 @@ fn run() -> Result<()> {
                     sig: libc::SIGKILL,
                     core: false,
                 });
+            }
+            Ok(DeputyMsg::Output { fd, data }) if data.0.is_empty() => {
+                close_out(fd, ctl.as_raw_fd())
             }
             Ok(DeputyMsg::Output { fd, data }) => write_out(fd, &data.0),
             Ok(DeputyMsg::Cmdline { cmdline }) => {
@@ -159,7 +179,13 @@ fn run() -> Result<()> {
                 let reply = match call {
                     Call::Fork { .. } => {
                         let chan = recv_fd(&ctl).context("no control connection for the child")?;
-                        fork_child(chan)
+                        // Listed before it can end, so its SIGCHLD is never forwarded.
+                        let mut f = forked.lock().unwrap_or_else(|e| e.into_inner());
+                        let reply = fork_child(chan);
+                        if let CallReply::Value { value } = reply {
+                            f.insert(value as i32);
+                        }
+                        reply
                     }
                     Call::Getppid => CallReply::Value {
                         // SAFETY: getppid cannot fail.
@@ -177,7 +203,21 @@ fn run() -> Result<()> {
                             }
                         }
                     }
-                    Call::Reap { pid, .. } => reap(pid),
+                    Call::Reap { pid, .. } => {
+                        let reply = reap(pid);
+                        if matches!(reply, CallReply::Value { .. }) {
+                            forked
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&pid);
+                        }
+                        reply
+                    }
+                    Call::Wait {
+                        idtype,
+                        id,
+                        options,
+                    } => home_kids.wait(idtype, id, options),
                     Call::Tty { fd, op } => mosix_homed::tty::serve(fd, op),
                 };
                 let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -604,6 +644,18 @@ fn write_out(fd: RawFd, mut data: &[u8]) {
             Err(_) => return,
         }
     }
+}
+
+/// The body closed its relayed pipe `fd` (every process away that shared
+/// it did): close ours, so a reader at home sees the end when every
+/// writer is gone, as it would have. Never the control connection `ctl`.
+fn close_out(fd: RawFd, ctl: RawFd) {
+    if fd < 0 || fd == ctl {
+        return;
+    }
+    // SAFETY: `fd` is one of the process's own fds that the body no
+    // longer has; nothing in the deputy uses it.
+    unsafe { libc::close(fd) };
 }
 
 /// End exactly as the body did.

@@ -379,15 +379,30 @@ impl Engine {
             return Some(r.clone());
         }
         if p.away.lock().map(|a| a.is_some()).unwrap_or(false) {
-            // Its body left, so it could, unless it has children (their
-            // bodies run beside it); the deputy's fds say nothing.
-            let parent = self.lock_procs().values().any(|c| c.parent == Some(p.pid));
-            return parent.then(|| "it has child processes".to_string());
+            // Its body left, so it could, unless the body forked away
+            // (those children's bodies run beside it, children of its
+            // body there); the deputy's fds say nothing. Children it
+            // left at home do not hold it: they stay children of the
+            // deputy, wherever the body goes.
+            let kids: Vec<String> = self
+                .lock_procs()
+                .values()
+                .filter(|c| c.parent == Some(p.pid))
+                .map(|c| c.pid.to_string())
+                .collect();
+            return (!kids.is_empty()).then(|| {
+                format!(
+                    "its body has child processes of its own away (home pids {}); a body \
+                     whose children were forked away does not move yet",
+                    kids.join(" ")
+                )
+            });
         }
         // The control fd is a socket, which never makes a process refused.
-        procfs::cantmove(p.pid, p.freeze_signal, -1)
-            .or_else(|| procfs::children_block_move(p.pid))
-            .or_else(|| procfs::locks_block_move(p.pid))
+        // Its children at home do not hold it either: they stay where they
+        // run, children of its deputy (same pid), which waits for them on
+        // the body's behalf (see `crate::kids`).
+        procfs::cantmove(p.pid, p.freeze_signal, -1).or_else(|| procfs::locks_block_move(p.pid))
     }
 
     /// Freeze `pid`, write its image, then apply `after`.

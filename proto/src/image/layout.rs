@@ -242,6 +242,29 @@ pub const CALL_KILL: u32 = 4;
 pub const CALL_TTY: u32 = 5;
 /// Most payload bytes after a [`CallRecord`] or a [`ReplyRecord`].
 pub const CALL_PAYLOAD_MAX: u32 = 64;
+/// Call: `waitid(args[0], args[1], WNOHANG | args[2])` at home, by the
+/// deputy, over the children the process had at home when its body left
+/// (never over the deputies of the body's own forks). The reply's value
+/// is 0 when such children live but none changed state, else
+/// [`wait_reply`] of the child's pid and wait status; errno `ECHILD` when
+/// none is left that matches.
+pub const CALL_WAIT: u32 = 6;
+/// The value of a [`CALL_WAIT`] reply for child `pid` with wait status
+/// `status` (as `wait4` writes it; 0xffff for "continued").
+pub const fn wait_reply(pid: i32, status: i32) -> i64 {
+    ((pid as i64) << 32) | (status as u32 as i64)
+}
+
+/// `(pid, status)` of a [`CALL_WAIT`] reply's value ([`wait_reply`]'s
+/// inverse); `None` for 0 (no child changed state).
+pub const fn split_wait_reply(value: i64) -> Option<(i32, i32)> {
+    if value == 0 {
+        None
+    } else {
+        Some(((value >> 32) as i32, value as u32 as i32))
+    }
+}
+
 /// [`ReplyRecord::errno`] of a call the host could not serve now (a
 /// freeze is under way): let the freeze signal in, then ask again.
 pub const REPLY_BUSY: i32 = -1;

@@ -84,11 +84,19 @@ pub(super) struct Relay {
     given: bool,
     /// Home was asked for input and has not answered yet.
     asked: bool,
+    /// The body's other fds that are dups of this one (`2>&1`), closed
+    /// at home with it.
+    dups: Vec<i32>,
 }
 
 impl Relay {
     /// A relay for the body's `fd`, and the end the body gets.
-    pub(super) fn new(fd: i32, kind: RelayKind) -> std::io::Result<(Relay, OwnedFd)> {
+    /// `dups`: the body's fds that are dups of `fd`.
+    pub(super) fn new(
+        fd: i32,
+        kind: RelayKind,
+        dups: Vec<i32>,
+    ) -> std::io::Result<(Relay, OwnedFd)> {
         let relay = |out, input, unread| Relay {
             fd,
             out,
@@ -97,6 +105,7 @@ impl Relay {
             queue: Default::default(),
             given: false,
             asked: false,
+            dups,
         };
         match kind {
             RelayKind::Output => {
@@ -487,7 +496,11 @@ impl Body {
         answer
     }
 
-    /// Send home everything the body has written so far.
+    /// Send home everything the body has written so far. A pipe the body
+    /// (and every process here that shared it) closed is closed at home
+    /// too, with its dups (an empty [`FromHost::Output`] each), so a
+    /// reader at home sees its end as it would have: make's jobserver
+    /// reads its pipe to the end once it has closed the writing side.
     fn pump_output(&mut self, link: &mut Link<TcpStream>) -> Result<(), LinkError> {
         let mut buf = vec![0u8; OUTPUT_CHUNK];
         for r in &mut self.relays {
@@ -496,6 +509,12 @@ impl Body {
                 match sys::read(out.as_fd(), &mut buf) {
                     Ok(0) => {
                         r.out = None;
+                        for fd in std::iter::once(r.fd).chain(r.dups.iter().copied()) {
+                            link.send(&FromHost::Output {
+                                fd,
+                                data: Bytes(Vec::new()),
+                            })?;
+                        }
                         break;
                     }
                     Ok(n) => link.send(&FromHost::Output {

@@ -13,7 +13,8 @@
 //!
 //! A forked child does not move on its own in this version: its home
 //! refuses to (it shares its parent's relays and view), and a body with
-//! children is not frozen (`children_block_move`).
+//! children of its own here is not frozen (`children_block_move`; a
+//! process that left children at home moves, see `mosix_homed::kids`).
 //!
 //! Ends: the host is a child subreaper ([`become_subreaper`]), so a child
 //! whose parent body ended first is reparented here and reaped by its

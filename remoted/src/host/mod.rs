@@ -277,7 +277,12 @@ impl Host {
         let mut relays = Vec::new();
         let mut body_ends = Vec::new();
         for &(fd, kind) in &relayed {
-            let (relay, body_end) = body::Relay::new(fd, kind)
+            let dups_of: Vec<i32> = aliases
+                .iter()
+                .filter(|&&(_, of)| of == fd)
+                .map(|&(d, _)| d)
+                .collect();
+            let (relay, body_end) = body::Relay::new(fd, kind, dups_of)
                 .map_err(|e| format!("cannot make a relay for fd {fd}: {e}"))?;
             let body_end = sys::dup_above(&std::fs::File::from(body_end), top)
                 .map_err(|e| format!("cannot place a relay for fd {fd}: {e}"))?;
