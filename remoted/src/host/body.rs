@@ -12,8 +12,10 @@
 //! record here and waits for our verdict. The image goes back over the
 //! link; the body stays frozen until the home says [`ToHost::Done`] (it
 //! runs elsewhere now: end it, answer [`FromHost::Left`]) or
-//! [`ToHost::Resume`] (the move failed: run on). A lost link kills the
-//! body: without its deputy it must not run on.
+//! [`ToHost::Resume`] (the move failed: run on). A link lost while the
+//! body runs leaves it waiting for its home's new `homed` for the grace
+//! period ([`Body::await_home`]; see the host's module doc); one lost
+//! during a freeze kills it.
 //!
 //! While it runs, the body also writes on its control socket: a hello
 //! after a restore or an `exec` (answered with its [`BodyInfo`] after an
@@ -54,6 +56,8 @@ const INPUT_CHECK: Duration = Duration::from_millis(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the rest of a message the body started writing.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a body whose home is away looks for its new link.
+const AWAY_POLL: Duration = Duration::from_millis(100);
 
 /// Which way a relayed fd carries data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +154,9 @@ pub(super) struct Body {
     pub(super) ctl_open: bool,
     /// The home asked for a freeze while a call was under way.
     pub(super) pending_freeze: bool,
+    /// The link to the home broke during a call (the call was answered
+    /// EIO): wait for the home.
+    pub(super) home_lost: Option<String>,
 }
 
 /// How a freeze ended.
@@ -169,6 +176,7 @@ impl Body {
         link: &mut Link<TcpStream>,
         home: &str,
         leave: mpsc::Receiver<String>,
+        grace: Duration,
     ) {
         let pid = self.pid;
         let pidfd = match sys::pidfd_open(pid) {
@@ -198,8 +206,9 @@ impl Body {
                 .pump_output(link)
                 .and_then(|()| self.ask_for_input(link))
             {
-                tracing::warn!(%home, body_pid = pid, error = %e, "cannot pass the body's output home; killing the body");
-                kill_and_reap(pid);
+                if self.await_home(link, home, &pidfd, grace, &e.to_string()) {
+                    continue;
+                }
                 return;
             }
             if let Ok(reason) = leave.try_recv() {
@@ -222,6 +231,12 @@ impl Body {
             {
                 tracing::warn!(%home, body_pid = pid, %reason, "bad message from the body; killing it");
                 kill_and_reap(pid);
+                return;
+            }
+            if let Some(why) = self.home_lost.take() {
+                if self.await_home(link, home, &pidfd, grace, &why) {
+                    continue;
+                }
                 return;
             }
             if sys::poll_in(&[pidfd.as_raw_fd()], Duration::ZERO).unwrap_or(false) {
@@ -247,13 +262,138 @@ impl Body {
                         return;
                     }
                     Err(e) => {
-                        // No deputy any more: no orphan either.
-                        tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost; killing the body");
-                        kill_and_reap(pid);
+                        if self.await_home(link, home, &pidfd, grace, &e.to_string()) {
+                            break;
+                        }
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// The link to the home broke (`why`): wait up to `grace` for the
+    /// home's new `homed` to re-attach (see the host's module doc).
+    /// Meanwhile the body's calls are answered EIO, its output waits in
+    /// its pipes, and its end is kept. True: re-attached, `link` is the
+    /// new link and the body runs on; false: the body ended (its end went
+    /// home over the new link) or was ended (no home within `grace`).
+    fn await_home(
+        &mut self,
+        link: &mut Link<TcpStream>,
+        home: &str,
+        pidfd: &OwnedFd,
+        grace: Duration,
+        why: &str,
+    ) -> bool {
+        let pid = self.pid;
+        let home_pid = self.info.home_pid;
+        tracing::warn!(%home, home_pid, body_pid = pid, reason = why, grace_s = grace.as_secs(), "link to the home lost; the body waits for its home to come back");
+        let registration = super::waiting().wait(home, home_pid, pid);
+        let until = std::time::Instant::now() + grace;
+        // The body's end, once it ended meanwhile (`Some(None)`: reaped by
+        // its parent body).
+        let mut ended: Option<Option<mosix_proto::migrate::BodyStatus>> = None;
+        let new_link = loop {
+            match registration.rx.try_recv() {
+                Ok(l) => break Some(l),
+                Err(mpsc::TryRecvError::Disconnected) => break None,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if std::time::Instant::now() >= until {
+                break None;
+            }
+            let mut fds = Vec::new();
+            if ended.is_none() {
+                fds.push(pidfd.as_raw_fd());
+                if self.ctl_open {
+                    fds.push(self.ctl.as_raw_fd());
+                }
+            }
+            let _ = sys::poll_in(&fds, AWAY_POLL);
+            if ended.is_some() {
+                continue;
+            }
+            if self.ctl_open
+                && sys::poll_in(&[self.ctl.as_raw_fd()], Duration::ZERO).unwrap_or(false)
+                && let Err(reason) = self.serve_ctl_away()
+            {
+                tracing::warn!(%home, body_pid = pid, %reason, "bad message from the body; killing it");
+                kill_and_reap(pid);
+                return false;
+            }
+            if sys::poll_in(&[pidfd.as_raw_fd()], Duration::ZERO).unwrap_or(false) {
+                let status = family::end_status(pid);
+                tracing::info!(%home, body_pid = pid, ?status, "body ended while its home was away; its end waits for the home");
+                ended = Some(status);
+            }
+        };
+        drop(registration);
+        let Some(mut new_link) = new_link else {
+            if ended.is_none() {
+                tracing::warn!(%home, home_pid, body_pid = pid, grace_s = grace.as_secs(), "the home did not come back within the grace period; ending the body");
+                kill_and_reap(pid);
+            } else {
+                tracing::warn!(%home, home_pid, body_pid = pid, "the home did not come back within the grace period; the body's end is not reported");
+            }
+            return false;
+        };
+        if let Err(e) = new_link.send(&FromHost::Held { body_pid: pid }) {
+            tracing::warn!(%home, body_pid = pid, error = %e, "the new link to the home broke at once; the body waits again");
+            return self.await_home(
+                link,
+                home,
+                pidfd,
+                grace.saturating_sub(Duration::from_secs(1)),
+                &e.to_string(),
+            );
+        }
+        *link = new_link;
+        // The old homed's questions died with it: ask anew.
+        for r in &mut self.relays {
+            r.asked = false;
+        }
+        tracing::info!(%home, home_pid, body_pid = pid, "re-attached to the home's new homed");
+        match ended {
+            Some(status) => {
+                let _ = self.pump_output(link);
+                tracing::info!(%home, body_pid = pid, ?status, "body ended");
+                let _ = link.send(&match status {
+                    Some(status) => FromHost::Exited { status },
+                    None => FromHost::Reaped,
+                });
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// One message the body wrote on its control socket while its home is
+    /// away: a hello is served as usual, a call is answered EIO at once.
+    fn serve_ctl_away(&mut self) -> Result<(), String> {
+        let mut magic = [0u8; 8];
+        let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
+        match self.ctl.read(&mut magic[..1]) {
+            Ok(0) | Err(_) => {
+                self.ctl_open = false;
+                return Ok(());
+            }
+            Ok(_) => {}
+        }
+        self.ctl
+            .read_exact(&mut magic[1..])
+            .map_err(|e| format!("cut message on the control socket: {e}"))?;
+        match u64::from_le_bytes(magic) {
+            layout::HELLO_MAGIC => self.hello(&magic),
+            layout::CALL_MAGIC => {
+                let rec = self.read_call(&magic)?;
+                let record = CallReply::Errno { errno: libc::EIO }.to_record(rec.op);
+                family::send_record(&self.ctl, image::as_bytes(&record), None)
+                    .map_err(|e| format!("cannot answer the body's call: {e}"))
+            }
+            other => Err(format!(
+                "{other:#x} on the control socket is no message a running body sends"
+            )),
         }
     }
 
@@ -364,12 +504,13 @@ impl Body {
             }
             _ => None,
         };
-        let reply = self.ask_home(link, call);
-        let reply = match reply {
+        let reply = match self.ask_home(link, call) {
             Ok(r) => r,
             Err(e) => {
-                family::forget(token);
-                return Err(e);
+                // The home went away: the call fails cleanly, and the body
+                // waits for its home (see `run`).
+                self.home_lost = Some(e);
+                CallReply::Errno { errno: libc::EIO }
             }
         };
         let fd = match (reply, &child_end) {

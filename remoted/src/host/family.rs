@@ -195,6 +195,7 @@ pub(super) fn adopt(
         body_info: info,
         ctl_open: true,
         pending_freeze: false,
+        home_lost: None,
     })
 }
 

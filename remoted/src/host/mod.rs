@@ -22,10 +22,32 @@
 //! control socket) and report [`FromHost::Held`]. [`ToHost::Go`]
 //! continues it; anything else (abort, link cut, timeout) kills it, so
 //! there are never two copies. Not yet: a time namespace.
+//!
+//! # When the home goes away
+//!
+//! A body's link to its home breaks when the home's `homed` ends (a crash
+//! or a restart of the home's daemons): the deputy at home outlives it
+//! (see `mosix-deputy`), so the body does too, for a grace period
+//! (`[process] home_grace_s`, default 60 s). Meanwhile ([`reattach`]):
+//! its view operations fail with EIO at once (its view session is down;
+//! nothing queues), its forwarded calls (fork, kill at home, ...) are
+//! answered EIO, its output waits in its relay pipes (a body that fills
+//! one blocks on it, as on a full pipe), and if it ends its status is
+//! kept. When the home's new `homed` learns of it from the deputy, it
+//! opens a new authenticated link and asks to re-attach
+//! ([`ToHost::Reattach`], checked against the home's node name, home pid
+//! and body pid); the body's thread takes that link, says
+//! [`FromHost::Held`], and goes on as before: held output first, then the
+//! body's end if it ended meanwhile. If no new `homed` comes within the
+//! grace period, the host ends the body and logs why. Not covered: a link
+//! that breaks while the body is frozen for a move (the body is ended, as
+//! before), and output that the old `homed` had read from the link but
+//! not yet handed to the deputy when it died (lost with it).
 
 mod body;
 mod family;
 pub mod guests;
+pub mod reattach;
 mod sys;
 pub mod view;
 
@@ -70,11 +92,33 @@ struct Host {
     node: String,
     key: ClusterKey,
     restorer: PathBuf,
+    /// How long a body waits for its home to come back.
+    grace: Duration,
 }
 
+/// Bodies waiting for their home's new `homed`.
+fn waiting() -> &'static reattach::Waiting<Link<TcpStream>> {
+    static W: std::sync::OnceLock<reattach::Waiting<Link<TcpStream>>> = std::sync::OnceLock::new();
+    W.get_or_init(Default::default)
+}
+
+/// How much longer than a body's grace period its view tries to open a
+/// new session with its home.
+const VIEW_RETRY_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long a re-attach waits for a body that has not noticed yet that
+/// its old link broke.
+const REATTACH_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Listen for migrations on `remoted_listen`'s port + 2 and host bodies,
-/// each in a thread of its own, forever (in a thread started here).
-pub fn start(remoted_listen: SocketAddr, node: String, key: ClusterKey) -> Result<(), HostError> {
+/// each in a thread of its own, forever (in a thread started here). A
+/// body whose home goes away waits `grace` for it to come back.
+pub fn start(
+    remoted_listen: SocketAddr,
+    node: String,
+    key: ClusterKey,
+    grace: Duration,
+) -> Result<(), HostError> {
     let addr = host_addr(remoted_listen);
     let restorer = std::env::current_exe()
         .ok()
@@ -93,6 +137,7 @@ pub fn start(remoted_listen: SocketAddr, node: String, key: ClusterKey) -> Resul
         node,
         key,
         restorer,
+        grace,
     });
     tracing::info!(%addr, "hosting bodies");
     std::thread::Builder::new()
@@ -145,13 +190,25 @@ impl Host {
                 return;
             }
         };
+        if let ToHost::Reattach { home_pid, body_pid } = first {
+            let _ = link.get_ref().set_read_timeout(None);
+            if let Err((e, mut link)) =
+                waiting().offer(&home, home_pid, body_pid, link, REATTACH_PATIENCE)
+            {
+                tracing::warn!(%home, home_pid, body_pid, error = %e, "cannot re-attach a body to its home");
+                let _ = link.send(&FromHost::Failed {
+                    reason: e.to_string(),
+                });
+            }
+            return;
+        }
         if let ToHost::Adopt { home_pid, token } = first {
             let _ = link.get_ref().set_read_timeout(None);
             match family::adopt(&mut link, &home, home_pid, token) {
                 Ok(body) => {
                     let (_registration, leave) = guests::register(body.info.clone());
                     let pid = body.pid;
-                    body.run(&mut link, &home, leave);
+                    body.run(&mut link, &home, leave, self.grace);
                     view::release(pid);
                 }
                 Err(reason) => {
@@ -165,7 +222,7 @@ impl Host {
             Ok(Some(body)) => {
                 let (_registration, leave) = guests::register(body.info.clone());
                 let pid = body.pid;
-                body.run(&mut link, &home, leave);
+                body.run(&mut link, &home, leave, self.grace);
                 view::release(pid);
             }
             Ok(None) => {}
@@ -244,8 +301,15 @@ impl Host {
                 img.uid
             ));
         }
-        let body_view =
-            view::BodyView::prepare(home, uid, gid, link.get_ref(), &self.key, &self.node)?;
+        let body_view = view::BodyView::prepare(
+            home,
+            uid,
+            gid,
+            link.get_ref(),
+            &self.key,
+            &self.node,
+            self.grace + VIEW_RETRY_MARGIN,
+        )?;
         let (plan, relayed, aliases) = fd_plan(&img, &home_facts, &body_view)?;
         let top = plan
             .iter()
@@ -368,6 +432,7 @@ impl Host {
                     body_info,
                     ctl_open: true,
                     pending_freeze: false,
+                    home_lost: None,
                 }))
             }
             Ok(other) => {
