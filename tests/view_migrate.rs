@@ -711,6 +711,9 @@ fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
 #[test]
 fn a_lost_home_gives_the_body_eio_or_an_end_never_a_hang() {
     let h = Home::new();
+    // A body at n2 waits 5 s for a home that went away (not the default
+    // 60 s), so that part 2 ends in good time.
+    set_home_grace(&h.c, "n2", 5);
     let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
     let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
     // Copies of the program, mosrun and libmosix.so that every node has
@@ -758,10 +761,6 @@ fn a_lost_home_gives_the_body_eio_or_an_end_never_a_hang() {
         assert!(descends_from(body, remoted2));
         (job, body)
     };
-
-    // A body at n2 waits 5 s for a home that went away (not the default
-    // 60 s), so that part 2 ends in good time.
-    set_home_grace(&h.c, "n2", 5);
 
     // 1. The view's links to the home are cut (its homed stays): the view
     //    opens a new session at once, but the files the body had open
@@ -1441,8 +1440,9 @@ fn a_body_outlives_a_restart_of_its_home_and_uses_the_view_again() {
     assert!(out.status.success(), "start n1: {}", text(&out));
     let (rc, err) = h.finish(job, "loss", Duration::from_secs(120));
     eprintln!(
-        "home back: the job ended {:?} after the start began: {err}",
-        t.elapsed()
+        "home back: the job ended {:?} after the start began ({} lines of output)",
+        t.elapsed(),
+        err.lines().count()
     );
     assert_eq!(rc, "7", "the body did not finish its work: {err}");
     assert_eq!(
@@ -1455,6 +1455,15 @@ fn a_body_outlives_a_restart_of_its_home_and_uses_the_view_again() {
         "a file opened before the restart should stay closed: {err}"
     );
     assert_eq!(err.matches("homeloss: reopened").count(), 1, "{err}");
+    // Its output while the home went away and came back: every line
+    // once, in order.
+    let ticks: Vec<&str> = err.lines().filter(|l| l.starts_with("tick ")).collect();
+    let want: Vec<String> = (0..ticks.len()).map(|i| format!("tick {i}")).collect();
+    assert_eq!(ticks, want, "output lost or repeated");
+    assert!(
+        err.contains(&format!("homeloss: ticks {}\n", ticks.len())),
+        "output lost at the end: {err}"
+    );
     assert!(!is_running(body));
     assert!(!is_running(home));
     assert!(

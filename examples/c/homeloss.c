@@ -12,6 +12,9 @@
  *   4. reads the fd opened in step 1 once more, 4 KiB at 6 MiB (never
  *      read before, so not cached here), and reports on stderr what it got ("old fd: ..."), says "homeloss: reopened" on stderr and
  *      exits with status 7.
+ * Each wait of steps 2 and 3 also writes a numbered line on stderr
+ * ("tick N", from 0), and step 4 the count ("homeloss: ticks N"), so a
+ * test can see that no output was lost or repeated.
  * Any failure prints what failed on stderr and exits 1. Only stderr is
  * written (a pipe relayed home by the deputy): stdout may be a home file
  * opened before the home went away. */
@@ -48,8 +51,15 @@ static long now_ms(void) {
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
+static long ticks;
+
+static void tick(void) {
+    fprintf(stderr, "tick %ld\n", ticks++);
+}
+
 int main(int argc, char **argv) {
     static char buf[4096];
+    setvbuf(stderr, NULL, _IONBF, 0);
     if (argc != 3) {
         fprintf(stderr, "usage: homeloss DIR MARK\n");
         return 2;
@@ -74,6 +84,7 @@ int main(int argc, char **argv) {
             die("read input again");
         }
         close(f);
+        tick();
         nap(50);
     }
     int m = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -85,6 +96,7 @@ int main(int argc, char **argv) {
         again = open(at("again"), O_RDONLY);
         if (again >= 0) break;
         if (errno != EIO && errno != ENOENT) die("open again");
+        tick();
         nap(200);
     }
     if (again < 0) die("open again (gave up after 10 minutes)");
@@ -100,6 +112,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "homeloss: old fd: %s\n", strerror(errno));
     else
         fprintf(stderr, "homeloss: old fd: read %zd bytes\n", o);
+    fprintf(stderr, "homeloss: ticks %ld\n", ticks);
     fprintf(stderr, "homeloss: reopened\n");
     return 7;
 }

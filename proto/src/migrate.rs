@@ -130,6 +130,10 @@ pub enum ToHost {
         home_pid: i32,
         /// The body's pid on this node, as the deputy last heard it.
         body_pid: i32,
+        /// Bytes of output the deputy wrote, by fd, since its last
+        /// [`DeputyMsg::Where`]: the host sends again what followed.
+        #[serde(default)]
+        written: Vec<(i32, u64)>,
     },
 }
 
@@ -552,6 +556,11 @@ pub enum DeputyMsg {
         body_pid: i32,
         /// The process's control fd number.
         ctl_fd: i32,
+        /// Bytes of the body's output the deputy wrote, by fd, since the
+        /// last [`DeputyMsg::Where`] (the host sends again what the old
+        /// `homed` took and did not pass on).
+        #[serde(default)]
+        written: Vec<(i32, u64)>,
     },
     /// Homed to deputy: the body is re-attached; the connection serves the
     /// deputy as before.
@@ -793,6 +802,7 @@ mod tests {
         let m = ToHost::Reattach {
             home_pid: 4,
             body_pid: 9,
+            written: vec![(2, 1 << 40)],
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
@@ -801,6 +811,7 @@ mod tests {
             address: "10.0.0.2:7340".into(),
             body_pid: 9,
             ctl_fd: 5,
+            written: vec![(1, 7)],
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<DeputyMsg>(&b).unwrap(), m);

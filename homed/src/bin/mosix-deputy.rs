@@ -32,7 +32,10 @@
 //! [`DeputyMsg::Rejoined`]; the new connection takes the old one's fd
 //! number (the restorer finds it there if the process comes home later).
 //! Signals caught meanwhile and input read for the body meanwhile are
-//! kept and sent once rejoined. If no `homed` takes the deputy back within
+//! kept and sent once rejoined. The deputy counts the bytes of output it
+//! wrote, by fd, since the last `Where`, and says so in its rejoin: the
+//! host sends again what the old `homed` took from the link and never
+//! passed on, so output is neither lost nor repeated. If no `homed` takes the deputy back within
 //! the host's grace period plus [`REJOIN_MARGIN`], or the new one cannot
 //! re-attach the body (the host ended it), the deputy ends as killed, as
 //! before.
@@ -157,6 +160,8 @@ fn run() -> Result<()> {
     });
     let mut inputs = Inputs::new(writer.clone());
     let mut whereabouts: Option<Whereabouts> = None;
+    // Bytes of the body's output written, by fd, since the last `Where`.
+    let mut written: HashMap<RawFd, u64> = HashMap::new();
     loop {
         match recv_local::<DeputyMsg>(&mut ctl) {
             Ok(DeputyMsg::Where {
@@ -168,6 +173,7 @@ fn run() -> Result<()> {
                 grace_s,
                 freeze_signal,
             }) => {
+                written.clear();
                 whereabouts = Some(Whereabouts {
                     procs_socket,
                     node,
@@ -186,7 +192,10 @@ fn run() -> Result<()> {
                     core: false,
                 });
             }
-            Ok(DeputyMsg::Output { fd, data }) => write_out(fd, &data.0),
+            Ok(DeputyMsg::Output { fd, data }) => {
+                write_out(fd, &data.0);
+                *written.entry(fd).or_default() += data.0.len() as u64;
+            }
             Ok(DeputyMsg::WantInput { fd }) => inputs.want(fd),
             Ok(DeputyMsg::StopInput) => {
                 let leftover = inputs.stop();
@@ -251,7 +260,8 @@ fn run() -> Result<()> {
                 let Some(w) = &whereabouts else {
                     bail!("lost homed (it holds the link to the body): {e}");
                 };
-                ctl = rejoin(w, ctl, &writer).with_context(|| {
+                let done: Vec<(i32, u64)> = written.iter().map(|(&f, &n)| (f, n)).collect();
+                ctl = rejoin(w, &done, ctl, &writer).with_context(|| {
                     format!(
                         "lost homed (it holds the link to the body at node {}): {e}",
                         w.node
@@ -276,10 +286,17 @@ fn run() -> Result<()> {
 /// `homed` went away while the body runs at `w.node`: rejoin a new one
 /// (see the module's doc) and return the new control connection, placed
 /// at `old`'s fd number (and cloned into `writer`).
-fn rejoin(w: &Whereabouts, old: UnixStream, writer: &Mutex<UnixStream>) -> Result<UnixStream> {
+/// `written`: the body's output written so far, by fd (see
+/// [`DeputyMsg::Rejoin`]).
+fn rejoin(
+    w: &Whereabouts,
+    written: &[(i32, u64)],
+    old: UnixStream,
+    writer: &Mutex<UnixStream>,
+) -> Result<UnixStream> {
     let deadline = Instant::now() + w.grace + REJOIN_MARGIN;
     let last = loop {
-        match try_rejoin(w) {
+        match try_rejoin(w, written) {
             Ok(Some(new)) => break new,
             Ok(None) => bail!(
                 "the new homed could not re-attach the body at node {} (its host ended it?)",
@@ -320,7 +337,7 @@ fn rejoin(w: &Whereabouts, old: UnixStream, writer: &Mutex<UnixStream>) -> Resul
 
 /// One attempt to rejoin a `homed` at `w.procs_socket`: `Ok(None)` if it
 /// answered that the body is lost; `Err` if no `homed` answers (yet).
-fn try_rejoin(w: &Whereabouts) -> Result<Option<UnixStream>> {
+fn try_rejoin(w: &Whereabouts, written: &[(i32, u64)]) -> Result<Option<UnixStream>> {
     use mosix_proto::image::layout::{
         HELLO_DEPUTY, HELLO_MAGIC, HELLO_PATH_MAX, Hello, LAYOUT_VERSION,
     };
@@ -347,6 +364,7 @@ fn try_rejoin(w: &Whereabouts) -> Result<Option<UnixStream>> {
         address: w.address.clone(),
         body_pid: w.body_pid,
         ctl_fd: w.ctl_fd,
+        written: written.to_vec(),
     };
     send_local(&mut s, &msg).context("cannot tell homed where the body is")?;
     match recv_local::<DeputyMsg>(&mut s) {

@@ -57,6 +57,16 @@ impl crate::migrate::Family for Kin {
     }
 }
 
+/// Where a rejoining deputy's body runs, as it says (see
+/// [`DeputyMsg::Rejoin`]).
+struct Whereabouts {
+    node: String,
+    address: String,
+    body_pid: i32,
+    ctl_fd: i32,
+    written: Vec<(i32, u64)>,
+}
+
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -627,7 +637,8 @@ impl Engine {
                     address,
                     body_pid,
                     ctl_fd,
-                }) => Some((node, address, body_pid, ctl_fd)),
+                    written,
+                }) => Some((node, address, body_pid, ctl_fd, written)),
                 Ok(other) => {
                     tracing::warn!(pid = creds.pid, msg = ?other, "a deputy's hello without its rejoin; closing");
                     return;
@@ -647,8 +658,15 @@ impl Engine {
         self.lock_procs().insert(p.pid, p.clone());
         let _ = stream.set_read_timeout(None);
         let ended = match rejoin {
-            Some((node, address, body_pid, ctl_fd)) => {
-                self.rejoin(&p, &stream, node, &address, body_pid, ctl_fd)
+            Some((node, address, body_pid, ctl_fd, written)) => {
+                let at = Whereabouts {
+                    node,
+                    address,
+                    body_pid,
+                    ctl_fd,
+                    written,
+                };
+                self.rejoin(&p, &stream, at)
             }
             None => false,
         };
@@ -817,16 +835,15 @@ impl Engine {
     /// relay for it as if it had moved from here. True once it ended
     /// (or could not be re-attached: the deputy was told it is lost);
     /// false if it came home.
-    fn rejoin(
-        self: &Arc<Self>,
-        p: &Arc<Proc>,
-        ctl: &UnixStream,
-        node: String,
-        address: &str,
-        body_pid: i32,
-        ctl_fd: i32,
-    ) -> bool {
+    fn rejoin(self: &Arc<Self>, p: &Arc<Proc>, ctl: &UnixStream, at: Whereabouts) -> bool {
         use mosix_proto::migrate::{FromHost, ToHost};
+        let Whereabouts {
+            node,
+            address,
+            body_pid,
+            ctl_fd,
+            written,
+        } = at;
         let lost = |why: String| {
             tracing::warn!(pid = p.pid, %node, reason = %why, "cannot re-attach a deputy's body; the deputy ends as killed");
             let mut w = p.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -848,6 +865,7 @@ impl Engine {
             .send(&ToHost::Reattach {
                 home_pid: p.pid,
                 body_pid,
+                written,
             })
             .map_err(|e| e.to_string())
             .and_then(|()| match link.recv::<FromHost>() {

@@ -56,6 +56,10 @@ const INPUT_CHECK: Duration = Duration::from_millis(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the rest of a message the body started writing.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of each relay's latest output kept to send again after the
+/// home's `homed` restarted (more than the link's and the deputy's socket
+/// buffers can hold in flight).
+const RESEND_WINDOW: usize = 8 << 20;
 /// How often a body whose home is away looks for its new link.
 const AWAY_POLL: Duration = Duration::from_millis(100);
 
@@ -88,6 +92,12 @@ pub(super) struct Relay {
     given: bool,
     /// Home was asked for input and has not answered yet.
     asked: bool,
+    /// Bytes of output sent home since the last count the home knows of
+    /// (the relay's start, or the last re-attach).
+    sent: u64,
+    /// The last of those bytes, up to [`RESEND_WINDOW`], to send again
+    /// if the home's `homed` died before it passed them on.
+    recent: std::collections::VecDeque<u8>,
 }
 
 impl Relay {
@@ -101,6 +111,8 @@ impl Relay {
             queue: Default::default(),
             given: false,
             asked: false,
+            sent: 0,
+            recent: Default::default(),
         };
         match kind {
             RelayKind::Output => {
@@ -125,6 +137,34 @@ impl Relay {
                 Ok((relay(Some(ours), Some(input), Some(unread)), theirs))
             }
         }
+    }
+}
+
+/// `data` is on its way home: count it (`sent`) and keep it (`recent`,
+/// up to [`RESEND_WINDOW`]).
+fn note_sent(sent: &mut u64, recent: &mut std::collections::VecDeque<u8>, data: &[u8]) {
+    *sent += data.len() as u64;
+    recent.extend(data);
+    let over = recent.len().saturating_sub(RESEND_WINDOW);
+    recent.drain(..over);
+}
+
+impl Relay {
+    /// The home's deputy wrote `written` of the bytes sent: what it did
+    /// not get (as much of it as was kept) and how many bytes of it are
+    /// lost; the count starts again from zero.
+    fn unwritten(&mut self, written: u64) -> (Vec<u8>, u64) {
+        let missing = self.sent.saturating_sub(written);
+        let kept = (missing as usize).min(self.recent.len());
+        let again: Vec<u8> = self
+            .recent
+            .iter()
+            .skip(self.recent.len() - kept)
+            .copied()
+            .collect();
+        self.sent = 0;
+        self.recent.clear();
+        (again, missing - kept as u64)
     }
 }
 
@@ -294,7 +334,7 @@ impl Body {
         // The body's end, once it ended meanwhile (`Some(None)`: reaped by
         // its parent body).
         let mut ended: Option<Option<mosix_proto::migrate::BodyStatus>> = None;
-        let new_link = loop {
+        let attach = loop {
             match registration.rx.try_recv() {
                 Ok(l) => break Some(l),
                 Err(mpsc::TryRecvError::Disconnected) => break None,
@@ -329,7 +369,7 @@ impl Body {
             }
         };
         drop(registration);
-        let Some(mut new_link) = new_link else {
+        let Some((mut new_link, written)) = attach else {
             if ended.is_none() {
                 tracing::warn!(%home, home_pid, body_pid = pid, grace_s = grace.as_secs(), "the home did not come back within the grace period; ending the body");
                 kill_and_reap(pid);
@@ -349,11 +389,35 @@ impl Body {
             );
         }
         *link = new_link;
-        // The old homed's questions died with it: ask anew.
+        // The old homed's questions died with it: ask anew. Output it
+        // took and did not pass on to the deputy goes again.
+        let mut resent = 0u64;
         for r in &mut self.relays {
             r.asked = false;
+            if r.out.is_none() && r.sent == 0 {
+                continue;
+            }
+            let done = written
+                .iter()
+                .find(|(fd, _)| *fd == r.fd)
+                .map_or(0, |w| w.1);
+            let (again, lost) = r.unwritten(done);
+            if lost > 0 {
+                tracing::warn!(%home, body_pid = pid, fd = r.fd, lost, "output the old homed took and never passed on is lost");
+            }
+            for chunk in again.chunks(OUTPUT_CHUNK) {
+                note_sent(&mut r.sent, &mut r.recent, chunk);
+                resent += chunk.len() as u64;
+                if let Err(e) = link.send(&FromHost::Output {
+                    fd: r.fd,
+                    data: Bytes(chunk.to_vec()),
+                }) {
+                    tracing::warn!(%home, body_pid = pid, error = %e, "the new link to the home broke at once");
+                    break;
+                }
+            }
         }
-        tracing::info!(%home, home_pid, body_pid = pid, "re-attached to the home's new homed");
+        tracing::info!(%home, home_pid, body_pid = pid, resent, "re-attached to the home's new homed");
         match ended {
             Some(status) => {
                 let _ = self.pump_output(link);
@@ -567,10 +631,15 @@ impl Body {
                         r.out = None;
                         break;
                     }
-                    Ok(n) => link.send(&FromHost::Output {
-                        fd: r.fd,
-                        data: Bytes(buf[..n].to_vec()),
-                    })?,
+                    Ok(n) => {
+                        // Counted as sent even if the send fails: the
+                        // home says on re-attach what it got.
+                        note_sent(&mut r.sent, &mut r.recent, &buf[..n]);
+                        link.send(&FromHost::Output {
+                            fd: r.fd,
+                            data: Bytes(buf[..n].to_vec()),
+                        })?
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
@@ -896,4 +965,32 @@ fn recv_now(link: &mut Link<TcpStream>) -> Result<Option<ToHost>, LinkError> {
 fn kill_and_reap(pid: i32) {
     let _ = sys::kill(pid, libc::SIGKILL);
     let _ = sys::waitpid(pid, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_the_deputy_did_not_write_goes_again_once() {
+        let (mut r, _body_end) = Relay::new(1, RelayKind::Output).unwrap();
+        note_sent(&mut r.sent, &mut r.recent, b"hello ");
+        note_sent(&mut r.sent, &mut r.recent, b"world\n");
+        // The deputy wrote "hello "; "world\n" died with the old homed.
+        let (again, lost) = r.unwritten(6);
+        assert_eq!((again.as_slice(), lost), (&b"world\n"[..], 0));
+        // Counted anew from the re-attach: nothing twice.
+        assert_eq!(r.unwritten(0), (Vec::new(), 0));
+        note_sent(&mut r.sent, &mut r.recent, b"x");
+        assert_eq!(r.unwritten(1), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn output_beyond_the_window_is_reported_lost() {
+        let (mut r, _body_end) = Relay::new(1, RelayKind::Output).unwrap();
+        let big = vec![7u8; RESEND_WINDOW + 10];
+        note_sent(&mut r.sent, &mut r.recent, &big);
+        let (again, lost) = r.unwritten(0);
+        assert_eq!((again.len(), lost), (RESEND_WINDOW, 10));
+    }
 }

@@ -97,10 +97,14 @@ struct Host {
 }
 
 /// Bodies waiting for their home's new `homed`.
-fn waiting() -> &'static reattach::Waiting<Link<TcpStream>> {
-    static W: std::sync::OnceLock<reattach::Waiting<Link<TcpStream>>> = std::sync::OnceLock::new();
+fn waiting() -> &'static reattach::Waiting<Attach> {
+    static W: std::sync::OnceLock<reattach::Waiting<Attach>> = std::sync::OnceLock::new();
     W.get_or_init(Default::default)
 }
+
+/// A new link from a body's home, and how much of the body's output its
+/// deputy wrote (by fd).
+type Attach = (Link<TcpStream>, Vec<(i32, u64)>);
 
 /// How much longer than a body's grace period its view tries to open a
 /// new session with its home.
@@ -190,11 +194,20 @@ impl Host {
                 return;
             }
         };
-        if let ToHost::Reattach { home_pid, body_pid } = first {
+        if let ToHost::Reattach {
+            home_pid,
+            body_pid,
+            written,
+        } = first
+        {
             let _ = link.get_ref().set_read_timeout(None);
-            if let Err((e, mut link)) =
-                waiting().offer(&home, home_pid, body_pid, link, REATTACH_PATIENCE)
-            {
+            if let Err((e, (mut link, _))) = waiting().offer(
+                &home,
+                home_pid,
+                body_pid,
+                (link, written),
+                REATTACH_PATIENCE,
+            ) {
                 tracing::warn!(%home, home_pid, body_pid, error = %e, "cannot re-attach a body to its home");
                 let _ = link.send(&FromHost::Failed {
                     reason: e.to_string(),
