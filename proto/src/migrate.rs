@@ -130,6 +130,9 @@ pub enum ToHost {
         home_pid: i32,
         /// The body's pid on this node, as the deputy last heard it.
         body_pid: i32,
+        /// The process's owner (the deputy's uid, as the home's kernel
+        /// says): it must be the body's.
+        uid: u32,
         /// Bytes of output the deputy wrote, by fd, since its last
         /// [`DeputyMsg::Where`]: the host sends again what followed.
         #[serde(default)]
@@ -802,6 +805,7 @@ mod tests {
         let m = ToHost::Reattach {
             home_pid: 4,
             body_pid: 9,
+            uid: 1000,
             written: vec![(2, 1 << 40)],
         };
         let b = crate::link::encode(&m).unwrap();

@@ -865,6 +865,7 @@ impl Engine {
             .send(&ToHost::Reattach {
                 home_pid: p.pid,
                 body_pid,
+                uid: p.uid,
                 written,
             })
             .map_err(|e| e.to_string())

@@ -329,7 +329,8 @@ impl Body {
         let pid = self.pid;
         let home_pid = self.info.home_pid;
         tracing::warn!(%home, home_pid, body_pid = pid, reason = why, grace_s = grace.as_secs(), "link to the home lost; the body waits for its home to come back");
-        let registration = super::waiting().wait(home, home_pid, pid);
+        let me = super::reattach::Body { pid, uid: self.uid };
+        let registration = super::waiting().wait(home, home_pid, me);
         let until = std::time::Instant::now() + grace;
         // The body's end, once it ended meanwhile (`Some(None)`: reaped by
         // its parent body).

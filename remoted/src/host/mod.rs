@@ -197,17 +197,15 @@ impl Host {
         if let ToHost::Reattach {
             home_pid,
             body_pid,
+            uid,
             written,
         } = first
         {
             let _ = link.get_ref().set_read_timeout(None);
-            if let Err((e, (mut link, _))) = waiting().offer(
-                &home,
-                home_pid,
-                body_pid,
-                (link, written),
-                REATTACH_PATIENCE,
-            ) {
+            let body = reattach::Body { pid: body_pid, uid };
+            if let Err((e, (mut link, _))) =
+                waiting().offer(&home, home_pid, body, (link, written), REATTACH_PATIENCE)
+            {
                 tracing::warn!(%home, home_pid, body_pid, error = %e, "cannot re-attach a body to its home");
                 let _ = link.send(&FromHost::Failed {
                     reason: e.to_string(),

@@ -30,6 +30,16 @@ pub enum ReattachError {
         /// The home pid.
         home_pid: i32,
     },
+    /// the body of home process {home_pid} belongs to uid {here}, not {asked}
+    #[error("the body of home process {home_pid} belongs to uid {here}, not {asked}")]
+    OtherOwner {
+        /// The home pid.
+        home_pid: i32,
+        /// The uid the home named.
+        asked: u32,
+        /// The body's uid.
+        here: u32,
+    },
     /// the body of home process {home_pid} runs here as pid {here}, not {asked}
     #[error("the body of home process {home_pid} runs here as pid {here}, not {asked}")]
     OtherBody {
@@ -46,7 +56,16 @@ type Key = (String, i32);
 
 /// The table of waiting bodies.
 pub struct Waiting<T> {
-    bodies: Mutex<HashMap<Key, (i32, mpsc::Sender<T>)>>,
+    bodies: Mutex<HashMap<Key, (Body, mpsc::Sender<T>)>>,
+}
+
+/// A waiting body: its pid here and its owner's uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Body {
+    /// Its pid on this node.
+    pub pid: i32,
+    /// Its owner.
+    pub uid: u32,
 }
 
 impl<T> Default for Waiting<T> {
@@ -76,15 +95,15 @@ impl<T> Drop for Registration<'_, T> {
 }
 
 impl<T> Waiting<T> {
-    /// The body `body_pid` of `home`'s process `home_pid` waits for its
-    /// home from now on, until the registration is dropped.
-    pub fn wait(&self, home: &str, home_pid: i32, body_pid: i32) -> Registration<'_, T> {
+    /// The body `body` of `home`'s process `home_pid` waits for its home
+    /// from now on, until the registration is dropped.
+    pub fn wait(&self, home: &str, home_pid: i32, body: Body) -> Registration<'_, T> {
         let (tx, rx) = mpsc::channel();
         let key = (home.to_string(), home_pid);
         self.bodies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), (body_pid, tx));
+            .insert(key.clone(), (body, tx));
         Registration {
             table: self,
             key,
@@ -92,14 +111,14 @@ impl<T> Waiting<T> {
         }
     }
 
-    /// Hand `what` to the body `body_pid` of `home`'s process `home_pid`,
+    /// Hand `what` to the body `body` of `home`'s process `home_pid`,
     /// waiting up to `patience` for it to register (its thread may not have
     /// seen its old link break yet). On refusal `what` comes back.
     pub fn offer(
         &self,
         home: &str,
         home_pid: i32,
-        body_pid: i32,
+        body: Body,
         what: T,
         patience: Duration,
     ) -> Result<(), (ReattachError, T)> {
@@ -110,11 +129,19 @@ impl<T> Waiting<T> {
             {
                 let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((here, tx)) = bodies.get(&key) {
-                    if *here != body_pid {
+                    if here.uid != body.uid {
+                        let err = ReattachError::OtherOwner {
+                            home_pid,
+                            asked: body.uid,
+                            here: here.uid,
+                        };
+                        return Err((err, what));
+                    }
+                    if here.pid != body.pid {
                         let err = ReattachError::OtherBody {
                             home_pid,
-                            asked: body_pid,
-                            here: *here,
+                            asked: body.pid,
+                            here: here.pid,
                         };
                         return Err((err, what));
                     }
@@ -148,25 +175,45 @@ impl<T> Waiting<T> {
 mod tests {
     use super::*;
 
+    const B: Body = Body {
+        pid: 500,
+        uid: 1000,
+    };
+
     #[test]
     fn a_waiting_body_gets_what_its_home_offers() {
         let t: Waiting<u32> = Waiting::default();
-        let r = t.wait("n1", 10, 500);
-        assert!(t.offer("n1", 10, 500, 7, Duration::ZERO).is_ok());
+        let r = t.wait("n1", 10, B);
+        assert!(t.offer("n1", 10, B, 7, Duration::ZERO).is_ok());
         assert_eq!(r.rx.try_recv(), Ok(7));
         // Only once.
-        let e = t.offer("n1", 10, 500, 8, Duration::ZERO).unwrap_err();
+        let e = t.offer("n1", 10, B, 8, Duration::ZERO).unwrap_err();
         assert!(matches!(e.0, ReattachError::NotWaiting { .. }));
     }
 
     #[test]
     fn another_home_or_body_is_refused() {
         let t: Waiting<u32> = Waiting::default();
-        let _r = t.wait("n1", 10, 500);
-        let e = t.offer("n3", 10, 500, 1, Duration::ZERO).unwrap_err();
+        let _r = t.wait("n1", 10, B);
+        let e = t.offer("n3", 10, B, 1, Duration::ZERO).unwrap_err();
         assert!(matches!(e.0, ReattachError::NotWaiting { .. }));
         assert_eq!(e.1, 1);
-        let e = t.offer("n1", 10, 501, 2, Duration::ZERO).unwrap_err();
+        let e = t
+            .offer("n1", 10, Body { pid: 500, uid: 0 }, 3, Duration::ZERO)
+            .unwrap_err();
+        assert!(matches!(e.0, ReattachError::OtherOwner { asked: 0, .. }));
+        let e = t
+            .offer(
+                "n1",
+                10,
+                Body {
+                    pid: 501,
+                    uid: 1000,
+                },
+                2,
+                Duration::ZERO,
+            )
+            .unwrap_err();
         assert_eq!(
             e.0,
             ReattachError::OtherBody {
@@ -180,8 +227,8 @@ mod tests {
     #[test]
     fn a_body_that_stopped_waiting_is_gone() {
         let t: Waiting<u32> = Waiting::default();
-        drop(t.wait("n1", 10, 500));
-        let e = t.offer("n1", 10, 500, 1, Duration::ZERO).unwrap_err();
+        drop(t.wait("n1", 10, B));
+        let e = t.offer("n1", 10, B, 1, Duration::ZERO).unwrap_err();
         assert!(matches!(e.0, ReattachError::NotWaiting { .. }));
     }
 
@@ -190,10 +237,10 @@ mod tests {
         let t: std::sync::Arc<Waiting<u32>> = Default::default();
         let t2 = t.clone();
         let late = std::thread::spawn(move || {
-            let r = t2.wait("n1", 10, 500);
+            let r = t2.wait("n1", 10, B);
             r.rx.recv_timeout(Duration::from_secs(30))
         });
-        assert!(t.offer("n1", 10, 500, 9, Duration::from_secs(30)).is_ok());
+        assert!(t.offer("n1", 10, B, 9, Duration::from_secs(30)).is_ok());
         assert_eq!(late.join().unwrap(), Ok(9));
     }
 }
