@@ -545,6 +545,9 @@ pub enum DeputyMsg {
         grace_s: u64,
         /// The process's freeze signal (the new `homed` moves it with it).
         freeze_signal: i32,
+        /// For the deputy of a body's forked child: its parent's home pid.
+        #[serde(default)]
+        parent: Option<i32>,
     },
     /// Deputy to a new `homed`, right after a hello of kind
     /// `HELLO_DEPUTY` on a new connection: the old `homed` went away
@@ -564,6 +567,9 @@ pub enum DeputyMsg {
         /// `homed` took and did not pass on).
         #[serde(default)]
         written: Vec<(i32, u64)>,
+        /// For the deputy of a body's forked child: its parent's home pid.
+        #[serde(default)]
+        parent: Option<i32>,
     },
     /// Homed to deputy: the body is re-attached; the connection serves the
     /// deputy as before.
@@ -816,6 +822,7 @@ mod tests {
             body_pid: 9,
             ctl_fd: 5,
             written: vec![(1, 7)],
+            parent: Some(3),
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<DeputyMsg>(&b).unwrap(), m);

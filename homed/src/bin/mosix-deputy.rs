@@ -76,6 +76,7 @@ struct Whereabouts {
     ctl_fd: i32,
     grace: Duration,
     freeze_signal: i32,
+    parent: Option<i32>,
 }
 
 /// Signals caught here and raised in the body.
@@ -172,6 +173,7 @@ fn run() -> Result<()> {
                 ctl_fd,
                 grace_s,
                 freeze_signal,
+                parent,
             }) => {
                 written.clear();
                 whereabouts = Some(Whereabouts {
@@ -182,6 +184,7 @@ fn run() -> Result<()> {
                     ctl_fd,
                     grace: Duration::from_secs(grace_s),
                     freeze_signal,
+                    parent,
                 })
             }
             Ok(DeputyMsg::Exited { status }) => end_as(status),
@@ -365,6 +368,7 @@ fn try_rejoin(w: &Whereabouts, written: &[(i32, u64)]) -> Result<Option<UnixStre
         body_pid: w.body_pid,
         ctl_fd: w.ctl_fd,
         written: written.to_vec(),
+        parent: w.parent,
     };
     send_local(&mut s, &msg).context("cannot tell homed where the body is")?;
     match recv_local::<DeputyMsg>(&mut s) {

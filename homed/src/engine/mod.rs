@@ -606,6 +606,47 @@ impl Engine {
         let Ok(writer) = stream.try_clone() else {
             return;
         };
+        let rejoin = if hello.kind == layout::HELLO_DEPUTY {
+            match mosix_proto::local::recv_local::<DeputyMsg>(&mut stream) {
+                Ok(DeputyMsg::Rejoin {
+                    node,
+                    address,
+                    body_pid,
+                    ctl_fd,
+                    written,
+                    parent,
+                }) => Some((
+                    Whereabouts {
+                        node,
+                        address,
+                        body_pid,
+                        ctl_fd,
+                        written,
+                    },
+                    parent,
+                )),
+                Ok(other) => {
+                    tracing::warn!(pid = creds.pid, msg = ?other, "a deputy's hello without its rejoin; closing");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(pid = creds.pid, error = %e, "a deputy said hello but not where its body is; closing");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let parent = rejoin.as_ref().and_then(|r| r.1);
+        let away_at = rejoin.as_ref().map(|r| r.0.node.clone());
+        let refuse = match (&away_at, parent) {
+            // A forked child's deputy: its end comes from its parent
+            // body's wait, and it does not move on its own.
+            (Some(node), Some(_)) => Some(format!(
+                "it runs with its parent's body on node {node} (a forked child does not move on its own yet)"
+            )),
+            _ => refuse,
+        };
         let p = Arc::new(Proc {
             pid: creds.pid,
             uid: creds.uid,
@@ -621,53 +662,24 @@ impl Engine {
             op: Mutex::new(None),
             busy: Mutex::new(()),
             last_checkpoint: Mutex::new(Instant::now()),
-            away: Mutex::new(None),
+            away: Mutex::new(away_at),
             mover: Mutex::new(None),
             migrations: Default::default(),
             moving: Default::default(),
-            pinned: procfs::pinned(creds.pid),
+            pinned: if parent.is_some() {
+                procfs::Pinned::Always
+            } else {
+                procfs::pinned(creds.pid)
+            },
             told: Default::default(),
             history: Default::default(),
-            parent: None,
+            parent,
         });
-        let rejoin = if hello.kind == layout::HELLO_DEPUTY {
-            match mosix_proto::local::recv_local::<DeputyMsg>(&mut stream) {
-                Ok(DeputyMsg::Rejoin {
-                    node,
-                    address,
-                    body_pid,
-                    ctl_fd,
-                    written,
-                }) => Some((node, address, body_pid, ctl_fd, written)),
-                Ok(other) => {
-                    tracing::warn!(pid = creds.pid, msg = ?other, "a deputy's hello without its rejoin; closing");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(pid = creds.pid, error = %e, "a deputy said hello but not where its body is; closing");
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        if let Some((node, ..)) = &rejoin {
-            *p.away.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
-        }
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, deputy = rejoin.is_some(), cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
         let _ = stream.set_read_timeout(None);
         let ended = match rejoin {
-            Some((node, address, body_pid, ctl_fd, written)) => {
-                let at = Whereabouts {
-                    node,
-                    address,
-                    body_pid,
-                    ctl_fd,
-                    written,
-                };
-                self.rejoin(&p, &stream, at)
-            }
+            Some((at, _)) => self.rejoin(&p, &stream, at),
             None => false,
         };
         if ended {
@@ -817,6 +829,7 @@ impl Engine {
             family: &kin,
             procs_socket: &self.procs_socket,
             grace_s: self.grace_s,
+            parent: p.parent,
         };
         let end = crate::migrate::relay(ctl, link, away, &moves);
         p.mover.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -1023,6 +1036,7 @@ impl Engine {
             family: &kin,
             procs_socket: &self.procs_socket,
             grace_s: self.grace_s,
+            parent: Some(child.parent),
         };
         let _ = crate::migrate::relay(&ctl, link, away, &moves);
     }

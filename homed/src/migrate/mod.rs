@@ -17,6 +17,13 @@
 //! ([`Call`]) with the deputy: `getppid`, `kill` at home, the end of a
 //! reaped child, and `fork`, for which the deputy forks and the new
 //! deputy gets a relay of its own over its own link ([`Family`]).
+//!
+//! The relay also tells the deputy where its body runs
+//! ([`DeputyMsg::Where`], at its start and after every move), so that if
+//! this `homed` goes away (the home's daemons restarting) the deputy can
+//! rejoin the next one, which re-attaches the body at its host
+//! (`Engine`'s rejoin, [`ToHost::Reattach`]) and relays for it from then
+//! on like for a body it sent away itself.
 
 mod sys;
 
@@ -391,6 +398,8 @@ pub struct Away<'a> {
     pub procs_socket: &'a Path,
     /// How long the body's host waits for a new `homed` (seconds).
     pub grace_s: u64,
+    /// For a body's forked child: its parent's home pid.
+    pub parent: Option<i32>,
 }
 
 /// Tell the deputy where its body runs now, so that it can rejoin a new
@@ -404,6 +413,7 @@ fn tell_where(to_deputy: &mut UnixStream, away: &Away<'_>) {
         ctl_fd: away.who.ctl_fd,
         grace_s: away.grace_s,
         freeze_signal: away.who.freeze_signal,
+        parent: away.parent,
     };
     if let Err(e) = send_local(to_deputy, &msg) {
         tracing::warn!(pid = away.who.pid, error = %e, "cannot tell the deputy where its body runs; it cannot outlive this homed");
