@@ -10,7 +10,8 @@
  *   3. every 200 ms tries to open DIR/again, until it succeeds (the home
  *      is back; up to 10 minutes), and reads it: it must hold "again\n";
  *   4. reads the fd opened in step 1 once more, 4 KiB at 6 MiB (never
- *      read before, so not cached here), and reports on stderr what it got ("old fd: ..."), says "homeloss: reopened" on stderr and
+ *      read before, so not cached here), and reports on stderr what it
+ *      got and whether it is the input's bytes there ("old fd: ..."), says "homeloss: reopened" on stderr and
  *      exits with status 7.
  * Each wait of steps 2 and 3 also writes a numbered line on stderr
  * ("tick N", from 0), and step 4 the count ("homeloss: ticks N"), so a
@@ -107,11 +108,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     close(again);
+    static char want[4096];
     ssize_t o = pread(in, buf, sizeof buf, 6L << 20);
+    int f = open(at("input"), O_RDONLY);
+    if (f < 0 || pread(f, want, sizeof want, 6L << 20) != (ssize_t)sizeof want) die("read input anew");
+    close(f);
     if (o < 0)
         fprintf(stderr, "homeloss: old fd: %s\n", strerror(errno));
     else
-        fprintf(stderr, "homeloss: old fd: read %zd bytes\n", o);
+        fprintf(stderr, "homeloss: old fd: read %zd bytes, %s\n", o,
+                o == (ssize_t)sizeof want && memcmp(buf, want, sizeof want) == 0 ? "the same" : "other bytes");
     fprintf(stderr, "homeloss: ticks %ld\n", ticks);
     fprintf(stderr, "homeloss: reopened\n");
     return 7;

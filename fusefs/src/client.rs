@@ -23,14 +23,20 @@
 //! client remembers each node's parent and name, [`crate::nodes`]), so
 //! the kernel's inodes, the bodies' cwd and the bind-mounted directories
 //! work again; a node found under another number, or no longer there,
-//! stays stale (ESTALE). Files and directories opened before stay closed:
-//! their handles carry the number of the session that opened them, and
-//! any operation on an old handle fails with EIO, except closing it
-//! (flush and release succeed, the home closed them already). Record
-//! locks taken through the old session are gone (the home dropped them
-//! with it). Past the retry period the session ends for good.
+//! stays stale (ESTALE). Then it opens again every file and directory the
+//! kernel holds open, by node, with the same flags less the creating ones
+//! (`O_CREAT`, `O_EXCL`, `O_TRUNC`): the kernel's handles are the
+//! client's own numbers ([`Handles`]), each standing for the home's
+//! handle of the current session, so a body's open files (and the
+//! program and libraries it maps from the view) work again; FUSE passes
+//! the offset with every read and write, so none is lost. A file that
+//! cannot be opened again (deleted meanwhile, permissions changed) fails
+//! with EIO until closed (closing succeeds). Record locks taken through
+//! the old session are gone (the home dropped them with it), and writes
+//! that failed with EIO while the home was away are not replayed. Past
+//! the retry period the session ends for good.
 
-use crate::nodes::{NodePaths, closes, op_fh, tag_fh, untag_fh};
+use crate::nodes::{Handles, NodePaths, closes, op_fh};
 use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
 use mosix_proto::view::{Attr, Op, Opened, Reply, Request, Response, Service, ViewOpen};
 use std::collections::HashMap;
@@ -134,7 +140,8 @@ pub struct ViewClient {
     next_id: AtomicU64,
     state: AtomicU8,
     /// The session's number: 1 for the first, one more for each new
-    /// session after the home came back (file handles carry it).
+    /// session after the home came back (a reader of an older one that
+    /// breaks does not count).
     epoch: AtomicU64,
     /// Signalled when the session ends for good, for the pinger.
     gone: (Mutex<bool>, Condvar),
@@ -144,6 +151,7 @@ pub struct ViewClient {
     /// (zero: never; the session ends at once, as before).
     retry_for: Mutex<Duration>,
     nodes: Mutex<NodePaths>,
+    handles: Mutex<Handles>,
     locks: crate::locks::LockHolders,
     /// This client, for its background threads.
     me: std::sync::Weak<ViewClient>,
@@ -246,6 +254,7 @@ impl ViewClient {
             recipe,
             retry_for: Mutex::new(Duration::ZERO),
             nodes: Mutex::new(NodePaths::default()),
+            handles: Mutex::new(Handles::default()),
             locks: crate::locks::LockHolders::default(),
             me: me.clone(),
         });
@@ -291,36 +300,71 @@ impl ViewClient {
 
     /// Runs `op` at the home and waits for its result; an errno on
     /// failure, EIO while the home is away or once the session is closed,
-    /// and EIO for a file handle of an earlier session.
+    /// and EIO for a file the new session could not open again. File
+    /// handles in `op` and in the reply are the client's own (see
+    /// [`Handles`]).
     pub fn call(&self, mut op: Op) -> Result<Reply, i32> {
+        let kernel_fh = op_fh(&mut op).map(|fh| *fh);
         if self.state.load(Ordering::Acquire) != UP {
+            // Closing needs no home (it closed its files with its
+            // session); anything else fails at once.
+            if closes(&op) {
+                if let (Some(k), Op::Release { .. } | Op::ReleaseDir { .. }) = (kernel_fh, &op) {
+                    self.lock_handles().remove(k);
+                }
+                return Ok(Reply::Done);
+            }
             return Err(libc::EIO);
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if let Some(fh) = op_fh(&mut op) {
-            match untag_fh(epoch, *fh) {
-                Some(raw) => *fh = raw,
-                // Opened before the home restarted: the home closed it.
-                None if closes(&op) => return Ok(Reply::Done),
+        if let Some(k) = kernel_fh {
+            let home_fh = self.lock_handles().home_fh(k);
+            match home_fh {
+                Some(h) => {
+                    if let Some(fh) = op_fh(&mut op) {
+                        *fh = h;
+                    }
+                }
+                // The home closed it with its old session.
+                None if closes(&op) => {
+                    if matches!(op, Op::Release { .. } | Op::ReleaseDir { .. }) {
+                        self.lock_handles().remove(k);
+                    }
+                    return Ok(Reply::Done);
+                }
                 None => return Err(libc::EIO),
             }
         }
         let mut reply = self.call_raw(op.clone())?;
-        match &mut reply {
-            Reply::Opened { fh, .. } | Reply::Created { fh, .. } => {
-                *fh = tag_fh(epoch, *fh).ok_or(libc::EIO)?;
+        match (&op, &mut reply) {
+            (Op::Open { node, flags }, Reply::Opened { fh, .. }) => {
+                *fh = self.lock_handles().add(*node, *flags, false, *fh);
+            }
+            (Op::OpenDir { node }, Reply::Opened { fh, .. }) => {
+                *fh = self.lock_handles().add(*node, 0, true, *fh);
+            }
+            (Op::Create { flags, .. }, Reply::Created { node, fh, .. }) => {
+                *fh = self.lock_handles().add(*node, *flags, false, *fh);
             }
             _ => {}
         }
-        // What the kernel sees (tagged handles).
-        if let Some(fh) = op_fh(&mut op) {
-            *fh = tag_fh(epoch, *fh).unwrap_or(*fh);
+        if let Some(k) = kernel_fh {
+            if matches!(op, Op::Release { .. } | Op::ReleaseDir { .. }) {
+                self.lock_handles().remove(k);
+            }
+            // What the kernel sees.
+            if let Some(fh) = op_fh(&mut op) {
+                *fh = k;
+            }
         }
         self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .learn(&op, &reply);
         Ok(reply)
+    }
+
+    fn lock_handles(&self) -> std::sync::MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `op` as it is, whatever the session's state (a new session's
@@ -415,19 +459,18 @@ impl ViewClient {
         {
             return;
         }
-        self.drop_links();
-        // The home's session held the locks; they went with it.
+        // The home's session held the locks and the open files; they went
+        // with it.
         self.locks.clear();
-        self.nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drop_handles();
+        self.lock_handles().lose_all();
         let retry_for = *self.retry_for.lock().unwrap_or_else(|e| e.into_inner());
         if retry_for.is_zero() {
             tracing::warn!(home = %self.home, reason = why, "view session lost; file operations now fail with EIO");
+            // Closed before any waiter hears EIO.
             self.shutdown();
             return;
         }
+        self.drop_links();
         tracing::warn!(home = %self.home, reason = why, retry_s = retry_for.as_secs(), "view session lost; file operations fail with EIO until the home is back");
         let Some(me) = self.myself() else {
             self.shutdown();
@@ -458,12 +501,13 @@ impl ViewClient {
                         return;
                     }
                     let (found, stale) = self.relook();
+                    let (reopened, closed) = self.reopen();
                     if self
                         .state
                         .compare_exchange(DOWN, UP, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                     {
-                        tracing::info!(home = %self.home, epoch, found, stale, "view session open again; files opened before stay closed (EIO)");
+                        tracing::info!(home = %self.home, epoch, found, stale, reopened, closed, "view session open again");
                         return;
                     }
                     // It broke again while looking up: try again.
@@ -521,6 +565,35 @@ impl ViewClient {
             }
         }
         (found, stale)
+    }
+
+    /// Open every file the kernel holds open again in the new session (by
+    /// node, with its flags less the creating ones); one that cannot be
+    /// fails with EIO until closed. Returns (reopened, not).
+    fn reopen(&self) -> (usize, usize) {
+        let all = self.lock_handles().all();
+        let (mut ok, mut not) = (0, 0);
+        for (k, f) in all {
+            let op = if f.dir {
+                Op::OpenDir { node: f.node }
+            } else {
+                Op::Open {
+                    node: f.node,
+                    flags: f.flags,
+                }
+            };
+            let home_fh = match self.call_raw(op) {
+                Ok(Reply::Opened { fh, .. }) => Some(fh),
+                _ => None,
+            };
+            if home_fh.is_some() {
+                ok += 1;
+            } else {
+                not += 1;
+            }
+            self.lock_handles().reopened(k, home_fh);
+        }
+        (ok, not)
     }
 
     /// This client as an `Arc`, for a background thread.
@@ -669,10 +742,8 @@ mod tests {
             .map(|i| {
                 let c = client.clone();
                 std::thread::spawn(move || {
-                    // A handle of the first session, as the kernel has it.
-                    let fh = crate::nodes::tag_fh(1, 1).unwrap();
-                    let r = c.call(Op::Read {
-                        fh,
+                    let r = c.call_raw(Op::Read {
+                        fh: 1,
                         offset: i * 10,
                         size: 1,
                     });
@@ -787,7 +858,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_told_to_keep_trying_opens_a_new_session_and_old_handles_fail() {
+    fn a_client_told_to_keep_trying_opens_a_new_session_and_its_files_again() {
         let addr = restarting_home();
         let (client, _) = ViewClient::connect(addr, &key(), "remote", &creds()).unwrap();
         client.keep_trying_for(Duration::from_secs(30));
@@ -799,7 +870,7 @@ mod tests {
         let Ok(Reply::Opened { fh: old, .. }) = client.call(Op::Open { node: 20, flags: 0 }) else {
             panic!("no open")
         };
-        assert_ne!(old, 5, "handles carry their session");
+        assert_ne!(old, 0);
         // The home went away and comes back: calls fail (EIO, at once)
         // until the new session is up.
         let start = std::time::Instant::now();
@@ -815,8 +886,10 @@ mod tests {
                 size: 1,
             })
         };
-        assert_eq!(read(old), Err(libc::EIO), "a handle of the old session");
+        // Opened again in the new session: the home's handle 5 there.
+        assert_eq!(read(old), Ok(Reply::Data(Bytes(b"5".to_vec()))));
         assert_eq!(client.call(Op::Release { fh: old }), Ok(Reply::Done));
+        assert_eq!(read(old), Err(libc::EIO), "a closed handle");
         let Ok(Reply::Opened { fh: new, .. }) = client.call(Op::Open { node: 20, flags: 0 }) else {
             panic!("no open in the new session")
         };

@@ -2,29 +2,16 @@
 //! after the home's `homed` restarted (see [`crate::client`], "When the
 //! home goes away"): where each node the kernel knows sits (its parent
 //! and name), so the new session can look it up again by the same path,
-//! and which session each file handle belongs to, so that a handle of a
-//! dead session is never taken for a new session's handle of the same
-//! number.
+//! and what each open file is ([`Handles`]: the kernel holds the
+//! client's own handle numbers, each standing for the home's handle of
+//! the current session, opened again in each new one), so that a handle
+//! of a dead session is never taken for a new session's handle of the
+//! same number.
 //!
 //! Pure bookkeeping, no I/O.
 
 use mosix_proto::view::{Bytes, Op, ROOT_NODE, Reply};
 use std::collections::HashMap;
-
-/// Bits of a handle given to the kernel that hold its session's number.
-const EPOCH_SHIFT: u32 = 48;
-
-/// A handle `fh` of session `epoch`, as the kernel gets it; `None` if the
-/// home's handle does not fit below the session bits.
-pub fn tag_fh(epoch: u64, fh: u64) -> Option<u64> {
-    (fh < (1 << EPOCH_SHIFT)).then_some(((epoch & 0xffff) << EPOCH_SHIFT) | fh)
-}
-
-/// The home's handle behind the kernel's `tagged`, if it belongs to
-/// session `epoch`; `None` for a handle of an earlier session.
-pub fn untag_fh(epoch: u64, tagged: u64) -> Option<u64> {
-    (tagged >> EPOCH_SHIFT == epoch & 0xffff).then_some(tagged & ((1 << EPOCH_SHIFT) - 1))
-}
 
 /// The file handle an operation works on, if any.
 pub fn op_fh(op: &mut Op) -> Option<&mut u64> {
@@ -45,13 +32,84 @@ pub fn op_fh(op: &mut Op) -> Option<&mut u64> {
     }
 }
 
-/// Whether `op` on a handle of a dead session succeeds without the home:
-/// closing it (the home closed it with the session).
+/// Whether `op` on a handle the home no longer has succeeds without the
+/// home: closing it (the home closed it with its session).
 pub fn closes(op: &Op) -> bool {
     matches!(
         op,
         Op::Flush { .. } | Op::Release { .. } | Op::ReleaseDir { .. }
     )
+}
+
+/// One file or directory the kernel holds open through the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFile {
+    /// Its node.
+    pub node: u64,
+    /// How it was opened (creation flags left out: opening it again must
+    /// not truncate or create anything).
+    pub flags: i32,
+    /// A directory (opened with `OpenDir`).
+    pub dir: bool,
+    /// The home's handle in the current session; `None` while the home is
+    /// away, or if the new session could not open it again.
+    pub home_fh: Option<u64>,
+}
+
+/// The kernel's handles (numbered here) and the home's behind them.
+#[derive(Debug, Default)]
+pub struct Handles {
+    next: u64,
+    open: HashMap<u64, OpenFile>,
+}
+
+impl Handles {
+    /// A new handle for the kernel, standing for the home's `home_fh` of
+    /// `node` opened with `flags`.
+    pub fn add(&mut self, node: u64, flags: i32, dir: bool, home_fh: u64) -> u64 {
+        self.next += 1;
+        let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        self.open.insert(
+            self.next,
+            OpenFile {
+                node,
+                flags,
+                dir,
+                home_fh: Some(home_fh),
+            },
+        );
+        self.next
+    }
+
+    /// The home's handle behind the kernel's `fh`, if the home has one.
+    pub fn home_fh(&self, fh: u64) -> Option<u64> {
+        self.open.get(&fh).and_then(|f| f.home_fh)
+    }
+
+    /// The kernel closed `fh`.
+    pub fn remove(&mut self, fh: u64) {
+        self.open.remove(&fh);
+    }
+
+    /// The home's session died: no handle stands for anything at home.
+    pub fn lose_all(&mut self) {
+        for f in self.open.values_mut() {
+            f.home_fh = None;
+        }
+    }
+
+    /// Every open handle, to be opened again in a new session.
+    pub fn all(&self) -> Vec<(u64, OpenFile)> {
+        self.open.iter().map(|(&k, &f)| (k, f)).collect()
+    }
+
+    /// `fh` stands for the home's `home_fh` now (`None`: it could not be
+    /// opened again; it fails with EIO until closed).
+    pub fn reopened(&mut self, fh: u64, home_fh: Option<u64>) {
+        if let Some(f) = self.open.get_mut(&fh) {
+            f.home_fh = home_fh;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,11 +237,6 @@ impl NodePaths {
         self.places.remove(&node);
     }
 
-    /// Forget every open directory handle (their session died).
-    pub fn drop_handles(&mut self) {
-        self.dirs.clear();
-    }
-
     /// Every known node as (node, parent, name), parents before
     /// children, to be looked up again in a new session. Nodes whose
     /// chain does not reach the root are left out (and dropped).
@@ -253,12 +306,22 @@ mod tests {
     }
 
     #[test]
-    fn handles_of_an_earlier_session_are_told_apart() {
-        let t = tag_fh(2, 7).unwrap();
-        assert_eq!(untag_fh(2, t), Some(7));
-        assert_eq!(untag_fh(3, t), None);
-        assert_eq!(untag_fh(1, 7), None);
-        assert_eq!(tag_fh(1, 1 << 50), None);
+    fn handles_are_the_clients_and_stand_for_the_current_sessions() {
+        let mut h = Handles::default();
+        let a = h.add(20, libc::O_WRONLY | libc::O_TRUNC | libc::O_CREAT, false, 5);
+        let b = h.add(21, 0, true, 5);
+        assert_ne!(a, b);
+        assert_eq!(h.home_fh(a), Some(5));
+        h.lose_all();
+        assert_eq!(h.home_fh(a), None);
+        let all = h.all();
+        let f = all.iter().find(|x| x.0 == a).unwrap().1;
+        assert_eq!((f.node, f.flags, f.dir), (20, libc::O_WRONLY, false));
+        h.reopened(a, Some(9));
+        assert_eq!(h.home_fh(a), Some(9));
+        assert_eq!(h.home_fh(b), None);
+        h.remove(a);
+        assert_eq!(h.home_fh(a), None);
     }
 
     #[test]
