@@ -37,12 +37,15 @@
 //! opens a new authenticated link and asks to re-attach
 //! ([`ToHost::Reattach`], checked against the home's node name, home pid
 //! and body pid); the body's thread takes that link, says
-//! [`FromHost::Held`], and goes on as before: held output first, then the
-//! body's end if it ended meanwhile. If no new `homed` comes within the
+//! [`FromHost::Held`], and goes on as before: output the old `homed` took
+//! and never passed on (the deputy says how much it wrote; each relay
+//! keeps its last 8 MiB sent) and output held meanwhile first, then the
+//! body's end if it ended meanwhile. The body's view opens a new session
+//! with the new `homed` and opens its files again (see
+//! `mosix_fusefs::client`). If no new `homed` comes within the
 //! grace period, the host ends the body and logs why. Not covered: a link
 //! that breaks while the body is frozen for a move (the body is ended, as
-//! before), and output that the old `homed` had read from the link but
-//! not yet handed to the deputy when it died (lost with it).
+//! before).
 
 mod body;
 mod family;
