@@ -1379,14 +1379,13 @@ fn the_home_restarting_fails_the_view_with_eio_without_a_hang_and_new_bodies_wor
     .unwrap();
 }
 
-#[test]
-fn a_body_outlives_a_restart_of_its_home_and_uses_the_view_again() {
-    let h = Home::new();
+/// `homeloss` started at n1 from node-local copies and moved to n2: the
+/// job, the home pid, the body's pid at n2 and the path of its EIO mark.
+/// (The program, mosrun and libmosix.so come from a directory every node
+/// has, /run, never covered by the view: a page fault on a program mapped
+/// from the view while the home is away is a SIGBUS, as on NFS.)
+fn start_homeloss(h: &Home, local: &LocalDir) -> (Child, i32, i32, PathBuf) {
     let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
-    // The program, mosrun and libmosix.so from a directory every node has
-    // (/run is never covered by the view): pages of a program mapped
-    // through the view would need the old session's handles.
-    let local = LocalDir::new();
     let exe = mosix_tests::build_c_example("homeloss", &local.0, &[]);
     for f in ["mosrun", "libmosix.so"] {
         std::fs::copy(bin(f), local.0.join(f)).unwrap();
@@ -1420,6 +1419,52 @@ fn a_body_outlives_a_restart_of_its_home_and_uses_the_view_again() {
         .find(|&p| p != home)
         .expect("a body");
     assert!(descends_from(body, remoted2), "the body is not at n2");
+    (job, home, body, mark)
+}
+
+#[test]
+fn a_home_away_past_the_grace_period_ends_the_body_with_a_reason() {
+    let h = Home::new();
+    set_home_grace(&h.c, "n2", 3);
+    let local = LocalDir::new();
+    let (_job, home, body, mark) = start_homeloss(&h, &local);
+    let homed1 = h.c.daemon_pid("n1", "homed").unwrap();
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(homed1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    h.c.wait_for("the body to see EIO", Duration::from_secs(30), || {
+        Ok(mark.exists())
+    })
+    .unwrap();
+    assert!(is_running(home), "the deputy died with its homed");
+    // homed stays away: the body waits its 3 s, then its host ends it and
+    // says why.
+    h.c.wait_for("the body to be ended", Duration::from_secs(30), || {
+        Ok(!is_running(body))
+    })
+    .unwrap();
+    let took = t.elapsed();
+    eprintln!("home away: the body was ended {took:?} after homed died");
+    assert!(
+        took >= Duration::from_secs(3),
+        "the body did not wait its grace period: {took:?}"
+    );
+    let log = h.c.log("n2", "remoted");
+    assert!(
+        log.contains("the home did not come back within the grace period; ending the body"),
+        "remoted at n2 does not say why it ended the body:\n{log}"
+    );
+}
+
+#[test]
+fn a_body_outlives_a_restart_of_its_home_and_uses_the_view_again() {
+    let h = Home::new();
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let local = LocalDir::new();
+    let (job, home, body, mark) = start_homeloss(&h, &local);
 
     // The home node's daemons stop: the body's next open through the
     // view fails with EIO, within 30 s; the body and its deputy live on.
