@@ -70,6 +70,7 @@
 pub mod client;
 pub mod fs;
 pub mod locks;
+pub mod nodes;
 
 pub use client::{Creds, ViewClient, ViewError};
 pub use fs::ViewFs;

@@ -45,6 +45,11 @@ impl LockHolders {
             .remove(&(ino, owner));
     }
 
+    /// The home's session, which held every lock, is gone: none is held.
+    pub fn clear(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Whether process `pid` may hold locks through this view.
     pub fn holds(&self, pid: u32) -> bool {
         self.held

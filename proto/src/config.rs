@@ -179,6 +179,13 @@ pub struct ProcessConfig {
     /// handler for it cannot migrate.
     #[serde(deserialize_with = "de_signal")]
     pub freeze_signal: i32,
+    /// How long, in seconds, a body hosted here waits for its home's
+    /// `homed` to come back after its link to it broke (a restart of the
+    /// home's daemons) before the host ends it; at the home, how long a
+    /// deputy waits for a new `homed` to rejoin (this plus half a minute).
+    /// Meanwhile the body's view operations fail with EIO and its
+    /// forwarded calls with EIO; its output waits. Default 60.
+    pub home_grace_s: u64,
 }
 
 /// `[view]`: what bodies on other nodes see of this home's files.
@@ -247,6 +254,7 @@ impl Default for ProcessConfig {
     fn default() -> Self {
         ProcessConfig {
             freeze_signal: libc::SIGRTMAX() - 1,
+            home_grace_s: 60,
         }
     }
 }

@@ -123,6 +123,25 @@ pub enum ToHost {
         /// The answer.
         reply: CallReply,
     },
+    /// First message on a new link from a home whose `homed` restarted:
+    /// take this link as the one to the body `body_pid` of home process
+    /// `home_pid` (which lost its old link). Answered [`FromHost::Held`]
+    /// and then served like the old link (output held meanwhile comes
+    /// first, then the body's end if it ended meanwhile), or
+    /// [`FromHost::Failed`] if no such body waits for its home here.
+    Reattach {
+        /// The process's home pid (its deputy's pid).
+        home_pid: i32,
+        /// The body's pid on this node, as the deputy last heard it.
+        body_pid: i32,
+        /// The process's owner (the deputy's uid, as the home's kernel
+        /// says): it must be the body's.
+        uid: u32,
+        /// Bytes of output the deputy wrote, by fd, since its last
+        /// [`DeputyMsg::Where`]: the host sends again what followed.
+        #[serde(default)]
+        written: Vec<(i32, u64)>,
+    },
 }
 
 /// A call the body forwards to its deputy (DESIGN.md section 4, "process
@@ -884,6 +903,55 @@ pub enum DeputyMsg {
         /// The answer.
         reply: CallReply,
     },
+    /// Homed to deputy: where the body runs now (sent when the relay starts
+    /// and after every move), so that a deputy whose `homed` restarted can
+    /// tell the new one ([`DeputyMsg::Rejoin`]).
+    Where {
+        /// Where the deputy finds this node's `homed` again (`procs.sock`).
+        procs_socket: String,
+        /// The body's node.
+        node: String,
+        /// That node's `remoted` address (`ip:port`).
+        address: String,
+        /// The body's pid there.
+        body_pid: i32,
+        /// The process's control fd number (the body's host placed the
+        /// body's control socket there; -1 for a forked child).
+        ctl_fd: i32,
+        /// How long the body's host waits for a new `homed` (seconds);
+        /// the deputy waits a little longer for one to rejoin.
+        grace_s: u64,
+        /// The process's freeze signal (the new `homed` moves it with it).
+        freeze_signal: i32,
+        /// For the deputy of a body's forked child: its parent's home pid.
+        #[serde(default)]
+        parent: Option<i32>,
+    },
+    /// Deputy to a new `homed`, right after a hello of kind
+    /// `HELLO_DEPUTY` on a new connection: the old `homed` went away
+    /// while the body ran at `node`; re-attach to it. Answered
+    /// [`DeputyMsg::Rejoined`] or [`DeputyMsg::Lost`].
+    Rejoin {
+        /// The body's node.
+        node: String,
+        /// That node's `remoted` address (`ip:port`).
+        address: String,
+        /// The body's pid there.
+        body_pid: i32,
+        /// The process's control fd number.
+        ctl_fd: i32,
+        /// Bytes of the body's output the deputy wrote, by fd, since the
+        /// last [`DeputyMsg::Where`] (the host sends again what the old
+        /// `homed` took and did not pass on).
+        #[serde(default)]
+        written: Vec<(i32, u64)>,
+        /// For the deputy of a body's forked child: its parent's home pid.
+        #[serde(default)]
+        parent: Option<i32>,
+    },
+    /// Homed to deputy: the body is re-attached; the connection serves the
+    /// deputy as before.
+    Rejoined,
     /// Homed to deputy: the body came home. An fd holding its image
     /// follows (SCM_RIGHTS, see [`crate::local::recv_fd`]); put the fds in
     /// the state the image expects and `exec` `restorer` on it, keeping
@@ -1310,6 +1378,24 @@ mod tests {
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
+        let m = ToHost::Reattach {
+            home_pid: 4,
+            body_pid: 9,
+            uid: 1000,
+            written: vec![(2, 1 << 40)],
+        };
+        let b = crate::link::encode(&m).unwrap();
+        assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
+        let m = DeputyMsg::Rejoin {
+            node: "n2".into(),
+            address: "10.0.0.2:7340".into(),
+            body_pid: 9,
+            ctl_fd: 5,
+            written: vec![(1, 7)],
+            parent: Some(3),
+        };
+        let b = crate::link::encode(&m).unwrap();
+        assert_eq!(crate::link::decode::<DeputyMsg>(&b).unwrap(), m);
         let m = DeputyMsg::Reply {
             reply: CallReply::Busy,
         };

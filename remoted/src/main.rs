@@ -62,9 +62,12 @@ fn run(args: Args) -> Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let key = ClusterKey::load(&config.node.key_file)?;
     // Without a body host this node still balances; it just accepts no bodies.
-    if let Err(e) =
-        mosix_remoted::host::start(config.node.listen, config.node.name.clone(), key.clone())
-    {
+    if let Err(e) = mosix_remoted::host::start(
+        config.node.listen,
+        config.node.name.clone(),
+        key.clone(),
+        std::time::Duration::from_secs(config.process.home_grace_s),
+    ) {
         tracing::warn!("this node will not host migrated processes: {e}");
     }
     let source = LoadSource::detect(config.load.cgroup.clone())

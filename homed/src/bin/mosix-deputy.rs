@@ -23,6 +23,26 @@
 //! host asks), does the body's terminal requests on the real terminal
 //! ([`mosix_homed::tty`]), and when the body comes home it puts the fds
 //! in step and `exec`s the restorer in place.
+//!
+//! # When `homed` goes away
+//!
+//! `homed` tells the deputy where its body runs ([`DeputyMsg::Where`]:
+//! node, host address, body pid, how long the host waits). If the control
+//! connection breaks while the body is away (the home's daemons restart),
+//! the deputy does not end: it connects to `procs.sock` again every
+//! [`REJOIN_RETRY`] and rejoins the new `homed` (a hello of kind
+//! `HELLO_DEPUTY`, then [`DeputyMsg::Rejoin`]), which re-attaches the
+//! body at its host over a new authenticated link and answers
+//! [`DeputyMsg::Rejoined`]; the new connection takes the old one's fd
+//! number (the restorer finds it there if the process comes home later).
+//! Signals caught meanwhile and input read for the body meanwhile are
+//! kept and sent once rejoined. The deputy counts the bytes of output it
+//! wrote, by fd, since the last `Where`, and says so in its rejoin: the
+//! host sends again what the old `homed` took from the link and never
+//! passed on, so output is neither lost nor repeated. If no `homed` takes the deputy back within
+//! the host's grace period plus [`REJOIN_MARGIN`], or the new one cannot
+//! re-attach the body (the host ended it), the deputy ends as killed, as
+//! before.
 
 use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
@@ -38,6 +58,30 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How often a deputy whose `homed` went away tries to rejoin a new one.
+const REJOIN_RETRY: Duration = Duration::from_millis(500);
+/// How much longer than the host's grace period a deputy waits for a new
+/// `homed` (the host gave up on the body by then).
+const REJOIN_MARGIN: Duration = Duration::from_secs(30);
+/// Longest wait for a new `homed`'s answer to a rejoin (it opens a link to
+/// the body's host meanwhile).
+const REJOIN_ANSWER: Duration = Duration::from_secs(90);
+
+/// Where the body runs, as `homed` last said: what the deputy needs to
+/// rejoin a new `homed`.
+#[derive(Debug, Clone)]
+struct Whereabouts {
+    procs_socket: String,
+    node: String,
+    address: String,
+    body_pid: i32,
+    ctl_fd: i32,
+    grace: Duration,
+    freeze_signal: i32,
+    parent: Option<i32>,
+}
 
 /// Signals caught here and raised in the body.
 const FORWARDED: [Signal; 11] = [
@@ -106,6 +150,9 @@ fn run() -> Result<()> {
     ));
     let signals_writer = writer.clone();
     let forked_deputies = forked.clone();
+    // Signals caught while homed is away, sent once the deputy rejoined.
+    let held_signals: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let held = held_signals.clone();
     std::thread::spawn(move || {
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = info.ssi_signo as i32;
@@ -120,7 +167,7 @@ fn run() -> Result<()> {
             {
                 let mut w = signals_writer.lock().unwrap_or_else(|e| e.into_inner());
                 if send_local(&mut w, &DeputyMsg::Signal { sig }).is_err() {
-                    return;
+                    held.lock().unwrap_or_else(|e| e.into_inner()).push(sig);
                 }
             }
             if sig == libc::SIGTSTP {
@@ -131,8 +178,33 @@ fn run() -> Result<()> {
         }
     });
     let mut inputs = Inputs::new(writer.clone());
+    let mut whereabouts: Option<Whereabouts> = None;
+    // Bytes of the body's output written, by fd, since the last `Where`.
+    let mut written: HashMap<RawFd, u64> = HashMap::new();
     loop {
         match recv_local::<DeputyMsg>(&mut ctl) {
+            Ok(DeputyMsg::Where {
+                procs_socket,
+                node,
+                address,
+                body_pid,
+                ctl_fd,
+                grace_s,
+                freeze_signal,
+                parent,
+            }) => {
+                written.clear();
+                whereabouts = Some(Whereabouts {
+                    procs_socket,
+                    node,
+                    address,
+                    body_pid,
+                    ctl_fd,
+                    grace: Duration::from_secs(grace_s),
+                    freeze_signal,
+                    parent,
+                })
+            }
             Ok(DeputyMsg::Exited { status }) => end_as(status),
             Ok(DeputyMsg::Lost) => {
                 eprintln!("mosix-deputy: lost the node running the body; ending as killed");
@@ -144,13 +216,16 @@ fn run() -> Result<()> {
             Ok(DeputyMsg::Output { fd, data }) if data.0.is_empty() => {
                 close_out(fd, ctl.as_raw_fd())
             }
-            Ok(DeputyMsg::Output { fd, data }) => write_out(fd, &data.0),
             Ok(DeputyMsg::Cmdline { cmdline }) => {
                 // ps at home shows what the body runs now; a refusal
                 // leaves the old line, which is only cosmetic.
                 if let Err(e) = mosix_homed::title::set(&cmdline.0) {
                     eprintln!("mosix-deputy: cannot show the body's new command line: {e}");
                 }
+            }
+            Ok(DeputyMsg::Output { fd, data }) => {
+                write_out(fd, &data.0);
+                *written.entry(fd).or_default() += data.0.len() as u64;
             }
             Ok(DeputyMsg::WantInput { fd }) => inputs.want(fd),
             Ok(DeputyMsg::StopInput) => {
@@ -229,10 +304,130 @@ fn run() -> Result<()> {
                 | DeputyMsg::Leaving
                 | DeputyMsg::ComeHomeFailed { .. }
                 | DeputyMsg::Input { .. }
-                | DeputyMsg::InputStopped { .. },
+                | DeputyMsg::InputStopped { .. }
+                | DeputyMsg::Rejoin { .. }
+                | DeputyMsg::Rejoined,
             ) => {}
-            Err(e) => bail!("lost homed (it holds the link to the body): {e}"),
+            Err(e) => {
+                let Some(w) = &whereabouts else {
+                    bail!("lost homed (it holds the link to the body): {e}");
+                };
+                let done: Vec<(i32, u64)> = written.iter().map(|(&f, &n)| (f, n)).collect();
+                ctl = rejoin(w, &done, ctl, &writer).with_context(|| {
+                    format!(
+                        "lost homed (it holds the link to the body at node {}): {e}",
+                        w.node
+                    )
+                })?;
+                // What came while homed was away goes first.
+                let mut wr = writer.lock().unwrap_or_else(|e| e.into_inner());
+                let sigs =
+                    std::mem::take(&mut *held_signals.lock().unwrap_or_else(|e| e.into_inner()));
+                for sig in sigs {
+                    send_local(&mut wr, &DeputyMsg::Signal { sig }).context("cannot tell homed")?;
+                }
+                for (fd, data) in inputs.take_unsent() {
+                    send_local(&mut wr, &DeputyMsg::Input { fd, data })
+                        .context("cannot tell homed")?;
+                }
+            }
         }
+    }
+}
+
+/// `homed` went away while the body runs at `w.node`: rejoin a new one
+/// (see the module's doc) and return the new control connection, placed
+/// at `old`'s fd number (and cloned into `writer`).
+/// `written`: the body's output written so far, by fd (see
+/// [`DeputyMsg::Rejoin`]).
+fn rejoin(
+    w: &Whereabouts,
+    written: &[(i32, u64)],
+    old: UnixStream,
+    writer: &Mutex<UnixStream>,
+) -> Result<UnixStream> {
+    let deadline = Instant::now() + w.grace + REJOIN_MARGIN;
+    let last = loop {
+        match try_rejoin(w, written) {
+            Ok(Some(new)) => break new,
+            Ok(None) => bail!(
+                "the new homed could not re-attach the body at node {} (its host ended it?)",
+                w.node
+            ),
+            Err(e) if Instant::now() >= deadline => bail!(
+                "no homed took the deputy back within {} s: {e:#}",
+                (w.grace + REJOIN_MARGIN).as_secs()
+            ),
+            Err(_) => std::thread::sleep(REJOIN_RETRY),
+        }
+    };
+    // The new connection takes the old one's number: the process knows
+    // its control fd by number (the restorer keeps it if it comes home).
+    let no = old.as_raw_fd();
+    // SAFETY: dup2 onto our own control fd number, which `old` owns; the
+    // old socket is closed by dup2 itself, so `old` must not close it
+    // again (it is forgotten below).
+    if unsafe { libc::dup2(last.as_raw_fd(), no) } < 0 {
+        bail!(
+            "cannot place the new control connection at fd {no}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    std::mem::forget(old);
+    drop(last);
+    // SAFETY: `no` now holds the new socket, owned by nobody else.
+    let ctl = UnixStream::from(unsafe { OwnedFd::from_raw_fd(no) });
+    nix::fcntl::fcntl(
+        &ctl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .context("cannot mark the control fd close-on-exec")?;
+    *writer.lock().unwrap_or_else(|e| e.into_inner()) =
+        ctl.try_clone().context("cannot clone the control socket")?;
+    Ok(ctl)
+}
+
+/// One attempt to rejoin a `homed` at `w.procs_socket`: `Ok(None)` if it
+/// answered that the body is lost; `Err` if no `homed` answers (yet).
+fn try_rejoin(w: &Whereabouts, written: &[(i32, u64)]) -> Result<Option<UnixStream>> {
+    use mosix_proto::image::layout::{
+        HELLO_DEPUTY, HELLO_MAGIC, HELLO_PATH_MAX, Hello, LAYOUT_VERSION,
+    };
+    let mut s = UnixStream::connect(&w.procs_socket)
+        .with_context(|| format!("cannot connect to homed at {}", w.procs_socket))?;
+    s.set_read_timeout(Some(REJOIN_ANSWER))
+        .context("cannot set a timeout")?;
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        version: LAYOUT_VERSION,
+        kind: HELLO_DEPUTY,
+        pid: std::process::id() as i32,
+        freeze_signal: w.freeze_signal,
+        interval_minutes: 0,
+        path_len: 0,
+        checkpoint_path: [0; HELLO_PATH_MAX],
+        refuse_len: 0,
+        refuse: [0; 124],
+    };
+    s.write_all(mosix_proto::image::as_bytes(&hello))
+        .context("cannot say hello to homed")?;
+    let msg = DeputyMsg::Rejoin {
+        node: w.node.clone(),
+        address: w.address.clone(),
+        body_pid: w.body_pid,
+        ctl_fd: w.ctl_fd,
+        written: written.to_vec(),
+        parent: w.parent,
+    };
+    send_local(&mut s, &msg).context("cannot tell homed where the body is")?;
+    match recv_local::<DeputyMsg>(&mut s) {
+        Ok(DeputyMsg::Rejoined) => {
+            s.set_read_timeout(None).context("cannot clear a timeout")?;
+            Ok(Some(s))
+        }
+        Ok(DeputyMsg::Lost) => Ok(None),
+        Ok(other) => bail!("homed answered {other:?} to a rejoin"),
+        Err(e) => bail!("no answer from homed to a rejoin: {e}"),
     }
 }
 
@@ -334,6 +529,8 @@ struct Inputs {
     readers: HashMap<RawFd, (mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     stop: Arc<AtomicBool>,
     leftover: Arc<Mutex<Vec<(i32, Bytes)>>>,
+    /// Input read while homed was away, to send once rejoined.
+    unsent: Arc<Mutex<Vec<(i32, Bytes)>>>,
 }
 
 /// How long a reader waits for input before it looks at the stop flag.
@@ -346,7 +543,14 @@ impl Inputs {
             readers: HashMap::new(),
             stop: Arc::new(AtomicBool::new(false)),
             leftover: Arc::new(Mutex::new(Vec::new())),
+            unsent: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Input read while homed was away (its reader has ended; the next
+    /// request starts another).
+    fn take_unsent(&mut self) -> Vec<(i32, Bytes)> {
+        std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Read one chunk from `fd` for the body.
@@ -361,7 +565,9 @@ impl Inputs {
         let writer = self.writer.clone();
         let stop = self.stop.clone();
         let leftover = self.leftover.clone();
-        let handle = std::thread::spawn(move || read_input(fd, &rx, &writer, &stop, &leftover));
+        let unsent = self.unsent.clone();
+        let handle =
+            std::thread::spawn(move || read_input(fd, &rx, &writer, &stop, &leftover, &unsent));
         self.readers.insert(fd, (tx, handle));
     }
 
@@ -384,6 +590,7 @@ fn read_input(
     writer: &Mutex<UnixStream>,
     stop: &AtomicBool,
     leftover: &Mutex<Vec<(i32, Bytes)>>,
+    unsent: &Mutex<Vec<(i32, Bytes)>>,
 ) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     // SAFETY: borrowing one of the process's own fds, open for the
@@ -419,7 +626,20 @@ fn read_input(
             return;
         }
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        if send_local(&mut w, &DeputyMsg::Input { fd, data }).is_err() {
+        if send_local(
+            &mut w,
+            &DeputyMsg::Input {
+                fd,
+                data: data.clone(),
+            },
+        )
+        .is_err()
+        {
+            // homed is away: kept for the next one (the host asks anew).
+            unsent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((fd, data));
             return;
         }
         if n == 0 && !is_tty {

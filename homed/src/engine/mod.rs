@@ -19,6 +19,7 @@ use mosix_proto::config::Config;
 use mosix_proto::image;
 use mosix_proto::image::layout::{self, FreezeRecord, Hello};
 use mosix_proto::local::{Credentials, peer_credentials};
+use mosix_proto::migrate::DeputyMsg;
 use mosix_proto::process::{
     AfterCheckpoint, CheckpointDone, HISTORY_MAX, MigrateDone, MoveRecord, ProcessInfo,
     ProcessRequest, ProcessResponse,
@@ -54,6 +55,16 @@ impl crate::migrate::Family for Kin {
     fn reaped(&self, pid: i32, status: mosix_proto::migrate::BodyStatus) {
         self.engine.child_reaped(pid, status);
     }
+}
+
+/// Where a rejoining deputy's body runs, as it says (see
+/// [`DeputyMsg::Rejoin`]).
+struct Whereabouts {
+    node: String,
+    address: String,
+    body_pid: i32,
+    ctl_fd: i32,
+    written: Vec<(i32, u64)>,
 }
 
 /// Why the engine could not start.
@@ -144,6 +155,10 @@ pub struct Engine {
     node: String,
     /// The cluster key file (loaded for each migration).
     key_file: PathBuf,
+    /// This node's `procs.sock` (deputies rejoin a restarted homed there).
+    procs_socket: PathBuf,
+    /// How long bodies' hosts wait for a restarted homed (seconds).
+    grace_s: u64,
 }
 
 impl Engine {
@@ -159,6 +174,8 @@ impl Engine {
             env: capture::CaptureEnv::here(),
             node: config.node.name.clone(),
             key_file: config.node.key_file.clone(),
+            procs_socket: config.procs_socket(),
+            grace_s: config.process.home_grace_s,
         })
     }
 
@@ -604,6 +621,47 @@ impl Engine {
         let Ok(writer) = stream.try_clone() else {
             return;
         };
+        let rejoin = if hello.kind == layout::HELLO_DEPUTY {
+            match mosix_proto::local::recv_local::<DeputyMsg>(&mut stream) {
+                Ok(DeputyMsg::Rejoin {
+                    node,
+                    address,
+                    body_pid,
+                    ctl_fd,
+                    written,
+                    parent,
+                }) => Some((
+                    Whereabouts {
+                        node,
+                        address,
+                        body_pid,
+                        ctl_fd,
+                        written,
+                    },
+                    parent,
+                )),
+                Ok(other) => {
+                    tracing::warn!(pid = creds.pid, msg = ?other, "a deputy's hello without its rejoin; closing");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(pid = creds.pid, error = %e, "a deputy said hello but not where its body is; closing");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let parent = rejoin.as_ref().and_then(|r| r.1);
+        let away_at = rejoin.as_ref().map(|r| r.0.node.clone());
+        let refuse = match (&away_at, parent) {
+            // A forked child's deputy: its end comes from its parent
+            // body's wait, and it does not move on its own.
+            (Some(node), Some(_)) => Some(format!(
+                "it runs with its parent's body on node {node} (a forked child does not move on its own yet)"
+            )),
+            _ => refuse,
+        };
         let p = Arc::new(Proc {
             pid: creds.pid,
             uid: creds.uid,
@@ -619,18 +677,34 @@ impl Engine {
             op: Mutex::new(None),
             busy: Mutex::new(()),
             last_checkpoint: Mutex::new(Instant::now()),
-            away: Mutex::new(None),
+            away: Mutex::new(away_at),
             mover: Mutex::new(None),
             migrations: Default::default(),
             moving: Default::default(),
-            pinned: procfs::pinned(creds.pid),
+            pinned: if parent.is_some() {
+                procfs::Pinned::Always
+            } else {
+                procfs::pinned(creds.pid)
+            },
             told: Default::default(),
             history: Default::default(),
-            parent: None,
+            parent,
         });
-        tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, cmd = ?p.cmdline.first(), "process registered");
+        tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, deputy = rejoin.is_some(), cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
         let _ = stream.set_read_timeout(None);
+        let ended = match rejoin {
+            Some((at, _)) => self.rejoin(&p, &stream, at),
+            None => false,
+        };
+        if ended {
+            let mut procs = self.lock_procs();
+            if procs.get(&p.pid).is_some_and(|q| Arc::ptr_eq(q, &p)) {
+                procs.remove(&p.pid);
+            }
+            tracing::info!(pid = p.pid, "process left");
+            return;
+        }
         let mut rb = [0u8; size_of::<FreezeRecord>()];
         while stream.read_exact(&mut rb).is_ok() {
             let Some(rec) = image::from_bytes::<FreezeRecord>(&rb) else {
@@ -738,6 +812,20 @@ impl Engine {
         };
         tracing::info!(pid = p.pid, node = %done.node, body_pid = done.body_pid, bytes = done.bytes, frozen_ms = done.frozen_ms, "migrated; deputy here");
         report(Ok(done));
+        self.relay_away(p, ctl, held.link, who, target, held.body_pid)
+    }
+
+    /// Relay for `p`, whose body runs at `target` as `body_pid` over
+    /// `link`, until it ends (true) or comes home (false).
+    fn relay_away(
+        self: &Arc<Self>,
+        p: &Arc<Proc>,
+        ctl: &UnixStream,
+        link: mosix_proto::link::Link<std::net::TcpStream>,
+        who: crate::migrate::Mover<'_>,
+        target: &crate::migrate::Target,
+        body_pid: i32,
+    ) -> bool {
         let (tx, moves) = mpsc::channel();
         *p.mover.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let on_move = |node: Option<&str>| self.set_away(p, node);
@@ -749,13 +837,16 @@ impl Engine {
         let away = crate::migrate::Away {
             who,
             node: target.node.clone(),
-            body_pid: held.body_pid,
+            body_pid,
             on_move: &on_move,
             on_record: &on_record,
             address: target.address,
             family: &kin,
+            procs_socket: &self.procs_socket,
+            grace_s: self.grace_s,
+            parent: p.parent,
         };
-        let end = crate::migrate::relay(ctl, held.link, away, &moves);
+        let end = crate::migrate::relay(ctl, link, away, &moves);
         p.mover.lock().unwrap_or_else(|e| e.into_inner()).take();
         match end {
             crate::migrate::RelayEnd::Ended => true,
@@ -764,6 +855,78 @@ impl Engine {
                 false
             }
         }
+    }
+
+    /// A deputy whose old `homed` went away rejoined this one on `ctl`:
+    /// open a link to its body's host, re-attach the body there
+    /// ([`ToHost::Reattach`](mosix_proto::migrate::ToHost::Reattach)) and
+    /// relay for it as if it had moved from here. True once it ended
+    /// (or could not be re-attached: the deputy was told it is lost);
+    /// false if it came home.
+    fn rejoin(self: &Arc<Self>, p: &Arc<Proc>, ctl: &UnixStream, at: Whereabouts) -> bool {
+        use mosix_proto::migrate::{FromHost, ToHost};
+        let Whereabouts {
+            node,
+            address,
+            body_pid,
+            ctl_fd,
+            written,
+        } = at;
+        let lost = |why: String| {
+            tracing::warn!(pid = p.pid, %node, reason = %why, "cannot re-attach a deputy's body; the deputy ends as killed");
+            let mut w = p.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = mosix_proto::local::send_local(&mut w, &DeputyMsg::Lost);
+            true
+        };
+        let Ok(address) = address.parse::<std::net::SocketAddr>() else {
+            return lost(format!("the deputy gave a bad address {address:?}"));
+        };
+        let target = crate::migrate::Target {
+            node: node.clone(),
+            address,
+        };
+        let mut link = match crate::migrate::connect_host(&self.node, &self.key_file, &target) {
+            Ok(l) => l,
+            Err(e) => return lost(e),
+        };
+        let attached = link
+            .send(&ToHost::Reattach {
+                home_pid: p.pid,
+                body_pid,
+                uid: p.uid,
+                written,
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|()| match link.recv::<FromHost>() {
+                Ok(FromHost::Held { body_pid }) => Ok(body_pid),
+                Ok(FromHost::Failed { reason } | FromHost::Refused { reason }) => Err(reason),
+                Ok(other) => Err(format!("node {node} answered {other:?}")),
+                Err(e) => Err(e.to_string()),
+            });
+        let body_pid = match attached {
+            Ok(b) => b,
+            Err(e) => return lost(format!("node {node} did not re-attach the body: {e}")),
+        };
+        {
+            let mut w = p.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = mosix_proto::local::send_local(&mut w, &DeputyMsg::Rejoined) {
+                drop(w);
+                let _ = link.send(&ToHost::Signal { sig: libc::SIGKILL });
+                tracing::warn!(pid = p.pid, error = %e, "the rejoining deputy went away; its body is killed");
+                return true;
+            }
+        }
+        tracing::info!(pid = p.pid, %node, body_pid, "deputy rejoined; its body is re-attached");
+        let who = crate::migrate::Mover {
+            home: &self.node,
+            key_file: &self.key_file,
+            pid: p.pid,
+            uid: p.uid,
+            gid: p.gid,
+            ctl_fd,
+            freeze_signal: p.freeze_signal,
+        };
+        self.relay_away(p, ctl, link, who, &target, body_pid)
     }
 
     /// A body's fork made the deputy `child.pid`: list it, adopt its body
@@ -886,6 +1049,9 @@ impl Engine {
             on_record: &on_record,
             address: child.address,
             family: &kin,
+            procs_socket: &self.procs_socket,
+            grace_s: self.grace_s,
+            parent: Some(child.parent),
         };
         let _ = crate::migrate::relay(&ctl, link, away, &moves);
     }

@@ -17,6 +17,13 @@
 //! ([`Call`]) with the deputy: `getppid`, `kill` at home, the end of a
 //! reaped child, and `fork`, for which the deputy forks and the new
 //! deputy gets a relay of its own over its own link ([`Family`]).
+//!
+//! The relay also tells the deputy where its body runs
+//! ([`DeputyMsg::Where`], at its start and after every move), so that if
+//! this `homed` goes away (the home's daemons restarting) the deputy can
+//! rejoin the next one, which re-attaches the body at its host
+//! (`Engine`'s rejoin, [`ToHost::Reattach`]) and relays for it from then
+//! on like for a body it sent away itself.
 
 mod sys;
 
@@ -383,6 +390,31 @@ pub struct Away<'a> {
     pub address: SocketAddr,
     /// Told of the body's children (forks and ends).
     pub family: &'a dyn Family,
+    /// This `homed`'s `procs.sock`, where the deputy rejoins a new
+    /// `homed` if this one goes away (see [`DeputyMsg::Where`]).
+    pub procs_socket: &'a Path,
+    /// How long the body's host waits for a new `homed` (seconds).
+    pub grace_s: u64,
+    /// For a body's forked child: its parent's home pid.
+    pub parent: Option<i32>,
+}
+
+/// Tell the deputy where its body runs now, so that it can rejoin a new
+/// `homed` with it if this one goes away.
+fn tell_where(to_deputy: &mut UnixStream, away: &Away<'_>) {
+    let msg = DeputyMsg::Where {
+        procs_socket: away.procs_socket.to_string_lossy().into_owned(),
+        node: away.node.clone(),
+        address: away.address.to_string(),
+        body_pid: away.body_pid,
+        ctl_fd: away.who.ctl_fd,
+        grace_s: away.grace_s,
+        freeze_signal: away.who.freeze_signal,
+        parent: away.parent,
+    };
+    if let Err(e) = send_local(to_deputy, &msg) {
+        tracing::warn!(pid = away.who.pid, error = %e, "cannot tell the deputy where its body runs; it cannot outlive this homed");
+    }
 }
 
 /// What the home does about a body's children (the engine keeps them in
@@ -508,6 +540,7 @@ pub fn relay(
     let Ok(mut to_deputy) = ctl.try_clone() else {
         return RelayEnd::Ended;
     };
+    tell_where(&mut to_deputy, &away);
     let _ = link.get_ref().set_read_timeout(Some(POLL));
     // Fds the deputy was asked to read input from and has not answered.
     let mut wanted: HashSet<i32> = HashSet::new();
@@ -632,6 +665,7 @@ pub fn relay(
                 Moved::Away(new_link, done) => {
                     link = *new_link;
                     let _ = link.get_ref().set_read_timeout(Some(POLL));
+                    tell_where(&mut to_deputy, &away);
                     (None, Ok(done))
                 }
                 Moved::Home(done) => (Some(RelayEnd::Home), Ok(done)),

@@ -214,6 +214,10 @@ pub const HELLO_EXEC: u32 = 2;
 /// Hello kind: a body's forked child, on the control socket its host made
 /// for it at the fork; the host answers with the child's [`BodyInfo`].
 pub const HELLO_CHILD: u32 = 3;
+/// Hello kind: a deputy whose `homed` went away, on a new connection to
+/// the new `homed`; a `DeputyMsg::Rejoin` follows (framed, see
+/// `crate::local`).
+pub const HELLO_DEPUTY: u32 = 4;
 
 /// Magic of a [`CallRecord`].
 pub const CALL_MAGIC: u64 = u64::from_le_bytes(*b"MOSXCALL");

@@ -12,8 +12,10 @@
 //! record here and waits for our verdict. The image goes back over the
 //! link; the body stays frozen until the home says [`ToHost::Done`] (it
 //! runs elsewhere now: end it, answer [`FromHost::Left`]) or
-//! [`ToHost::Resume`] (the move failed: run on). A lost link kills the
-//! body: without its deputy it must not run on.
+//! [`ToHost::Resume`] (the move failed: run on). A link lost while the
+//! body runs leaves it waiting for its home's new `homed` for the grace
+//! period ([`Body::await_home`]; see the host's module doc); one lost
+//! during a freeze kills it.
 //!
 //! While it runs, the body also writes on its control socket: a hello
 //! after a restore or an `exec` (answered with its [`BodyInfo`] after an
@@ -54,6 +56,12 @@ const INPUT_CHECK: Duration = Duration::from_millis(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the rest of a message the body started writing.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of each relay's latest output kept to send again after the
+/// home's `homed` restarted (more than the link's and the deputy's socket
+/// buffers can hold in flight).
+const RESEND_WINDOW: usize = 8 << 20;
+/// How often a body whose home is away looks for its new link.
+const AWAY_POLL: Duration = Duration::from_millis(100);
 
 /// Which way a relayed fd carries data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +95,12 @@ pub(super) struct Relay {
     /// The body's other fds that are dups of this one (`2>&1`), closed
     /// at home with it.
     dups: Vec<i32>,
+    /// Bytes of output sent home since the last count the home knows of
+    /// (the relay's start, or the last re-attach).
+    sent: u64,
+    /// The last of those bytes, up to [`RESEND_WINDOW`], to send again
+    /// if the home's `homed` died before it passed them on.
+    recent: std::collections::VecDeque<u8>,
 }
 
 impl Relay {
@@ -106,6 +120,8 @@ impl Relay {
             given: false,
             asked: false,
             dups,
+            sent: 0,
+            recent: Default::default(),
         };
         match kind {
             RelayKind::Output => {
@@ -130,6 +146,34 @@ impl Relay {
                 Ok((relay(Some(ours), Some(input), Some(unread)), theirs))
             }
         }
+    }
+}
+
+/// `data` is on its way home: count it (`sent`) and keep it (`recent`,
+/// up to [`RESEND_WINDOW`]).
+fn note_sent(sent: &mut u64, recent: &mut std::collections::VecDeque<u8>, data: &[u8]) {
+    *sent += data.len() as u64;
+    recent.extend(data);
+    let over = recent.len().saturating_sub(RESEND_WINDOW);
+    recent.drain(..over);
+}
+
+impl Relay {
+    /// The home's deputy wrote `written` of the bytes sent: what it did
+    /// not get (as much of it as was kept) and how many bytes of it are
+    /// lost; the count starts again from zero.
+    fn unwritten(&mut self, written: u64) -> (Vec<u8>, u64) {
+        let missing = self.sent.saturating_sub(written);
+        let kept = (missing as usize).min(self.recent.len());
+        let again: Vec<u8> = self
+            .recent
+            .iter()
+            .skip(self.recent.len() - kept)
+            .copied()
+            .collect();
+        self.sent = 0;
+        self.recent.clear();
+        (again, missing - kept as u64)
     }
 }
 
@@ -161,6 +205,9 @@ pub(super) struct Body {
     pub(super) pending_freeze: bool,
     /// It exec'd during a freeze: home has yet to hear its command line.
     pub(super) exec_unannounced: bool,
+    /// The link to the home broke during a call (the call was answered
+    /// EIO): wait for the home.
+    pub(super) home_lost: Option<String>,
 }
 
 /// How a freeze ended.
@@ -180,6 +227,7 @@ impl Body {
         link: &mut Link<TcpStream>,
         home: &str,
         leave: mpsc::Receiver<String>,
+        grace: Duration,
     ) {
         let pid = self.pid;
         let pidfd = match sys::pidfd_open(pid) {
@@ -209,8 +257,9 @@ impl Body {
                 .pump_output(link)
                 .and_then(|()| self.ask_for_input(link))
             {
-                tracing::warn!(%home, body_pid = pid, error = %e, "cannot pass the body's output home; killing the body");
-                kill_and_reap(pid);
+                if self.await_home(link, home, &pidfd, grace, &e.to_string()) {
+                    continue;
+                }
                 return;
             }
             if let Ok(reason) = leave.try_recv() {
@@ -233,6 +282,12 @@ impl Body {
             {
                 tracing::warn!(%home, body_pid = pid, %reason, "bad message from the body; killing it");
                 kill_and_reap(pid);
+                return;
+            }
+            if let Some(why) = self.home_lost.take() {
+                if self.await_home(link, home, &pidfd, grace, &why) {
+                    continue;
+                }
                 return;
             }
             if sys::poll_in(&[pidfd.as_raw_fd()], Duration::ZERO).unwrap_or(false) {
@@ -258,13 +313,166 @@ impl Body {
                         return;
                     }
                     Err(e) => {
-                        // No deputy any more: no orphan either.
-                        tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost; killing the body");
-                        kill_and_reap(pid);
+                        if self.await_home(link, home, &pidfd, grace, &e.to_string()) {
+                            break;
+                        }
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// The link to the home broke (`why`): wait up to `grace` for the
+    /// home's new `homed` to re-attach (see the host's module doc).
+    /// Meanwhile the body's calls are answered EIO, its output waits in
+    /// its pipes, and its end is kept. True: re-attached, `link` is the
+    /// new link and the body runs on; false: the body ended (its end went
+    /// home over the new link) or was ended (no home within `grace`).
+    fn await_home(
+        &mut self,
+        link: &mut Link<TcpStream>,
+        home: &str,
+        pidfd: &OwnedFd,
+        grace: Duration,
+        why: &str,
+    ) -> bool {
+        let pid = self.pid;
+        let home_pid = self.info.home_pid;
+        tracing::warn!(%home, home_pid, body_pid = pid, reason = why, grace_s = grace.as_secs(), "link to the home lost; the body waits for its home to come back");
+        let me = super::reattach::Body { pid, uid: self.uid };
+        let registration = super::waiting().wait(home, home_pid, me);
+        let until = std::time::Instant::now() + grace;
+        // The body's end, once it ended meanwhile (`Some(None)`: reaped by
+        // its parent body).
+        let mut ended: Option<Option<mosix_proto::migrate::BodyStatus>> = None;
+        let attach = loop {
+            match registration.rx.try_recv() {
+                Ok(l) => break Some(l),
+                Err(mpsc::TryRecvError::Disconnected) => break None,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if std::time::Instant::now() >= until {
+                break None;
+            }
+            let mut fds = Vec::new();
+            if ended.is_none() {
+                fds.push(pidfd.as_raw_fd());
+                if self.ctl_open {
+                    fds.push(self.ctl.as_raw_fd());
+                }
+            }
+            let _ = sys::poll_in(&fds, AWAY_POLL);
+            if ended.is_some() {
+                continue;
+            }
+            if self.ctl_open
+                && sys::poll_in(&[self.ctl.as_raw_fd()], Duration::ZERO).unwrap_or(false)
+                && let Err(reason) = self.serve_ctl_away()
+            {
+                tracing::warn!(%home, body_pid = pid, %reason, "bad message from the body; killing it");
+                kill_and_reap(pid);
+                return false;
+            }
+            if sys::poll_in(&[pidfd.as_raw_fd()], Duration::ZERO).unwrap_or(false) {
+                let status = family::end_status(pid);
+                tracing::info!(%home, body_pid = pid, ?status, "body ended while its home was away; its end waits for the home");
+                ended = Some(status);
+            }
+        };
+        drop(registration);
+        let Some((mut new_link, written)) = attach else {
+            if ended.is_none() {
+                tracing::warn!(%home, home_pid, body_pid = pid, grace_s = grace.as_secs(), "the home did not come back within the grace period; ending the body");
+                kill_and_reap(pid);
+            } else {
+                tracing::warn!(%home, home_pid, body_pid = pid, "the home did not come back within the grace period; the body's end is not reported");
+            }
+            return false;
+        };
+        if let Err(e) = new_link.send(&FromHost::Held { body_pid: pid }) {
+            tracing::warn!(%home, body_pid = pid, error = %e, "the new link to the home broke at once; the body waits again");
+            return self.await_home(
+                link,
+                home,
+                pidfd,
+                grace.saturating_sub(Duration::from_secs(1)),
+                &e.to_string(),
+            );
+        }
+        *link = new_link;
+        // The old homed's questions died with it: ask anew. Output it
+        // took and did not pass on to the deputy goes again.
+        let mut resent = 0u64;
+        for r in &mut self.relays {
+            r.asked = false;
+            if r.out.is_none() && r.sent == 0 {
+                continue;
+            }
+            let done = written
+                .iter()
+                .find(|(fd, _)| *fd == r.fd)
+                .map_or(0, |w| w.1);
+            let (again, lost) = r.unwritten(done);
+            if lost > 0 {
+                tracing::warn!(%home, body_pid = pid, fd = r.fd, lost, "output the old homed took and never passed on is lost");
+            }
+            for chunk in again.chunks(OUTPUT_CHUNK) {
+                note_sent(&mut r.sent, &mut r.recent, chunk);
+                resent += chunk.len() as u64;
+                if let Err(e) = link.send(&FromHost::Output {
+                    fd: r.fd,
+                    data: Bytes(chunk.to_vec()),
+                }) {
+                    tracing::warn!(%home, body_pid = pid, error = %e, "the new link to the home broke at once");
+                    break;
+                }
+            }
+        }
+        tracing::info!(%home, home_pid, body_pid = pid, resent, "re-attached to the home's new homed");
+        match ended {
+            Some(status) => {
+                let _ = self.pump_output(link);
+                tracing::info!(%home, body_pid = pid, ?status, "body ended");
+                let _ = link.send(&match status {
+                    Some(status) => FromHost::Exited { status },
+                    None => FromHost::Reaped,
+                });
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// One message the body wrote on its control socket while its home is
+    /// away: a hello is served as usual, a call is answered EIO at once.
+    fn serve_ctl_away(&mut self) -> Result<(), String> {
+        let mut magic = [0u8; 8];
+        let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
+        match self.ctl.read(&mut magic[..1]) {
+            Ok(0) | Err(_) => {
+                self.ctl_open = false;
+                return Ok(());
+            }
+            Ok(_) => {}
+        }
+        self.ctl
+            .read_exact(&mut magic[1..])
+            .map_err(|e| format!("cut message on the control socket: {e}"))?;
+        match u64::from_le_bytes(magic) {
+            layout::HELLO_MAGIC => self.hello(&magic).map(|exec| {
+                // Announced at the next freeze, with the home back.
+                self.exec_unannounced |= exec;
+            }),
+            layout::CALL_MAGIC => {
+                let (rec, _) = self.read_call(&magic)?;
+                let record = CallReply::Errno { errno: libc::EIO }.to_record(rec.op);
+                family::send_record(&self.ctl, image::as_bytes(&record), None)
+                    .map_err(|e| format!("cannot answer the body's call: {e}"))
+            }
+            other => Err(format!(
+                "{other:#x} on the control socket is no message a running body sends"
+            )),
         }
     }
 
@@ -431,12 +639,13 @@ impl Body {
             }
             _ => None,
         };
-        let reply = self.ask_home(link, call, discard);
-        let reply = match reply {
+        let reply = match self.ask_home(link, call, discard) {
             Ok(r) => r,
             Err(e) => {
-                family::forget(token);
-                return Err(e);
+                // The home went away: the call fails cleanly, and the body
+                // waits for its home (see `run`).
+                self.home_lost = Some(e);
+                CallReply::Errno { errno: libc::EIO }
             }
         };
         let fd = match (reply, &child_end) {
@@ -517,10 +726,15 @@ impl Body {
                         }
                         break;
                     }
-                    Ok(n) => link.send(&FromHost::Output {
-                        fd: r.fd,
-                        data: Bytes(buf[..n].to_vec()),
-                    })?,
+                    Ok(n) => {
+                        // Counted as sent even if the send fails: the
+                        // home says on re-attach what it got.
+                        note_sent(&mut r.sent, &mut r.recent, &buf[..n]);
+                        link.send(&FromHost::Output {
+                            fd: r.fd,
+                            data: Bytes(buf[..n].to_vec()),
+                        })?
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
@@ -874,4 +1088,32 @@ fn recv_now(link: &mut Link<TcpStream>) -> Result<Option<ToHost>, LinkError> {
 fn kill_and_reap(pid: i32) {
     let _ = sys::kill(pid, libc::SIGKILL);
     let _ = sys::waitpid(pid, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_the_deputy_did_not_write_goes_again_once() {
+        let (mut r, _body_end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
+        note_sent(&mut r.sent, &mut r.recent, b"hello ");
+        note_sent(&mut r.sent, &mut r.recent, b"world\n");
+        // The deputy wrote "hello "; "world\n" died with the old homed.
+        let (again, lost) = r.unwritten(6);
+        assert_eq!((again.as_slice(), lost), (&b"world\n"[..], 0));
+        // Counted anew from the re-attach: nothing twice.
+        assert_eq!(r.unwritten(0), (Vec::new(), 0));
+        note_sent(&mut r.sent, &mut r.recent, b"x");
+        assert_eq!(r.unwritten(1), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn output_beyond_the_window_is_reported_lost() {
+        let (mut r, _body_end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
+        let big = vec![7u8; RESEND_WINDOW + 10];
+        note_sent(&mut r.sent, &mut r.recent, &big);
+        let (again, lost) = r.unwritten(0);
+        assert_eq!((again.len(), lost), (RESEND_WINDOW, 10));
+    }
 }

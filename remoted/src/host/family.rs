@@ -197,6 +197,7 @@ pub(super) fn adopt(
         ctl_open: true,
         pending_freeze: false,
         exec_unannounced: false,
+        home_lost: None,
     };
     if exec {
         // A spawned child runs its new program from the start.

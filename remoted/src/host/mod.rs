@@ -23,10 +23,35 @@
 //! continues it; anything else (abort, link cut, timeout) kills it, so
 //! there are never two copies. The restorer runs in a time namespace
 //! of its own that shows the home's clocks ([`timens`]).
+//!
+//! # When the home goes away
+//!
+//! A body's link to its home breaks when the home's `homed` ends (a crash
+//! or a restart of the home's daemons): the deputy at home outlives it
+//! (see `mosix-deputy`), so the body does too, for a grace period
+//! (`[process] home_grace_s`, default 60 s). Meanwhile ([`reattach`]):
+//! its view operations fail with EIO at once (its view session is down;
+//! nothing queues), its forwarded calls (fork, kill at home, ...) are
+//! answered EIO, its output waits in its relay pipes (a body that fills
+//! one blocks on it, as on a full pipe), and if it ends its status is
+//! kept. When the home's new `homed` learns of it from the deputy, it
+//! opens a new authenticated link and asks to re-attach
+//! ([`ToHost::Reattach`], checked against the home's node name, home pid
+//! and body pid); the body's thread takes that link, says
+//! [`FromHost::Held`], and goes on as before: output the old `homed` took
+//! and never passed on (the deputy says how much it wrote; each relay
+//! keeps its last 8 MiB sent) and output held meanwhile first, then the
+//! body's end if it ended meanwhile. The body's view opens a new session
+//! with the new `homed` and opens its files again (see
+//! `mosix_fusefs::client`). If no new `homed` comes within the
+//! grace period, the host ends the body and logs why. Not covered: a link
+//! that breaks while the body is frozen for a move (the body is ended, as
+//! before).
 
 mod body;
 mod family;
 pub mod guests;
+pub mod reattach;
 mod sys;
 mod timens;
 pub mod view;
@@ -72,11 +97,37 @@ struct Host {
     node: String,
     key: ClusterKey,
     restorer: PathBuf,
+    /// How long a body waits for its home to come back.
+    grace: Duration,
 }
 
+/// Bodies waiting for their home's new `homed`.
+fn waiting() -> &'static reattach::Waiting<Attach> {
+    static W: std::sync::OnceLock<reattach::Waiting<Attach>> = std::sync::OnceLock::new();
+    W.get_or_init(Default::default)
+}
+
+/// A new link from a body's home, and how much of the body's output its
+/// deputy wrote (by fd).
+type Attach = (Link<TcpStream>, Vec<(i32, u64)>);
+
+/// How much longer than a body's grace period its view tries to open a
+/// new session with its home.
+const VIEW_RETRY_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long a re-attach waits for a body that has not noticed yet that
+/// its old link broke.
+const REATTACH_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Listen for migrations on `remoted_listen`'s port + 2 and host bodies,
-/// each in a thread of its own, forever (in a thread started here).
-pub fn start(remoted_listen: SocketAddr, node: String, key: ClusterKey) -> Result<(), HostError> {
+/// each in a thread of its own, forever (in a thread started here). A
+/// body whose home goes away waits `grace` for it to come back.
+pub fn start(
+    remoted_listen: SocketAddr,
+    node: String,
+    key: ClusterKey,
+    grace: Duration,
+) -> Result<(), HostError> {
     let addr = host_addr(remoted_listen);
     let restorer = std::env::current_exe()
         .ok()
@@ -95,6 +146,7 @@ pub fn start(remoted_listen: SocketAddr, node: String, key: ClusterKey) -> Resul
         node,
         key,
         restorer,
+        grace,
     });
     tracing::info!(%addr, "hosting bodies");
     std::thread::Builder::new()
@@ -147,13 +199,32 @@ impl Host {
                 return;
             }
         };
+        if let ToHost::Reattach {
+            home_pid,
+            body_pid,
+            uid,
+            written,
+        } = first
+        {
+            let _ = link.get_ref().set_read_timeout(None);
+            let body = reattach::Body { pid: body_pid, uid };
+            if let Err((e, (mut link, _))) =
+                waiting().offer(&home, home_pid, body, (link, written), REATTACH_PATIENCE)
+            {
+                tracing::warn!(%home, home_pid, body_pid, error = %e, "cannot re-attach a body to its home");
+                let _ = link.send(&FromHost::Failed {
+                    reason: e.to_string(),
+                });
+            }
+            return;
+        }
         if let ToHost::Adopt { home_pid, token } = first {
             let _ = link.get_ref().set_read_timeout(None);
             match family::adopt(&mut link, &home, home_pid, token) {
                 Ok(body) => {
                     let (_registration, leave) = guests::register(body.info.clone());
                     let pid = body.pid;
-                    body.run(&mut link, &home, leave);
+                    body.run(&mut link, &home, leave, self.grace);
                     view::release(pid);
                 }
                 Err(reason) => {
@@ -167,7 +238,7 @@ impl Host {
             Ok(Some(body)) => {
                 let (_registration, leave) = guests::register(body.info.clone());
                 let pid = body.pid;
-                body.run(&mut link, &home, leave);
+                body.run(&mut link, &home, leave, self.grace);
                 view::release(pid);
             }
             Ok(None) => {}
@@ -261,8 +332,15 @@ impl Host {
                 img.uid
             ));
         }
-        let body_view =
-            view::BodyView::prepare(home, uid, gid, link.get_ref(), &self.key, &self.node)?;
+        let body_view = view::BodyView::prepare(
+            home,
+            uid,
+            gid,
+            link.get_ref(),
+            &self.key,
+            &self.node,
+            self.grace + VIEW_RETRY_MARGIN,
+        )?;
         let (plan, relayed, aliases) = fd_plan(&img, &home_facts, &body_view)?;
         let top = plan
             .iter()
@@ -400,6 +478,7 @@ impl Host {
                     ctl_open: true,
                     pending_freeze: false,
                     exec_unannounced: false,
+                    home_lost: None,
                 }))
             }
             Ok(other) => {

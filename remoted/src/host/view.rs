@@ -13,7 +13,10 @@
 //! "mounted" line, watch it die, and find the binary; in-process, the
 //! session is a value ([`fuser::BackgroundSession`]) whose drop unmounts,
 //! and a home that died is seen at once ([`ViewClient::is_alive`]) so the
-//! next body gets a fresh session. `remoted` runs as root in the node's
+//! next body gets a fresh session. A view whose home's `homed` restarts
+//! is not dead: its client opens a new session when the home is back
+//! (within the bodies' grace period), and the bodies' mounts work again
+//! (see `mosix_fusefs::client`, "When the home goes away"). `remoted` runs as root in the node's
 //! mount namespace, which is what mounting needs. The FUSE threads are
 //! never touched by the restorer's `fork` child (it only makes system
 //! calls), so forking while they run is safe.
@@ -205,6 +208,7 @@ fn acquire(
     addr: SocketAddr,
     key: &ClusterKey,
     node: &str,
+    retry_for: std::time::Duration,
 ) -> Result<ViewRef, String> {
     if !safe_component(home) {
         return Err(format!("home node name {home:?} cannot name a view"));
@@ -246,6 +250,8 @@ fn acquire(
         let _ = std::fs::remove_dir(&root);
         format!("cannot open the view of {home} for uid {uid}: {e}")
     })?;
+    // Bodies outlive a restart of their home's homed; so does their view.
+    client.keep_trying_for(retry_for);
     let session = mosix_fusefs::spawn_mount(client.clone(), home, &root).map_err(|e| {
         client.shutdown();
         let _ = std::fs::remove_dir(&root);
@@ -308,7 +314,8 @@ pub struct BodyView {
 impl BodyView {
     /// Mount (or share) the view of `home` for the body of `uid`:`gid`
     /// arriving on `link`, and work out which directories it covers.
-    /// `node` is this node's name.
+    /// `node` is this node's name; a broken view session tries to open
+    /// again for `retry_for` (the home's `homed` restarting).
     pub fn prepare(
         home: &str,
         uid: u32,
@@ -316,6 +323,7 @@ impl BodyView {
         link: &TcpStream,
         key: &ClusterKey,
         node: &str,
+        retry_for: std::time::Duration,
     ) -> Result<BodyView, String> {
         if uid == 0 {
             tracing::info!(%home, "a body of root sees this node's files: the view never acts as root");
@@ -332,7 +340,15 @@ impl BodyView {
         let local = link
             .local_addr()
             .map_err(|e| format!("cannot tell the migration link's local port: {e}"))?;
-        let view = acquire(home, uid, gid, home_address(peer, local.port()), key, node)?;
+        let view = acquire(
+            home,
+            uid,
+            gid,
+            home_address(peer, local.port()),
+            key,
+            node,
+            retry_for,
+        )?;
         let tops: Vec<String> = std::fs::read_dir("/")
             .map_err(|e| format!("cannot list this node's /: {e}"))?
             .flatten()
