@@ -948,3 +948,85 @@ fn make_j2_moved_while_its_compilers_run_at_home_builds_the_same() {
     );
     h.assert_nothing_left();
 }
+
+/// Process groups and sessions made by a body: its own group, a child's
+/// group that a `killpg` from the body ends, a child's new session. Each
+/// line is a relation, true at home without mosix.
+const GROUPS: &str = r#"
+import os, signal, time
+me = os.getpid()
+os.setpgid(0, 0)
+print("own group", os.getpgrp() == me, os.getpgid(0) == me, os.getpgid(me) == me)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.write(w, b"x")
+    time.sleep(60)
+    os._exit(3)
+os.read(r, 1)
+print("child group", os.getpgid(pid) == pid)
+os.killpg(pid, signal.SIGTERM)
+_, st = os.waitpid(pid, 0)
+print("killpg ended it", os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGTERM)
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    me2 = os.getpid()
+    os._exit(0 if os.getsid(0) == me2 and os.getsid(me2) == me2 and os.getpgrp() == me2 else 1)
+_, st = os.waitpid(pid, 0)
+print("child session", os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0)
+print("own session kept", os.getsid(0) != me)
+try:
+    os.setpgid(0, 999999)
+    print("bad group accepted")
+except OSError as e:
+    print("bad group refused", e.errno in (1, 3))
+with open("groups.pid", "w") as f:
+    f.write("%d\n" % me)
+while not os.path.exists("groups.go"):
+    time.sleep(0.05)
+"#;
+
+/// Field `n` (1-based, after the command) of `/proc/PID/stat`.
+fn stat_field(pid: i32, n: usize) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(n - 3)?.parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
+    let h = Home::new();
+    let py = mosix_tests::real_python3();
+    h.put("groups.py", GROUPS);
+    let reference = h.user(&format!(
+        "touch groups.go && {py} groups.py; s=$?; rm -f groups.go groups.pid; exit $s"
+    ));
+    let want = String::from_utf8_lossy(&reference.stdout).into_owned();
+    assert!(
+        reference.status.success() && !want.contains("False") && want.lines().count() == 6,
+        "the reference run: {}",
+        text(&reference)
+    );
+    let (job, pid) = h.start(&format!("exec {py} groups.py"), "groups");
+    h.move_and_go(pid);
+    let pidfile = h.file("groups.pid");
+    h.c.wait_for("the program's groups", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')))
+    })
+    .unwrap();
+    assert_eq!(h.read("groups.pid").trim(), pid.to_string());
+    // At home, the deputy leads the group the body made (field 5: pgrp).
+    assert_eq!(stat_field(pid, 5), pid, "the deputy's group at home");
+    assert!(
+        is_deputy(pid),
+        "{pid} is not a deputy: the program ran at home"
+    );
+    h.put("groups.go", "");
+    let (out, err, rc) = h.finish(job, "groups", Duration::from_secs(120));
+    assert_eq!(out, want, "stderr: {err}");
+    assert_eq!(rc, "0", "stderr: {err}");
+    h.assert_nothing_left();
+}

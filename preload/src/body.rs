@@ -1,9 +1,16 @@
 //! Body mode (DESIGN.md section 4): in a process whose body runs away
 //! from home, the calls the kernel here cannot answer as home would are
 //! answered from home's facts, which the body's host wrote after the
-//! process's hello ([`BodyInfo`]): identity (`getpid`, `getpgrp`,
-//! `getpgid`, `getsid`, `gettid`), which fds are relayed terminals
-//! (`isatty`), and a `kill` of the home pid reaches the body itself.
+//! process's hello ([`BodyInfo`]): identity (`getpid`, `gettid`), which
+//! fds are relayed terminals (`isatty`), and a `kill` of the home pid
+//! reaches the body itself.
+//!
+//! **Process groups and sessions** are the deputies' at home:
+//! `getpgrp`, `getpgid`, `getsid`, `setpgid` and `setsid` are asked of
+//! the deputy ([`crate::layout::CALL_PGRP`]) with home pids, so a group
+//! made away holds the deputies of its members and a `kill(-pgid)` or
+//! `killpg` (done at home) reaches their bodies. If home cannot answer,
+//! the reads fall back to the ids of the moment the body left.
 //!
 //! **Terminal control** on a relayed terminal is done at home: the
 //! deputy does the request on the real terminal and answers
@@ -36,7 +43,10 @@
 //! kept. The facts are written by the freeze handler (with every signal
 //! blocked) and read by the program's single thread.
 
-use crate::layout::{BODY_MAGIC, BodyInfo, CALL_TTY, KTERMIOS_LEN, WINSIZE_LEN};
+use crate::layout::{
+    BODY_MAGIC, BodyInfo, CALL_PGRP, CALL_TTY, KTERMIOS_LEN, PGRP_GETPGID, PGRP_GETSID,
+    PGRP_SETPGID, PGRP_SETSID, WINSIZE_LEN,
+};
 use crate::state::Global;
 use crate::sys;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -211,33 +221,94 @@ pub extern "C" fn getppid() -> libc::pid_t {
     }
 }
 
-/// `getpgrp(2)`: the process group at home.
-#[unsafe(no_mangle)]
-pub extern "C" fn getpgrp() -> libc::pid_t {
-    // SAFETY: getpgid(0) has no memory effects.
-    away().map_or_else(
-        || unsafe { libc::syscall(libc::SYS_getpgid, 0) as i32 },
-        |b| b.home_pgrp,
-    )
+/// Ask the deputy a process-group or session request
+/// ([`crate::layout::CALL_PGRP`]): the value, or the errno.
+fn pgrp_call(kind: i64, pid: libc::pid_t, pgid: libc::pid_t) -> Result<i32, i32> {
+    let errno = sys::errno();
+    let r = match crate::family::call(CALL_PGRP, [kind, i64::from(pid), i64::from(pgid)]) {
+        Ok((v, _)) => i32::try_from(v).map_err(|_| libc::EIO),
+        Err(e) => Err(e),
+    };
+    sys::set_errno(errno);
+    r
 }
 
-/// `getpgid(2)`: the process group at home for this process.
+/// A pid argument as the deputy takes it: our own home pid is 0 (the
+/// deputy itself), any other is a home pid already.
+fn home_target(b: &BodyInfo, pid: libc::pid_t) -> libc::pid_t {
+    if pid == b.home_pid { 0 } else { pid }
+}
+
+/// The value of an identity call, or -1 with errno set.
+fn value_or_errno(r: Result<i32, i32>) -> i32 {
+    r.unwrap_or_else(|e| {
+        sys::set_errno(e);
+        -1
+    })
+}
+
+/// `getpgrp(2)`: the process group at home, asked now (the parent may
+/// have moved it); the group when the body left if home cannot answer.
 #[unsafe(no_mangle)]
-pub extern "C" fn getpgid(pid: libc::pid_t) -> libc::pid_t {
+pub extern "C" fn getpgrp() -> libc::pid_t {
     match away() {
-        Some(b) if pid == 0 || pid == b.home_pid => b.home_pgrp,
-        // SAFETY: getpgid has no memory effects.
-        _ => unsafe { libc::syscall(libc::SYS_getpgid, pid) as i32 },
+        Some(b) => pgrp_call(PGRP_GETPGID, 0, 0).unwrap_or(b.home_pgrp),
+        // SAFETY: getpgid(0) has no memory effects.
+        None => unsafe { libc::syscall(libc::SYS_getpgid, 0) as i32 },
     }
 }
 
-/// `getsid(2)`: the session at home for this process.
+/// `getpgid(2)`: in a body, of a home pid, asked at home.
+#[unsafe(no_mangle)]
+pub extern "C" fn getpgid(pid: libc::pid_t) -> libc::pid_t {
+    match away() {
+        Some(b) if pid == 0 || pid == b.home_pid => {
+            pgrp_call(PGRP_GETPGID, 0, 0).unwrap_or(b.home_pgrp)
+        }
+        Some(b) => value_or_errno(pgrp_call(PGRP_GETPGID, home_target(b, pid), 0)),
+        // SAFETY: getpgid has no memory effects.
+        None => unsafe { libc::syscall(libc::SYS_getpgid, pid) as i32 },
+    }
+}
+
+/// `getsid(2)`: in a body, of a home pid, asked at home.
 #[unsafe(no_mangle)]
 pub extern "C" fn getsid(pid: libc::pid_t) -> libc::pid_t {
     match away() {
-        Some(b) if pid == 0 || pid == b.home_pid => b.home_sid,
+        Some(b) if pid == 0 || pid == b.home_pid => {
+            pgrp_call(PGRP_GETSID, 0, 0).unwrap_or(b.home_sid)
+        }
+        Some(b) => value_or_errno(pgrp_call(PGRP_GETSID, home_target(b, pid), 0)),
         // SAFETY: getsid has no memory effects.
-        _ => unsafe { libc::syscall(libc::SYS_getsid, pid) as i32 },
+        None => unsafe { libc::syscall(libc::SYS_getsid, pid) as i32 },
+    }
+}
+
+/// `setpgid(2)`: in a body, done at home on the deputies (home pids), so
+/// `kill(-pgid)`, `killpg` and `waitpid(-pgid)` at home find the group.
+#[unsafe(no_mangle)]
+pub extern "C" fn setpgid(pid: libc::pid_t, pgid: libc::pid_t) -> i32 {
+    match away() {
+        Some(b) => {
+            if pid < 0 || pgid < 0 {
+                sys::set_errno(libc::EINVAL);
+                return -1;
+            }
+            value_or_errno(pgrp_call(PGRP_SETPGID, home_target(b, pid), pgid).map(|_| 0))
+        }
+        // SAFETY: setpgid has no memory effects.
+        None => unsafe { libc::syscall(libc::SYS_setpgid, pid, pgid) as i32 },
+    }
+}
+
+/// `setsid(2)`: in a body, the deputy at home starts the session (and
+/// leaves the home terminal, as the process would).
+#[unsafe(no_mangle)]
+pub extern "C" fn setsid() -> libc::pid_t {
+    match away() {
+        Some(_) => value_or_errno(pgrp_call(PGRP_SETSID, 0, 0)),
+        // SAFETY: setsid has no memory effects.
+        None => unsafe { libc::syscall(libc::SYS_setsid) as i32 },
     }
 }
 

@@ -56,9 +56,9 @@
 //! right way (`MOVES` tells). A home child's rusage is not carried
 //! (zeros).
 //!
-//! Not handled: process groups and sessions made away (`setpgid`,
-//! `setsid` act on local ids), `clone` called directly, `fexecve`; a body
-//! whose children were forked away does not move.
+//! Process groups and sessions are the deputies' (`crate::body`).
+//! Not handled: `clone` called directly, `fexecve`; a body whose children
+//! were forked away does not move.
 
 use crate::layout::{
     self, CALL_FORK, CALL_MAGIC, CALL_REAP, CallRecord, HELLO_CHILD, REPLY_BUSY, REPLY_MAGIC,

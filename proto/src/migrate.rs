@@ -172,6 +172,11 @@ pub enum Call {
         /// The signal (0: only check).
         sig: i32,
     },
+    /// A process-group or session request, done by the deputy at home.
+    Pgrp {
+        /// Which.
+        op: PgrpOp,
+    },
     /// A terminal request on the body's relayed terminal `fd`, done by
     /// the deputy on its own `fd` (the real terminal at home).
     Tty {
@@ -192,6 +197,33 @@ pub enum Call {
         /// of the first three).
         options: i32,
     },
+}
+
+/// A process-group or session request a body forwards
+/// (`layout::CALL_PGRP`): the call of the same name at home, by the
+/// deputy, with home pids (0: the process itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PgrpOp {
+    /// `getpgid(pid)`.
+    GetPgid {
+        /// The process.
+        pid: i32,
+    },
+    /// `setpgid(pid, pgid)`.
+    SetPgid {
+        /// The process.
+        pid: i32,
+        /// Its new group (0: its own pid).
+        pgid: i32,
+    },
+    /// `getsid(pid)`.
+    GetSid {
+        /// The process.
+        pid: i32,
+    },
+    /// `setsid()`.
+    SetSid,
 }
 
 /// A terminal request a body forwards (`layout::CALL_TTY`); each is
@@ -498,6 +530,25 @@ impl Call {
                     });
                 }
                 Ok(Call::Kill { pid, sig })
+            }
+            l::CALL_PGRP => {
+                let bad = |value| CallError::BadArgument { op: r.op, value };
+                let pid = int(r.args[1])
+                    .ok()
+                    .filter(|p| *p >= 0)
+                    .ok_or(bad(r.args[1]))?;
+                let pgid = int(r.args[2])
+                    .ok()
+                    .filter(|p| *p >= 0)
+                    .ok_or(bad(r.args[2]))?;
+                let op = match r.args[0] {
+                    l::PGRP_GETPGID => PgrpOp::GetPgid { pid },
+                    l::PGRP_SETPGID => PgrpOp::SetPgid { pid, pgid },
+                    l::PGRP_GETSID => PgrpOp::GetSid { pid },
+                    l::PGRP_SETSID => PgrpOp::SetSid,
+                    other => return Err(bad(other)),
+                };
+                Ok(Call::Pgrp { op })
             }
             l::CALL_WAIT => {
                 use libc_wait as w;
@@ -1100,6 +1151,42 @@ mod tests {
                 options: 4 | 0x0100_0000
             })
         );
+    }
+
+    #[test]
+    fn process_group_calls_take_known_requests_and_pids_only() {
+        use crate::image::layout as l;
+        let rec = |args: [i64; 3]| record(l::CALL_PGRP, args);
+        assert_eq!(
+            Call::from_record(&rec([l::PGRP_SETPGID, 0, 77]), &[], 0),
+            Ok(Call::Pgrp {
+                op: PgrpOp::SetPgid { pid: 0, pgid: 77 }
+            })
+        );
+        assert_eq!(
+            Call::from_record(&rec([l::PGRP_GETSID, 12, 0]), &[], 0),
+            Ok(Call::Pgrp {
+                op: PgrpOp::GetSid { pid: 12 }
+            })
+        );
+        assert_eq!(
+            Call::from_record(&rec([l::PGRP_SETSID, 0, 0]), &[], 0),
+            Ok(Call::Pgrp { op: PgrpOp::SetSid })
+        );
+        for bad in [
+            [9, 0, 0],
+            [l::PGRP_GETPGID, -1, 0],
+            [l::PGRP_SETPGID, 1, -5],
+            [l::PGRP_SETPGID, 1 << 40, 0],
+        ] {
+            assert!(
+                matches!(
+                    Call::from_record(&rec(bad), &[], 0),
+                    Err(CallError::BadArgument { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@
 use anyhow::{Context, Result, bail};
 use mosix_proto::image::layout::DEPUTY_READY;
 use mosix_proto::local::{recv_fd, recv_local, send_local};
-use mosix_proto::migrate::{BodyStatus, Call, CallReply, DeputyMsg, FdHow, FdState};
+use mosix_proto::migrate::{BodyStatus, Call, CallReply, DeputyMsg, FdHow, FdState, PgrpOp};
 use mosix_proto::view::Bytes;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -294,6 +294,7 @@ fn run() -> Result<()> {
                         options,
                     } => home_kids.wait(idtype, id, options),
                     Call::Tty { fd, op } => mosix_homed::tty::serve(fd, op),
+                    Call::Pgrp { op } => pgrp(op),
                 };
                 let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
                 send_local(&mut w, &DeputyMsg::Reply { reply }).context("cannot tell homed")?;
@@ -905,6 +906,32 @@ fn end_as(status: BodyStatus) -> ! {
             }
             // A signal whose default is not to end the process.
             std::process::exit(128 + sig)
+        }
+    }
+}
+
+/// A body's process-group or session request, done here, where the
+/// process's real group and session are.
+fn pgrp(op: PgrpOp) -> CallReply {
+    let r = match op {
+        // SAFETY: getpgid takes an integer and has no memory effects.
+        PgrpOp::GetPgid { pid } => unsafe { libc::getpgid(pid) },
+        // SAFETY: setpgid takes integers and has no memory effects.
+        PgrpOp::SetPgid { pid, pgid } => unsafe { libc::setpgid(pid, pgid) },
+        // SAFETY: getsid takes an integer and has no memory effects.
+        PgrpOp::GetSid { pid } => unsafe { libc::getsid(pid) },
+        // SAFETY: setsid has no arguments and no memory effects.
+        PgrpOp::SetSid => unsafe { libc::setsid() },
+    };
+    if r < 0 {
+        CallReply::Errno {
+            errno: std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        }
+    } else {
+        CallReply::Value {
+            value: i64::from(r),
         }
     }
 }

@@ -269,6 +269,23 @@ pub const fn split_wait_reply(value: i64) -> Option<(i32, i32)> {
     }
 }
 
+/// Call: a process-group or session request, done by the deputy at home,
+/// where the process's real group and session are (home pids):
+/// `args[0]` is [`PGRP_GETPGID`], [`PGRP_SETPGID`], [`PGRP_GETSID`] or
+/// [`PGRP_SETSID`], `args[1]` the pid (0: the process itself), `args[2]`
+/// the group of a `setpgid` (0: the pid's own). The reply's value is the
+/// group or session asked for, the new session of a `setsid`, 0 for a
+/// `setpgid`.
+pub const CALL_PGRP: u32 = 7;
+/// [`CALL_PGRP`]: `getpgid(args[1])`.
+pub const PGRP_GETPGID: i64 = 0;
+/// [`CALL_PGRP`]: `setpgid(args[1], args[2])`.
+pub const PGRP_SETPGID: i64 = 1;
+/// [`CALL_PGRP`]: `getsid(args[1])`.
+pub const PGRP_GETSID: i64 = 2;
+/// [`CALL_PGRP`]: `setsid()`.
+pub const PGRP_SETSID: i64 = 3;
+
 /// [`ReplyRecord::errno`] of a call the host could not serve now (a
 /// freeze is under way): let the freeze signal in, then ask again.
 pub const REPLY_BUSY: i32 = -1;
