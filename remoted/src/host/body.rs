@@ -444,21 +444,31 @@ impl Body {
         }
     }
 
-    /// One message the body wrote on its control socket while its home is
-    /// away: a hello is served as usual, a call is answered EIO at once.
-    fn serve_ctl_away(&mut self) -> Result<(), String> {
+    /// The magic of the next message on the body's control socket; `None`
+    /// if the body closed it (an exec of a program without libmosix:
+    /// nothing more will come, and its end shows on the pidfd).
+    fn read_magic(&mut self) -> Result<Option<[u8; 8]>, String> {
         let mut magic = [0u8; 8];
         let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
         match self.ctl.read(&mut magic[..1]) {
             Ok(0) | Err(_) => {
                 self.ctl_open = false;
-                return Ok(());
+                return Ok(None);
             }
             Ok(_) => {}
         }
         self.ctl
             .read_exact(&mut magic[1..])
             .map_err(|e| format!("cut message on the control socket: {e}"))?;
+        Ok(Some(magic))
+    }
+
+    /// One message the body wrote on its control socket while its home is
+    /// away: a hello is served as usual, a call is answered EIO at once.
+    fn serve_ctl_away(&mut self) -> Result<(), String> {
+        let Some(magic) = self.read_magic()? else {
+            return Ok(());
+        };
         match u64::from_le_bytes(magic) {
             layout::HELLO_MAGIC => self.hello(&magic).map(|exec| {
                 // Announced at the next freeze, with the home back.
@@ -497,20 +507,9 @@ impl Body {
     /// while running: a hello (after a restore or an exec) or a call.
     /// `Err`: it is not one (the body must not run on unserved).
     fn serve_ctl(&mut self, link: &mut Link<TcpStream>) -> Result<(), String> {
-        let mut magic = [0u8; 8];
-        let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
-        match self.ctl.read(&mut magic[..1]) {
-            Ok(0) | Err(_) => {
-                // Closed (an exec of a program without libmosix): nothing
-                // more will come; its end shows on the pidfd.
-                self.ctl_open = false;
-                return Ok(());
-            }
-            Ok(_) => {}
-        }
-        self.ctl
-            .read_exact(&mut magic[1..])
-            .map_err(|e| format!("cut message on the control socket: {e}"))?;
+        let Some(magic) = self.read_magic()? else {
+            return Ok(());
+        };
         match u64::from_le_bytes(magic) {
             layout::HELLO_MAGIC => {
                 if self.hello(&magic)? {
