@@ -61,6 +61,14 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a child reaped by its parent body waits for the status from
 /// the parent's call.
 const REAPED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a move asks a body's host again when the body blocked the
+/// freeze signal for a moment, and how long it waits between.
+const FREEZE_RETRIES: usize = 20;
+/// The pause between two of those asks.
+const FREEZE_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// The host's reason for a freeze refused because the body blocks the
+/// freeze signal (see `procfs::cantmove`).
+const PASSING_BLOCK: &str = "it blocks the freeze signal";
 
 /// Where the body goes.
 #[derive(Debug, Clone)]
@@ -750,7 +758,21 @@ fn move_body(
         Ok(c) => c,
         Err(e) => return Moved::Failed(format!("cannot use the deputy's connection: {e}")),
     };
-    let received = match fetch_image(link, &mut to_deputy, &from) {
+    // A body inside a forwarded call blocks every signal for the call's
+    // round trip (a wait for a home child asks every few milliseconds):
+    // its host then says it blocks the freeze signal. That passes; ask
+    // again a few times before giving up.
+    let mut fetched = fetch_image(link, &mut to_deputy, &from);
+    for _ in 0..FREEZE_RETRIES {
+        match &fetched {
+            Err(Fetch::Failed(e)) if e.contains(PASSING_BLOCK) => {
+                std::thread::sleep(FREEZE_RETRY_PAUSE);
+                fetched = fetch_image(link, &mut to_deputy, &from);
+            }
+            _ => break,
+        }
+    }
+    let received = match fetched {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Moved::Ended(format!(
