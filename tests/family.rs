@@ -957,6 +957,11 @@ import os, signal, time
 me = os.getpid()
 os.setpgid(0, 0)
 print("own group", os.getpgrp() == me, os.getpgid(0) == me, os.getpgid(me) == me)
+pid = os.fork()
+if pid == 0:
+    os._exit(4)
+p, st = os.waitpid(-me, 0)
+print("wait for own group", p == pid and os.WEXITSTATUS(st) == 4)
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
@@ -1006,7 +1011,7 @@ fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     ));
     let want = String::from_utf8_lossy(&reference.stdout).into_owned();
     assert!(
-        reference.status.success() && !want.contains("False") && want.lines().count() == 6,
+        reference.status.success() && !want.contains("False") && want.lines().count() == 7,
         "the reference run: {}",
         text(&reference)
     );

@@ -233,6 +233,19 @@ fn pgrp_call(kind: i64, pid: libc::pid_t, pgid: libc::pid_t) -> Result<i32, i32>
     r
 }
 
+/// Keep the home group (and session) of this body in step with what
+/// home answered or did, so a `waitpid(-pgid)` of its own group is
+/// translated right (`crate::family`) after a `setpgid` or `setsid`.
+fn note_own_group(pgrp: i32, sid: Option<i32>) {
+    // SAFETY: one word each of BODY, on the single thread; the freeze
+    // handler only replaces BODY whole, with home's facts of that moment.
+    let b = unsafe { &mut *BODY.get() };
+    b.home_pgrp = pgrp;
+    if let Some(sid) = sid {
+        b.home_sid = sid;
+    }
+}
+
 /// A pid argument as the deputy takes it: our own home pid is 0 (the
 /// deputy itself), any other is a home pid already.
 fn home_target(b: &BodyInfo, pid: libc::pid_t) -> libc::pid_t {
@@ -252,7 +265,13 @@ fn value_or_errno(r: Result<i32, i32>) -> i32 {
 #[unsafe(no_mangle)]
 pub extern "C" fn getpgrp() -> libc::pid_t {
     match away() {
-        Some(b) => pgrp_call(PGRP_GETPGID, 0, 0).unwrap_or(b.home_pgrp),
+        Some(b) => match pgrp_call(PGRP_GETPGID, 0, 0) {
+            Ok(g) => {
+                note_own_group(g, None);
+                g
+            }
+            Err(_) => b.home_pgrp,
+        },
         // SAFETY: getpgid(0) has no memory effects.
         None => unsafe { libc::syscall(libc::SYS_getpgid, 0) as i32 },
     }
@@ -294,7 +313,12 @@ pub extern "C" fn setpgid(pid: libc::pid_t, pgid: libc::pid_t) -> i32 {
                 sys::set_errno(libc::EINVAL);
                 return -1;
             }
-            value_or_errno(pgrp_call(PGRP_SETPGID, home_target(b, pid), pgid).map(|_| 0))
+            let target = home_target(b, pid);
+            let r = pgrp_call(PGRP_SETPGID, target, pgid);
+            if r.is_ok() && target == 0 {
+                note_own_group(if pgid == 0 { b.home_pid } else { pgid }, None);
+            }
+            value_or_errno(r.map(|_| 0))
         }
         // SAFETY: setpgid has no memory effects.
         None => unsafe { libc::syscall(libc::SYS_setpgid, pid, pgid) as i32 },
@@ -306,7 +330,13 @@ pub extern "C" fn setpgid(pid: libc::pid_t, pgid: libc::pid_t) -> i32 {
 #[unsafe(no_mangle)]
 pub extern "C" fn setsid() -> libc::pid_t {
     match away() {
-        Some(_) => value_or_errno(pgrp_call(PGRP_SETSID, 0, 0)),
+        Some(_) => {
+            let r = pgrp_call(PGRP_SETSID, 0, 0);
+            if let Ok(sid) = r {
+                note_own_group(sid, Some(sid));
+            }
+            value_or_errno(r)
+        }
         // SAFETY: setsid has no memory effects.
         None => unsafe { libc::syscall(libc::SYS_setsid) as i32 },
     }
