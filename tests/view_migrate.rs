@@ -485,20 +485,26 @@ impl Home {
         let job = self.start(argv, name, Some(slow), env, None);
         let mut pid = 0;
         self.c
-            .wait_for(&format!("{name} to start"), Duration::from_secs(30), || {
-                if self.file(&format!("{name}.rc.tmp")).exists() {
-                    anyhow::bail!(
-                        "{name} ended before it could be moved (status {}): {}",
-                        std::fs::read_to_string(self.file(&format!("{name}.rc.tmp")))
-                            .unwrap_or_default()
-                            .trim(),
-                        std::fs::read_to_string(self.file(&format!("{name}.err")))
-                            .unwrap_or_default()
-                    );
-                }
-                pid = processes_running(argv).first().copied().unwrap_or(0);
-                Ok(pid != 0 && self.working(pid))
-            })
+            // Generous: at git commit's share (1 ms of CPU per 400 ms) its
+            // start-up alone can take half a minute on a busy machine.
+            .wait_for(
+                &format!("{name} to start"),
+                Duration::from_secs(120),
+                || {
+                    if self.file(&format!("{name}.rc.tmp")).exists() {
+                        anyhow::bail!(
+                            "{name} ended before it could be moved (status {}): {}",
+                            std::fs::read_to_string(self.file(&format!("{name}.rc.tmp")))
+                                .unwrap_or_default()
+                                .trim(),
+                            std::fs::read_to_string(self.file(&format!("{name}.err")))
+                                .unwrap_or_default()
+                        );
+                    }
+                    pid = processes_running(argv).first().copied().unwrap_or(0);
+                    Ok(pid != 0 && self.working(pid))
+                },
+            )
             .unwrap();
         // libmosix is mapped before its constructor has registered the
         // process with homed; until then mosmigrate says so. A migration
