@@ -443,16 +443,6 @@ impl Slow {
         std::fs::write(dir.join("cpu.cfs_quota_us"), "1000").unwrap();
         Slow(dir)
     }
-
-    /// Slower still: 1 ms of CPU every `period_ms`, for a program whose
-    /// whole work takes a few milliseconds.
-    fn set_period(&self, period_ms: u32) {
-        std::fs::write(
-            self.0.join("cpu.cfs_period_us"),
-            (period_ms * 1000).to_string(),
-        )
-        .unwrap();
-    }
 }
 
 impl Drop for Slow {
@@ -483,29 +473,42 @@ impl Home {
     /// waits for its end: (`$?`, stderr).
     fn run_migrated(&self, slow: &Slow, env: &str, argv: &[&str], name: &str) -> (String, String) {
         let job = self.start(argv, name, Some(slow), env, None);
+        let pid = self.pid_when(argv, name, |pid| self.working(pid));
+        self.move_and_finish(job, pid, name, || ())
+    }
+
+    /// The home pid of the job `name` running `argv`, once `ready` says
+    /// so; fails if the job ends first.
+    fn pid_when(&self, argv: &[&str], name: &str, ready: impl Fn(i32) -> bool) -> i32 {
         let mut pid = 0;
         self.c
-            // Generous: at git commit's share (1 ms of CPU per 400 ms) its
-            // start-up alone can take half a minute on a busy machine.
-            .wait_for(
-                &format!("{name} to start"),
-                Duration::from_secs(120),
-                || {
-                    if self.file(&format!("{name}.rc.tmp")).exists() {
-                        anyhow::bail!(
-                            "{name} ended before it could be moved (status {}): {}",
-                            std::fs::read_to_string(self.file(&format!("{name}.rc.tmp")))
-                                .unwrap_or_default()
-                                .trim(),
-                            std::fs::read_to_string(self.file(&format!("{name}.err")))
-                                .unwrap_or_default()
-                        );
-                    }
-                    pid = processes_running(argv).first().copied().unwrap_or(0);
-                    Ok(pid != 0 && self.working(pid))
-                },
-            )
+            .wait_for(&format!("{name} to start"), Duration::from_secs(60), || {
+                if self.file(&format!("{name}.rc.tmp")).exists() {
+                    anyhow::bail!(
+                        "{name} ended before it could be moved (status {}): {}",
+                        std::fs::read_to_string(self.file(&format!("{name}.rc.tmp")))
+                            .unwrap_or_default()
+                            .trim(),
+                        std::fs::read_to_string(self.file(&format!("{name}.err")))
+                            .unwrap_or_default()
+                    );
+                }
+                pid = processes_running(argv).first().copied().unwrap_or(0);
+                Ok(pid != 0 && ready(pid))
+            })
             .unwrap();
+        pid
+    }
+
+    /// Moves the job `name` (home pid `pid`) to n2, calls `moved`, and
+    /// waits for the job's end: (`$?`, stderr). Checks that it ran at n2.
+    fn move_and_finish(
+        &self,
+        job: Child,
+        pid: i32,
+        name: &str,
+        moved: impl FnOnce(),
+    ) -> (String, String) {
         // libmosix is mapped before its constructor has registered the
         // process with homed; until then mosmigrate says so. A migration
         // is also refused (and the process goes on at home) while it has
@@ -538,13 +541,12 @@ impl Home {
             text(&out),
             self.c.log("n2", "remoted")
         );
+        moved();
         let (rc, err) = self.finish(job, name, Duration::from_secs(180));
         assert!(
-            !self.c.log("n2", "remoted").is_empty()
-                && self
-                    .c
-                    .log("n2", "remoted")
-                    .contains(&format!("home_pid={pid} body_pid=")),
+            self.c
+                .log("n2", "remoted")
+                .contains(&format!("home_pid={pid} body_pid=")),
             "{name} did not run at n2"
         );
         (rc, err)
@@ -695,11 +697,17 @@ fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
     let add = ["git", "-C", "repo", "-c", "gc.auto=0", "add", "."];
     let (rc, err) = h.run_migrated(&slow, "", &add, "gitadd");
     assert_eq!(rc, "0", "git add: {err}");
-    // maintenance.auto=false: at its end, git commit forks `git
-    // maintenance run --auto`, and a process with a child cannot move
-    // yet. The commit's own work (31 trees and a commit object) takes
-    // about 10 ms of CPU: at 1 ms every 400 ms it lasts seconds.
-    slow.set_period(400);
+    // git commit is moved at a point of its own, not by timing: its
+    // pre-commit hook (a child at home) waits for a gate file. By then
+    // git holds index.lock open; after the move it writes the 31 trees,
+    // the commit object and the refs, and renames index.lock, all through
+    // the view at n2. maintenance.auto=false: at its end git would fork
+    // `git maintenance run --auto`, which has nothing to do with the view.
+    let hook = format!("{}/repo/.git/hooks/pre-commit", h.dir);
+    h.ok(&format!(
+        "printf '#!/bin/sh\\ntouch {d}/hook.started\\nwhile [ ! -e {d}/hook.go ]; do sleep 0.05; done\\n' > {hook} && chmod 755 {hook}",
+        d = h.dir
+    ));
     let commit = [
         "git",
         "-C",
@@ -717,8 +725,13 @@ fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
         "-m",
         "one",
     ];
-    let (rc, err) = h.run_migrated(&slow, env, &commit, "gitcommit");
+    let job = h.start(&commit, "gitcommit", None, env, None);
+    let pid = h.pid_when(&commit, "gitcommit", |_| h.file("hook.started").exists());
+    let (rc, err) = h.move_and_finish(job, pid, "gitcommit", || {
+        std::fs::write(h.file("hook.go"), "").unwrap();
+    });
     assert_eq!(rc, "0", "git commit: {err}");
+    h.ok("rm repo/.git/hooks/pre-commit");
     let want_head = h.ok(&format!("cd ref-repo && {git} rev-parse HEAD"));
     let got_head = h.ok(&format!("cd repo && {git} rev-parse HEAD"));
     h.ok(&format!(
