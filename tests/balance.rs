@@ -383,7 +383,7 @@ fn mosrun_b_starts_a_job_at_a_less_loaded_node_at_once() {
     let took = c
         .wait_for(
             "the -b job to run at n2 or n3",
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             || {
                 Ok(matches!(
                     job.node(pid, "n1", &daemons).as_deref(),

@@ -175,7 +175,7 @@ fn signals_to_the_home_pid_act_on_the_body() {
     assert_eq!(rc, "137", "the parent should see death by SIGKILL");
     c.wait_for(
         "the body to go with its deputy",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || Ok(processes_running(&argv).is_empty()),
     )
     .unwrap();
@@ -741,7 +741,7 @@ fn stop_and_cont_of_the_home_pid_act_on_the_body() {
         .find(|&p| p != home)
         .expect("a body");
     kill(Pid::from_raw(home), Signal::SIGSTOP).unwrap();
-    c.wait_for("the body to stop", Duration::from_secs(5), || {
+    c.wait_for("the body to stop", Duration::from_secs(30), || {
         Ok(state_of(body) == 'T')
     })
     .unwrap();
@@ -750,7 +750,7 @@ fn stop_and_cont_of_the_home_pid_act_on_the_body() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(job.lines(), before, "the body went on while stopped");
     kill(Pid::from_raw(home), Signal::SIGCONT).unwrap();
-    c.wait_for("the body to run again", Duration::from_secs(5), || {
+    c.wait_for("the body to run again", Duration::from_secs(30), || {
         Ok(state_of(body) != 'T')
     })
     .unwrap();
