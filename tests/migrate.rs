@@ -341,6 +341,19 @@ fn round_trip(pipe: bool, work: &str) {
         [hops("n1", "n2"), hops("n2", "n3"), hops("n3", "n1")]
     );
     assert_eq!(p["migrations"], 3, "mosps: {p}");
+    // n2 -> n3 went straight from node to node, not through home.
+    assert!(
+        c.log("n2", "remoted")
+            .contains("body frozen and its image sent straight to its next node"),
+        "n2 did not send the image straight to n3:\n{}",
+        c.log("n2", "remoted")
+    );
+    assert!(
+        c.log("n3", "remoted")
+            .contains("image delivered straight from the body's node"),
+        "n3 did not take the image from n2:\n{}",
+        c.log("n3", "remoted")
+    );
     assert!(
         pipe || job.lines() < 80,
         "the program finished before its round trip ended; give it more work"
@@ -541,11 +554,19 @@ fn a_lost_node_ends_the_deputy_as_killed_within_5s() {
     });
 }
 
-/// Start a 1.5 GiB job at n1, begin moving it to n2, and `interrupt` the
-/// transfer once n2 holds part of the image: the move must fail naming
-/// n2, within `within`, and the program must run on at home as the only
-/// copy and end as an undisturbed run would.
-fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn Fn()) {
+/// Start a 1.5 GiB job at n1, move it to `from` (unless that is n1),
+/// begin moving it to `to`, and `interrupt` the transfer once `to` holds
+/// part of the image: the move must fail naming `to`, within `within`,
+/// and the program must run on at `from` as the only copy and end as an
+/// undisturbed run would. From n2 to n3 the image goes straight between
+/// the two (DESIGN.md section 3, step 6).
+fn interrupt_transfer(
+    c: &Cluster,
+    name: &str,
+    within: Duration,
+    (from, to): (&str, &str),
+    interrupt: &dyn Fn(),
+) {
     let exe = mosix_tests::build_c_example("bigmem", &c.dir, &[]);
     let exe = exe.to_str().unwrap();
     // 1.5 GiB of dirty memory: the transfer takes long enough to be cut.
@@ -556,19 +577,26 @@ fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn
         Ok(job.lines() >= 1)
     })
     .unwrap();
-    let remoted2 = c.daemon_pid("n2", "remoted").unwrap();
+    if from != "n1" {
+        move_to(c, home, from);
+        assert_eq!(
+            really_runs_at(c, &argv, home, &[from]).as_deref(),
+            Some(from)
+        );
+    }
+    let remoted_to = c.daemon_pid(to, "remoted").unwrap();
     let mover = Command::new(bin("mosix-local"))
         .args(["exec", "--dir"])
         .arg(&c.dir)
-        .args(["n1", "--", "mosmigrate", &home.to_string(), "n2"])
+        .args(["n1", "--", "mosmigrate", &home.to_string(), to])
         .env("MOSIX_BIN_DIR", bin_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The image is arriving once n2's remoted holds its memfd.
+    // The image is arriving once the destination's remoted holds its memfd.
     c.wait_for("the transfer to start", Duration::from_secs(60), || {
-        Ok(std::fs::read_dir(format!("/proc/{remoted2}/fd"))?
+        Ok(std::fs::read_dir(format!("/proc/{remoted_to}/fd"))?
             .flatten()
             .any(|e| {
                 std::fs::read_link(e.path())
@@ -583,22 +611,23 @@ fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("{name}: mosmigrate gave up {took:?} after the interrupt");
     assert!(!out.status.success(), "the move succeeded through the cut");
-    assert!(
-        err.contains("n2"),
-        "the error does not name the node: {err}"
-    );
+    assert!(err.contains(to), "the error does not name the node: {err}");
     assert!(
         took < within,
         "mosmigrate took {took:?} to give up after the cut: {err}"
     );
-    // Still the program itself at home, the only copy, and it finishes
-    // as an undisturbed run would.
-    assert_eq!(cmdline(home), argv);
-    assert_eq!(processes_running(&argv), vec![home]);
+    // Still the program itself where it was, the only copy, and it
+    // finishes as an undisturbed run would.
+    let (runs_at, node) = if from == "n1" {
+        (None, "n1")
+    } else {
+        (Some(from), from)
+    };
+    assert_eq!(really_runs_at(c, &argv, home, &[from]).as_deref(), runs_at);
     assert_eq!(
         mosps_entry(c, "n1", home).map(|e| e["node"].clone()),
-        Some(serde_json::json!("n1")),
-        "mosps should show the process at home"
+        Some(serde_json::json!(node)),
+        "mosps should show the process where it was"
     );
     let (got, rc) = job.finish(c, Duration::from_secs(120));
     let (want, want_rc) = reference(&argv);
@@ -610,7 +639,7 @@ fn interrupt_transfer(c: &Cluster, name: &str, within: Duration, interrupt: &dyn
 fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
     let c = Cluster::up(2).unwrap();
     let remoted2 = c.daemon_pid("n2", "remoted").unwrap();
-    interrupt_transfer(&c, "big", Duration::from_secs(30), &|| {
+    interrupt_transfer(&c, "big", Duration::from_secs(30), ("n1", "n2"), &|| {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(remoted2),
             nix::sys::signal::Signal::SIGKILL,
@@ -620,11 +649,31 @@ fn a_destination_dying_mid_transfer_leaves_the_process_at_home() {
 }
 
 #[test]
+fn a_destination_dying_mid_transfer_between_two_remote_nodes_leaves_the_body_where_it_was() {
+    let c = Cluster::up(3).unwrap();
+    let remoted3 = c.daemon_pid("n3", "remoted").unwrap();
+    // The image goes from n2 straight to n3; n3 dies with part of it.
+    interrupt_transfer(&c, "big23", Duration::from_secs(30), ("n2", "n3"), &|| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(remoted3),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    });
+    let log = c.log("n2", "remoted");
+    assert!(
+        log.contains("cannot capture or send the body; it runs on")
+            && log.contains("sending the image to node n3 failed"),
+        "n2 did not keep its body:\n{log}"
+    );
+}
+
+#[test]
 fn a_link_cut_mid_transfer_leaves_the_process_at_home() {
     let c = Cluster::up(2).unwrap();
     // Nothing says goodbye: the home notices through its send timeout
     // and keepalive, and the destination drops the partial image.
-    interrupt_transfer(&c, "cut", Duration::from_secs(30), &|| {
+    interrupt_transfer(&c, "cut", Duration::from_secs(30), ("n1", "n2"), &|| {
         let out = c
             .exec("n2", &["ip", "link", "set", "eth0", "down"])
             .unwrap();

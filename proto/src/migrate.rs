@@ -12,6 +12,15 @@
 //! closed link, makes the host kill the held body. After `Go` the same link
 //! carries signals for the body and, at the end, its exit status.
 //!
+//! A body moves on from one remote node to another without its image
+//! passing through home (DESIGN.md section 3, step 6): the home makes a
+//! direct [`ToHost::Offer`] to the destination, which answers
+//! [`FromHost::Expecting`] with a token; the home tells the body's node
+//! [`ToHost::FreezeTo`] the destination and token; that node freezes the
+//! body and delivers its image on a link of its own
+//! ([`ToHost::Deliver`]), then says [`FromHost::Sent`]. The destination
+//! answers `Held` to the home, which commits as above.
+//!
 //! Between `homed` and `mosix-deputy` (over the process's old control fd,
 //! with [`crate::local`] framing) pass [`DeputyMsg`]s.
 
@@ -76,6 +85,39 @@ pub enum ToHost {
         /// namespace that shows them (none: the host's own clocks).
         #[serde(default)]
         clocks: Option<HomeClocks>,
+        /// The image does not come on this link but straight from the
+        /// node the body runs on now (a move between two remote nodes,
+        /// DESIGN.md section 3 step 6): answer [`FromHost::Expecting`]
+        /// instead of [`FromHost::Accepted`], and take the image that
+        /// node delivers under that token ([`ToHost::Deliver`]).
+        #[serde(default)]
+        direct: bool,
+    },
+    /// First message on a link from another node's `remoted`: the image
+    /// of a body its home moves here, which this host expects under
+    /// `token` ([`FromHost::Expecting`]). Exactly `bytes` bytes follow as
+    /// raw link messages, then [`ToHost::ImageEnd`]; answered
+    /// [`FromHost::Delivered`] or [`FromHost::Failed`].
+    Deliver {
+        /// The destination's token for the image.
+        token: u64,
+        /// Exact image size that follows.
+        bytes: u64,
+    },
+    /// Freeze the running body and send its image straight to node
+    /// `node`'s body host (at `address`), which expects it under `token`;
+    /// answer [`FromHost::Sent`] once that host has it all, or
+    /// [`FromHost::FreezeFailed`] (the body then runs on here). Sent, it
+    /// stays frozen here until [`ToHost::Done`] or [`ToHost::Resume`].
+    FreezeTo {
+        /// The destination's name, for messages.
+        node: String,
+        /// Its `remoted`'s address (`ip:port`; its body host listens at
+        /// [`host_addr`] of it). A string: socket addresses do not pass
+        /// through the internally tagged encoding.
+        address: String,
+        /// The destination's token for the image.
+        token: u64,
     },
     /// The image is complete; its header checksum.
     ImageEnd {
@@ -754,6 +796,21 @@ pub const EXEC_CMDLINE_MAX: usize = 4096;
 pub enum FromHost {
     /// Send the image.
     Accepted,
+    /// The answer to a direct [`ToHost::Offer`]: the body's current node
+    /// is to deliver the image under `token`.
+    Expecting {
+        /// What the delivering node says in [`ToHost::Deliver`].
+        token: u64,
+    },
+    /// The whole image was delivered to the destination and checked
+    /// there ([`ToHost::FreezeTo`]); the body waits frozen for the
+    /// home's decision.
+    Sent {
+        /// Image bytes delivered.
+        bytes: u64,
+    },
+    /// The answer to a [`ToHost::Deliver`]: all of it arrived.
+    Delivered,
     /// Not hosting it; nothing was started.
     Refused {
         /// Why, and what to do.
@@ -1465,6 +1522,28 @@ mod tests {
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
+        for m in [
+            ToHost::FreezeTo {
+                node: "n3".into(),
+                address: "10.0.0.3:7340".into(),
+                token: 7,
+            },
+            ToHost::Deliver {
+                token: 7,
+                bytes: 1 << 33,
+            },
+        ] {
+            let b = crate::link::encode(&m).unwrap();
+            assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);
+        }
+        for m in [
+            FromHost::Expecting { token: 7 },
+            FromHost::Sent { bytes: 1 << 33 },
+            FromHost::Delivered,
+        ] {
+            let b = crate::link::encode(&m).unwrap();
+            assert_eq!(crate::link::decode::<FromHost>(&b).unwrap(), m);
+        }
         let m = ToHost::Reattach {
             home_pid: 4,
             body_pid: 9,
@@ -1504,6 +1583,7 @@ mod tests {
                 monotonic_ns: 1_000_000_007,
                 boottime_ns: -5,
             }),
+            direct: true,
         };
         let b = crate::link::encode(&m).unwrap();
         assert_eq!(crate::link::decode::<ToHost>(&b).unwrap(), m);

@@ -1,12 +1,13 @@
-//! Migration benchmark (DESIGN.md section 10, issue 4), on two isolated
+//! Migration benchmark (DESIGN.md section 10, issue 4), on three isolated
 //! nodes of a `mosix-local` cluster it starts and always takes down:
 //!
 //! 1. For each size of dirty memory, an idle process (`examples/c/dirtymem.c`)
-//!    started at n1 moves to n2 and back home: frozen time (as mosmigrate
-//!    reports it), total time (wall clock of the `mosmigrate` command, run
-//!    inside n1) and image bytes, beside the time to send the same bytes
-//!    over a plain TCP connection between the same two namespaces, in the
-//!    same direction and the same run.
+//!    started at n1 moves to n2, on to n3 (the image going straight from
+//!    n2 to n3) and back home: frozen time (as mosmigrate reports it),
+//!    total time (wall clock of the `mosmigrate` command, run inside n1)
+//!    and image bytes, beside the time to send the same bytes over a plain
+//!    TCP connection between the same two namespaces, in the same
+//!    direction and the same run.
 //! 2. The one-way latency of a small write to stdout (a pipe to a reader
 //!    at home) by a program at home and by its body at n2 (relayed through
 //!    the deputy), beside a 1-line message over a raw TCP connection from
@@ -31,7 +32,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Migration times and relayed-output latency against raw TCP between the
-/// same two isolated nodes.
+/// same isolated nodes.
 #[derive(Parser, Debug)]
 #[command(about)]
 struct Args {
@@ -613,7 +614,7 @@ fn bench(args: &Args) -> Result<()> {
     };
     let up = c
         .local("up")
-        .args(["--nodes", "2", "--cpu-share", &args.cpu_share.to_string()])
+        .args(["--nodes", "3", "--cpu-share", &args.cpu_share.to_string()])
         .output()
         .context("run mosix-local up")?;
     if !up.status.success() {
@@ -630,47 +631,42 @@ fn bench(args: &Args) -> Result<()> {
     let dirtymem = utf8(mosix_bench::build_c_example("dirtymem", &c.dir)?)?;
     let stamps = utf8(mosix_bench::build_c_example("stamps", &c.dir)?)?;
     println!(
-        "two isolated nodes (mosix-local, --cpu-share {} each); an idle process with N MiB dirty moves n1 -> n2 -> home",
+        "three isolated nodes (mosix-local, --cpu-share {} each); an idle process with N MiB dirty moves n1 -> n2 -> n3 -> home",
         args.cpu_share
     );
     println!(
         "total = wall clock of mosmigrate inside n1; tcp = the same bytes over TCP between the same namespaces, same direction; x = total / tcp"
     );
-    println!(
-        "{:>5} {:>9} | {:>9} {:>9} {:>7} {:>9} {:>7} {:>6} | {:>9} {:>9} {:>7} {:>9} {:>7} {:>6}",
-        "MiB",
-        "image_MiB",
-        "frozen_ms",
-        "total_ms",
-        "MiB/s",
-        "tcp_ms",
-        "MiB/s",
-        "x",
-        "back_frz",
-        "back_tot",
-        "MiB/s",
-        "tcp_ms",
-        "MiB/s",
-        "x"
+    let leg_head = format!(
+        "{:>9} {:>9} {:>7} {:>9} {:>7} {:>6}",
+        "frozen_ms", "total_ms", "MiB/s", "tcp_ms", "MiB/s", "x"
     );
+    println!(
+        "{:>5} {:>9} | {:^51} | {:^51} | {:^51}",
+        "", "", "n1 -> n2", "n2 -> n3 (direct)", "n3 -> home"
+    );
+    println!("{:>5} {:>9} | {leg_head} | {leg_head} | {leg_head}", "MiB", "image_MiB");
     for &mib in &sizes {
-        let (to, to_tcp, back, back_tcp) = one_size(&c, &dirtymem, mib)?;
+        let legs = one_size(&c, &dirtymem, mib)?;
+        let cells: Vec<String> = legs
+            .iter()
+            .map(|(m, tcp)| {
+                format!(
+                    "{:>9} {:>9.1} {:>7.0} {:>9.1} {:>7.0} {:>6.2}",
+                    m.frozen_ms,
+                    m.total_ms,
+                    mib_per_s(m.bytes, m.total_ms),
+                    tcp,
+                    mib_per_s(m.bytes, *tcp),
+                    m.total_ms / tcp,
+                )
+            })
+            .collect();
         println!(
-            "{:>5} {:>9.1} | {:>9} {:>9.1} {:>7.0} {:>9.1} {:>7.0} {:>6.2} | {:>9} {:>9.1} {:>7.0} {:>9.1} {:>7.0} {:>6.2}",
+            "{:>5} {:>9.1} | {}",
             mib,
-            to.bytes as f64 / (1 << 20) as f64,
-            to.frozen_ms,
-            to.total_ms,
-            mib_per_s(to.bytes, to.total_ms),
-            to_tcp,
-            mib_per_s(to.bytes, to_tcp),
-            to.total_ms / to_tcp,
-            back.frozen_ms,
-            back.total_ms,
-            mib_per_s(back.bytes, back.total_ms),
-            back_tcp,
-            mib_per_s(back.bytes, back_tcp),
-            back.total_ms / back_tcp,
+            legs[0].0.bytes as f64 / (1 << 20) as f64,
+            cells.join(" | ")
         );
     }
     println!();
@@ -679,8 +675,8 @@ fn bench(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// One size: to n2 and its TCP reference, home and its TCP reference.
-fn one_size(c: &Cluster, dirtymem: &str, mib: u64) -> Result<(Moved, f64, Moved, f64)> {
+/// One size: each leg of n1 -> n2 -> n3 -> home, with its TCP reference.
+fn one_size(c: &Cluster, dirtymem: &str, mib: u64) -> Result<[(Moved, f64); 3]> {
     let mib_s = mib.to_string();
     let (mut prog, mut lines) = c.spawn("n1", "dirtymem", &["mosrun", "--", dirtymem, &mib_s])?;
     let ready = lines.next("dirtymem", STEP_TIMEOUT)?;
@@ -691,6 +687,7 @@ fn one_size(c: &Cluster, dirtymem: &str, mib: u64) -> Result<(Moved, f64, Moved,
     prog.pid = Some(pid);
     c.wait_managed(pid)?;
     let to = c.migrate(pid, "n2")?;
+    let on = c.migrate(pid, "n3")?;
     let back = c.migrate(pid, "home")?;
     // Home again: its memory must be what it wrote.
     kill(Pid::from_raw(pid), Signal::SIGUSR1).context("signal dirtymem")?;
@@ -704,8 +701,9 @@ fn one_size(c: &Cluster, dirtymem: &str, mib: u64) -> Result<(Moved, f64, Moved,
     }
     prog.pid = None;
     let to_tcp = c.tcp_ms("n1", "n2", to.bytes)?;
-    let back_tcp = c.tcp_ms("n2", "n1", back.bytes)?;
-    Ok((to, to_tcp, back, back_tcp))
+    let on_tcp = c.tcp_ms("n2", "n3", on.bytes)?;
+    let back_tcp = c.tcp_ms("n3", "n1", back.bytes)?;
+    Ok([(to, to_tcp), (on, on_tcp), (back, back_tcp)])
 }
 
 /// Median and 99th percentile of `v` (not empty).

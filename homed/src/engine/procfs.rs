@@ -277,6 +277,26 @@ pub fn locks_block_move(pid: i32) -> Option<String> {
 
 /// Whether `pid` can be frozen safely now; `Some(reason)` if not.
 pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
+    why_not(pid, freeze_signal, ctl_fd, true)
+}
+
+/// Whether `pid` blocks `freeze_signal` now.
+pub fn blocks_freeze_signal(pid: i32, freeze_signal: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| status_field(&s, "SigBlk").and_then(|v| u64::from_str_radix(v, 16).ok()))
+        .is_some_and(|m| m & (1u64 << (freeze_signal - 1)) != 0)
+}
+
+/// [`cantmove`] but for a blocked freeze signal: a body's host knows that
+/// a body inside a forwarded call blocks every signal until the answer,
+/// and freezes it through that call (see [`blocks_freeze_signal`]).
+pub fn cantmove_but_blocking(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
+    why_not(pid, freeze_signal, ctl_fd, false)
+}
+
+/// [`cantmove`]; a blocked freeze signal counts if `blocking_counts`.
+fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> Option<String> {
     let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
         Err(e) => return Some(format!("cannot read /proc/{pid}/status: {e}")),
@@ -303,7 +323,7 @@ pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
             .and_then(|v| u64::from_str_radix(v, 16).ok())
             .unwrap_or(0)
     };
-    if mask("SigBlk") & bit != 0 {
+    if blocking_counts && mask("SigBlk") & bit != 0 {
         return Some(format!("it blocks the freeze signal {freeze_signal}"));
     }
     if mask("SigCgt") & bit == 0 {

@@ -18,6 +18,14 @@
 //! reaped child, and `fork`, for which the deputy forks and the new
 //! deputy gets a relay of its own over its own link ([`Family`]).
 //!
+//! A body moves on from one remote node to another with its image going
+//! straight between the two ([`ToHost::FreezeTo`]; the destination's
+//! side is `mosix_remoted`'s `host::direct`): this side makes the offer,
+//! keeps the commit point (the old body ends only once the new one is
+//! held; before that any failure says `Resume` and it runs on where it
+//! was), and takes the new node's link as the body's. Coming home, the
+//! image comes over the body's link.
+//!
 //! The relay also tells the deputy where its body runs
 //! ([`DeputyMsg::Where`], at its start and after every move), so that if
 //! this `homed` goes away (the home's daemons restarting) the deputy can
@@ -58,6 +66,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const DEPUTY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the relay looks at the deputy's side while the body runs.
 const POLL: Duration = Duration::from_millis(100);
+/// How long the body's node has to freeze it and deliver its image
+/// straight to the next node (the image crosses meanwhile).
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a child reaped by its parent body waits for the status from
 /// the parent's call.
 const REAPED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,6 +166,7 @@ pub fn send_body(
         freeze_signal: who.freeze_signal,
         home: home_facts(who.pid),
         clocks: Some(HomeClocks::now()),
+        direct: false,
     })
     .map_err(|e| format!("cannot offer the process to node {node}: {e}"))?;
     match link.recv::<FromHost>() {
@@ -758,39 +770,13 @@ fn move_body(
         Ok(c) => c,
         Err(e) => return Moved::Failed(format!("cannot use the deputy's connection: {e}")),
     };
-    // A body inside a forwarded call blocks every signal for the call's
-    // round trip (a wait for a home child asks every few milliseconds):
-    // its host then says it blocks the freeze signal. That passes; ask
-    // again a few times before giving up.
-    let mut fetched = fetch_image(link, &mut to_deputy, &from);
-    for _ in 0..FREEZE_RETRIES {
-        match &fetched {
-            Err(Fetch::Failed(e)) if e.contains(PASSING_BLOCK) => {
-                std::thread::sleep(FREEZE_RETRY_PAUSE);
-                fetched = fetch_image(link, &mut to_deputy, &from);
-            }
-            _ => break,
-        }
-    }
-    let received = match fetched {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return Moved::Ended(format!(
-                "process {pid} ended on node {from} before it could move"
-            ));
-        }
-        Err(Fetch::Failed(e)) => return Moved::Failed(e),
-        Err(Fetch::Lost(e)) => {
-            let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
-            return Moved::Ended(e);
-        }
-    };
     match to {
         Some(target) => {
-            let mut held = match send_body(&away.who, target, ImageSource::Received(&received)) {
-                Ok(h) => h,
-                Err(e) => return resume(link, &mut to_deputy, &from, e),
-            };
+            let (mut held, unread) =
+                match move_direct(link, &mut to_deputy, &away.who, &from, target) {
+                    Ok(h) => h,
+                    Err(moved) => return moved,
+                };
             // The old body must be gone before the new one runs.
             if let Err(e) = release_old(link, &from) {
                 tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
@@ -804,7 +790,7 @@ fn move_body(
             }
             // Input the old body was given and had not read goes first to
             // the new one (input the deputy reads meanwhile follows it).
-            for (fd, data) in received.unread.iter().filter(|(_, d)| !d.0.is_empty()) {
+            for (fd, data) in unread.iter().filter(|(_, d)| !d.0.is_empty()) {
                 let input = ToHost::Input {
                     fd: *fd,
                     data: data.clone(),
@@ -826,30 +812,229 @@ fn move_body(
             };
             Moved::Away(Box::new(held.link), done)
         }
-        None => match come_home(ctl, &mut to_deputy, deputy, &received, pid, wanted) {
-            Ok(()) => {
-                if let Err(e) = release_old(link, &from) {
-                    tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
+        None => {
+            let received = match with_retries(|| fetch_image(link, &mut to_deputy, &from)) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Moved::Ended(format!(
+                        "process {pid} ended on node {from} before it could move"
+                    ));
                 }
-                (away.on_move)(None);
-                Moved::Home(MigrateDone {
-                    pid,
-                    node: "home".into(),
-                    body_pid: pid,
-                    bytes: received.bytes,
-                    frozen_ms: 0,
-                })
+                Err(Fetch::Failed(e)) => return Moved::Failed(e),
+                Err(Fetch::Lost(e)) => {
+                    let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
+                    return Moved::Ended(e);
+                }
+            };
+            match come_home(ctl, &mut to_deputy, deputy, &received, pid, wanted) {
+                Ok(()) => {
+                    if let Err(e) = release_old(link, &from) {
+                        tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
+                    }
+                    (away.on_move)(None);
+                    Moved::Home(MigrateDone {
+                        pid,
+                        node: "home".into(),
+                        body_pid: pid,
+                        bytes: received.bytes,
+                        frozen_ms: 0,
+                    })
+                }
+                Err(ComeHome::NotYet(e)) => resume(link, &mut to_deputy, &from, e),
+                Err(ComeHome::Lost(e)) => {
+                    // The deputy is gone and the restore did not happen: the
+                    // process is lost. End the body too: never two, never an
+                    // orphan.
+                    let _ = link.send(&ToHost::Done);
+                    Moved::Ended(e)
+                }
             }
-            Err(ComeHome::NotYet(e)) => resume(link, &mut to_deputy, &from, e),
-            Err(ComeHome::Lost(e)) => {
-                // The deputy is gone and the restore did not happen: the
-                // process is lost. End the body too: never two, never an
-                // orphan.
-                let _ = link.send(&ToHost::Done);
-                Moved::Ended(e)
-            }
-        },
+        }
     }
+}
+
+/// `ask` again while the body's host says it blocks the freeze signal
+/// for a moment: a body inside a forwarded call blocks every signal for
+/// the call's round trip (a wait for a home child asks every few
+/// milliseconds). That passes; a body that keeps it blocked is refused
+/// after [`FREEZE_RETRIES`] tries.
+fn with_retries<T>(mut ask: impl FnMut() -> Result<T, Fetch>) -> Result<T, Fetch> {
+    let mut got = ask();
+    for _ in 0..FREEZE_RETRIES {
+        match &got {
+            Err(Fetch::Failed(e)) if e.contains(PASSING_BLOCK) => {
+                std::thread::sleep(FREEZE_RETRY_PAUSE);
+                got = ask();
+            }
+            _ => break,
+        }
+    }
+    got
+}
+
+/// Input a frozen body was given and had not read, by fd: it goes first
+/// wherever the body runs next.
+type Unread = Vec<(i32, Bytes)>;
+
+/// A move between two remote nodes (DESIGN.md section 3, step 6): the
+/// destination expects the image, the body's node freezes it and sends
+/// the image straight there, and the destination restores it held. Only
+/// the commit and the link go through here. `Err`: what became of the
+/// process (the body runs on where it was, or it is gone).
+fn move_direct(
+    link: &mut Link<TcpStream>,
+    to_deputy: &mut UnixStream,
+    who: &Mover<'_>,
+    from: &str,
+    target: &Target,
+) -> Result<(Held, Unread), Moved> {
+    let pid = who.pid;
+    let node = &target.node;
+    let runs_on = |e: String| Moved::Failed(format!("{e}; the process runs on at node {from}"));
+    let mut dest = connect_host(who.home, who.key_file, target).map_err(runs_on)?;
+    dest.send(&ToHost::Offer {
+        home_pid: pid,
+        uid: who.uid,
+        gid: who.gid,
+        bytes: 0,
+        ctl_fd: who.ctl_fd,
+        freeze_signal: who.freeze_signal,
+        home: home_facts(pid),
+        clocks: Some(HomeClocks::now()),
+        direct: true,
+    })
+    .map_err(|e| runs_on(format!("cannot offer the process to node {node}: {e}")))?;
+    let token = match dest.recv::<FromHost>() {
+        Ok(FromHost::Expecting { token }) => token,
+        Ok(FromHost::Refused { reason }) | Ok(FromHost::Failed { reason }) => {
+            return Err(runs_on(format!("node {node} refused the process: {reason}")));
+        }
+        Ok(other) => return Err(runs_on(format!("node {node} answered {other:?} to the offer"))),
+        Err(e) => return Err(runs_on(format!("node {node} did not answer the offer: {e}"))),
+    };
+    let sent = with_retries(|| freeze_to(link, to_deputy, from, target, token));
+    let (unread, bytes) = match sent {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(Moved::Ended(format!(
+                "process {pid} ended on node {from} before it could move"
+            )));
+        }
+        Err(Fetch::Failed(e)) => return Err(Moved::Failed(e)),
+        Err(Fetch::Lost(e)) => {
+            let _ = send_local(to_deputy, &DeputyMsg::Lost);
+            return Err(Moved::Ended(e));
+        }
+    };
+    match dest.recv::<FromHost>() {
+        Ok(FromHost::Held { body_pid }) => Ok((
+            Held {
+                link: dest,
+                body_pid,
+                bytes,
+            },
+            unread,
+        )),
+        Ok(FromHost::Failed { reason }) | Ok(FromHost::Refused { reason }) => Err(resume(
+            link,
+            to_deputy,
+            from,
+            format!("node {node} could not restore the process: {reason}"),
+        )),
+        Ok(other) => Err(resume(
+            link,
+            to_deputy,
+            from,
+            format!("node {node} answered {other:?} instead of held"),
+        )),
+        Err(e) => Err(resume(
+            link,
+            to_deputy,
+            from,
+            format!("node {node} did not confirm the restore: {e}"),
+        )),
+    }
+}
+
+/// Ask the body's host to freeze it and send its image straight to
+/// `target`, which expects it under `token`: the input it had not read
+/// and the image's size, once `target` has it all. `Ok(None)`: the body
+/// ended first (the deputy was told).
+fn freeze_to(
+    link: &mut Link<TcpStream>,
+    to_deputy: &mut UnixStream,
+    node: &str,
+    target: &Target,
+    token: u64,
+) -> Result<Option<(Unread, u64)>, Fetch> {
+    let lost = |e: LinkError| Fetch::Lost(format!("lost node {node} while moving the body: {e}"));
+    link.send(&ToHost::FreezeTo {
+        node: target.node.clone(),
+        address: target.address.to_string(),
+        token,
+    })
+    .map_err(lost)?;
+    // The whole image crosses before the host answers.
+    let _ = link.get_ref().set_read_timeout(Some(DIRECT_TIMEOUT));
+    let mut unread = Vec::new();
+    let got = loop {
+        match link.recv::<FromHost>() {
+            Ok(FromHost::Sent { bytes }) => break Ok(Some((unread, bytes))),
+            Ok(FromHost::FreezeFailed { reason }) => {
+                break Err(Fetch::Failed(format!(
+                    "node {node} could not freeze the body or send it to node {}: {reason}",
+                    target.node
+                )));
+            }
+            Ok(FromHost::Exited { status }) => {
+                let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
+                break Ok(None);
+            }
+            Ok(other) => {
+                if let Err(e) = while_frozen(link, to_deputy, other, &mut unread) {
+                    break Err(e);
+                }
+            }
+            Err(e) => break Err(lost(e)),
+        }
+    };
+    let _ = link.get_ref().set_read_timeout(Some(POLL));
+    got
+}
+
+/// What a body's host says while it freezes the body, before the image:
+/// output and a new command line for the deputy, input the body had not
+/// read (kept in `unread`), and calls (answered busy: the body asks again
+/// after). Anything else means the host is out of step.
+fn while_frozen(
+    link: &mut Link<TcpStream>,
+    to_deputy: &mut UnixStream,
+    msg: FromHost,
+    unread: &mut Unread,
+) -> Result<(), Fetch> {
+    match msg {
+        FromHost::Output { fd, data } => {
+            let _ = send_local(to_deputy, &DeputyMsg::Output { fd, data });
+        }
+        FromHost::Unread { fd, data } => unread.push((fd, data)),
+        FromHost::Exec { cmdline } => {
+            let _ = send_local(to_deputy, &DeputyMsg::Cmdline { cmdline });
+        }
+        FromHost::WantInput { .. } | FromHost::Leave { .. } => {}
+        FromHost::Call { .. } => {
+            // Asked before it saw the freeze: it asks again after.
+            link.send(&ToHost::Reply {
+                reply: CallReply::Busy,
+            })
+            .map_err(|e| Fetch::Lost(format!("lost the body's node while moving it: {e}")))?;
+        }
+        other => {
+            return Err(Fetch::Lost(format!(
+                "the body's node answered {other:?} to a freeze"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The move failed before anything changed: let the frozen body run on.
@@ -889,21 +1074,6 @@ fn fetch_image(
     let mut unread = Vec::new();
     let bytes = loop {
         match link.recv::<FromHost>() {
-            Ok(FromHost::Output { fd, data }) => {
-                let _ = send_local(to_deputy, &DeputyMsg::Output { fd, data });
-            }
-            Ok(FromHost::Unread { fd, data }) => unread.push((fd, data)),
-            Ok(FromHost::Exec { cmdline }) => {
-                let _ = send_local(to_deputy, &DeputyMsg::Cmdline { cmdline });
-            }
-            Ok(FromHost::WantInput { .. }) => {}
-            Ok(FromHost::Call { .. }) => {
-                // Asked before it saw the freeze: it asks again after.
-                link.send(&ToHost::Reply {
-                    reply: CallReply::Busy,
-                })
-                .map_err(lost)?;
-            }
             Ok(FromHost::Image { bytes }) => break bytes,
             Ok(FromHost::FreezeFailed { reason }) => {
                 return Err(Fetch::Failed(format!(
@@ -914,12 +1084,7 @@ fn fetch_image(
                 let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
                 return Ok(None);
             }
-            Ok(FromHost::Leave { .. }) => {}
-            Ok(other) => {
-                return Err(Fetch::Lost(format!(
-                    "node {node} answered {other:?} to a freeze"
-                )));
-            }
+            Ok(other) => while_frozen(link, to_deputy, other, &mut unread)?,
             Err(e) => return Err(lost(e)),
         }
     };

@@ -25,6 +25,7 @@
 //! meets a freeze is answered "busy" and asked again after it. Anything
 //! else on the socket is a body out of step: it is killed.
 
+use super::direct;
 use super::guests::GuestInfo;
 use super::{Relays, family, sys};
 use mosix_homed::engine::capture::{self, CaptureEnv};
@@ -39,7 +40,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest wait for the body to answer the freeze signal.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,6 +49,11 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
 const DECISION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most bytes of the body's output in one message.
 const OUTPUT_CHUNK: usize = 64 * 1024;
+/// How long a body that blocks the freeze signal has to show it is only
+/// inside a forwarded call (see `Body::signal_through_call`).
+const CALL_CATCH: Duration = Duration::from_millis(500);
+/// How often, meanwhile, the host looks at its signal mask.
+const CALL_CATCH_TICK: Duration = Duration::from_millis(5);
 /// How long the loop sleeps when nothing happens.
 const IDLE: Duration = Duration::from_secs(1);
 /// How often to look whether the body has read its input.
@@ -201,13 +207,49 @@ pub(super) struct Body {
     /// Its control socket is still open (it may close it, e.g. by an
     /// exec of a program without libmosix).
     pub(super) ctl_open: bool,
-    /// The home asked for a freeze while a call was under way.
-    pub(super) pending_freeze: bool,
+    /// The home asked for a freeze while a call was under way (and
+    /// where the image goes).
+    pub(super) pending_freeze: Option<ImageTo>,
     /// It exec'd during a freeze: home has yet to hear its command line.
     pub(super) exec_unannounced: bool,
     /// The link to the home broke during a call (the call was answered
     /// EIO): wait for the home.
     pub(super) home_lost: Option<String>,
+}
+
+/// Where a frozen body's image goes.
+#[derive(Debug, Clone)]
+pub(super) enum ImageTo {
+    /// Home, over the body's link ([`ToHost::Freeze`]).
+    Home,
+    /// Straight to another node's host ([`ToHost::FreezeTo`]).
+    Node {
+        /// Its name.
+        node: String,
+        /// Its remoted's address (`ip:port`).
+        address: String,
+        /// Its token for the image.
+        token: u64,
+    },
+}
+
+impl ImageTo {
+    /// Where a freeze request sends the image; `None`: it is none.
+    fn of(msg: &ToHost) -> Option<ImageTo> {
+        match msg {
+            ToHost::Freeze => Some(ImageTo::Home),
+            ToHost::FreezeTo {
+                node,
+                address,
+                token,
+            } => Some(ImageTo::Node {
+                node: node.clone(),
+                address: address.clone(),
+                token: *token,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// How a freeze ended.
@@ -270,8 +312,8 @@ impl Body {
             }
             // A freeze the home asked for during a call goes first: the
             // body's next call would only be answered "busy".
-            if std::mem::take(&mut self.pending_freeze) {
-                match self.freeze(link, home) {
+            if let Some(to) = self.pending_freeze.take() {
+                match self.freeze(link, home, to) {
                     Frozen::Resumed => {}
                     Frozen::Left | Frozen::Gone => return,
                 }
@@ -303,10 +345,13 @@ impl Body {
                         }
                     }
                     Ok(Some(ToHost::Input { fd, data })) => self.give_input(fd, &data.0),
-                    Ok(Some(ToHost::Freeze)) => match self.freeze(link, home) {
-                        Frozen::Resumed => {}
-                        Frozen::Left | Frozen::Gone => return,
-                    },
+                    Ok(Some(m @ (ToHost::Freeze | ToHost::FreezeTo { .. }))) => {
+                        let to = ImageTo::of(&m).unwrap_or(ImageTo::Home);
+                        match self.freeze(link, home, to) {
+                            Frozen::Resumed => {}
+                            Frozen::Left | Frozen::Gone => return,
+                        }
+                    }
                     Ok(Some(other)) => {
                         tracing::warn!(%home, body_pid = pid, msg = ?other, "unexpected message for a running body; killing it");
                         kill_and_reap(pid);
@@ -695,7 +740,9 @@ impl Body {
                     }
                 }
                 Ok(ToHost::Input { fd, data }) => self.give_input(fd, &data.0),
-                Ok(ToHost::Freeze) => self.pending_freeze = true,
+                Ok(m @ (ToHost::Freeze | ToHost::FreezeTo { .. })) => {
+                    self.pending_freeze = ImageTo::of(&m);
+                }
                 Ok(other) => break Err(format!("the home sent {other:?} during a call")),
                 Err(e) => break Err(format!("no answer from the home to a call: {e}")),
             }
@@ -860,7 +907,7 @@ impl Body {
 
     /// The home wants the body: freeze it, send its image, and do what
     /// the home decides.
-    fn freeze(&mut self, link: &mut Link<TcpStream>, home: &str) -> Frozen {
+    fn freeze(&mut self, link: &mut Link<TcpStream>, home: &str, to: ImageTo) -> Frozen {
         let pid = self.pid;
         let stopped = self.stop_in_handler();
         if std::mem::take(&mut self.exec_unannounced) {
@@ -883,12 +930,35 @@ impl Body {
             kill_and_reap(pid);
             return Frozen::Gone;
         }
-        match self.send_image(link, &record) {
-            Ok(bytes) => {
-                tracing::info!(%home, body_pid = pid, bytes, "body frozen and its image sent home")
-            }
+        let sent = match &to {
+            ImageTo::Home => self.send_image(link, &record),
+            ImageTo::Node {
+                node,
+                address,
+                token,
+            } => self
+                .capture(&record)
+                .and_then(|(plan, mem)| {
+                    direct::deliver(node, address, *token, &plan, &mut capture::ProcMem(mem))
+                })
+                .map_err(Some)
+                .and_then(|bytes| {
+                    link.send(&FromHost::Sent { bytes })
+                        .map(|()| bytes)
+                        .map_err(|_| None)
+                }),
+        };
+        match sent {
+            Ok(bytes) => match &to {
+                ImageTo::Home => {
+                    tracing::info!(%home, body_pid = pid, bytes, "body frozen and its image sent home")
+                }
+                ImageTo::Node { node, .. } => {
+                    tracing::info!(%home, body_pid = pid, bytes, to = %node, "body frozen and its image sent straight to its next node")
+                }
+            },
             Err(Some(reason)) => {
-                tracing::warn!(%home, body_pid = pid, %reason, "cannot capture the body; it runs on");
+                tracing::warn!(%home, body_pid = pid, %reason, "cannot capture or send the body; it runs on");
                 let _ = self.verdict(layout::VERDICT_CONTINUE);
                 return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
             }
@@ -951,6 +1021,58 @@ impl Body {
         }
     }
 
+    /// Send the freeze signal to a body that blocks it. A body inside a
+    /// forwarded call blocks every signal until the answer (libmosix's
+    /// `family::call`; a body waiting for a child at home makes one every
+    /// few milliseconds): its call comes on the control socket, and is
+    /// answered "busy" once the signal is pending, which unblocks it (it
+    /// asks again after the freeze). A body that makes no call within
+    /// [`CALL_CATCH`] and still blocks the signal blocks it itself: refused
+    /// (the home may ask again), with nothing sent.
+    fn signal_through_call(&mut self) -> Result<(), String> {
+        let (pid, sig) = (self.pid, self.freeze_signal);
+        let start = Instant::now();
+        let send = || sys::kill(pid, sig).map_err(|e| format!("cannot send the freeze signal: {e}"));
+        while start.elapsed() < CALL_CATCH {
+            if !procfs::blocks_freeze_signal(pid, sig) {
+                return send();
+            }
+            if !sys::poll_in(&[self.ctl.as_raw_fd()], CALL_CATCH_TICK).unwrap_or(false) {
+                continue;
+            }
+            let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
+            let mut magic = [0u8; 8];
+            let served = match self.ctl.read_exact(&mut magic) {
+                Err(e) => Err(format!("cut message on the control socket: {e}")),
+                Ok(()) => match u64::from_le_bytes(magic) {
+                    layout::CALL_MAGIC => {
+                        let caught = self.read_call(&magic).and_then(|(rec, _)| {
+                            send()?;
+                            let busy = CallReply::Busy.to_record(rec.op);
+                            (&self.ctl)
+                                .write_all(image::as_bytes(&busy))
+                                .map_err(|e| format!("cannot answer a call: {e}"))
+                        });
+                        match caught {
+                            Ok(()) => return Ok(()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    layout::HELLO_MAGIC => self.hello(&magic).map(|exec| {
+                        self.exec_unannounced |= exec;
+                    }),
+                    other => Err(format!("{other:#x} on the control socket")),
+                },
+            };
+            if let Err(e) = served {
+                // Out of step with a body that may have the signal pending.
+                kill_and_reap(pid);
+                return Err(format!("{e}; the body was killed"));
+            }
+        }
+        Err(format!("it cannot move now: it blocks the freeze signal {sig}"))
+    }
+
     /// Send the freeze signal and read the body's freeze record. A call
     /// the body makes meanwhile is answered "busy": it lets the freeze
     /// signal in and asks again after.
@@ -959,14 +1081,18 @@ impl Body {
         if !self.ctl_open {
             return Err("its control socket is closed (it runs a program without libmosix)".into());
         }
-        if let Some(why) = procfs::cantmove(pid, self.freeze_signal, self.ctl_fd)
+        if let Some(why) = procfs::cantmove_but_blocking(pid, self.freeze_signal, self.ctl_fd)
             .or_else(|| procfs::children_block_move(pid))
             .or_else(|| super::view::locks_block_move(pid))
         {
             return Err(format!("it cannot move now: {why}"));
         }
-        sys::kill(pid, self.freeze_signal)
-            .map_err(|e| format!("cannot send the freeze signal: {e}"))?;
+        if procfs::blocks_freeze_signal(pid, self.freeze_signal) {
+            self.signal_through_call()?;
+        } else {
+            sys::kill(pid, self.freeze_signal)
+                .map_err(|e| format!("cannot send the freeze signal: {e}"))?;
+        }
         let _ = self.ctl.set_read_timeout(Some(FREEZE_TIMEOUT));
         let mut rb = [0u8; size_of::<FreezeRecord>()];
         loop {
@@ -1020,6 +1146,16 @@ impl Body {
         }
     }
 
+    /// The image plan of the frozen body and its memory.
+    fn capture(&self, record: &FreezeRecord) -> Result<(ImagePlan, std::fs::File), String> {
+        let env = CaptureEnv::here();
+        let spec = capture::describe(self.pid, self.uid, record, &env)?;
+        let plan = ImagePlan::new(&spec).map_err(|e| e.to_string())?;
+        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid))
+            .map_err(|e| format!("cannot open /proc/{}/mem: {e}", self.pid))?;
+        Ok((plan, mem))
+    }
+
     /// Capture the frozen body and stream its image home. `Err(Some)`: it
     /// could not be captured (the home was told nothing yet, or got a
     /// padded image it must drop); `Err(None)`: the link broke.
@@ -1028,11 +1164,7 @@ impl Body {
         link: &mut Link<TcpStream>,
         record: &FreezeRecord,
     ) -> Result<u64, Option<String>> {
-        let env = CaptureEnv::here();
-        let spec = capture::describe(self.pid, self.uid, record, &env).map_err(Some)?;
-        let plan = ImagePlan::new(&spec).map_err(|e| Some(e.to_string()))?;
-        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid))
-            .map_err(|e| Some(format!("cannot open /proc/{}/mem: {e}", self.pid)))?;
+        let (plan, mem) = self.capture(record).map_err(Some)?;
         let bytes = plan.file_size();
         link.send(&FromHost::Image { bytes }).map_err(|_| None)?;
         let mut sent = 0u64;

@@ -195,7 +195,7 @@ pub(super) fn adopt(
         },
         body_info: info,
         ctl_open: true,
-        pending_freeze: false,
+        pending_freeze: None,
         exec_unannounced: false,
         home_lost: None,
     };

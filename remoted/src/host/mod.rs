@@ -24,6 +24,11 @@
 //! there are never two copies. The restorer runs in a time namespace
 //! of its own that shows the home's clocks ([`timens`]).
 //!
+//! A body that moves on from another remote node comes straight from
+//! there ([`direct`]): the home's offer says so, and the image arrives on
+//! a link from that node's `remoted` (the only thing such a link may
+//! carry), under a token this host gave the home.
+//!
 //! # When the home goes away
 //!
 //! A body's link to its home breaks when the home's `homed` ends (a crash
@@ -49,6 +54,7 @@
 //! before).
 
 mod body;
+mod direct;
 mod family;
 pub mod guests;
 pub mod reattach;
@@ -142,6 +148,7 @@ pub fn start(
     if let Err(e) = family::become_subreaper() {
         tracing::warn!(error = %e, "cannot become the reaper of bodies' orphans; their ends may be reported late");
     }
+    direct::set_identity(&node, &key);
     let host = Arc::new(Host {
         node,
         key,
@@ -185,6 +192,24 @@ impl Host {
                 return;
             }
         };
+        if who.role == Role::Remoted {
+            // Another node's host with the image of a body whose home
+            // moves it here straight from there (see `direct`).
+            let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
+            match link.recv::<ToHost>() {
+                Ok(ToHost::Deliver { token, bytes }) => {
+                    direct::receive(&mut link, &who.node, token, bytes)
+                }
+                Ok(other) => {
+                    tracing::warn!(from = %who.node, msg = ?other, "a node's remoted may only deliver an image here");
+                    let _ = link.send(&FromHost::Refused {
+                        reason: "a remoted may only deliver an image here".into(),
+                    });
+                }
+                Err(e) => tracing::warn!(from = %who.node, error = %e, "no delivery on a link from a remoted"),
+            }
+            return;
+        }
         if who.role != Role::Homed {
             let _ = link.send(&FromHost::Refused {
                 reason: "only a node's homed may send a body".into(),
@@ -258,7 +283,7 @@ impl Host {
         home: &str,
         first: ToHost,
     ) -> Result<Option<Body>, String> {
-        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts, clocks) =
+        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts, clocks, direct) =
             match Ok::<ToHost, String>(first) {
                 Ok(ToHost::Offer {
                     home_pid,
@@ -269,6 +294,7 @@ impl Host {
                     freeze_signal,
                     home,
                     clocks,
+                    direct,
                 }) => (
                     home_pid,
                     uid,
@@ -278,6 +304,7 @@ impl Host {
                     freeze_signal,
                     home,
                     clocks,
+                    direct,
                 ),
                 Ok(other) => return Err(format!("expected an offer, got {other:?}")),
                 Err(e) => return Err(format!("no offer: {e}")),
@@ -294,32 +321,24 @@ impl Host {
             ));
         }
         let min = size_of::<layout::ImageHeader>() as u64;
-        if bytes < min {
+        if !direct && bytes < min {
             return Err(format!("an image of {bytes} bytes is too small to be one"));
         }
         let image = sys::memfd(c"mosix-image")
             .map_err(|e| format!("cannot create a memfd for the image: {e}"))?;
-        link.send(&FromHost::Accepted)
+        let (checksum, bytes) = if direct {
+            // From the body's node, on a link of its own.
+            let expected = direct::expect(&image, home)
+                .map_err(|e| format!("cannot expect the image: {e}"))?;
+            link.send(&FromHost::Expecting {
+                token: expected.token(),
+            })
             .map_err(|e| format!("cannot accept: {e}"))?;
-        let mut got = 0u64;
-        let mut w = &image;
-        while got < bytes {
-            let chunk = link
-                .recv_bytes()
-                .map_err(|e| format!("image transfer cut after {got} of {bytes} bytes: {e}"))?;
-            if got + chunk.len() as u64 > bytes {
-                return Err(format!(
-                    "the source sent more than the {bytes} bytes it offered"
-                ));
-            }
-            w.write_all(&chunk)
-                .map_err(|e| format!("cannot store the image in memory: {e}"))?;
-            got += chunk.len() as u64;
-        }
-        let checksum = match link.recv::<ToHost>() {
-            Ok(ToHost::ImageEnd { checksum }) => checksum,
-            Ok(other) => return Err(format!("expected the image's end, got {other:?}")),
-            Err(e) => return Err(format!("no end of image: {e}")),
+            expected.wait(link.get_ref())?
+        } else {
+            link.send(&FromHost::Accepted)
+                .map_err(|e| format!("cannot accept: {e}"))?;
+            (direct::take_image(link, &image, bytes)?, bytes)
         };
         patch_checksum(&image, checksum).map_err(|e| format!("cannot finish the image: {e}"))?;
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", image.as_raw_fd()));
@@ -476,7 +495,7 @@ impl Host {
                     info,
                     body_info,
                     ctl_open: true,
-                    pending_freeze: false,
+                    pending_freeze: None,
                     exec_unannounced: false,
                     home_lost: None,
                 }))

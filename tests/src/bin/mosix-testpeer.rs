@@ -214,6 +214,7 @@ fn corrupt_image(addr: SocketAddr, key_file: &Path, image: &Path) -> Result<Stri
         freeze_signal: 63,
         home: Default::default(),
         clocks: None,
+        direct: false,
     })?;
     match link.recv::<FromHost>()? {
         FromHost::Accepted => {}
