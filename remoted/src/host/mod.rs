@@ -223,8 +223,9 @@ impl Host {
             match family::adopt(&mut link, &home, home_pid, token) {
                 Ok(body) => {
                     let (_registration, leave) = guests::register(body.info.clone());
-                    let pid = body.pid;
+                    let (pid, uid) = (body.pid, body.uid);
                     body.run(&mut link, &home, leave, self.grace);
+                    family::hand_over(&home, uid, pid, family::take_handed(pid));
                     view::release(pid);
                 }
                 Err(reason) => {
@@ -237,8 +238,9 @@ impl Host {
         match self.restore(&mut link, &home, first) {
             Ok(Some(body)) => {
                 let (_registration, leave) = guests::register(body.info.clone());
-                let pid = body.pid;
+                let (pid, uid) = (body.pid, body.uid);
                 body.run(&mut link, &home, leave, self.grace);
+                family::hand_over(&home, uid, pid, family::take_handed(pid));
                 view::release(pid);
             }
             Ok(None) => {}
