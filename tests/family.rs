@@ -8,7 +8,9 @@
 //! its deputy). The last ones move a shell (dash, bash) or `make -j2`
 //! while it waits for children it started at home (issue 4: they stay
 //! at home, children of its deputy, which waits for them on the body's
-//! behalf), and one brings it home again mid-wait. The files live
+//! behalf), and one brings it home again mid-wait. Two move a shell on
+//! to n3, or home, while children it forked at n2 run there (one ended,
+//! not yet waited for). The files live
 //! on a tmpfs mounted over `/srv` in n1's mount namespace only, so what
 //! the bodies read and write there goes through the view; the test reads
 //! them through `/proc/<n1's homed>/root`.
@@ -37,7 +39,13 @@ struct Home {
 
 impl Home {
     fn new() -> Home {
-        let c = Cluster::up(2).unwrap();
+        Home::with_nodes(2)
+    }
+
+    /// As [`Home::new`], with `nodes` nodes (n3 and on are other nodes a
+    /// body can move on to).
+    fn with_nodes(nodes: usize) -> Home {
+        let c = Cluster::up(nodes).unwrap();
         let dir = format!("/srv/mx-family-{}", std::process::id());
         let setup = format!(
             "set -e; mount -t tmpfs -o mode=0755 mx-family-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
@@ -219,10 +227,10 @@ impl Home {
     /// Nothing of the test user's is left on this machine (no body, no
     /// deputy, no zombie), and neither daemon keeps a zombie child.
     fn assert_nothing_left(&self) {
-        let daemons = [
-            self.c.daemon_pid("n1", "homed").unwrap(),
-            self.c.daemon_pid("n2", "remoted").unwrap(),
-        ];
+        let mut daemons = vec![self.c.daemon_pid("n1", "homed").unwrap()];
+        for i in 2..=self.c.nodes {
+            daemons.push(self.c.daemon_pid(&format!("n{i}"), "remoted").unwrap());
+        }
         let mut left = Vec::new();
         let done = self.c.wait_for(
             "the test user's processes to be gone",
@@ -1034,4 +1042,129 @@ fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     assert_eq!(out, want, "stderr: {err}");
     assert_eq!(rc, "0", "stderr: {err}");
     h.assert_nothing_left();
+}
+
+/// After the gate: two children forked at n2, one that ends at once
+/// (`b`, 4) and one that runs until the file `go` appears (`a`, 3, and
+/// always after `b`); the
+/// shell then spins again (the second gate, `GATE2` in the reference
+/// run) and waits for both.
+const FORKED_AWAY: &str = r#"sh -c 'echo b; : > b.done; exit 4' & p2=$!
+sh -c 'echo $$ > slow.pid; while ! [ -e go ] || ! [ -e b.done ]; do sleep 0.2; done; echo a; exit 3' & p1=$!
+echo "$p1 $p2" > kids.pids
+GATE2
+wait $p1; echo "p1 $?"
+wait $p2; echo "p2 $?"
+echo end
+exit 6
+"#;
+
+/// The bodies at this machine, not deputies, of the test user whose
+/// command line contains `needle` and that run.
+fn bodies_with(needle: &str) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            owner(p) == Some(UID)
+                && cmdline(p).join(" ").contains(needle)
+                && is_running(p)
+                && !is_deputy(p)
+        })
+        .collect()
+}
+
+/// A shell forks two children at n2 and moves on to `to` (`n3` or
+/// `home`) while one runs and the other has ended unwaited: the children
+/// stay at n2 (the running one reparented to n2's remoted, its output
+/// still reaching home), the shell's waits give their exact statuses,
+/// and its output is the same as without mosix.
+fn forked_away_then_moved(to: &str) {
+    let h = Home::with_nodes(3);
+    h.put("ref.sh", &FORKED_AWAY.replace("GATE2", ""));
+    h.put("go", "");
+    let reference = h.user("sh ./ref.sh");
+    assert_eq!(reference.status.code(), Some(6), "{}", text(&reference));
+    for f in ["go", "slow.pid", "kids.pids", "b.done"] {
+        std::fs::remove_file(h.file(f)).unwrap();
+    }
+    let then = FORKED_AWAY.replace("GATE2", "go=; while [ -z \"$go\" ]; do :; done");
+    let (job, pid) = h.start(&then, "away");
+    let argv = cmdline(pid);
+    h.move_and_go(pid);
+    let (p1, p2) = two(&line_of(&h, "kids.pids"));
+    line_of(&h, "slow.pid");
+    assert_eq!((ppid(p1), ppid(p2)), (Some(pid), Some(pid)));
+    // The quick child ended at n2; its deputy, ended the same way, waits
+    // at home for the shell's wait.
+    h.c.wait_for("the quick child to end", Duration::from_secs(30), || {
+        Ok(state(p2) == 'Z')
+    })
+    .unwrap();
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    let slow = bodies_with("slow.pid");
+    assert_eq!(slow.len(), 1, "one body of the slow child: {slow:?}");
+    let slow = slow[0];
+    assert!(descends_from(slow, remoted2), "the slow child runs at n2");
+    let out =
+        h.c.exec("n1", &["mosmigrate", &pid.to_string(), to])
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "mosmigrate {to}: {}\nremoted n2:\n{}\nhomed n1:\n{}",
+        text(&out),
+        h.c.log("n2", "remoted"),
+        h.c.log("n1", "homed")
+    );
+    let parent_bodies: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|&p| p != pid && cmdline(p) == argv && is_running(p) && !is_deputy(p))
+        .collect();
+    if to == "home" {
+        assert!(!is_deputy(pid), "{pid} is the process again, not a deputy");
+        assert!(parent_bodies.is_empty(), "no body left: {parent_bodies:?}");
+    } else {
+        assert!(
+            is_deputy(pid),
+            "{pid} is a deputy while its body is at {to}"
+        );
+        let remoted = h.c.daemon_pid(to, "remoted").unwrap();
+        assert_eq!(parent_bodies.len(), 1, "one body: {parent_bodies:?}");
+        assert!(
+            descends_from(parent_bodies[0], remoted),
+            "the shell's body runs at {to}"
+        );
+        let entry = mosps_entry(&h.c, "n1", pid).expect("mosps lists the shell");
+        assert_eq!(entry["node"], to, "{entry}");
+    }
+    // The children stayed where they run, still the shell's at home.
+    assert!(is_running(slow), "the slow child's body at n2 is gone");
+    assert_eq!(ppid(slow), Some(remoted2), "reparented to n2's remoted");
+    assert_eq!((ppid(p1), ppid(p2)), (Some(pid), Some(pid)));
+    assert_eq!(state(p2), 'Z', "the quick child is still unwaited");
+    // The shell goes on to its waits, then the slow child ends.
+    let out =
+        h.c.exec("n1", &["kill", "-USR1", &pid.to_string()])
+            .unwrap();
+    assert!(out.status.success(), "kill -USR1: {}", text(&out));
+    h.put("go", "");
+    let (out, err, rc) = h.finish(job, "away", Duration::from_secs(120));
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(&reference.stdout),
+        "stdout differs; stderr: {err}\nremoted n2:\n{}",
+        h.c.log("n2", "remoted")
+    );
+    assert_eq!(err, String::from_utf8_lossy(&reference.stderr));
+    assert_eq!(rc, "6");
+    h.assert_nothing_left();
+}
+
+#[test]
+fn a_shell_moves_on_to_n3_while_its_children_run_at_n2() {
+    forked_away_then_moved("n3");
+}
+
+#[test]
+fn a_shell_comes_home_while_its_children_run_at_n2() {
+    forked_away_then_moved("home");
 }
