@@ -8,9 +8,10 @@
 //! its deputy). The last ones move a shell (dash, bash) or `make -j2`
 //! while it waits for children it started at home (issue 4: they stay
 //! at home, children of its deputy, which waits for them on the body's
-//! behalf), and one brings it home again mid-wait. Two move a shell on
-//! to n3, or home, while children it forked at n2 run there (one ended,
-//! not yet waited for). The files live
+//! behalf), and one brings it home again mid-wait. The last four move
+//! a program on to n3, or home, while children it forked at n2 run there
+//! (python3 with one ended and not yet waited for, dash in its `wait`).
+//! The files live
 //! on a tmpfs mounted over `/srv` in n1's mount namespace only, so what
 //! the bodies read and write there goes through the view; the test reads
 //! them through `/proc/<n1's homed>/root`.
@@ -1044,23 +1045,53 @@ fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     h.assert_nothing_left();
 }
 
-/// After the gate: two children forked at n2, one that ends at once
-/// (`b`, 4) and one that runs until the file `go` appears (`a`, 3, and
-/// always after `b`); the
-/// shell then spins again (the second gate, `GATE2` in the reference
-/// run) and waits for both.
-const FORKED_AWAY: &str = r#"sh -c 'echo b; : > b.done; exit 4' & p2=$!
+/// Two children forked at n2 by a shell (once `there` exists; it waits
+/// with builtins only, so it has no child before), one that ends at once (`b`, 4)
+/// and one that runs until the file `go` appears (`a`, 3, always after
+/// `b`); the shell then waits for both. (dash reaps an ended child when
+/// it likes, so the test of an unwaited child uses [`FORKED_AWAY_PY`].)
+const FORKED_AWAY: &str = r#"until [ -e there ]; do :; done
+sh -c 'echo b; : > b.done; exit 4' & p2=$!
 sh -c 'echo $$ > slow.pid; while ! [ -e go ] || ! [ -e b.done ]; do sleep 0.2; done; echo a; exit 3' & p1=$!
 echo "$p1 $p2" > kids.pids
-GATE2
 wait $p1; echo "p1 $?"
 wait $p2; echo "p2 $?"
 echo end
 exit 6
 "#;
 
-/// The bodies at this machine, not deputies, of the test user whose
-/// command line contains `needle` and that run.
+/// As [`FORKED_AWAY`] in python3, which reaps only when told: it starts
+/// once `there` exists, forks the two children, and waits for them only
+/// once `moved` exists, so the quick one is a zombie at the move.
+const FORKED_AWAY_PY: &str = r#"import os, sys, time
+while not os.path.exists("there"):
+    time.sleep(0.1)
+p2 = os.fork()
+if p2 == 0:
+    os.write(1, b"b\n")
+    open("b.done", "w").close()
+    os._exit(4)
+p1 = os.fork()
+if p1 == 0:
+    with open("slow.pid", "w") as f:
+        f.write("%d\n" % os.getpid())
+    while not (os.path.exists("go") and os.path.exists("b.done")):
+        time.sleep(0.2)
+    os.write(1, b"a\n")
+    os._exit(3)
+with open("kids.pids", "w") as f:
+    f.write("%d %d\n" % (p1, p2))
+while not os.path.exists("moved"):
+    time.sleep(0.1)
+for name, p in (("p1", p1), ("p2", p2)):
+    _, st = os.waitpid(p, 0)
+    print(name, os.waitstatus_to_exitcode(st), flush=True)
+print("end", flush=True)
+sys.exit(6)
+"#;
+
+/// The running bodies (not deputies) at this machine of the test user
+/// whose command line contains `needle`.
 fn bodies_with(needle: &str) -> Vec<i32> {
     all_pids()
         .into_iter()
@@ -1073,35 +1104,63 @@ fn bodies_with(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-/// A shell forks two children at n2 and moves on to `to` (`n3` or
-/// `home`) while one runs and the other has ended unwaited: the children
-/// stay at n2 (the running one reparented to n2's remoted, its output
-/// still reaching home), the shell's waits give their exact statuses,
-/// and its output is the same as without mosix.
-fn forked_away_then_moved(to: &str) {
+/// A program (`python`: [`FORKED_AWAY_PY`], else dash running
+/// [`FORKED_AWAY`]) forks two children at n2 and moves on to `to` (`n3`
+/// or `home`) while one of them runs: the children stay at n2 (the
+/// running one reparented to n2's remoted, its output still reaching
+/// home), the program's waits give their exact statuses, and its output
+/// is the same as without mosix. python is moved while it sleeps, its
+/// quick child ended and not yet waited for (a zombie whose status must
+/// outlive the move); dash is moved in `wait $p1`, having reaped the
+/// quick child at n2.
+fn forked_away_then_moved(to: &str, python: bool) {
     let h = Home::with_nodes(3);
-    h.put("ref.sh", &FORKED_AWAY.replace("GATE2", ""));
-    h.put("go", "");
-    let reference = h.user("sh ./ref.sh");
+    // `slow`: what the slow child's command line holds.
+    let (slow, argv): (&str, Vec<&str>) = if python {
+        h.put("kids.py", FORKED_AWAY_PY);
+        ("kids.py", vec![mosix_tests::real_python3(), "./kids.py"])
+    } else {
+        h.put("kids.sh", FORKED_AWAY);
+        ("slow.pid", vec!["sh", "./kids.sh"])
+    };
+    let gates = ["there", "go", "moved"];
+    for g in gates {
+        h.put(g, "");
+    }
+    let reference = h.user(&argv.join(" "));
     assert_eq!(reference.status.code(), Some(6), "{}", text(&reference));
-    for f in ["go", "slow.pid", "kids.pids", "b.done"] {
+    for f in gates.iter().chain(&["slow.pid", "kids.pids", "b.done"]) {
         std::fs::remove_file(h.file(f)).unwrap();
     }
-    let then = FORKED_AWAY.replace("GATE2", "go=; while [ -z \"$go\" ]; do :; done");
-    let (job, pid) = h.start(&then, "away");
-    let argv = cmdline(pid);
-    h.move_and_go(pid);
+    let (job, pid) = h.start_argv(&argv, "away");
+    let n2_body = h.move_to_n2(pid);
+    h.put("there", "");
     let (p1, p2) = two(&line_of(&h, "kids.pids"));
     line_of(&h, "slow.pid");
-    assert_eq!((ppid(p1), ppid(p2)), (Some(pid), Some(pid)));
-    // The quick child ended at n2; its deputy, ended the same way, waits
-    // at home for the shell's wait.
-    h.c.wait_for("the quick child to end", Duration::from_secs(30), || {
-        Ok(state(p2) == 'Z')
-    })
-    .unwrap();
+    assert_eq!(ppid(p1), Some(pid));
+    if python {
+        // The quick child ended at n2; its deputy, ended the same way,
+        // waits at home for the program's wait.
+        h.c.wait_for("the quick child to end", Duration::from_secs(30), || {
+            Ok(state(p2) == 'Z')
+        })
+        .unwrap();
+        assert_eq!(ppid(p2), Some(pid));
+    } else {
+        // The shell's wait reaped it at n2, and its deputy at home.
+        h.c.wait_for(
+            "the shell to reap its quick child",
+            Duration::from_secs(30),
+            || Ok(state(p2) == '?'),
+        )
+        .unwrap();
+    }
     let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
-    let slow = bodies_with("slow.pid");
+    // The slow child's body: a child of the program's body at n2.
+    let slow: Vec<i32> = bodies_with(slow)
+        .into_iter()
+        .filter(|&p| ppid(p) == Some(n2_body))
+        .collect();
     assert_eq!(slow.len(), 1, "one body of the slow child: {slow:?}");
     let slow = slow[0];
     assert!(descends_from(slow, remoted2), "the slow child runs at n2");
@@ -1115,37 +1174,50 @@ fn forked_away_then_moved(to: &str) {
         h.c.log("n2", "remoted"),
         h.c.log("n1", "homed")
     );
+    let argv_now = cmdline(pid);
     let parent_bodies: Vec<i32> = all_pids()
         .into_iter()
-        .filter(|&p| p != pid && cmdline(p) == argv && is_running(p) && !is_deputy(p))
+        .filter(|&p| {
+            p != pid && p != slow && cmdline(p) == argv_now && is_running(p) && !is_deputy(p)
+        })
         .collect();
     if to == "home" {
         assert!(!is_deputy(pid), "{pid} is the process again, not a deputy");
-        assert!(parent_bodies.is_empty(), "no body left: {parent_bodies:?}");
+        assert_eq!(argv_now, argv);
+        assert!(
+            parent_bodies.iter().all(|&b| !descends_from(b, remoted2)),
+            "no body of the program left at n2: {parent_bodies:?}"
+        );
     } else {
         assert!(
             is_deputy(pid),
             "{pid} is a deputy while its body is at {to}"
         );
         let remoted = h.c.daemon_pid(to, "remoted").unwrap();
-        assert_eq!(parent_bodies.len(), 1, "one body: {parent_bodies:?}");
+        let there: Vec<i32> = parent_bodies
+            .iter()
+            .copied()
+            .filter(|&b| descends_from(b, remoted))
+            .collect();
+        assert_eq!(there.len(), 1, "one body at {to}: {parent_bodies:?}");
         assert!(
-            descends_from(parent_bodies[0], remoted),
-            "the shell's body runs at {to}"
+            parent_bodies.iter().all(|&b| !descends_from(b, remoted2)),
+            "no body of the program left at n2: {parent_bodies:?}"
         );
-        let entry = mosps_entry(&h.c, "n1", pid).expect("mosps lists the shell");
+        let entry = mosps_entry(&h.c, "n1", pid).expect("mosps lists the program");
         assert_eq!(entry["node"], to, "{entry}");
     }
-    // The children stayed where they run, still the shell's at home.
+    assert!(!is_running(n2_body), "the program's body at n2 ended");
+    // The children stayed where they run, still the program's at home.
     assert!(is_running(slow), "the slow child's body at n2 is gone");
     assert_eq!(ppid(slow), Some(remoted2), "reparented to n2's remoted");
-    assert_eq!((ppid(p1), ppid(p2)), (Some(pid), Some(pid)));
-    assert_eq!(state(p2), 'Z', "the quick child is still unwaited");
-    // The shell goes on to its waits, then the slow child ends.
-    let out =
-        h.c.exec("n1", &["kill", "-USR1", &pid.to_string()])
-            .unwrap();
-    assert!(out.status.success(), "kill -USR1: {}", text(&out));
+    assert_eq!(ppid(p1), Some(pid));
+    if python {
+        assert_eq!(state(p2), 'Z', "the quick child is still unwaited");
+        assert_eq!(ppid(p2), Some(pid));
+        h.put("moved", "");
+    }
+    // The slow child ends.
     h.put("go", "");
     let (out, err, rc) = h.finish(job, "away", Duration::from_secs(120));
     assert_eq!(
@@ -1160,11 +1232,21 @@ fn forked_away_then_moved(to: &str) {
 }
 
 #[test]
-fn a_shell_moves_on_to_n3_while_its_children_run_at_n2() {
-    forked_away_then_moved("n3");
+fn a_program_moves_on_to_n3_with_a_child_at_n2_ended_and_one_running() {
+    forked_away_then_moved("n3", true);
 }
 
 #[test]
-fn a_shell_comes_home_while_its_children_run_at_n2() {
-    forked_away_then_moved("home");
+fn a_program_comes_home_with_a_child_at_n2_ended_and_one_running() {
+    forked_away_then_moved("home", true);
+}
+
+#[test]
+fn a_shell_moves_on_to_n3_in_a_wait_for_its_child_at_n2() {
+    forked_away_then_moved("n3", false);
+}
+
+#[test]
+fn a_shell_comes_home_in_a_wait_for_its_child_at_n2() {
+    forked_away_then_moved("home", false);
 }
