@@ -340,8 +340,8 @@ fn a_shell_script_away_forks_execs_and_waits_as_at_home() {
     );
     let parent = mosps_entry(&h.c, "n1", pid).expect("mosps lists the parent");
     assert!(
-        parent["cantmove"].is_string(),
-        "a parent with children does not move: {parent}"
+        parent["cantmove"].is_null(),
+        "a parent with children at n2 may move on without them: {parent}"
     );
     h.put("release", "");
     let (out, err, rc) = h.finish(job, "script", Duration::from_secs(180));
