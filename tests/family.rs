@@ -8,7 +8,10 @@
 //! its deputy). The last ones move a shell (dash, bash) or `make -j2`
 //! while it waits for children it started at home (issue 4: they stay
 //! at home, children of its deputy, which waits for them on the body's
-//! behalf), and one brings it home again mid-wait. The files live
+//! behalf), and one brings it home again mid-wait. The last four move
+//! a program on to n3, or home, while children it forked at n2 run there
+//! (python3 with one ended and not yet waited for, dash in its `wait`).
+//! The files live
 //! on a tmpfs mounted over `/srv` in n1's mount namespace only, so what
 //! the bodies read and write there goes through the view; the test reads
 //! them through `/proc/<n1's homed>/root`.
@@ -37,7 +40,13 @@ struct Home {
 
 impl Home {
     fn new() -> Home {
-        let c = Cluster::up(2).unwrap();
+        Home::with_nodes(2)
+    }
+
+    /// As [`Home::new`], with `nodes` nodes (n3 and on are other nodes a
+    /// body can move on to).
+    fn with_nodes(nodes: usize) -> Home {
+        let c = Cluster::up(nodes).unwrap();
         let dir = format!("/srv/mx-family-{}", std::process::id());
         let setup = format!(
             "set -e; mount -t tmpfs -o mode=0755 mx-family-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
@@ -219,10 +228,10 @@ impl Home {
     /// Nothing of the test user's is left on this machine (no body, no
     /// deputy, no zombie), and neither daemon keeps a zombie child.
     fn assert_nothing_left(&self) {
-        let daemons = [
-            self.c.daemon_pid("n1", "homed").unwrap(),
-            self.c.daemon_pid("n2", "remoted").unwrap(),
-        ];
+        let mut daemons = vec![self.c.daemon_pid("n1", "homed").unwrap()];
+        for i in 2..=self.c.nodes {
+            daemons.push(self.c.daemon_pid(&format!("n{i}"), "remoted").unwrap());
+        }
         let mut left = Vec::new();
         let done = self.c.wait_for(
             "the test user's processes to be gone",
@@ -331,8 +340,8 @@ fn a_shell_script_away_forks_execs_and_waits_as_at_home() {
     );
     let parent = mosps_entry(&h.c, "n1", pid).expect("mosps lists the parent");
     assert!(
-        parent["cantmove"].is_string(),
-        "a parent with children does not move: {parent}"
+        parent["cantmove"].is_null(),
+        "a parent with children at n2 may move on without them: {parent}"
     );
     h.put("release", "");
     let (out, err, rc) = h.finish(job, "script", Duration::from_secs(180));
@@ -1034,4 +1043,210 @@ fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     assert_eq!(out, want, "stderr: {err}");
     assert_eq!(rc, "0", "stderr: {err}");
     h.assert_nothing_left();
+}
+
+/// Two children forked at n2 by a shell (once `there` exists; it waits
+/// with builtins only, so it has no child before), one that ends at once (`b`, 4)
+/// and one that runs until the file `go` appears (`a`, 3, always after
+/// `b`); the shell then waits for both. (dash reaps an ended child when
+/// it likes, so the test of an unwaited child uses [`FORKED_AWAY_PY`].)
+const FORKED_AWAY: &str = r#"until [ -e there ]; do :; done
+sh -c 'echo b; : > b.done; exit 4' & p2=$!
+sh -c 'echo $$ > slow.pid; while ! [ -e go ] || ! [ -e b.done ]; do sleep 0.2; done; echo a; exit 3' & p1=$!
+echo "$p1 $p2" > kids.pids
+wait $p1; echo "p1 $?"
+wait $p2; echo "p2 $?"
+echo end
+exit 6
+"#;
+
+/// As [`FORKED_AWAY`] in python3, which reaps only when told: it starts
+/// once `there` exists, forks the two children, and waits for them only
+/// once `moved` exists, so the quick one is a zombie at the move.
+const FORKED_AWAY_PY: &str = r#"import os, sys, time
+while not os.path.exists("there"):
+    time.sleep(0.1)
+p2 = os.fork()
+if p2 == 0:
+    os.write(1, b"b\n")
+    open("b.done", "w").close()
+    os._exit(4)
+p1 = os.fork()
+if p1 == 0:
+    with open("slow.pid", "w") as f:
+        f.write("%d\n" % os.getpid())
+    while not (os.path.exists("go") and os.path.exists("b.done")):
+        time.sleep(0.2)
+    os.write(1, b"a\n")
+    os._exit(3)
+with open("kids.pids", "w") as f:
+    f.write("%d %d\n" % (p1, p2))
+while not os.path.exists("moved"):
+    time.sleep(0.1)
+for name, p in (("p1", p1), ("p2", p2)):
+    _, st = os.waitpid(p, 0)
+    print(name, os.waitstatus_to_exitcode(st), flush=True)
+print("end", flush=True)
+sys.exit(6)
+"#;
+
+/// The running bodies (not deputies) at this machine of the test user
+/// whose command line contains `needle`.
+fn bodies_with(needle: &str) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            owner(p) == Some(UID)
+                && cmdline(p).join(" ").contains(needle)
+                && is_running(p)
+                && !is_deputy(p)
+        })
+        .collect()
+}
+
+/// A program (`python`: [`FORKED_AWAY_PY`], else dash running
+/// [`FORKED_AWAY`]) forks two children at n2 and moves on to `to` (`n3`
+/// or `home`) while one of them runs: the children stay at n2 (the
+/// running one reparented to n2's remoted, its output still reaching
+/// home), the program's waits give their exact statuses, and its output
+/// is the same as without mosix. python is moved while it sleeps, its
+/// quick child ended and not yet waited for (a zombie whose status must
+/// outlive the move); dash is moved in `wait $p1`, having reaped the
+/// quick child at n2.
+fn forked_away_then_moved(to: &str, python: bool) {
+    let h = Home::with_nodes(3);
+    // `slow`: what the slow child's command line holds.
+    let (slow, argv): (&str, Vec<&str>) = if python {
+        h.put("kids.py", FORKED_AWAY_PY);
+        ("kids.py", vec![mosix_tests::real_python3(), "./kids.py"])
+    } else {
+        h.put("kids.sh", FORKED_AWAY);
+        ("slow.pid", vec!["sh", "./kids.sh"])
+    };
+    let gates = ["there", "go", "moved"];
+    for g in gates {
+        h.put(g, "");
+    }
+    let reference = h.user(&argv.join(" "));
+    assert_eq!(reference.status.code(), Some(6), "{}", text(&reference));
+    for f in gates.iter().chain(&["slow.pid", "kids.pids", "b.done"]) {
+        std::fs::remove_file(h.file(f)).unwrap();
+    }
+    let (job, pid) = h.start_argv(&argv, "away");
+    let n2_body = h.move_to_n2(pid);
+    h.put("there", "");
+    let (p1, p2) = two(&line_of(&h, "kids.pids"));
+    line_of(&h, "slow.pid");
+    assert_eq!(ppid(p1), Some(pid));
+    if python {
+        // The quick child ended at n2; its deputy, ended the same way,
+        // waits at home for the program's wait.
+        h.c.wait_for("the quick child to end", Duration::from_secs(30), || {
+            Ok(state(p2) == 'Z')
+        })
+        .unwrap();
+        assert_eq!(ppid(p2), Some(pid));
+    } else {
+        // The shell's wait reaped it at n2, and its deputy at home.
+        h.c.wait_for(
+            "the shell to reap its quick child",
+            Duration::from_secs(30),
+            || Ok(state(p2) == '?'),
+        )
+        .unwrap();
+    }
+    let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
+    // The slow child's body: a child of the program's body at n2.
+    let slow: Vec<i32> = bodies_with(slow)
+        .into_iter()
+        .filter(|&p| ppid(p) == Some(n2_body))
+        .collect();
+    assert_eq!(slow.len(), 1, "one body of the slow child: {slow:?}");
+    let slow = slow[0];
+    assert!(descends_from(slow, remoted2), "the slow child runs at n2");
+    let out =
+        h.c.exec("n1", &["mosmigrate", &pid.to_string(), to])
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "mosmigrate {to}: {}\nremoted n2:\n{}\nhomed n1:\n{}",
+        text(&out),
+        h.c.log("n2", "remoted"),
+        h.c.log("n1", "homed")
+    );
+    let argv_now = cmdline(pid);
+    let parent_bodies: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|&p| {
+            p != pid && p != slow && cmdline(p) == argv_now && is_running(p) && !is_deputy(p)
+        })
+        .collect();
+    if to == "home" {
+        assert!(!is_deputy(pid), "{pid} is the process again, not a deputy");
+        assert_eq!(argv_now, argv);
+        assert!(
+            parent_bodies.iter().all(|&b| !descends_from(b, remoted2)),
+            "no body of the program left at n2: {parent_bodies:?}"
+        );
+    } else {
+        assert!(
+            is_deputy(pid),
+            "{pid} is a deputy while its body is at {to}"
+        );
+        let remoted = h.c.daemon_pid(to, "remoted").unwrap();
+        let there: Vec<i32> = parent_bodies
+            .iter()
+            .copied()
+            .filter(|&b| descends_from(b, remoted))
+            .collect();
+        assert_eq!(there.len(), 1, "one body at {to}: {parent_bodies:?}");
+        assert!(
+            parent_bodies.iter().all(|&b| !descends_from(b, remoted2)),
+            "no body of the program left at n2: {parent_bodies:?}"
+        );
+        let entry = mosps_entry(&h.c, "n1", pid).expect("mosps lists the program");
+        assert_eq!(entry["node"], to, "{entry}");
+    }
+    assert!(!is_running(n2_body), "the program's body at n2 ended");
+    // The children stayed where they run, still the program's at home.
+    assert!(is_running(slow), "the slow child's body at n2 is gone");
+    assert_eq!(ppid(slow), Some(remoted2), "reparented to n2's remoted");
+    assert_eq!(ppid(p1), Some(pid));
+    if python {
+        assert_eq!(state(p2), 'Z', "the quick child is still unwaited");
+        assert_eq!(ppid(p2), Some(pid));
+        h.put("moved", "");
+    }
+    // The slow child ends.
+    h.put("go", "");
+    let (out, err, rc) = h.finish(job, "away", Duration::from_secs(120));
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(&reference.stdout),
+        "stdout differs; stderr: {err}\nremoted n2:\n{}",
+        h.c.log("n2", "remoted")
+    );
+    assert_eq!(err, String::from_utf8_lossy(&reference.stderr));
+    assert_eq!(rc, "6");
+    h.assert_nothing_left();
+}
+
+#[test]
+fn a_program_moves_on_to_n3_with_a_child_at_n2_ended_and_one_running() {
+    forked_away_then_moved("n3", true);
+}
+
+#[test]
+fn a_program_comes_home_with_a_child_at_n2_ended_and_one_running() {
+    forked_away_then_moved("home", true);
+}
+
+#[test]
+fn a_shell_moves_on_to_n3_in_a_wait_for_its_child_at_n2() {
+    forked_away_then_moved("n3", false);
+}
+
+#[test]
+fn a_shell_comes_home_in_a_wait_for_its_child_at_n2() {
+    forked_away_then_moved("home", false);
 }

@@ -8,9 +8,16 @@
 //! children`: at that moment every child is one the process made at
 //! home), and answers the body's [`Call::Wait`](mosix_proto::migrate::Call)
 //! with one `waitid(..., WNOHANG)` per matching child. The deputies it
-//! forks later for the body's own forks are never in the list, so a wait
-//! here cannot steal them from [`Call::Reap`](mosix_proto::migrate::Call).
-//! The list only shrinks: a reaped child leaves it.
+//! forks later for the body's own forks are kept out of the list while
+//! the body runs beside their bodies, so a wait here cannot steal them
+//! from [`Call::Reap`](mosix_proto::migrate::Call) (the body reaps those
+//! children where they run, then tells home). When the body moves on
+//! (or is told a new node, `DeputyMsg::Where`), those children stay
+//! where they run and the body no longer reaps them there: their
+//! deputies join the list ([`HomeChildren::adopt`]), live or ended, and
+//! are waited for like the rest. Otherwise the list only shrinks: a
+//! reaped child leaves it. When the body comes home, every deputy is a
+//! plain kernel child of the restored process, which waits as usual.
 //!
 //! Never blocking is what keeps the deputy able to serve the body's other
 //! calls, forward signals and bring the body home; the body waits for
@@ -51,6 +58,12 @@ impl HomeChildren {
             }
         }
         HomeChildren::new(pids)
+    }
+
+    /// Add `pids` to them: the deputies of children the body forked at a
+    /// node it has just left (see the module's doc).
+    pub fn adopt(&mut self, pids: impl IntoIterator<Item = i32>) {
+        self.pids.extend(pids.into_iter().filter(|&p| p > 0));
     }
 
     /// Whether `pid` is one of them.
@@ -169,6 +182,14 @@ mod tests {
         // Group 0: the caller's own.
         assert_eq!(k.matching(libc_wait::P_PGID, 0, 5, group), vec![10, 20]);
         assert!(k.matching(9, 0, 5, group).is_empty());
+    }
+
+    #[test]
+    fn adopted_children_join_the_list() {
+        let mut k = HomeChildren::new([10]);
+        k.adopt([20, 0, -3, 10]);
+        assert!(k.contains(20) && k.contains(10));
+        assert_eq!(k.matching(libc_wait::P_ALL, 0, 1, |_| None), vec![10, 20]);
     }
 
     #[test]

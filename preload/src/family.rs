@@ -56,9 +56,15 @@
 //! right way (`MOVES` tells). A home child's rusage is not carried
 //! (zeros).
 //!
+//! **Children forked away, after a move.** A body that forked at its
+//! node and then moves on (or home) leaves those children running where
+//! they are; their deputies are children of its deputy at home. Restored
+//! in the new place it forgets their local pids
+//! ([`forget_local_children`]), so they are children at home like any
+//! other: waits for them go the [`wait_mixed`] way, and `kill` goes home.
+//!
 //! Process groups and sessions are the deputies' (`crate::body`).
-//! Not handled: `clone` called directly, `fexecve`; a body whose children
-//! were forked away does not move.
+//! Not handled: `clone` called directly, `fexecve`.
 
 use crate::layout::{
     self, CALL_FORK, CALL_MAGIC, CALL_REAP, CallRecord, HELLO_CHILD, REPLY_BUSY, REPLY_MAGIC,
@@ -679,6 +685,18 @@ static MOVES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new
 /// found none); the list only shrinks, so it is not asked again until
 /// the next move.
 static NO_HOME_KIDS: AtomicBool = AtomicBool::new(false);
+
+/// The process was restored in a new place (away or at home): the local
+/// pids of the children it forked where it ran before mean nothing here.
+/// Those children run on where they were, children of their deputies at
+/// home, which are children of ours there: from now on waits for them go
+/// home ([`wait_mixed`]) and so does a `kill` of one (its deputy passes
+/// it on to its body).
+pub(crate) fn forget_local_children() {
+    let old = sys::block_all_signals();
+    children().clear();
+    sys::set_sigmask(old);
+}
 
 /// The process moved, came home or became a new body (freeze handler,
 /// exec, fork child): waits look again at where its children are.

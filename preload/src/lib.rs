@@ -365,6 +365,8 @@ unsafe fn on_restored(eng: *mut Engine) {
     if !unsafe { connect_ctl(eng, HELLO_RESTORED) } {
         e.ctl_fd = -1;
     }
+    // Children forked where it ran before are not ours here.
+    family::forget_local_children();
     // A wait the freeze interrupted goes on in a new place.
     family::note_move();
 }

@@ -645,7 +645,10 @@ fn bench(args: &Args) -> Result<()> {
         "{:>5} {:>9} | {:^51} | {:^51} | {:^51}",
         "", "", "n1 -> n2", "n2 -> n3 (direct)", "n3 -> home"
     );
-    println!("{:>5} {:>9} | {leg_head} | {leg_head} | {leg_head}", "MiB", "image_MiB");
+    println!(
+        "{:>5} {:>9} | {leg_head} | {leg_head} | {leg_head}",
+        "MiB", "image_MiB"
+    );
     for &mib in &sizes {
         let legs = one_size(&c, &dirtymem, mib)?;
         let cells: Vec<String> = legs

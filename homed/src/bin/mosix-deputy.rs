@@ -13,8 +13,10 @@
 //!
 //! It forwards every signal of [`FORWARDED`] to the body through `homed`
 //! (SIGCHLD too, except from the deputies it forked for the body's own
-//! forks: a child the process left at home changed state, and the body
-//! may be waiting for it, see `mosix_homed::kids`),
+//! forks while the body runs beside their bodies: a child the process
+//! left at home changed state, and the body may be waiting for it, see
+//! `mosix_homed::kids`; once the body moves on, those deputies are
+//! children left at home like the others),
 //! and ends with the body's exact status: the same exit code, or death by
 //! the same signal. It writes the body's output to pipes into its own
 //! fds. If the body's node or `homed` is lost it ends as if killed by
@@ -194,6 +196,15 @@ fn run() -> Result<()> {
                 parent,
             }) => {
                 written.clear();
+                if whereabouts.as_ref().is_some_and(|w| w.node != node) {
+                    // The body moved on: the children it forked where it
+                    // was run on there, and it no longer reaps them there
+                    // (`Call::Reap`); their deputies, ours, are now its
+                    // children at home, waited for like those it left
+                    // here, their SIGCHLD forwarded.
+                    let mut f = forked.lock().unwrap_or_else(|e| e.into_inner());
+                    home_kids.adopt(f.drain());
+                }
                 whereabouts = Some(Whereabouts {
                     procs_socket,
                     node,

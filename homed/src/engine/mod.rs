@@ -396,24 +396,12 @@ impl Engine {
             return Some(r.clone());
         }
         if p.away.lock().map(|a| a.is_some()).unwrap_or(false) {
-            // Its body left, so it could, unless the body forked away
-            // (those children's bodies run beside it, children of its
-            // body there); the deputy's fds say nothing. Children it
-            // left at home do not hold it: they stay children of the
-            // deputy, wherever the body goes.
-            let kids: Vec<String> = self
-                .lock_procs()
-                .values()
-                .filter(|c| c.parent == Some(p.pid))
-                .map(|c| c.pid.to_string())
-                .collect();
-            return (!kids.is_empty()).then(|| {
-                format!(
-                    "its body has child processes of its own away (home pids {}); a body \
-                     whose children were forked away does not move yet",
-                    kids.join(" ")
-                )
-            });
+            // Its body left, so it could; the deputy's fds say nothing.
+            // Neither children it left at home nor children its body
+            // forked away hold it: both run on where they are, children
+            // of its deputy (see `crate::kids`), and the body's host keeps
+            // the forked ones' output going (`remoted`'s `host::family`).
+            return None;
         }
         // The control fd is a socket, which never makes a process refused.
         // Its children at home do not hold it either: they stay where they

@@ -403,23 +403,6 @@ pub(crate) fn is_stopped(pid: i32) -> bool {
         .is_some_and(|c| c == 'T' || c == 't')
 }
 
-/// Why a body away (`pid`, its local pid on the node hosting it) with
-/// children of its own there cannot move on: those children are children
-/// of the body's local process, which would end at the move (a process
-/// at home with children moves: they stay children of its deputy, see
-/// `crate::kids`). `None` if it has none.
-pub fn children_block_move(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    let kids: Vec<&str> = text.split_whitespace().collect();
-    (!kids.is_empty()).then(|| {
-        format!(
-            "its body has child processes of its own here (local pids {}); a body whose \
-             children were forked away does not move yet",
-            kids.join(" ")
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

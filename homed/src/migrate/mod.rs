@@ -907,10 +907,20 @@ fn move_direct(
     let token = match dest.recv::<FromHost>() {
         Ok(FromHost::Expecting { token }) => token,
         Ok(FromHost::Refused { reason }) | Ok(FromHost::Failed { reason }) => {
-            return Err(runs_on(format!("node {node} refused the process: {reason}")));
+            return Err(runs_on(format!(
+                "node {node} refused the process: {reason}"
+            )));
         }
-        Ok(other) => return Err(runs_on(format!("node {node} answered {other:?} to the offer"))),
-        Err(e) => return Err(runs_on(format!("node {node} did not answer the offer: {e}"))),
+        Ok(other) => {
+            return Err(runs_on(format!(
+                "node {node} answered {other:?} to the offer"
+            )));
+        }
+        Err(e) => {
+            return Err(runs_on(format!(
+                "node {node} did not answer the offer: {e}"
+            )));
+        }
     };
     let sent = with_retries(|| freeze_to(link, to_deputy, from, target, token));
     let (unread, bytes) = match sent {

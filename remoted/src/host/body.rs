@@ -155,6 +155,42 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// What names the relay's channel in a process's fd table: device and
+    /// inode of the body's end (a pipe's ends share its inode; for a
+    /// terminal, the copy of the body's socket we keep). Other processes
+    /// here that hold it (children forked at this node) are found by it.
+    pub(super) fn holder_key(&self) -> Option<(u64, u64)> {
+        let fd = self.unread.as_ref().or(self.out.as_ref())?;
+        let st = nix::sys::stat::fstat(fd).ok()?;
+        Some((st.st_dev, st.st_ino))
+    }
+
+    /// The relay as a body that still holds it takes it over from one
+    /// that left or ended (see [`super::family::hand_over`]): its output
+    /// goes on, over the heir's link to the heir's deputy, which holds
+    /// the same fd at home (forked from the first deputy). No input is
+    /// read at home for it any more: a child that never reads would take
+    /// input the moved process should get. None: nothing to carry (an
+    /// input pipe, whose holders here then see its end, or an output
+    /// pipe already closed).
+    pub(super) fn for_heir(mut self) -> Option<Relay> {
+        self.out.as_ref()?;
+        self.input = None;
+        self.queue.clear();
+        self.given = false;
+        self.asked = false;
+        self.sent = 0;
+        self.recent.clear();
+        Some(self)
+    }
+
+    /// The body's fd number (the deputy's at home).
+    pub(super) fn fd(&self) -> i32 {
+        self.fd
+    }
+}
+
 /// `data` is on its way home: count it (`sent`) and keep it (`recent`,
 /// up to [`RESEND_WINDOW`]).
 fn note_sent(sent: &mut u64, recent: &mut std::collections::VecDeque<u8>, data: &[u8]) {
@@ -281,6 +317,8 @@ impl Body {
             }
         };
         loop {
+            // Relays a body that left or ended here handed over to this one.
+            self.relays.extend(family::take_handed(pid));
             let mut fds: Vec<i32> = vec![link.get_ref().as_raw_fd(), pidfd.as_raw_fd()];
             if self.ctl_open {
                 fds.push(self.ctl.as_raw_fd());
@@ -531,10 +569,13 @@ impl Body {
         }
     }
 
-    /// The body ended: its last output, then its status.
+    /// The body ended: its last output, then its status. Relays that
+    /// other processes here still write to go on with one of them.
     fn finish(&mut self, link: &mut Link<TcpStream>, home: &str) {
         let status = family::end_status(self.pid);
+        self.relays.extend(family::take_handed(self.pid));
         let _ = self.pump_output(link);
+        family::hand_over(home, self.uid, self.pid, std::mem::take(&mut self.relays));
         tracing::info!(%home, body_pid = self.pid, ?status, "body ended");
         match status {
             Some(status) => {
@@ -982,6 +1023,9 @@ impl Body {
             Ok(ToHost::Done) => {
                 let _ = self.verdict(layout::VERDICT_EXIT);
                 let _ = sys::waitpid(pid, 0);
+                // Its children here run on, writing to its relays.
+                self.relays.extend(family::take_handed(pid));
+                family::hand_over(home, self.uid, pid, std::mem::take(&mut self.relays));
                 tracing::info!(%home, body_pid = pid, "body left this node");
                 let _ = link.send(&FromHost::Left);
                 Frozen::Left
@@ -1032,7 +1076,8 @@ impl Body {
     fn signal_through_call(&mut self) -> Result<(), String> {
         let (pid, sig) = (self.pid, self.freeze_signal);
         let start = Instant::now();
-        let send = || sys::kill(pid, sig).map_err(|e| format!("cannot send the freeze signal: {e}"));
+        let send =
+            || sys::kill(pid, sig).map_err(|e| format!("cannot send the freeze signal: {e}"));
         while start.elapsed() < CALL_CATCH {
             if !procfs::blocks_freeze_signal(pid, sig) {
                 return send();
@@ -1070,7 +1115,9 @@ impl Body {
                 return Err(format!("{e}; the body was killed"));
             }
         }
-        Err(format!("it cannot move now: it blocks the freeze signal {sig}"))
+        Err(format!(
+            "it cannot move now: it blocks the freeze signal {sig}"
+        ))
     }
 
     /// Send the freeze signal and read the body's freeze record. A call
@@ -1082,7 +1129,6 @@ impl Body {
             return Err("its control socket is closed (it runs a program without libmosix)".into());
         }
         if let Some(why) = procfs::cantmove_but_blocking(pid, self.freeze_signal, self.ctl_fd)
-            .or_else(|| procfs::children_block_move(pid))
             .or_else(|| super::view::locks_block_move(pid))
         {
             return Err(format!("it cannot move now: {why}"));

@@ -181,7 +181,11 @@ pub(super) fn receive(link: &mut Link<TcpStream>, from: &str, token: u64, bytes:
 
 /// Exactly `bytes` raw bytes of an image into `file`, then its
 /// checksum ([`ToHost::ImageEnd`]).
-pub(super) fn take_image(link: &mut Link<TcpStream>, mut file: &File, bytes: u64) -> Result<u64, String> {
+pub(super) fn take_image(
+    link: &mut Link<TcpStream>,
+    mut file: &File,
+    bytes: u64,
+) -> Result<u64, String> {
     let mut got = 0u64;
     while got < bytes {
         let chunk = link

@@ -12,9 +12,28 @@
 //! the home side one relay per deputy, as for migrated bodies.
 //!
 //! A forked child does not move on its own in this version: its home
-//! refuses to (it shares its parent's relays and view), and a body with
-//! children of its own here is not frozen (`children_block_move`; a
-//! process that left children at home moves, see `mosix_homed::kids`).
+//! refuses to (it shares its parent's relays and view).
+//!
+//! **A parent that moves on.** A body with children of its own here may
+//! move (on, or home): its process here ends at the commit, and its
+//! children run on, reparented to this host, their ends going home over
+//! their own links as before (their deputies, children of the parent's
+//! deputy, are then waited for at home: `mosix_homed::kids`). They still
+//! hold the parent's relayed fds, whose far ends the parent's thread
+//! pumped home: [`hand_over`] gives each relay that a process here still
+//! holds (found by the relay's pipe or socket in `/proc/PID/fd`) to the
+//! body thread of one such holder, which pumps it over its own link to
+//! its own deputy, which holds the same fd at home (it was forked from
+//! the parent's deputy). A relay is only ever pumped by one thread, so
+//! its output keeps its order; when that holder ends it first sends what
+//! is left in the relay, then hands it on, then sends its status, so a
+//! child's output is at home before its parent can see it end. (Output
+//! another child wrote into a relay pumped by a sibling may race that
+//! child's end through two links: the sibling pumps it as soon as it is
+//! written.) Input is no longer read at home for a relay handed over, and
+//! an input pipe is not handed over (a child here then reads its end); a
+//! relay that only processes without a body here hold (a raw `clone`) is
+//! closed. The view stays mounted: each child holds its own share.
 //!
 //! Ends: the host is a child subreaper ([`become_subreaper`]), so a child
 //! whose parent body ended first is reparented here and reaped by its
@@ -22,13 +41,14 @@
 //! and its status goes home with the parent's call (the child's thread
 //! reads it from `/proc` while it is a zombie if it can).
 
+use super::Relays;
 use super::body::Body;
 use super::guests::GuestInfo;
 use mosix_proto::image::layout::{self, BodyInfo, Hello};
 use mosix_proto::image::{self as image};
 use mosix_proto::link::Link;
 use mosix_proto::migrate::{BodyStatus, FromHost};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -298,6 +318,72 @@ fn reap_when_orphaned(pid: i32) {
     }
 }
 
+/// Relays handed over to a body, by its pid here, until its thread takes
+/// them ([`take_handed`]).
+fn handed() -> MutexGuard<'static, HashMap<i32, Relays>> {
+    static H: OnceLock<Mutex<HashMap<i32, Relays>>> = OnceLock::new();
+    H.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The relays handed over to the body `pid` since its thread last looked.
+pub(super) fn take_handed(pid: i32) -> Relays {
+    handed().remove(&pid).unwrap_or_default()
+}
+
+/// Device and inode of every file the process `pid` has open (empty if
+/// it is gone or ended: an ended process holds nothing).
+fn open_files(pid: i32) -> HashSet<(u64, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+/// The body `from` (of `home`, owned by `uid`) left this node or ended:
+/// each of its `relays` that another body of the same home and owner
+/// here still holds goes on with that body's thread (see the module's
+/// doc); the others are dropped (closed).
+///
+/// Sound against a holder that ends meanwhile: the holder is chosen
+/// only while its process still has the relay open, under the lock its
+/// thread takes its handed relays with, and that thread looks once more
+/// after its process ended (`Body::finish`).
+pub(super) fn hand_over(home: &str, uid: u32, from: i32, relays: Relays) {
+    let relays: Relays = relays
+        .into_iter()
+        .filter_map(super::body::Relay::for_heir)
+        .collect();
+    if relays.is_empty() {
+        return;
+    }
+    let mut h = handed();
+    let holders: Vec<(i32, HashSet<(u64, u64)>)> = super::guests::list()
+        .into_iter()
+        .filter(|g| g.home == home && g.uid == uid && g.body_pid != from)
+        .map(|g| (g.body_pid, open_files(g.body_pid)))
+        .filter(|(_, files)| !files.is_empty())
+        .collect();
+    for r in relays {
+        let heir = r
+            .holder_key()
+            .and_then(|key| holders.iter().find(|(_, files)| files.contains(&key)));
+        match heir {
+            Some((pid, _)) => {
+                tracing::info!(%home, from_body = from, to_body = *pid, fd = r.fd(), "relay handed over to a body that still writes to it");
+                h.entry(*pid).or_default().push(r);
+            }
+            None => {
+                tracing::debug!(%home, from_body = from, fd = r.fd(), "no body here holds the relay any more; closed");
+            }
+        }
+    }
+}
+
 /// Make this process (`remoted`) the reaper of its bodies' orphans.
 pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag of this
@@ -333,6 +419,45 @@ mod tests {
         let a = new_token();
         let b = new_token();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_process_holding_a_relay_is_found_by_its_key() {
+        use super::super::body::{Relay, RelayKind};
+        let (relay, body_end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
+        let key = relay.holder_key().unwrap();
+        let me = std::process::id() as i32;
+        assert!(open_files(me).contains(&key));
+        drop(body_end);
+        // Our read end is the same pipe: still held here.
+        assert!(open_files(me).contains(&key));
+        let other = Relay::new(2, RelayKind::Output, Vec::new()).unwrap().0;
+        assert_ne!(other.holder_key(), Some(key));
+        assert!(open_files(i32::MAX).is_empty());
+    }
+
+    #[test]
+    fn input_pipes_are_not_handed_over_and_terminals_lose_their_input() {
+        use super::super::body::{Relay, RelayKind};
+        let (input, _e1) = Relay::new(0, RelayKind::Input, Vec::new()).unwrap();
+        assert!(input.for_heir().is_none());
+        let (tty, theirs) = Relay::new(1, RelayKind::Terminal, Vec::new()).unwrap();
+        let key = tty.holder_key().unwrap();
+        let st = nix::sys::stat::fstat(&theirs).unwrap();
+        // A terminal relay is known by the body's end of its socket.
+        assert_eq!(key, (st.st_dev, st.st_ino));
+        let heir = tty.for_heir().unwrap();
+        assert_eq!(heir.fd(), 1);
+        let (out, _e2) = Relay::new(2, RelayKind::Output, Vec::new()).unwrap();
+        assert!(out.for_heir().is_some());
+    }
+
+    #[test]
+    fn relays_handed_to_no_holder_are_dropped() {
+        use super::super::body::{Relay, RelayKind};
+        let (r, _end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
+        hand_over("no-such-home", 0, 1, vec![r]);
+        assert!(take_handed(1).is_empty());
     }
 
     #[test]

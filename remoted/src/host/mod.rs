@@ -206,7 +206,9 @@ impl Host {
                         reason: "a remoted may only deliver an image here".into(),
                     });
                 }
-                Err(e) => tracing::warn!(from = %who.node, error = %e, "no delivery on a link from a remoted"),
+                Err(e) => {
+                    tracing::warn!(from = %who.node, error = %e, "no delivery on a link from a remoted")
+                }
             }
             return;
         }
@@ -248,8 +250,9 @@ impl Host {
             match family::adopt(&mut link, &home, home_pid, token) {
                 Ok(body) => {
                     let (_registration, leave) = guests::register(body.info.clone());
-                    let pid = body.pid;
+                    let (pid, uid) = (body.pid, body.uid);
                     body.run(&mut link, &home, leave, self.grace);
+                    family::hand_over(&home, uid, pid, family::take_handed(pid));
                     view::release(pid);
                 }
                 Err(reason) => {
@@ -262,8 +265,9 @@ impl Host {
         match self.restore(&mut link, &home, first) {
             Ok(Some(body)) => {
                 let (_registration, leave) = guests::register(body.info.clone());
-                let pid = body.pid;
+                let (pid, uid) = (body.pid, body.uid);
                 body.run(&mut link, &home, leave, self.grace);
+                family::hand_over(&home, uid, pid, family::take_handed(pid));
                 view::release(pid);
             }
             Ok(None) => {}
