@@ -594,13 +594,16 @@ fn interrupt_transfer(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The image is arriving once the destination's remoted holds its memfd.
+    // The image is arriving once the destination's remoted holds its
+    // memfd with part of it (the memfd is made at the offer, before the
+    // body is even frozen).
     c.wait_for("the transfer to start", Duration::from_secs(60), || {
         Ok(std::fs::read_dir(format!("/proc/{remoted_to}/fd"))?
             .flatten()
             .any(|e| {
                 std::fs::read_link(e.path())
                     .is_ok_and(|l| l.to_string_lossy().contains("mosix-image"))
+                    && std::fs::metadata(e.path()).is_ok_and(|m| m.len() >= 16 << 20)
             }))
     })
     .unwrap();
