@@ -41,6 +41,31 @@ pub fn host_addr(remoted: SocketAddr) -> SocketAddr {
     a
 }
 
+/// An authenticated link, saying `hello`, to node `node`'s body host,
+/// whose `remoted` listens at `remoted`: connect within 5 s, watch the
+/// peer ([`watch_peer`]), and give every read and write `step`.
+pub fn connect_host(
+    node: &str,
+    remoted: SocketAddr,
+    key: &crate::link::ClusterKey,
+    hello: crate::link::Hello,
+    step: std::time::Duration,
+) -> Result<crate::link::Link<std::net::TcpStream>, String> {
+    let addr = host_addr(remoted);
+    let stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(|e| {
+            format!("cannot reach node {node}'s body host at {addr}: {e}; is its remoted running?")
+        })?;
+    if let Err(e) = watch_peer(&stream) {
+        tracing::warn!(%node, error = %e, "cannot set keepalive on a migration link; a silent node is noticed late");
+    }
+    let _ = stream.set_read_timeout(Some(step));
+    let _ = stream.set_write_timeout(Some(step));
+    crate::link::Link::connect(stream, key, hello)
+        .map(|(link, _)| link)
+        .map_err(|e| format!("no link to node {node} ({addr}): {e}"))
+}
+
 /// Make a migration link notice a silent peer (a node that crashed or
 /// was cut off sends no FIN): TCP keepalive probes after 1 s of silence,
 /// each second, and the link fails after 3 unanswered ones; data left

@@ -44,7 +44,7 @@ use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
 use mosix_proto::migrate::{
     BodyStatus, CHUNK, Call, CallReply, DeputyMsg, FdHow, FdState, FromHost, HomeClocks, HomeFacts,
-    ToHost, TtyFacts, host_addr,
+    ToHost, TtyFacts,
 };
 use mosix_proto::process::{MigrateDone, MoveRecord};
 use mosix_proto::view::Bytes;
@@ -58,8 +58,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Connecting to the destination.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each exchange with the destination (restoring a large image included).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the freeze handler has to become the deputy.
@@ -211,20 +209,14 @@ pub fn connect_host(
     key_file: &Path,
     target: &Target,
 ) -> Result<Link<TcpStream>, String> {
-    let node = &target.node;
-    let addr = host_addr(target.address);
     let key = ClusterKey::load(key_file).map_err(|e| e.to_string())?;
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
-        format!("cannot reach node {node}'s body host at {addr}: {e}; is its remoted running?")
-    })?;
-    if let Err(e) = mosix_proto::migrate::watch_peer(&stream) {
-        tracing::warn!(%node, error = %e, "cannot set keepalive on the migration link; a silent node is noticed late");
-    }
-    let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
-    let (link, _) = Link::connect(stream, &key, link::Hello::new(home, Role::Homed))
-        .map_err(|e| format!("no link to node {node} ({addr}): {e}"))?;
-    Ok(link)
+    mosix_proto::migrate::connect_host(
+        &target.node,
+        target.address,
+        &key,
+        link::Hello::new(home, Role::Homed),
+        STEP_TIMEOUT,
+    )
 }
 
 /// What a body away answers for its home process `pid` (the process, or

@@ -20,7 +20,7 @@
 
 use mosix_proto::image::ImagePlan;
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
-use mosix_proto::migrate::{CHUNK, FromHost, ToHost, host_addr};
+use mosix_proto::migrate::{CHUNK, FromHost, ToHost};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -29,8 +29,6 @@ use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Connecting to the destination's body host.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each read or write on a delivery link.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a destination waits for the image it was told to expect.
@@ -223,17 +221,13 @@ pub(super) fn deliver(
     let address: SocketAddr = address
         .parse()
         .map_err(|e| format!("node {node}'s address {address:?} is not ip:port: {e}"))?;
-    let addr = host_addr(address);
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
-        format!("cannot reach node {node}'s body host at {addr}: {e}; is its remoted running?")
-    })?;
-    if let Err(e) = mosix_proto::migrate::watch_peer(&stream) {
-        tracing::warn!(%node, error = %e, "cannot set keepalive on a delivery link; a silent node is noticed late");
-    }
-    let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
-    let (mut link, _) = Link::connect(stream, key, Hello::new(me.clone(), Role::Remoted))
-        .map_err(|e| format!("no link to node {node} ({addr}): {e}"))?;
+    let mut link = mosix_proto::migrate::connect_host(
+        node,
+        address,
+        key,
+        Hello::new(me.clone(), Role::Remoted),
+        STEP_TIMEOUT,
+    )?;
     let bytes = plan.file_size();
     link.send(&ToHost::Deliver { token, bytes })
         .map_err(|e| format!("cannot announce the image to node {node}: {e}"))?;
