@@ -271,7 +271,7 @@ pub(super) enum ImageTo {
 
 impl ImageTo {
     /// Where a freeze request sends the image; `None`: it is none.
-    fn of(msg: &ToHost) -> Option<ImageTo> {
+    fn of(msg: ToHost) -> Option<ImageTo> {
         match msg {
             ToHost::Freeze => Some(ImageTo::Home),
             ToHost::FreezeTo {
@@ -279,9 +279,9 @@ impl ImageTo {
                 address,
                 token,
             } => Some(ImageTo::Node {
-                node: node.clone(),
-                address: address.clone(),
-                token: *token,
+                node,
+                address,
+                token,
             }),
             _ => None,
         }
@@ -384,7 +384,7 @@ impl Body {
                     }
                     Ok(Some(ToHost::Input { fd, data })) => self.give_input(fd, &data.0),
                     Ok(Some(m @ (ToHost::Freeze | ToHost::FreezeTo { .. }))) => {
-                        let to = ImageTo::of(&m).unwrap_or(ImageTo::Home);
+                        let to = ImageTo::of(m).unwrap_or(ImageTo::Home);
                         match self.freeze(link, home, to) {
                             Frozen::Resumed => {}
                             Frozen::Left | Frozen::Gone => return,
@@ -782,7 +782,7 @@ impl Body {
                 }
                 Ok(ToHost::Input { fd, data }) => self.give_input(fd, &data.0),
                 Ok(m @ (ToHost::Freeze | ToHost::FreezeTo { .. })) => {
-                    self.pending_freeze = ImageTo::of(&m);
+                    self.pending_freeze = ImageTo::of(m);
                 }
                 Ok(other) => break Err(format!("the home sent {other:?} during a call")),
                 Err(e) => break Err(format!("no answer from the home to a call: {e}")),
@@ -1065,92 +1065,65 @@ impl Body {
         }
     }
 
-    /// Send the freeze signal to a body that blocks it. A body inside a
-    /// forwarded call blocks every signal until the answer (libmosix's
-    /// `family::call`; a body waiting for a child at home makes one every
-    /// few milliseconds): its call comes on the control socket, and is
-    /// answered "busy" once the signal is pending, which unblocks it (it
-    /// asks again after the freeze). A body that makes no call within
-    /// [`CALL_CATCH`] and still blocks the signal blocks it itself: refused
-    /// (the home may ask again), with nothing sent.
-    fn signal_through_call(&mut self) -> Result<(), String> {
-        let (pid, sig) = (self.pid, self.freeze_signal);
-        let start = Instant::now();
-        let send =
-            || sys::kill(pid, sig).map_err(|e| format!("cannot send the freeze signal: {e}"));
-        while start.elapsed() < CALL_CATCH {
-            if !procfs::blocks_freeze_signal(pid, sig) {
-                return send();
-            }
-            if !sys::poll_in(&[self.ctl.as_raw_fd()], CALL_CATCH_TICK).unwrap_or(false) {
-                continue;
-            }
-            let _ = self.ctl.set_read_timeout(Some(MESSAGE_TIMEOUT));
-            let mut magic = [0u8; 8];
-            let served = match self.ctl.read_exact(&mut magic) {
-                Err(e) => Err(format!("cut message on the control socket: {e}")),
-                Ok(()) => match u64::from_le_bytes(magic) {
-                    layout::CALL_MAGIC => {
-                        let caught = self.read_call(&magic).and_then(|(rec, _)| {
-                            send()?;
-                            let busy = CallReply::Busy.to_record(rec.op);
-                            (&self.ctl)
-                                .write_all(image::as_bytes(&busy))
-                                .map_err(|e| format!("cannot answer a call: {e}"))
-                        });
-                        match caught {
-                            Ok(()) => return Ok(()),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    layout::HELLO_MAGIC => self.hello(&magic).map(|exec| {
-                        self.exec_unannounced |= exec;
-                    }),
-                    other => Err(format!("{other:#x} on the control socket")),
-                },
-            };
-            if let Err(e) = served {
-                // Out of step with a body that may have the signal pending.
-                kill_and_reap(pid);
-                return Err(format!("{e}; the body was killed"));
-            }
-        }
-        Err(format!(
-            "it cannot move now: it blocks the freeze signal {sig}"
-        ))
-    }
-
     /// Send the freeze signal and read the body's freeze record. A call
     /// the body makes meanwhile is answered "busy": it lets the freeze
     /// signal in and asks again after.
+    ///
+    /// A body inside a forwarded call blocks every signal until the
+    /// answer (libmosix's `family::call`; a body waiting for a child at
+    /// home makes one every few milliseconds). So a body that blocks the
+    /// freeze signal is signalled when its call comes, just before the
+    /// "busy" answer that unblocks it. One that makes no call within
+    /// [`CALL_CATCH`] and still blocks the signal blocks it itself: it is
+    /// refused (the home may ask again), with nothing sent.
     fn stop_in_handler(&mut self) -> Result<FreezeRecord, String> {
-        let pid = self.pid;
+        let (pid, sig) = (self.pid, self.freeze_signal);
         if !self.ctl_open {
             return Err("its control socket is closed (it runs a program without libmosix)".into());
         }
-        if let Some(why) = procfs::cantmove_but_blocking(pid, self.freeze_signal, self.ctl_fd)
+        if let Some(why) = procfs::cantmove_but_blocking(pid, sig, self.ctl_fd)
             .or_else(|| super::view::locks_block_move(pid))
         {
             return Err(format!("it cannot move now: {why}"));
         }
-        if procfs::blocks_freeze_signal(pid, self.freeze_signal) {
-            self.signal_through_call()?;
-        } else {
-            sys::kill(pid, self.freeze_signal)
-                .map_err(|e| format!("cannot send the freeze signal: {e}"))?;
-        }
-        let _ = self.ctl.set_read_timeout(Some(FREEZE_TIMEOUT));
+        let send =
+            || sys::kill(pid, sig).map_err(|e| format!("cannot send the freeze signal: {e}"));
+        let catch_until = Instant::now() + CALL_CATCH;
+        let mut signalled = false;
         let mut rb = [0u8; size_of::<FreezeRecord>()];
         loop {
+            if !signalled {
+                if !procfs::blocks_freeze_signal(pid, sig) {
+                    send()?;
+                    signalled = true;
+                } else if !sys::poll_in(&[self.ctl.as_raw_fd()], CALL_CATCH_TICK).unwrap_or(false) {
+                    if Instant::now() >= catch_until {
+                        return Err(format!(
+                            "it cannot move now: it blocks the freeze signal {sig}"
+                        ));
+                    }
+                    continue;
+                }
+            }
+            let wait = if signalled {
+                FREEZE_TIMEOUT
+            } else {
+                MESSAGE_TIMEOUT
+            };
+            let _ = self.ctl.set_read_timeout(Some(wait));
             let mut magic = [0u8; 8];
             self.ctl.read_exact(&mut magic).map_err(|e| {
-                format!(
-                    "the body did not answer the freeze signal within {} s: {e}",
-                    FREEZE_TIMEOUT.as_secs()
-                )
+                if signalled {
+                    format!(
+                        "the body did not answer the freeze signal within {} s: {e}",
+                        wait.as_secs()
+                    )
+                } else {
+                    format!("cut message on the control socket: {e}")
+                }
             })?;
             let served = match u64::from_le_bytes(magic) {
-                layout::FREEZE_MAGIC => {
+                layout::FREEZE_MAGIC if signalled => {
                     rb[..8].copy_from_slice(&magic);
                     self.ctl
                         .read_exact(&mut rb[8..])
@@ -1162,6 +1135,12 @@ impl Body {
                     self.exec_unannounced |= exec;
                 }),
                 layout::CALL_MAGIC => self.read_call(&magic).and_then(|(rec, _)| {
+                    if !signalled {
+                        // Pending while the call blocks it; the answer
+                        // unblocks it.
+                        send()?;
+                        signalled = true;
+                    }
                     let busy = CallReply::Busy.to_record(rec.op);
                     (&self.ctl)
                         .write_all(image::as_bytes(&busy))
