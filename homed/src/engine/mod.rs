@@ -758,11 +758,7 @@ impl Engine {
             let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
                 .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
             let mut mem = capture::ProcMem(mem);
-            let source = crate::migrate::ImageSource::Capture {
-                spec: &spec,
-                mem: &mut mem,
-            };
-            crate::migrate::send_body(&who, target, source)
+            crate::migrate::send_body(&who, target, &spec, &mut mem)
         });
         // The outcome goes into the history and to the requester.
         let report = |result: Result<MigrateDone, String>| {

@@ -52,7 +52,6 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -107,19 +106,6 @@ pub struct Mover<'a> {
     pub freeze_signal: i32,
 }
 
-/// Where the image sent comes from.
-pub enum ImageSource<'a> {
-    /// A process frozen here, captured as it is sent.
-    Capture {
-        /// Its description.
-        spec: &'a ImageSpec,
-        /// Its memory.
-        mem: &'a mut dyn PageSource,
-    },
-    /// A complete image received from the body's last node.
-    Received(&'a Received),
-}
-
 /// A body restored and held at the destination.
 pub struct Held {
     /// The link to its host.
@@ -130,31 +116,19 @@ pub struct Held {
     pub bytes: u64,
 }
 
-/// An [`ImageSource`] ready to stream.
-enum Prepared<'a> {
-    Capture(ImagePlan, &'a mut dyn PageSource),
-    Received(&'a Received),
-}
-
-/// Send the frozen process's image to `target` and wait until it is
-/// restored and held there. On error nothing runs at the destination.
+/// Send the image of a process frozen here (`spec`, its memory read from
+/// `mem` as it is sent) to `target` and wait until it is restored and
+/// held there. On error nothing runs at the destination.
 pub fn send_body(
     who: &Mover<'_>,
     target: &Target,
-    source: ImageSource<'_>,
+    spec: &ImageSpec,
+    mem: &mut dyn PageSource,
 ) -> Result<Held, String> {
     let node = &target.node;
     let mut link = connect_host(who.home, who.key_file, target)?;
-    let prepared = match source {
-        ImageSource::Capture { spec, mem } => {
-            Prepared::Capture(ImagePlan::new(spec).map_err(|e| e.to_string())?, mem)
-        }
-        ImageSource::Received(r) => Prepared::Received(r),
-    };
-    let bytes = match &prepared {
-        Prepared::Capture(plan, _) => plan.file_size(),
-        Prepared::Received(r) => r.bytes,
-    };
+    let plan = ImagePlan::new(spec).map_err(|e| e.to_string())?;
+    let bytes = plan.file_size();
     link.send(&ToHost::Offer {
         home_pid: who.pid,
         uid: who.uid,
@@ -175,18 +149,11 @@ pub fn send_body(
         Ok(other) => return Err(format!("node {node} answered {other:?} to the offer")),
         Err(e) => return Err(format!("node {node} did not answer the offer: {e}")),
     }
-    let checksum = match prepared {
-        Prepared::Capture(plan, mem) => plan
-            .stream(mem, CHUNK, &mut |chunk| {
-                link.send_bytes(chunk).map_err(std::io::Error::other)
-            })
-            .map_err(|e| format!("sending the image to node {node} failed: {e}"))?,
-        Prepared::Received(r) => {
-            r.send(&mut link)
-                .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
-            r.checksum
-        }
-    };
+    let checksum = plan
+        .stream(mem, CHUNK, &mut |chunk| {
+            link.send_bytes(chunk).map_err(std::io::Error::other)
+        })
+        .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
     link.send(&ToHost::ImageEnd { checksum })
         .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
     match link.recv::<FromHost>() {
@@ -343,27 +310,10 @@ pub struct Received {
     file: std::fs::File,
     /// Its size.
     pub bytes: u64,
-    /// Its header checksum.
-    pub checksum: u64,
     /// What it holds.
     pub image: LoadedImage,
     /// Input it had been given and had not read, by fd, in order.
     pub unread: Vec<(i32, Bytes)>,
-}
-
-impl Received {
-    /// Send it as raw link messages.
-    fn send(&self, link: &mut Link<TcpStream>) -> std::io::Result<()> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut at = 0u64;
-        while at < self.bytes {
-            let n = (self.bytes - at).min(CHUNK as u64) as usize;
-            self.file.read_exact_at(&mut buf[..n], at)?;
-            link.send_bytes(&buf[..n]).map_err(std::io::Error::other)?;
-            at += n as u64;
-        }
-        Ok(())
-    }
 }
 
 /// A request to move a process whose body is away.
@@ -1128,7 +1078,6 @@ fn fetch_image(
     Ok(Some(Received {
         file,
         bytes,
-        checksum,
         image,
         unread,
     }))
