@@ -23,7 +23,7 @@
 //! calls, forward signals and bring the body home; the body waits for
 //! the SIGCHLD the deputy forwards (see `preload/src/family.rs`).
 
-use mosix_proto::image::layout::wait_reply;
+use mosix_engine::image::layout::wait_reply;
 use mosix_proto::migrate::{CallReply, libc_wait};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
@@ -219,7 +219,7 @@ mod tests {
         loop {
             match k.wait(idtype, id, options) {
                 CallReply::Value { value } if value != 0 => {
-                    return mosix_proto::image::layout::split_wait_reply(value).unwrap();
+                    return mosix_engine::image::layout::split_wait_reply(value).unwrap();
                 }
                 CallReply::Value { .. } => {}
                 other => panic!("wait: {other:?}"),

@@ -4,9 +4,9 @@
 //! its Unix socket (callers identified by SO_PEERCRED), and will host the
 //! deputies and the view's file server of the later issues.
 
-pub mod engine;
 pub mod kids;
 pub mod migrate;
+pub mod procs;
 pub mod title;
 pub mod tty;
 pub mod view;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use mosix_homed::engine::Engine;
+use mosix_homed::procs::Procs;
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse, HomeStatus};
 use mosix_proto::daemon::{bind_unix, serve_control};
@@ -47,7 +47,7 @@ fn run(args: Args) -> Result<()> {
         .name("links".into())
         .spawn(move || serve_links(links, key, link_config))
         .context("cannot start the link thread")?;
-    let engine = Arc::new(Engine::new(&config).context("cannot start the process engine")?);
+    let engine = Arc::new(Procs::new(&config).context("cannot start the process engine")?);
     let procs = bind_unix(&config.procs_socket(), 0o666).context("homed's process socket")?;
     let serving = engine.clone();
     std::thread::Builder::new()

@@ -12,7 +12,7 @@
 //! restorer). The name (`comm`) stays `mosix-deputy`, as for every
 //! deputy, which is how `ps -o comm` tells a deputy from a process.
 
-use crate::engine::procfs::parse_stat;
+use mosix_engine::procfs::parse_stat;
 
 /// Longest command line taken; longer ones are cut (at a NUL if any).
 pub const MAX_CMDLINE: usize = mosix_proto::migrate::EXEC_CMDLINE_MAX;
@@ -71,7 +71,7 @@ pub fn set(cmdline: &[u8]) -> Result<(), TitleError> {
 
 /// The raw calls.
 mod sys {
-    use mosix_proto::image::layout::PrctlMmMap;
+    use mosix_engine::image::layout::PrctlMmMap;
 
     const PR_SET_MM: i32 = 35;
     const PR_SET_MM_MAP: u64 = 14;

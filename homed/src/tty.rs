@@ -14,7 +14,7 @@
 //! it would stop the process at home; the deputy's stop stops the body,
 //! and the request is done once the job is continued.
 
-use mosix_proto::image::layout::{KTERMIOS_LEN, WINSIZE_LEN};
+use mosix_engine::image::layout::{KTERMIOS_LEN, WINSIZE_LEN};
 use mosix_proto::migrate::{CallReply, Termios, TtyOp, Winsize};
 use std::os::fd::RawFd;
 

@@ -19,8 +19,7 @@
 //! at home ([`body`]) and the process tree (fork, exec, wait, kill) keeps
 //! home pids and a deputy per process ([`family`]).
 
-#[path = "../../proto/src/image/layout.rs"]
-pub mod layout;
+pub use mosix_layout as layout;
 
 mod body;
 mod context;

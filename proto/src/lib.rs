@@ -1,7 +1,8 @@
 //! What mosix nodes and processes say to each other: wire messages, framing,
-//! the authenticated link handshake, node configuration, and (later) the
-//! image format. This crate holds formats and their validation, never
-//! policy: what to do with a message is the daemons' business.
+//! the authenticated link handshake and node configuration. This crate
+//! holds formats and their validation, never policy: what to do with a
+//! message is the daemons' and the engine's business. The image format
+//! lives in `mosix-engine`, its fixed-layout records in `mosix-layout`.
 //!
 //! Node configuration lives here too because every daemon and tool reads the
 //! same file and must agree on it (cluster key, freeze signal, addresses).
@@ -10,7 +11,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod frame;
-pub mod image;
 pub mod link;
 pub mod local;
 pub mod migrate;

@@ -393,9 +393,9 @@ pub struct Termios {
 
 impl Termios {
     /// From the kernel's bytes; `None` if there are not exactly
-    /// [`crate::image::layout::KTERMIOS_LEN`].
+    /// [`mosix_layout::KTERMIOS_LEN`].
     pub fn from_bytes(b: &[u8]) -> Option<Termios> {
-        let b: &[u8; crate::image::layout::KTERMIOS_LEN] = b.try_into().ok()?;
+        let b: &[u8; mosix_layout::KTERMIOS_LEN] = b.try_into().ok()?;
         let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let mut cc = [0u8; 19];
         cc.copy_from_slice(&b[17..]);
@@ -410,8 +410,8 @@ impl Termios {
     }
 
     /// The kernel's bytes.
-    pub fn to_bytes(&self) -> [u8; crate::image::layout::KTERMIOS_LEN] {
-        let mut b = [0u8; crate::image::layout::KTERMIOS_LEN];
+    pub fn to_bytes(&self) -> [u8; mosix_layout::KTERMIOS_LEN] {
+        let mut b = [0u8; mosix_layout::KTERMIOS_LEN];
         for (i, w) in [self.iflag, self.oflag, self.cflag, self.lflag]
             .iter()
             .enumerate()
@@ -439,9 +439,9 @@ pub struct Winsize {
 
 impl Winsize {
     /// From the kernel's bytes; `None` if there are not exactly
-    /// [`crate::image::layout::WINSIZE_LEN`].
+    /// [`mosix_layout::WINSIZE_LEN`].
     pub fn from_bytes(b: &[u8]) -> Option<Winsize> {
-        let b: &[u8; crate::image::layout::WINSIZE_LEN] = b.try_into().ok()?;
+        let b: &[u8; mosix_layout::WINSIZE_LEN] = b.try_into().ok()?;
         let half = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
         Some(Winsize {
             rows: half(0),
@@ -452,8 +452,8 @@ impl Winsize {
     }
 
     /// The kernel's bytes.
-    pub fn to_bytes(&self) -> [u8; crate::image::layout::WINSIZE_LEN] {
-        let mut b = [0u8; crate::image::layout::WINSIZE_LEN];
+    pub fn to_bytes(&self) -> [u8; mosix_layout::WINSIZE_LEN] {
+        let mut b = [0u8; mosix_layout::WINSIZE_LEN];
         for (i, h) in [self.rows, self.cols, self.xpixel, self.ypixel]
             .iter()
             .enumerate()
@@ -546,11 +546,11 @@ impl Call {
     /// The call a body's record and the `payload` that followed it ask
     /// for; a fork gets the host's `token`.
     pub fn from_record(
-        r: &crate::image::layout::CallRecord,
+        r: &mosix_layout::CallRecord,
         payload: &[u8],
         token: u64,
     ) -> Result<Call, CallError> {
-        use crate::image::layout as l;
+        use mosix_layout as l;
         if r.magic != l::CALL_MAGIC {
             return Err(CallError::BadMagic);
         }
@@ -644,12 +644,9 @@ impl Call {
         }
     }
 
-    /// A [`crate::image::layout::CALL_TTY`] record: a known request on a
+    /// A [`mosix_layout::CALL_TTY`] record: a known request on a
     /// valid fd, with exactly the payload the request takes.
-    fn tty_from_record(
-        r: &crate::image::layout::CallRecord,
-        payload: &[u8],
-    ) -> Result<Call, CallError> {
+    fn tty_from_record(r: &mosix_layout::CallRecord, payload: &[u8]) -> Result<Call, CallError> {
         let bad = |value: i64| CallError::BadArgument { op: r.op, value };
         let fd = i32::try_from(r.args[0])
             .ok()
@@ -699,8 +696,8 @@ impl Call {
 impl CallReply {
     /// The record the body reads for its call `op` (its `len` says how
     /// many bytes of [`CallReply::payload`] follow it).
-    pub fn to_record(self, op: u32) -> crate::image::layout::ReplyRecord {
-        use crate::image::layout as l;
+    pub fn to_record(self, op: u32) -> mosix_layout::ReplyRecord {
+        use mosix_layout as l;
         let (errno, value) = match self {
             CallReply::Value { value } => (0, value),
             CallReply::Errno { errno } => (errno.max(1), -1),
@@ -792,8 +789,8 @@ pub struct TtyFacts {
 
 impl HomeFacts {
     /// The record a body's libmosix reads after its hello.
-    pub fn body_info(&self) -> crate::image::layout::BodyInfo {
-        use crate::image::layout::{BodyInfo, MAX_TTYS};
+    pub fn body_info(&self) -> mosix_layout::BodyInfo {
+        use mosix_layout::{BodyInfo, MAX_TTYS};
         let mut b = BodyInfo::at_home();
         b.away = 1;
         b.home_pid = self.pid;
@@ -1186,9 +1183,9 @@ mod tests {
         assert_eq!(crate::link::decode::<FromHost>(&b).unwrap(), m);
     }
 
-    fn record(op: u32, args: [i64; 3]) -> crate::image::layout::CallRecord {
-        crate::image::layout::CallRecord {
-            magic: crate::image::layout::CALL_MAGIC,
+    fn record(op: u32, args: [i64; 3]) -> mosix_layout::CallRecord {
+        mosix_layout::CallRecord {
+            magic: mosix_layout::CALL_MAGIC,
             op,
             len: 0,
             args,
@@ -1197,7 +1194,7 @@ mod tests {
 
     #[test]
     fn call_records_decode() {
-        use crate::image::layout as l;
+        use mosix_layout as l;
         assert_eq!(
             Call::from_record(&record(l::CALL_GETPPID, [0; 3]), &[], 9),
             Ok(Call::Getppid)
@@ -1237,7 +1234,7 @@ mod tests {
 
     #[test]
     fn process_group_calls_take_known_requests_and_pids_only() {
-        use crate::image::layout as l;
+        use mosix_layout as l;
         let rec = |args: [i64; 3]| record(l::CALL_PGRP, args);
         assert_eq!(
             Call::from_record(&rec([l::PGRP_SETPGID, 0, 77]), &[], 0),
@@ -1273,7 +1270,7 @@ mod tests {
 
     #[test]
     fn wait_replies_carry_pid_and_status() {
-        use crate::image::layout::{split_wait_reply, wait_reply};
+        use mosix_layout::{split_wait_reply, wait_reply};
         for (pid, status) in [
             (1, 0),
             (4_194_304, 143 << 8),
@@ -1290,7 +1287,7 @@ mod tests {
 
     #[test]
     fn bad_call_records_are_refused() {
-        use crate::image::layout as l;
+        use mosix_layout as l;
         let mut bad = record(l::CALL_GETPPID, [0; 3]);
         bad.magic = 1;
         assert_eq!(Call::from_record(&bad, &[], 0), Err(CallError::BadMagic));
@@ -1350,7 +1347,7 @@ mod tests {
         let mut payload = [0u8; 80];
         for _ in 0..20_000 {
             let op = (next() % 8) as u32;
-            let arg1 = if op == crate::image::layout::CALL_TTY && next() % 2 == 0 {
+            let arg1 = if op == mosix_layout::CALL_TTY && next() % 2 == 0 {
                 requests[(next() % requests.len() as u64) as usize] as i64
             } else {
                 (next() % 0x1_0000) as i64
@@ -1360,8 +1357,8 @@ mod tests {
             // Payloads of every length, some matching a request's.
             let len = match next() % 4 {
                 0 => 0,
-                1 => crate::image::layout::KTERMIOS_LEN,
-                2 => crate::image::layout::WINSIZE_LEN,
+                1 => mosix_layout::KTERMIOS_LEN,
+                2 => mosix_layout::WINSIZE_LEN,
                 _ => (next() % payload.len() as u64) as usize,
             };
             for b in &mut payload[..len] {
@@ -1384,7 +1381,7 @@ mod tests {
     }
 
     fn tty(request: libc::c_ulong, fd: i64, arg: i64, payload: &[u8]) -> Result<Call, CallError> {
-        let mut r = record(crate::image::layout::CALL_TTY, [fd, request as i64, arg]);
+        let mut r = record(mosix_layout::CALL_TTY, [fd, request as i64, arg]);
         r.len = payload.len() as u32;
         Call::from_record(&r, payload, 0)
     }
@@ -1456,7 +1453,7 @@ mod tests {
         );
         assert!(!TtyOp::Flush { queue: 1 }.discards_input());
         let reply = CallReply::Winsize { winsize: w };
-        let rec = reply.to_record(crate::image::layout::CALL_TTY);
+        let rec = reply.to_record(mosix_layout::CALL_TTY);
         assert_eq!((rec.errno, rec.len), (0, 8));
         assert_eq!(reply.payload(), w.to_bytes().to_vec());
         assert_eq!(CallReply::Value { value: 3 }.to_record(5).len, 0);
@@ -1464,7 +1461,7 @@ mod tests {
 
     #[test]
     fn bad_tty_calls_are_refused() {
-        let t = [0u8; crate::image::layout::KTERMIOS_LEN];
+        let t = [0u8; mosix_layout::KTERMIOS_LEN];
         for (request, fd, arg, payload) in [
             // The payload of another request, or none.
             (libc::TCSETS, 0, 0, &t[..8]),
@@ -1487,10 +1484,10 @@ mod tests {
         }
         // A length that does not match the bytes, and a payload on a call
         // that takes none.
-        let mut r = record(crate::image::layout::CALL_TTY, [0, libc::TCGETS as i64, 0]);
+        let mut r = record(mosix_layout::CALL_TTY, [0, libc::TCGETS as i64, 0]);
         r.len = 4;
         assert!(Call::from_record(&r, &[], 0).is_err());
-        let mut r = record(crate::image::layout::CALL_GETPPID, [0; 3]);
+        let mut r = record(mosix_layout::CALL_GETPPID, [0; 3]);
         r.len = 1;
         assert_eq!(
             Call::from_record(&r, &[1], 0),
@@ -1500,7 +1497,7 @@ mod tests {
 
     #[test]
     fn replies_become_records() {
-        use crate::image::layout as l;
+        use mosix_layout as l;
         let r = CallReply::Value { value: 77 }.to_record(l::CALL_FORK);
         assert_eq!(
             (r.magic, r.op, r.errno, r.value),

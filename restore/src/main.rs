@@ -25,8 +25,7 @@
 #![no_std]
 #![no_main]
 
-#[path = "../../proto/src/image/layout.rs"]
-mod layout;
+use mosix_layout as layout;
 mod sys;
 
 use core::arch::{asm, global_asm};

@@ -16,9 +16,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use mosix_engine::image::layout::{FK_DIR, FK_OTHER, FK_PIPE, FK_REGULAR, FK_SOCKET, FK_TTY};
+use mosix_engine::image::{CpuFeatures, LoadedImage};
 use mosix_proto::config::Config;
-use mosix_proto::image::layout::{FK_DIR, FK_OTHER, FK_PIPE, FK_REGULAR, FK_SOCKET, FK_TTY};
-use mosix_proto::image::{CpuFeatures, LoadedImage};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::os::fd::IntoRawFd;

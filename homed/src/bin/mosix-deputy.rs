@@ -47,7 +47,7 @@
 //! before.
 
 use anyhow::{Context, Result, bail};
-use mosix_proto::image::layout::DEPUTY_READY;
+use mosix_engine::image::layout::DEPUTY_READY;
 use mosix_proto::local::{recv_fd, recv_local, send_local};
 use mosix_proto::migrate::{BodyStatus, Call, CallReply, DeputyMsg, FdHow, FdState, PgrpOp};
 use mosix_proto::view::Bytes;
@@ -402,7 +402,7 @@ fn rejoin(
 /// One attempt to rejoin a `homed` at `w.procs_socket`: `Ok(None)` if it
 /// answered that the body is lost; `Err` if no `homed` answers (yet).
 fn try_rejoin(w: &Whereabouts, written: &[(i32, u64)]) -> Result<Option<UnixStream>> {
-    use mosix_proto::image::layout::{
+    use mosix_engine::image::layout::{
         HELLO_DEPUTY, HELLO_MAGIC, HELLO_PATH_MAX, Hello, LAYOUT_VERSION,
     };
     let mut s = UnixStream::connect(&w.procs_socket)
@@ -421,7 +421,7 @@ fn try_rejoin(w: &Whereabouts, written: &[(i32, u64)]) -> Result<Option<UnixStre
         refuse_len: 0,
         refuse: [0; 124],
     };
-    s.write_all(mosix_proto::image::as_bytes(&hello))
+    s.write_all(mosix_engine::image::as_bytes(&hello))
         .context("cannot say hello to homed")?;
     let msg = DeputyMsg::Rejoin {
         node: w.node.clone(),

@@ -30,16 +30,16 @@
 //! ([`DeputyMsg::Where`], at its start and after every move), so that if
 //! this `homed` goes away (the home's daemons restarting) the deputy can
 //! rejoin the next one, which re-attaches the body at its host
-//! (`Engine`'s rejoin, [`ToHost::Reattach`]) and relays for it from then
+//! (`Procs`'s rejoin, [`ToHost::Reattach`]) and relays for it from then
 //! on like for a body it sent away itself.
 
 mod sys;
 
-use mosix_proto::image::layout::{
+use mosix_engine::image::layout::{
     DEPUTY_ARGS_MAX, DEPUTY_ARGV_MAX, DEPUTY_PATH_MAX, DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED,
     Hello, VERDICT_DEPUTY,
 };
-use mosix_proto::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
+use mosix_engine::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
 use mosix_proto::migrate::{
@@ -380,7 +380,7 @@ fn tell_where(to_deputy: &mut UnixStream, away: &Away<'_>) {
 }
 
 /// What the home does about a body's children (the engine keeps them in
-/// its table, and relays for each; see `Engine`).
+/// its table, and relays for each; see `crate::procs::Procs`).
 pub trait Family {
     /// The deputy forked `child` for its body: register it and adopt its
     /// body at its node.
@@ -535,7 +535,7 @@ pub fn relay(
         // SIGSTOP cannot be caught: the deputy just stops. Seeing it
         // stopped, stop the body too; the SIGCONT that wakes the deputy is
         // caught and forwarded like any other signal.
-        let stopped = crate::engine::procfs::is_stopped(pid);
+        let stopped = mosix_engine::procfs::is_stopped(pid);
         if stopped && !deputy_stopped {
             if let Err(e) = link.send(&ToHost::Signal { sig: libc::SIGSTOP }) {
                 tracing::warn!(pid, node = %away.node, error = %e, "cannot stop the body");
@@ -1125,7 +1125,7 @@ fn come_home(
     }
     received
         .image
-        .check_cpu(mosix_proto::image::CpuFeatures::current())
+        .check_cpu(mosix_engine::image::CpuFeatures::current())
         .map_err(|e| ComeHome::NotYet(format!("this node cannot run the image: {e}")))?;
     let fds = fd_states(&received.image, pid);
     tracing::debug!(pid, ?fds, "fds of the process coming home");
@@ -1200,12 +1200,12 @@ fn come_home(
     let _ = ctl.set_read_timeout(None);
     match got
         .ok()
-        .and_then(|()| mosix_proto::image::from_bytes::<Hello>(&hb))
+        .and_then(|()| mosix_engine::image::from_bytes::<Hello>(&hb))
     {
         Some(h) if h.magic == HELLO_MAGIC && h.kind == HELLO_RESTORED && h.pid == pid => {
             // It is whole at home: no body answers for it any more.
-            let info = mosix_proto::image::layout::BodyInfo::at_home();
-            if let Err(e) = (&*ctl).write_all(mosix_proto::image::as_bytes(&info)) {
+            let info = mosix_engine::image::layout::BodyInfo::at_home();
+            if let Err(e) = (&*ctl).write_all(mosix_engine::image::as_bytes(&info)) {
                 tracing::warn!(pid, error = %e, "cannot brief the process that came home");
             }
             for sig in late_signals {

@@ -2,7 +2,7 @@
 //! terminal, and giving one back its input, through the process's own fd
 //! at home.
 
-use mosix_proto::image::layout::KTERMIOS_LEN;
+use mosix_engine::image::layout::KTERMIOS_LEN;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 

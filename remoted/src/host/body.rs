@@ -28,10 +28,10 @@
 use super::direct;
 use super::guests::GuestInfo;
 use super::{Relays, family, sys};
-use mosix_homed::engine::capture::{self, CaptureEnv};
-use mosix_homed::engine::procfs;
-use mosix_proto::image::layout::{self, BodyInfo, CallRecord, FreezeRecord, Hello};
-use mosix_proto::image::{self as image, ImagePlan};
+use mosix_engine::capture::{self, CaptureEnv};
+use mosix_engine::image::layout::{self, BodyInfo, CallRecord, FreezeRecord, Hello};
+use mosix_engine::image::{self as image, ImagePlan};
+use mosix_engine::procfs;
 use mosix_proto::link::{Link, LinkError};
 use mosix_proto::migrate::{CHUNK, Call, CallReply, EXEC_CMDLINE_MAX, FromHost, ToHost};
 use mosix_proto::view::Bytes;

@@ -18,7 +18,7 @@
 //! and hands it the checksum. Any failure before `Held` leaves the body
 //! frozen at the source, and the home says `Resume`: it runs on there.
 
-use mosix_proto::image::ImagePlan;
+use mosix_engine::image::ImagePlan;
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
 use mosix_proto::migrate::{CHUNK, FromHost, ToHost};
 use std::collections::HashMap;
@@ -156,7 +156,7 @@ pub(super) fn receive(link: &mut Link<TcpStream>, from: &str, token: u64, bytes:
         });
         return;
     };
-    let min = size_of::<mosix_proto::image::layout::ImageHeader>() as u64;
+    let min = size_of::<mosix_engine::image::layout::ImageHeader>() as u64;
     let result = if bytes < min {
         Err(format!("an image of {bytes} bytes is too small to be one"))
     } else {
@@ -213,7 +213,7 @@ pub(super) fn deliver(
     address: &str,
     token: u64,
     plan: &ImagePlan,
-    mem: &mut dyn mosix_proto::image::PageSource,
+    mem: &mut dyn mosix_engine::image::PageSource,
 ) -> Result<u64, String> {
     let Some((me, key)) = IDENTITY.get() else {
         return Err("this host does not know its own name and key".into());

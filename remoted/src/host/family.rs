@@ -44,8 +44,8 @@
 use super::Relays;
 use super::body::Body;
 use super::guests::GuestInfo;
-use mosix_proto::image::layout::{self, BodyInfo, Hello};
-use mosix_proto::image::{self as image};
+use mosix_engine::image::layout::{self, BodyInfo, Hello};
+use mosix_engine::image::{self as image};
 use mosix_proto::link::Link;
 use mosix_proto::migrate::{BodyStatus, FromHost};
 use std::collections::{HashMap, HashSet};

@@ -65,7 +65,7 @@ pub mod view;
 use body::Body;
 use std::os::unix::net::UnixStream;
 
-use mosix_proto::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
+use mosix_engine::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
 use mosix_proto::migrate::{BodyStatus, FromHost, HomeClocks, HomeFacts, ToHost, host_addr};
 use std::ffi::CString;
@@ -470,7 +470,7 @@ impl Host {
         // what to answer for home (ids, terminals).
         let body_info = home_facts.body_info();
         (&ctl)
-            .write_all(mosix_proto::image::as_bytes(&body_info))
+            .write_all(mosix_engine::image::as_bytes(&body_info))
             .map_err(|e| drop_body(pid, format!("cannot brief the body: {e}")))?;
         tracing::info!(%home, home_pid, body_pid = pid, bytes, "body restored and held");
         link.send(&FromHost::Held { body_pid: pid })

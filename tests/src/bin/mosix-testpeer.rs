@@ -189,15 +189,16 @@ fn replay(addr: SocketAddr, key_file: &Path) -> Result<bool> {
 /// memory flipped on the way, as a source `homed` would send it; returns
 /// the host's refusal (an error if it held a body instead).
 fn corrupt_image(addr: SocketAddr, key_file: &Path, image: &Path) -> Result<String> {
-    use mosix_proto::image::LoadedImage;
+    use mosix_engine::image::LoadedImage;
     use mosix_proto::link::Link;
     use mosix_proto::migrate::{CHUNK, FromHost, ToHost};
     let key = ClusterKey::load(key_file).context("cannot load the cluster key")?;
     let img =
         LoadedImage::open(image).context("the image to corrupt is not valid to begin with")?;
     let mut bytes = std::fs::read(image).context("cannot read the image")?;
-    let header = mosix_proto::image::from_bytes::<mosix_proto::image::layout::ImageHeader>(&bytes)
-        .context("the image has no header")?;
+    let header =
+        mosix_engine::image::from_bytes::<mosix_engine::image::layout::ImageHeader>(&bytes)
+            .context("the image has no header")?;
     let last = bytes.len() - 1;
     bytes[last] ^= 0x5a;
     let stream =

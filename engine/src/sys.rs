@@ -72,7 +72,7 @@ pub(crate) fn rlimit(pid: i32, res: i32) -> std::io::Result<[u64; 2]> {
 }
 
 /// Send `sig` to `pid`.
-pub(crate) fn kill(pid: i32, sig: i32) -> std::io::Result<()> {
+pub fn kill(pid: i32, sig: i32) -> std::io::Result<()> {
     // SAFETY: kill(2) with plain integers.
     if unsafe { libc::kill(pid, sig) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -83,14 +83,14 @@ pub(crate) fn kill(pid: i32, sig: i32) -> std::io::Result<()> {
 /// While alive, this thread's file system ids are the given user's, so
 /// files it creates belong to them and their permissions apply (homed runs
 /// as root; setfsuid is per thread).
-pub(crate) struct FsIds {
+pub struct FsIds {
     old_uid: u32,
     old_gid: u32,
 }
 
 impl FsIds {
     /// Switch to `uid`/`gid` for file access.
-    pub(crate) fn become_user(uid: u32, gid: u32) -> FsIds {
+    pub fn become_user(uid: u32, gid: u32) -> FsIds {
         // SAFETY: setfsgid/setfsuid only change this thread's fs ids and
         // return the previous ones.
         let old_gid = unsafe { libc::setfsgid(gid) } as u32;

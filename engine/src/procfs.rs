@@ -1,29 +1,38 @@
 //! What the engine reads about a process from `/proc`: its maps, mm
 //! fields, fds and the reasons it cannot be frozen.
 
-use mosix_proto::image::layout::*;
+use crate::image::layout::*;
 use std::collections::HashSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MapLine {
+pub struct MapLine {
+    /// First address.
     pub start: u64,
+    /// One past the last address.
     pub end: u64,
+    /// `r`: readable.
     pub read: bool,
+    /// `w`: writable.
     pub write: bool,
+    /// `x`: executable.
     pub exec: bool,
+    /// `s`: a shared mapping (`p`: private).
     pub shared: bool,
+    /// Offset into the mapped file.
     pub offset: u64,
+    /// The file's device, `MAJOR:MINOR` in hex.
     pub dev: String,
+    /// The file's inode, 0 for anonymous memory.
     pub inode: u64,
     /// Path or pseudo-name (`[heap]`), empty for anonymous memory.
     pub name: String,
 }
 
 /// Parse `/proc/PID/maps` text.
-pub(crate) fn parse_maps(text: &str) -> Result<Vec<MapLine>, String> {
+pub fn parse_maps(text: &str) -> Result<Vec<MapLine>, String> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut it = line.splitn(6, ' ');
@@ -59,7 +68,7 @@ pub(crate) fn parse_maps(text: &str) -> Result<Vec<MapLine>, String> {
 
 /// Fields of `/proc/PID/stat` the image needs (all but `brk`, which the
 /// freeze record carries).
-pub(crate) fn parse_stat(text: &str) -> Result<MmFields, String> {
+pub fn parse_stat(text: &str) -> Result<MmFields, String> {
     let after = text.rsplit_once(')').ok_or("no ')' in stat")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     // Field n (1-based, as in proc(5)) is f[n - 3].
@@ -88,7 +97,7 @@ pub(crate) fn parse_stat(text: &str) -> Result<MmFields, String> {
 }
 
 /// A `Key:\tvalue` line of `/proc/PID/status`.
-pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status.lines().find_map(|l| {
         l.strip_prefix(key)
             .and_then(|r| r.strip_prefix(':'))
@@ -100,7 +109,7 @@ pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 /// text: (soft, hard), `unlimited` as `u64::MAX`. The fallback where
 /// `prlimit` on another user's process is refused (a daemon without
 /// CAP_SYS_RESOURCE, as in some containers): the file is readable by all.
-pub(crate) fn limits_row(text: &str, res: usize) -> Option<[u64; 2]> {
+pub fn limits_row(text: &str, res: usize) -> Option<[u64; 2]> {
     // "%-25s %-20s %-20s %-10s": the name may hold spaces, the values not.
     let line = text.lines().nth(res + 1)?;
     let value = |from: usize, to: usize| -> Option<u64> {
@@ -115,7 +124,7 @@ pub(crate) fn limits_row(text: &str, res: usize) -> Option<[u64; 2]> {
 }
 
 /// The command line of `pid` (empty if it is gone).
-pub(crate) fn cmdline(pid: i32) -> Vec<String> {
+pub fn cmdline(pid: i32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     raw.split(|&b| b == 0)
         .filter(|s| !s.is_empty())
@@ -125,13 +134,20 @@ pub(crate) fn cmdline(pid: i32) -> Vec<String> {
 
 /// One open fd, classified.
 #[derive(Debug, Clone)]
-pub(crate) struct OpenFd {
+pub struct OpenFd {
+    /// Its number.
     pub fd: i32,
+    /// What it is (`layout::FD_*`).
     pub kind: u32,
+    /// Where `/proc/PID/fd/N` points.
     pub path: String,
+    /// Its open flags, from `fdinfo`.
     pub flags: u32,
+    /// Whether FD_CLOEXEC is set.
     pub cloexec: bool,
+    /// Its file offset.
     pub pos: u64,
+    /// The file's size (regular files).
     pub size: u64,
     /// Why this fd makes the process unfreezable, if it does.
     pub refuse: Option<String>,
@@ -143,7 +159,7 @@ fn is_tty_major(major: u64) -> bool {
 }
 
 /// The fds of `pid`, without `skip` (libmosix's control fd).
-pub(crate) fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
+pub fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
     let dir = format!("/proc/{pid}/fd");
     let mut out = Vec::new();
     let rd = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {dir}: {e}"))?;
@@ -233,7 +249,7 @@ pub(crate) fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
 /// holding through that fd, if any: its `lock:` lines list the POSIX
 /// record locks of this process, and the open-file-description and flock
 /// locks of this open file, taken through the fd.
-pub(crate) fn held_lock(fdinfo: &str) -> Option<&'static str> {
+pub fn held_lock(fdinfo: &str) -> Option<&'static str> {
     fdinfo
         .lines()
         .filter_map(|l| l.strip_prefix("lock:"))
@@ -387,13 +403,13 @@ fn shared_elsewhere(pid: i32, files: &HashSet<(String, u64, String)>) -> Option<
 }
 
 /// `readlink /proc/PID/<what>` as a string.
-pub(crate) fn link(pid: i32, what: &str) -> Result<PathBuf, String> {
+pub fn link(pid: i32, what: &str) -> Result<PathBuf, String> {
     let p = format!("/proc/{pid}/{what}");
     std::fs::read_link(Path::new(&p)).map_err(|e| format!("cannot read {p}: {e}"))
 }
 
 /// Whether `pid` is stopped (state `T` or `t` in `/proc/PID/stat`).
-pub(crate) fn is_stopped(pid: i32) -> bool {
+pub fn is_stopped(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -546,7 +562,7 @@ pub fn no_auto(pid: i32) -> bool {
 pub fn running_ms(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
-    running_ms_from(&stat, &uptime, super::sys::clock_ticks())
+    running_ms_from(&stat, &uptime, crate::sys::clock_ticks())
 }
 
 /// [`running_ms`] from the texts of `/proc/PID/stat` and `/proc/uptime`.

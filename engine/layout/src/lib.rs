@@ -4,12 +4,13 @@
 //! writes images) and the `#![no_std]` restorer (which reads them without a
 //! parser).
 //!
-//! This file uses `core` only. `mosix-preload` and `mosix-restore` include
-//! it with `#[path]` instead of depending on `mosix-proto`, because neither
-//! may pull std-using crates (serde, snow) into a signal handler or a no-libc
-//! static binary. Every record starts with a magic and the layout version
+//! This crate is `#![no_std]` and has no dependencies: `mosix-preload`
+//! and `mosix-restore` depend on it directly, and neither may pull
+//! std-using crates (serde, snow) into a signal handler or a no-libc
+//! static binary. The engine re-exports it as `mosix_engine::image::layout`.
+//! Every record starts with a magic and the layout version
 //! [`LAYOUT_VERSION`]; bump it on any change here.
-#![allow(dead_code)]
+#![no_std]
 
 /// Version of every record in this file; images and freeze records with
 /// another version are refused.
@@ -463,7 +464,7 @@ pub struct ImageHeader {
     pub version: u32,
     /// `size_of::<ImageHeader>()`.
     pub header_size: u32,
-    /// Checksum (see `mosix_proto::image::checksum`) of the whole file
+    /// Checksum (see `mosix_engine::image::checksum`) of the whole file
     /// with this field read as zero.
     pub checksum: u64,
     /// Total file size in bytes.

@@ -1,9 +1,9 @@
 //! Turning a frozen process (blocked in its freeze handler) into an image:
 //! maps, pagemap, mm fields, fds, then the pages through `/proc/PID/mem`.
 
-use super::procfs::{self, MapLine};
-use mosix_proto::image::layout::*;
-use mosix_proto::image::{CpuFeatures, FdSpec, ImageSpec, PageSource, RegionSpec};
+use crate::image::layout::*;
+use crate::image::{CpuFeatures, FdSpec, ImageSpec, PageSource, RegionSpec};
+use crate::procfs::{self, MapLine};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -28,9 +28,9 @@ impl CaptureEnv {
     /// This machine's facts.
     pub fn here() -> CaptureEnv {
         CaptureEnv {
-            zero_pfn: super::sys::zero_pfn(),
+            zero_pfn: crate::sys::zero_pfn(),
             cpu: CpuFeatures::current(),
-            kernel_release: super::sys::kernel_release(),
+            kernel_release: crate::sys::kernel_release(),
         }
     }
 }
@@ -68,7 +68,7 @@ pub fn describe(
     mm.auxv_len = (n * 8) as u64;
     let mut limits = None;
     for (res, slot) in mm.rlimits.iter_mut().enumerate() {
-        *slot = match super::sys::rlimit(pid, res as i32) {
+        *slot = match crate::sys::rlimit(pid, res as i32) {
             Ok(l) => l,
             // Another user's process and no CAP_SYS_RESOURCE: the same
             // figures from /proc/PID/limits.
@@ -109,7 +109,7 @@ pub fn describe(
         // The first lower fd with the same open file description.
         let shares_with = fds
             .iter()
-            .find(|g| g.desc.shares_with == 0 && super::sys::same_file(pid, g.desc.fd, f.fd))
+            .find(|g| g.desc.shares_with == 0 && crate::sys::same_file(pid, g.desc.fd, f.fd))
             .map(|g| g.desc.fd as u32 + 1)
             .unwrap_or(0);
         fds.push(FdSpec {

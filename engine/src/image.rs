@@ -14,7 +14,7 @@
 //! memory; not clean file pages (re-mapped from the file), never-touched
 //! pages or vdso/vvar (only their addresses).
 
-pub mod layout;
+pub use mosix_layout as layout;
 
 use layout::*;
 use serde::Serialize;

@@ -3,7 +3,7 @@
 //! on request and writes their images (checkpoint to a file).
 //!
 //! Each managed process connects once to `<runtime_dir>/procs.sock`
-//! (served by [`Engine::serve`]) and sends a fixed-layout
+//! (served by [`Procs::serve`]) and sends a fixed-layout
 //! [`layout::Hello`]; the engine checks it against the connection's
 //! SO_PEERCRED. To freeze it, the engine sends the freeze signal; the
 //! process's handler answers with a [`layout::FreezeRecord`] on the same
@@ -11,13 +11,11 @@
 //! verdict (continue, stop, exit). A failure anywhere before the verdict
 //! lets the process run on, unchanged.
 
-pub mod capture;
-pub mod procfs;
-mod sys;
+use mosix_engine::{capture, procfs};
 
+use mosix_engine::image;
+use mosix_engine::image::layout::{self, FreezeRecord, Hello};
 use mosix_proto::config::Config;
-use mosix_proto::image;
-use mosix_proto::image::layout::{self, FreezeRecord, Hello};
 use mosix_proto::local::{Credentials, peer_credentials};
 use mosix_proto::migrate::DeputyMsg;
 use mosix_proto::process::{
@@ -43,7 +41,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The engine's side of a body's family: what its relay reports about
 /// forks and reaped children.
 struct Kin {
-    engine: Arc<Engine>,
+    engine: Arc<Procs>,
     parent: Arc<Proc>,
 }
 
@@ -69,7 +67,7 @@ struct Whereabouts {
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum ProcsError {
     /// freeze signal {0} is not a real-time signal this engine can use: set process.freeze_signal to one between SIGRTMIN and SIGRTMAX
     #[error(
         "freeze signal {0} is not a real-time signal this engine can use: set process.freeze_signal to one between SIGRTMIN and SIGRTMAX"
@@ -147,7 +145,7 @@ struct Proc {
 
 /// The engine: shared by `homed`'s procs-socket server and its command
 /// socket handler.
-pub struct Engine {
+pub struct Procs {
     freeze_signal: i32,
     procs: Mutex<HashMap<i32, Arc<Proc>>>,
     env: capture::CaptureEnv,
@@ -161,14 +159,14 @@ pub struct Engine {
     grace_s: u64,
 }
 
-impl Engine {
+impl Procs {
     /// An engine for this node's configuration.
-    pub fn new(config: &Config) -> Result<Engine, EngineError> {
+    pub fn new(config: &Config) -> Result<Procs, ProcsError> {
         let sig = config.process.freeze_signal;
         if sig < libc::SIGRTMIN() || sig > libc::SIGRTMAX() {
-            return Err(EngineError::BadSignal(sig));
+            return Err(ProcsError::BadSignal(sig));
         }
-        Ok(Engine {
+        Ok(Procs {
             freeze_signal: sig,
             procs: Mutex::new(HashMap::new()),
             env: capture::CaptureEnv::here(),
@@ -487,7 +485,7 @@ impl Engine {
             why: migrate.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
             migrate: migrate.map(|m| m.0),
         });
-        if let Err(e) = sys::kill(pid, p.freeze_signal) {
+        if let Err(e) = mosix_engine::kill(pid, p.freeze_signal) {
             p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
             return Err(format!(
                 "cannot send the freeze signal to process {pid}: {e}"
@@ -1118,7 +1116,7 @@ impl Engine {
         let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
             .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
         let written = {
-            let _ids = sys::FsIds::become_user(p.uid, p.gid);
+            let _ids = mosix_engine::FsIds::become_user(p.uid, p.gid);
             image::write_image(&op.path, &spec, &mut capture::ProcMem(mem))
                 .map_err(|e| e.to_string())?
         };
