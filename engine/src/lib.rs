@@ -12,8 +12,10 @@
 //! of I/O, so every failure path is unit-tested without root.
 
 pub mod capture;
+pub mod freeze;
 pub mod image;
 pub mod procfs;
+pub mod session;
 mod sys;
 
 pub use sys::{FsIds, kill};

@@ -2,6 +2,7 @@
 //! fields, fds and the reasons it cannot be frozen.
 
 use crate::image::layout::*;
+use mosix_proto::reason::CantMove;
 use std::collections::HashSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -150,7 +151,7 @@ pub struct OpenFd {
     /// The file's size (regular files).
     pub size: u64,
     /// Why this fd makes the process unfreezable, if it does.
-    pub refuse: Option<String>,
+    pub refuse: Option<CantMove>,
 }
 
 /// Major numbers of tty devices (console/vt, /dev/tty, ptys).
@@ -192,9 +193,10 @@ pub fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
         } else if path.starts_with("pipe:") {
             FK_PIPE
         } else if path.starts_with("anon_inode:") {
-            refuse = Some(format!(
-                "fd {fd} is an {path} (eventfd, epoll, timerfd, signalfd... cannot be restored)"
-            ));
+            refuse = Some(CantMove::AnonInode {
+                fd,
+                path: path.clone(),
+            });
             FK_OTHER
         } else {
             match std::fs::metadata(&link) {
@@ -212,20 +214,25 @@ pub fn open_fds(pid: i32, skip: i32) -> Result<Vec<OpenFd>, String> {
                         // /dev/null, zero, full, random, urandom: stateless.
                         FK_OTHER
                     } else {
-                        refuse = Some(format!(
-                            "fd {fd} is the device {path} (only ttys and /dev/null-like devices are allowed)"
-                        ));
+                        refuse = Some(CantMove::Device {
+                            fd,
+                            path: path.clone(),
+                        });
                         FK_OTHER
                     }
                 }
                 Ok(_) => {
-                    refuse = Some(format!("fd {fd} is the device or special file {path}"));
+                    refuse = Some(CantMove::Special {
+                        fd,
+                        path: path.clone(),
+                    });
                     FK_OTHER
                 }
                 Err(_) => {
-                    refuse = Some(format!(
-                        "fd {fd} points to {path}, which cannot be reopened"
-                    ));
+                    refuse = Some(CantMove::Unreopenable {
+                        fd,
+                        path: path.clone(),
+                    });
                     FK_OTHER
                 }
             }
@@ -271,7 +278,7 @@ pub fn held_lock(fdinfo: &str) -> Option<&'static str> {
 /// the body out of its own file (the body's file operations reach the
 /// home through the view as another lock owner). A checkpoint is not
 /// refused for this: the process goes on holding them.
-pub fn locks_block_move(pid: i32) -> Option<String> {
+pub fn locks_block_move(pid: i32) -> Option<CantMove> {
     let dir = format!("/proc/{pid}/fdinfo");
     let rd = std::fs::read_dir(&dir).ok()?;
     for ent in rd.flatten() {
@@ -283,16 +290,18 @@ pub fn locks_block_move(pid: i32) -> Option<String> {
             let path = link(pid, &format!("fd/{fd}"))
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            return Some(format!(
-                "it holds {lock} (fd {fd}, {path}), which do not move with a process yet; it can move once it releases them"
-            ));
+            return Some(CantMove::FileLocks {
+                lock: lock.to_string(),
+                fd: fd.parse().unwrap_or(-1),
+                path,
+            });
         }
     }
     None
 }
 
 /// Whether `pid` can be frozen safely now; `Some(reason)` if not.
-pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
+pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<CantMove> {
     why_not(pid, freeze_signal, ctl_fd, true)
 }
 
@@ -307,22 +316,25 @@ pub fn blocks_freeze_signal(pid: i32, freeze_signal: i32) -> bool {
 /// [`cantmove`] but for a blocked freeze signal: a body's host knows that
 /// a body inside a forwarded call blocks every signal until the answer,
 /// and freezes it through that call (see [`blocks_freeze_signal`]).
-pub fn cantmove_but_blocking(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<String> {
+pub fn cantmove_but_blocking(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<CantMove> {
     why_not(pid, freeze_signal, ctl_fd, false)
 }
 
 /// [`cantmove`]; a blocked freeze signal counts if `blocking_counts`.
-fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> Option<String> {
+fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> Option<CantMove> {
     let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
-        Err(e) => return Some(format!("cannot read /proc/{pid}/status: {e}")),
+        Err(e) => {
+            return Some(CantMove::Unreadable {
+                what: format!("/proc/{pid}/status"),
+                error: e.to_string(),
+            });
+        }
     };
     if let Some(n) = status_field(&status, "Threads").and_then(|v| v.parse::<u32>().ok())
         && n > 1
     {
-        return Some(format!(
-            "it has {n} threads; only single-threaded processes can be frozen"
-        ));
+        return Some(CantMove::Threads { threads: n });
     }
     if let Some(v) = status_field(&status, "VmLck")
         && v.split_whitespace()
@@ -331,7 +343,9 @@ fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> 
             .unwrap_or(0)
             > 0
     {
-        return Some(format!("it has locked memory (mlock, VmLck {v})"));
+        return Some(CantMove::LockedMemory {
+            vmlck: v.to_string(),
+        });
     }
     let bit = 1u64 << (freeze_signal - 1);
     let mask = |k| {
@@ -340,24 +354,31 @@ fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> 
             .unwrap_or(0)
     };
     if blocking_counts && mask("SigBlk") & bit != 0 {
-        return Some(format!("it blocks the freeze signal {freeze_signal}"));
+        return Some(CantMove::BlocksFreezeSignal {
+            signal: freeze_signal,
+        });
     }
     if mask("SigCgt") & bit == 0 {
-        return Some(format!(
-            "it no longer catches the freeze signal {freeze_signal} (the program reset it)"
-        ));
+        return Some(CantMove::IgnoresFreezeSignal {
+            signal: freeze_signal,
+        });
     }
     let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|e| e.to_string())
         .and_then(|t| parse_maps(&t))
     {
         Ok(m) => m,
-        Err(e) => return Some(format!("cannot read its maps: {e}")),
+        Err(e) => {
+            return Some(CantMove::Unreadable {
+                what: "its maps".into(),
+                error: e,
+            });
+        }
     };
     let mut shared_files = HashSet::new();
     for m in &maps {
         if m.name.starts_with("/SYSV") {
-            return Some("it has SysV shared memory attached".into());
+            return Some(CantMove::SysvShm);
         }
         if m.shared && m.write && m.inode != 0 {
             shared_files.insert((m.dev.clone(), m.inode, m.name.clone()));
@@ -370,12 +391,15 @@ fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> 
     }
     match open_fds(pid, ctl_fd) {
         Ok(fds) => fds.into_iter().find_map(|f| f.refuse),
-        Err(e) => Some(e),
+        Err(e) => Some(CantMove::Unreadable {
+            what: format!("the fds of process {pid}"),
+            error: e,
+        }),
     }
 }
 
 /// Whether another process maps one of `files` (dev, inode, name).
-fn shared_elsewhere(pid: i32, files: &HashSet<(String, u64, String)>) -> Option<String> {
+fn shared_elsewhere(pid: i32, files: &HashSet<(String, u64, String)>) -> Option<CantMove> {
     let rd = std::fs::read_dir("/proc").ok()?;
     for ent in rd.flatten() {
         let Ok(other) = ent.file_name().to_string_lossy().parse::<i32>() else {
@@ -393,9 +417,10 @@ fn shared_elsewhere(pid: i32, files: &HashSet<(String, u64, String)>) -> Option<
         for m in maps {
             if let Some((_, _, name)) = files.iter().find(|(d, i, _)| *d == m.dev && *i == m.inode)
             {
-                return Some(format!(
-                    "its writable shared mapping of {name} is also mapped by pid {other}"
-                ));
+                return Some(CantMove::SharedMapping {
+                    path: name.clone(),
+                    other_pid: other,
+                });
             }
         }
     }
@@ -500,7 +525,12 @@ Max open files            1024                 524288               files     \n
         nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETLK(&lock)).unwrap();
         let why = locks_block_move(pid).expect("a lock holder is refused");
         assert!(
-            why.starts_with(&format!("it holds POSIX record locks (fd {fd}, ")),
+            matches!(&why, CantMove::FileLocks { lock, fd: f, .. } if lock == "POSIX record locks" && *f == fd),
+            "{why:?}"
+        );
+        assert!(
+            why.to_string()
+                .starts_with(&format!("it holds POSIX record locks (fd {fd}, ")),
             "{why}"
         );
         drop(f);

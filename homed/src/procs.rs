@@ -11,7 +11,9 @@
 //! verdict (continue, stop, exit). A failure anywhere before the verdict
 //! lets the process run on, unchanged.
 
+use mosix_engine::freeze::{self, Verdict};
 use mosix_engine::{capture, procfs};
+use mosix_proto::reason::CantMove;
 
 use mosix_engine::image;
 use mosix_engine::image::layout::{self, FreezeRecord, Hello};
@@ -30,8 +32,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a process has to answer the freeze signal.
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a move of a process that is away may take.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a new connection has to send its hello (and a forked deputy
@@ -118,7 +118,7 @@ struct Proc {
     restored: bool,
     checkpoint_file: Option<PathBuf>,
     interval: Option<Duration>,
-    refuse: Option<String>,
+    refuse: Option<CantMove>,
     freeze_signal: i32,
     /// The control fd number in the process (left out of images).
     writer: Mutex<UnixStream>,
@@ -141,6 +141,9 @@ struct Proc {
     history: Mutex<std::collections::VecDeque<MoveRecord>>,
     /// For the deputy of a body's forked child: its parent's home pid.
     parent: Option<i32>,
+    /// Wakes its connection thread to freeze it (set while that thread
+    /// serves it at home).
+    wake: Mutex<Option<UnixStream>>,
 }
 
 /// The engine: shared by `homed`'s procs-socket server and its command
@@ -338,36 +341,42 @@ impl Procs {
         let mut out: Vec<ProcessInfo> = procs
             .iter()
             .filter(|p| caller.uid == 0 || caller.uid == p.uid)
-            .map(|p| ProcessInfo {
-                pid: p.pid,
-                cmdline: p.cmdline.clone(),
-                uid: p.uid,
-                home: self.node.clone(),
-                node: p
-                    .away
-                    .lock()
-                    .map(|a| a.clone())
-                    .unwrap_or_default()
-                    .unwrap_or_else(|| self.node.clone()),
-                state: self.state(p).into(),
-                migrations: p.migrations.load(std::sync::atomic::Ordering::Relaxed),
-                restored: p.restored,
-                checkpoint_file: p.checkpoint_file.clone(),
-                checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
-                cantmove: self.cantmove(p),
-                resident_ms: procfs::running_ms(p.pid),
-                no_auto: match p.pinned {
-                    procfs::Pinned::Always => true,
-                    procfs::Pinned::UntilTold => !p.told.load(std::sync::atomic::Ordering::Relaxed),
-                    procfs::Pinned::No => false,
-                },
-                history: p
-                    .history
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect(),
+            .map(|p| {
+                let why_not = self.cantmove(p);
+                ProcessInfo {
+                    pid: p.pid,
+                    cmdline: p.cmdline.clone(),
+                    uid: p.uid,
+                    home: self.node.clone(),
+                    node: p
+                        .away
+                        .lock()
+                        .map(|a| a.clone())
+                        .unwrap_or_default()
+                        .unwrap_or_else(|| self.node.clone()),
+                    state: self.state(p).into(),
+                    migrations: p.migrations.load(std::sync::atomic::Ordering::Relaxed),
+                    restored: p.restored,
+                    checkpoint_file: p.checkpoint_file.clone(),
+                    checkpoint_minutes: p.interval.map(|d| (d.as_secs() / 60) as u32).unwrap_or(0),
+                    cantmove: why_not.as_ref().map(|c| c.to_string()),
+                    cantmove_code: why_not.as_ref().map(|c| c.code().to_string()),
+                    resident_ms: procfs::running_ms(p.pid),
+                    no_auto: match p.pinned {
+                        procfs::Pinned::Always => true,
+                        procfs::Pinned::UntilTold => {
+                            !p.told.load(std::sync::atomic::Ordering::Relaxed)
+                        }
+                        procfs::Pinned::No => false,
+                    },
+                    history: p
+                        .history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .cloned()
+                        .collect(),
+                }
             })
             .collect();
         out.sort_by_key(|p| p.pid);
@@ -389,7 +398,7 @@ impl Procs {
         }
     }
 
-    fn cantmove(&self, p: &Proc) -> Option<String> {
+    fn cantmove(&self, p: &Proc) -> Option<CantMove> {
         if let Some(r) = &p.refuse {
             return Some(r.clone());
         }
@@ -485,13 +494,22 @@ impl Procs {
             why: migrate.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
             migrate: migrate.map(|m| m.0),
         });
-        if let Err(e) = mosix_engine::kill(pid, p.freeze_signal) {
+        let woke = p
+            .wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| (&*w).write_all(&[1]));
+        if !matches!(woke, Some(Ok(()))) {
             p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
             return Err(format!(
-                "cannot send the freeze signal to process {pid}: {e}"
+                "process {pid} is not ready to be frozen (its connection to homed is not served); try again"
             ));
         }
-        match rx.recv_timeout(FREEZE_TIMEOUT) {
+        // The connection thread freezes it within the engine's timeouts
+        // and always answers, unless the process goes away meanwhile.
+        match rx.recv_timeout(freeze::FREEZE_TIMEOUT + freeze::MESSAGE_TIMEOUT + freeze::CALL_CATCH)
+        {
             Ok(OpEvent::Frozen) => {}
             Ok(ev) => return Ok(ev),
             Err(_) => {
@@ -504,7 +522,7 @@ impl Procs {
                 {
                     return Err(format!(
                         "process {pid} did not answer the freeze signal within {} s; it runs on unchanged",
-                        FREEZE_TIMEOUT.as_secs()
+                        freeze::FREEZE_TIMEOUT.as_secs()
                     ));
                 }
             }
@@ -603,7 +621,9 @@ impl Procs {
         };
         let checkpoint_file = (hello.path_len > 0)
             .then(|| PathBuf::from(text(&hello.checkpoint_path, hello.path_len)));
-        let refuse = (hello.refuse_len > 0).then(|| text(&hello.refuse, hello.refuse_len));
+        let refuse = (hello.refuse_len > 0).then(|| CantMove::Declared {
+            reason: text(&hello.refuse, hello.refuse_len),
+        });
         let Ok(writer) = stream.try_clone() else {
             return;
         };
@@ -643,9 +663,7 @@ impl Procs {
         let refuse = match (&away_at, parent) {
             // A forked child's deputy: its end comes from its parent
             // body's wait, and it does not move on its own.
-            (Some(node), Some(_)) => Some(format!(
-                "it runs with its parent's body on node {node} (a forked child does not move on its own yet)"
-            )),
+            (Some(node), Some(_)) => Some(CantMove::ForkedChild { node: node.clone() }),
             _ => refuse,
         };
         let p = Arc::new(Proc {
@@ -675,6 +693,7 @@ impl Procs {
             told: Default::default(),
             history: Default::default(),
             parent,
+            wake: Mutex::new(None),
         });
         tracing::info!(pid = p.pid, uid = p.uid, restored = p.restored, deputy = rejoin.is_some(), cmd = ?p.cmdline.first(), "process registered");
         self.lock_procs().insert(p.pid, p.clone());
@@ -691,48 +710,91 @@ impl Procs {
             tracing::info!(pid = p.pid, "process left");
             return;
         }
-        let mut rb = [0u8; size_of::<FreezeRecord>()];
-        while stream.read_exact(&mut rb).is_ok() {
-            let Some(rec) = image::from_bytes::<FreezeRecord>(&rb) else {
-                break;
-            };
-            if rec.magic != layout::FREEZE_MAGIC
-                || rec.size as usize != size_of::<FreezeRecord>()
-                || rec.pid != p.pid
-            {
-                tracing::warn!(pid = p.pid, "bad freeze record; closing");
-                break;
+        // Freeze requests wake this thread; until then it watches the
+        // connection for the process's end (or a freeze signal someone
+        // else sent it).
+        let (wake, woken) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(pid = p.pid, error = %e, "cannot make a wake-up socket; the process cannot be frozen");
+                return;
             }
-            let op = p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(op) = op else {
-                // A freeze signal nobody here asked for: let it run on.
-                self.verdict(&p, layout::VERDICT_CONTINUE);
-                continue;
-            };
-            let _ = op.reply.send(OpEvent::Frozen);
-            if let Some(target) = op.migrate.clone() {
-                if self.migrate_out(&p, &rec, &op, &target, &stream) {
+        };
+        *p.wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(wake);
+        loop {
+            let (asked, spoke) = match wait_either(&woken, &stream) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(pid = p.pid, error = %e, "cannot watch the process's connection; closing");
                     break;
                 }
-                continue;
-            }
-            let result = self.write_image(&p, &rec, &op);
-            let verdict = match (&result, op.after) {
-                (Err(_), _) | (Ok(_), AfterCheckpoint::Continue) => layout::VERDICT_CONTINUE,
-                (Ok(_), AfterCheckpoint::Stop) => layout::VERDICT_STOP,
-                (Ok(_), AfterCheckpoint::Exit) => layout::VERDICT_EXIT,
             };
-            self.verdict(&p, verdict);
-            match &result {
-                Ok(d) => {
-                    tracing::info!(pid = p.pid, path = %d.path.display(), bytes = d.bytes, frozen_ms = d.frozen_ms, "checkpoint written")
+            if asked {
+                let mut b = [0u8; 64];
+                let _ = (&woken).read(&mut b);
+                let op = p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let Some(op) = op else { continue };
+                let mut ctl = HomeControl {
+                    stream: &stream,
+                    pid: p.pid,
+                    freeze_signal: p.freeze_signal,
+                    out_of_step: false,
+                };
+                let rec = match freeze::freeze(&mut ctl) {
+                    Ok(rec) => rec,
+                    Err(why) => {
+                        tracing::warn!(pid = p.pid, reason = %why, "cannot freeze the process; it runs on");
+                        let msg = format!(
+                            "process {} cannot be frozen now: {why}; it runs on unchanged",
+                            p.pid
+                        );
+                        let _ = op.reply.send(match op.migrate {
+                            Some(_) => OpEvent::Migrated(Err(msg)),
+                            None => OpEvent::Done(Err(msg)),
+                        });
+                        if ctl.out_of_step {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let _ = op.reply.send(OpEvent::Frozen);
+                if let Some(target) = op.migrate.clone() {
+                    if self.migrate_out(&p, &rec, &op, &target, &stream) {
+                        break;
+                    }
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!(pid = p.pid, error = %e, "checkpoint failed; process runs on")
+                let result = self.write_image(&p, &rec, &op);
+                let verdict = match (&result, op.after) {
+                    (Err(_), _) | (Ok(_), AfterCheckpoint::Continue) => Verdict::Continue,
+                    (Ok(_), AfterCheckpoint::Stop) => Verdict::Stop,
+                    (Ok(_), AfterCheckpoint::Exit) => Verdict::Exit,
+                };
+                self.verdict(&p, verdict);
+                match &result {
+                    Ok(d) => {
+                        tracing::info!(pid = p.pid, path = %d.path.display(), bytes = d.bytes, frozen_ms = d.frozen_ms, "checkpoint written")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pid = p.pid, error = %e, "checkpoint failed; process runs on")
+                    }
                 }
+                let _ = op.reply.send(OpEvent::Done(result));
+            } else if spoke {
+                // Its end (EOF), or a freeze signal nobody here asked for.
+                let mut rb = [0u8; size_of::<FreezeRecord>()];
+                if (&stream).read_exact(&mut rb).is_err() {
+                    break;
+                }
+                if freeze::check_record(&rb, p.pid).is_none() {
+                    tracing::warn!(pid = p.pid, "bad freeze record; closing");
+                    break;
+                }
+                self.verdict(&p, Verdict::Continue);
             }
-            let _ = op.reply.send(OpEvent::Done(result));
         }
+        p.wake.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut procs = self.lock_procs();
         if procs.get(&p.pid).is_some_and(|q| Arc::ptr_eq(q, &p)) {
             procs.remove(&p.pid);
@@ -752,12 +814,6 @@ impl Procs {
         ctl: &UnixStream,
     ) -> bool {
         let who = self.mover(p, rec);
-        let sent = capture::describe(p.pid, p.uid, rec, &self.env).and_then(|spec| {
-            let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
-                .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
-            let mut mem = capture::ProcMem(mem);
-            crate::migrate::send_body(&who, target, &spec, &mut mem)
-        });
         // The outcome goes into the history and to the requester.
         let report = |result: Result<MigrateDone, String>| {
             self.record(
@@ -770,20 +826,29 @@ impl Procs {
             );
             let _ = op.reply.send(OpEvent::Migrated(result));
         };
-        let mut held = match sent {
-            Ok(h) => h,
+        let captured = capture::describe(p.pid, p.uid, rec, &self.env).and_then(|spec| {
+            let mem = std::fs::File::open(format!("/proc/{}/mem", p.pid))
+                .map_err(|e| format!("cannot open /proc/{}/mem: {e}", p.pid))?;
+            Ok((spec, capture::ProcMem(mem)))
+        });
+        let (spec, mut mem) = match captured {
+            Ok(c) => c,
             Err(e) => {
-                self.verdict(p, layout::VERDICT_CONTINUE);
-                tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration failed; process runs on here");
+                self.verdict(p, Verdict::Continue);
+                tracing::warn!(pid = p.pid, node = %target.node, error = %e, "cannot capture the process; it runs on here");
                 report(Err(e));
                 return false;
             }
         };
-        if let Err(e) = crate::migrate::commit(ctl, &mut held, &target.node, &p.cmdline) {
-            tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration not committed");
-            report(Err(e));
-            return false;
-        }
+        // The session told the process to run on, or it is gone, on error.
+        let held = match crate::migrate::move_out(&who, target, &spec, &mut mem, ctl, &p.cmdline) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration failed");
+                report(Err(e));
+                return false;
+            }
+        };
         self.set_away(p, Some(&target.node));
         let done = MigrateDone {
             pid: p.pid,
@@ -881,7 +946,8 @@ impl Procs {
             .map_err(|e| e.to_string())
             .and_then(|()| match link.recv::<FromHost>() {
                 Ok(FromHost::Held { body_pid }) => Ok(body_pid),
-                Ok(FromHost::Failed { reason } | FromHost::Refused { reason }) => Err(reason),
+                Ok(FromHost::Failed { reason }) => Err(reason.to_string()),
+                Ok(FromHost::Refused { reason }) => Err(reason.to_string()),
                 Ok(other) => Err(format!("node {node} answered {other:?}")),
                 Err(e) => Err(e.to_string()),
             });
@@ -930,10 +996,9 @@ impl Procs {
             restored: false,
             checkpoint_file: None,
             interval: None,
-            refuse: Some(format!(
-                "it runs with its parent's body on node {} (a forked child does not move on its own yet)",
-                child.node
-            )),
+            refuse: Some(CantMove::ForkedChild {
+                node: child.node.clone(),
+            }),
             freeze_signal: parent.freeze_signal,
             writer: Mutex::new(writer),
             op: Mutex::new(None),
@@ -947,6 +1012,7 @@ impl Procs {
             told: Default::default(),
             history: Default::default(),
             parent: Some(child.parent),
+            wake: Mutex::new(None),
         });
         self.lock_procs().insert(p.pid, p.clone());
         tracing::info!(pid = p.pid, parent = child.parent, node = %child.node, "forked deputy registered");
@@ -998,7 +1064,7 @@ impl Procs {
             .map_err(|e| e.to_string())
             .and_then(|()| match link.recv::<mosix_proto::migrate::FromHost>() {
                 Ok(mosix_proto::migrate::FromHost::Held { body_pid }) => Ok(body_pid),
-                Ok(mosix_proto::migrate::FromHost::Failed { reason }) => Err(reason),
+                Ok(mosix_proto::migrate::FromHost::Failed { reason }) => Err(reason.to_string()),
                 Ok(other) => Err(format!("node {} answered {other:?}", child.node)),
                 Err(e) => Err(e.to_string()),
             });
@@ -1099,9 +1165,9 @@ impl Procs {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn verdict(&self, p: &Proc, v: u32) {
+    fn verdict(&self, p: &Proc, v: Verdict) {
         let mut w = p.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = w.write_all(&v.to_le_bytes()) {
+        if let Err(e) = w.write_all(&v.bytes()) {
             tracing::warn!(pid = p.pid, error = %e, "cannot send verdict");
         }
     }
@@ -1129,4 +1195,76 @@ impl Procs {
             after: op.after,
         })
     }
+}
+
+/// A process at home's control connection, for the engine's freeze. At
+/// home a process sends nothing but its freeze record on it.
+struct HomeControl<'a> {
+    stream: &'a UnixStream,
+    pid: i32,
+    freeze_signal: i32,
+    /// The conversation went out of step: the connection is closed.
+    out_of_step: bool,
+}
+
+impl freeze::Control for HomeControl<'_> {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn freeze_signal(&self) -> i32 {
+        self.freeze_signal
+    }
+
+    fn blocks_signal(&mut self) -> bool {
+        procfs::blocks_freeze_signal(self.pid, self.freeze_signal)
+    }
+
+    fn send_signal(&mut self) -> std::io::Result<()> {
+        mosix_engine::kill(self.pid, self.freeze_signal)
+    }
+
+    fn readable(&mut self, timeout: Duration) -> std::io::Result<bool> {
+        readable(self.stream, timeout)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let got = (&*self.stream).read_exact(buf);
+        let _ = self.stream.set_read_timeout(None);
+        got
+    }
+
+    fn out_of_step(&mut self) {
+        self.out_of_step = true;
+    }
+}
+
+/// Whether `s` has something to read within `timeout`.
+fn readable(s: &UnixStream, timeout: Duration) -> std::io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+    Ok(poll(&mut fds, ms)? > 0)
+}
+
+/// Wait until `woken` (a freeze request) or `stream` (the process) has
+/// something to read: which ones.
+fn wait_either(woken: &UnixStream, stream: &UnixStream) -> std::io::Result<(bool, bool)> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [
+        PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+        PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+    Ok((hit(&fds[0]), hit(&fds[1])))
 }

@@ -16,4 +16,5 @@ pub mod local;
 pub mod migrate;
 pub mod msg;
 pub mod process;
+pub mod reason;
 pub mod view;

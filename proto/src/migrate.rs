@@ -836,7 +836,7 @@ pub enum FromHost {
     /// Not hosting it; nothing was started.
     Refused {
         /// Why, and what to do.
-        reason: String,
+        reason: crate::reason::Refusal,
     },
     /// Restored and held before its first user instruction.
     Held {
@@ -846,7 +846,7 @@ pub enum FromHost {
     /// Restoring failed; nothing runs at the destination.
     Failed {
         /// What failed.
-        reason: String,
+        reason: crate::reason::HostFailure,
     },
     /// The body wrote `data` to its relayed fd `fd` (a pipe at home);
     /// all of a body's output comes before its [`FromHost::Exited`].
@@ -862,7 +862,7 @@ pub enum FromHost {
     /// `mosctl expel`): the home should move it home or elsewhere.
     Leave {
         /// Why, for the home's log.
-        reason: String,
+        reason: crate::reason::LeaveReason,
     },
     /// The body has read all the input it was given on `fd`: read more at
     /// home (at most one chunk is ever in flight, so little is read ahead
@@ -895,7 +895,7 @@ pub enum FromHost {
     /// The body could not be frozen or captured; it runs on here.
     FreezeFailed {
         /// What failed.
-        reason: String,
+        reason: crate::reason::FreezeFailure,
     },
     /// The frozen body was ended after [`ToHost::Done`]: it runs only
     /// where it was moved to. The last message on the link.

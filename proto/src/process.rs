@@ -121,9 +121,14 @@ pub struct ProcessInfo {
     /// Periodic checkpoint interval in minutes (0: none).
     #[serde(default)]
     pub checkpoint_minutes: u32,
-    /// Why it cannot be frozen now, if it cannot (openMosix's `cantmove`).
+    /// Why it cannot be frozen now, if it cannot (openMosix's `cantmove`),
+    /// for people.
     #[serde(default)]
     pub cantmove: Option<String>,
+    /// The same reason's stable machine-readable name
+    /// ([`crate::reason::CantMove::code`]), for scripts.
+    #[serde(default)]
+    pub cantmove_code: Option<String>,
     /// Milliseconds it has run at this node (since it started or was
     /// restored here); the balancer's residency rule reads it. None when
     /// unknown (an older homed).

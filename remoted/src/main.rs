@@ -205,7 +205,9 @@ fn answer(
             let list = guests::list();
             let asked = list
                 .iter()
-                .filter(|g| guests::ask_to_leave(g.body_pid, "mosctl expel"))
+                .filter(|g| {
+                    guests::ask_to_leave(g.body_pid, mosix_proto::reason::LeaveReason::Expelled)
+                })
                 .count();
             tracing::info!(uid = creds.uid, guests = list.len(), asked, "expel");
             ControlResponse::Done {

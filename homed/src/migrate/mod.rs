@@ -35,11 +35,13 @@
 
 mod sys;
 
-use mosix_engine::image::layout::{
-    DEPUTY_ARGS_MAX, DEPUTY_ARGV_MAX, DEPUTY_PATH_MAX, DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED,
-    Hello, VERDICT_DEPUTY,
-};
+use mosix_engine::freeze::{Verdict, deputy_verdict};
+use mosix_engine::image::layout::{DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED, Hello};
 use mosix_engine::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
+use mosix_engine::session::{
+    self,
+    source::{Action, Input, Leg, OfferFacts, Outcome, Peer, Source},
+};
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
 use mosix_proto::migrate::{
@@ -48,7 +50,7 @@ use mosix_proto::migrate::{
 };
 use mosix_proto::process::{MigrateDone, MoveRecord};
 use mosix_proto::view::Bytes;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
@@ -57,26 +59,16 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Each exchange with the destination (restoring a large image included).
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Each exchange with a body host (restoring a large image included).
+use session::STEP_TIMEOUT;
 /// How long the freeze handler has to become the deputy.
 const DEPUTY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the relay looks at the deputy's side while the body runs.
 const POLL: Duration = Duration::from_millis(100);
-/// How long the body's node has to freeze it and deliver its image
-/// straight to the next node (the image crosses meanwhile).
-const DIRECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a child reaped by its parent body waits for the status from
 /// the parent's call.
 const REAPED_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a move asks a body's host again when the body blocked the
-/// freeze signal for a moment, and how long it waits between.
-const FREEZE_RETRIES: usize = 20;
-/// The pause between two of those asks.
-const FREEZE_RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// The host's reason for a freeze refused because the body blocks the
-/// freeze signal (see `procfs::cantmove`).
-const PASSING_BLOCK: &str = "it blocks the freeze signal";
+use session::{FREEZE_RETRIES, FREEZE_RETRY_PAUSE};
 
 /// Where the body goes.
 #[derive(Debug, Clone)]
@@ -116,57 +108,135 @@ pub struct Held {
     pub bytes: u64,
 }
 
-/// Send the image of a process frozen here (`spec`, its memory read from
-/// `mem` as it is sent) to `target` and wait until it is restored and
-/// held there. On error nothing runs at the destination.
-pub fn send_body(
+/// Move the process frozen here (`spec`, its memory read from `mem` as
+/// it is sent; its handler waits on `ctl`) to `target`: drive the
+/// engine's source session ([`session::source`]) through the offer, the
+/// image, the restore held at the destination, and the commit, in which
+/// the process becomes its deputy before the body is told to go. On
+/// error the process runs on here (its handler was told to continue) or
+/// is gone, and nothing runs at the destination.
+pub fn move_out(
     who: &Mover<'_>,
     target: &Target,
     spec: &ImageSpec,
     mem: &mut dyn PageSource,
+    ctl: &UnixStream,
+    cmdline: &[String],
 ) -> Result<Held, String> {
     let node = &target.node;
-    let mut link = connect_host(who.home, who.key_file, target)?;
-    let plan = ImagePlan::new(spec).map_err(|e| e.to_string())?;
-    let bytes = plan.file_size();
-    link.send(&ToHost::Offer {
+    let plan = ImagePlan::new(spec).map_err(|e| {
+        resume_here(ctl, who.pid);
+        e.to_string()
+    })?;
+    let mut s = Source::new(Leg::FromHome, node, offer_facts(who), plan.file_size());
+    let mut link: Option<Link<TcpStream>> = None;
+    let mut pending: VecDeque<Action> = s.start(Instant::now()).into();
+    loop {
+        let Some(action) = pending.pop_front() else {
+            let Some((Peer::Dest, deadline)) = s.waiting() else {
+                resume_here(ctl, who.pid);
+                return Err("internal error: the move session stalled; the process runs on".into());
+            };
+            let Some(l) = link.as_mut() else {
+                return Err("internal error: no link to read".into());
+            };
+            let input = recv_until(l, deadline).map(|m| Input::From(Peer::Dest, m));
+            pending = match input {
+                Ok(i) => s.input(i, Instant::now()),
+                Err(None) => s.timeout(Instant::now()),
+                Err(Some(e)) => s.input(Input::Broken(Peer::Dest, e), Instant::now()),
+            }
+            .into();
+            continue;
+        };
+        let input = match action {
+            Action::Connect(_) => match connect_host(who.home, who.key_file, target) {
+                Ok(l) => {
+                    link = Some(l);
+                    Input::Connected(Peer::Dest)
+                }
+                Err(e) => Input::Broken(Peer::Dest, e),
+            },
+            Action::Send(_, msg) => match link.as_mut().map(|l| l.send(&msg)) {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => Input::Broken(Peer::Dest, e.to_string()),
+                None => Input::Broken(Peer::Dest, "no link".into()),
+            },
+            Action::StreamImage => {
+                let Some(l) = link.as_mut() else {
+                    return Err("internal error: no link to stream on".into());
+                };
+                match plan.stream(mem, CHUNK, &mut |chunk| {
+                    l.send_bytes(chunk).map_err(std::io::Error::other)
+                }) {
+                    Ok(checksum) => Input::Streamed { checksum },
+                    Err(e) => Input::StreamFailed(e.to_string()),
+                }
+            }
+            Action::BecomeDeputy => become_deputy(ctl, cmdline, who.pid),
+            Action::ResumeHere => {
+                resume_here(ctl, who.pid);
+                continue;
+            }
+            Action::Finish(Outcome::Moved {
+                body_pid, bytes, ..
+            }) => {
+                let Some(link) = link else {
+                    return Err("internal error: moved without a link".into());
+                };
+                return Ok(Held {
+                    link,
+                    body_pid,
+                    bytes,
+                });
+            }
+            Action::Finish(Outcome::RunsOn(why) | Outcome::Lost(why)) => {
+                return Err(why.to_string());
+            }
+            Action::Finish(Outcome::Ended(status)) => {
+                return Err(format!(
+                    "process {} ended ({status:?}) before it could move",
+                    who.pid
+                ));
+            }
+            Action::ToDeputy(_) | Action::Pause(_) => continue,
+        };
+        pending = s.input(input, Instant::now()).into();
+    }
+}
+
+/// What the destination is told of the process.
+fn offer_facts(who: &Mover<'_>) -> OfferFacts {
+    OfferFacts {
         home_pid: who.pid,
         uid: who.uid,
         gid: who.gid,
-        bytes,
         ctl_fd: who.ctl_fd,
         freeze_signal: who.freeze_signal,
         home: home_facts(who.pid),
         clocks: Some(HomeClocks::now()),
-        direct: false,
-    })
-    .map_err(|e| format!("cannot offer the process to node {node}: {e}"))?;
-    match link.recv::<FromHost>() {
-        Ok(FromHost::Accepted) => {}
-        Ok(FromHost::Refused { reason }) | Ok(FromHost::Failed { reason }) => {
-            return Err(format!("node {node} refused the process: {reason}"));
-        }
-        Ok(other) => return Err(format!("node {node} answered {other:?} to the offer")),
-        Err(e) => return Err(format!("node {node} did not answer the offer: {e}")),
     }
-    let checksum = plan
-        .stream(mem, CHUNK, &mut |chunk| {
-            link.send_bytes(chunk).map_err(std::io::Error::other)
-        })
-        .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
-    link.send(&ToHost::ImageEnd { checksum })
-        .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
+}
+
+/// One message from a body host within `deadline`: `Err(None)` if the
+/// deadline passed, `Err(Some(why))` if the link broke.
+fn recv_until(link: &mut Link<TcpStream>, deadline: Instant) -> Result<FromHost, Option<String>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(None);
+    }
+    let _ = link.get_ref().set_read_timeout(Some(left));
     match link.recv::<FromHost>() {
-        Ok(FromHost::Held { body_pid }) => Ok(Held {
-            link,
-            body_pid,
-            bytes,
-        }),
-        Ok(FromHost::Failed { reason }) | Ok(FromHost::Refused { reason }) => Err(format!(
-            "node {node} could not restore the process: {reason}"
-        )),
-        Ok(other) => Err(format!("node {node} answered {other:?} instead of held")),
-        Err(e) => Err(format!("node {node} did not confirm the restore: {e}")),
+        Ok(m) => Ok(m),
+        Err(_) if Instant::now() >= deadline => Err(None),
+        Err(e) => Err(Some(e.to_string())),
+    }
+}
+
+/// Tell the frozen process at home to run on.
+fn resume_here(ctl: &UnixStream, pid: i32) {
+    if let Err(e) = (&*ctl).write_all(&Verdict::Continue.bytes()) {
+        tracing::warn!(pid, error = %e, "cannot tell the process to run on");
     }
 }
 
@@ -229,79 +299,43 @@ pub fn deputy_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/libexec/mosix/mosix-deputy"))
 }
 
-/// The commit: make the frozen process (blocked on `ctl` for its verdict)
-/// the deputy, and once it is, let the body go. On error the process runs
-/// on at home (the handler returned) and the held body is killed.
-pub fn commit(
-    ctl: &UnixStream,
-    held: &mut Held,
-    node: &str,
-    cmdline: &[String],
-) -> Result<(), String> {
-    let path = deputy_path();
-    let pb = path.as_os_str().as_encoded_bytes();
-    let abort = |link: &mut Link<TcpStream>, why: String| {
-        let _ = link.send(&ToHost::Abort);
-        why
-    };
-    if pb.len() >= DEPUTY_PATH_MAX || !path.exists() {
-        return Err(abort(
-            &mut held.link,
-            format!(
-                "{} is missing or its path too long: install mosix-deputy beside homed",
-                path.display()
-            ),
-        ));
-    }
-    let mut msg = VERDICT_DEPUTY.to_le_bytes().to_vec();
-    msg.extend_from_slice(&(pb.len() as u32).to_le_bytes());
-    msg.extend_from_slice(pb);
-    // The program's own command line, so that ps at home shows it (whole
-    // arguments only, as many as fit).
-    let mut argv = Vec::new();
-    for a in cmdline.iter().take(DEPUTY_ARGS_MAX) {
-        if argv.len() + a.len() + 1 > DEPUTY_ARGV_MAX || a.contains('\0') {
-            break;
+/// The commit: make the frozen process (blocked on `ctl` for its
+/// verdict) the deputy, and wait until it says it is up.
+fn become_deputy(ctl: &UnixStream, cmdline: &[String], pid: i32) -> Input {
+    let msg = match deputy_verdict(&deputy_path(), cmdline) {
+        Ok(m) => m,
+        Err(e) => {
+            // Its handler still waits: it runs on here.
+            resume_here(ctl, pid);
+            return Input::DeputyFailed {
+                error: e.to_string(),
+                gone: false,
+            };
         }
-        argv.extend_from_slice(a.as_bytes());
-        argv.push(0);
-    }
-    msg.extend_from_slice(&(argv.len() as u32).to_le_bytes());
-    msg.extend_from_slice(&argv);
-    let mut w = ctl;
-    if let Err(e) = w.write_all(&msg) {
-        return Err(abort(
-            &mut held.link,
-            format!("cannot tell the process to become its deputy: {e}"),
-        ));
+    };
+    if let Err(e) = (&*ctl).write_all(&msg) {
+        return Input::DeputyFailed {
+            error: format!("cannot tell the process to become its deputy: {e}"),
+            gone: true,
+        };
     }
     let _ = ctl.set_read_timeout(Some(DEPUTY_TIMEOUT));
     let mut word = [0u8; 4];
-    let mut r = ctl;
-    let got = r.read_exact(&mut word);
+    let got = (&*ctl).read_exact(&mut word);
     let _ = ctl.set_read_timeout(None);
     match got.map(|_| u32::from_le_bytes(word)) {
-        Ok(DEPUTY_READY) => {}
-        Ok(_) => {
-            return Err(abort(
-                &mut held.link,
-                "the process could not exec mosix-deputy; it runs on here".into(),
-            ));
-        }
-        Err(e) => {
-            // The handler is gone (killed, or the exec'd deputy died):
-            // nothing at home any more, so no body either.
-            return Err(abort(
-                &mut held.link,
-                format!("the process did not become its deputy: {e}"),
-            ));
-        }
+        Ok(DEPUTY_READY) => Input::DeputyReady,
+        Ok(_) => Input::DeputyFailed {
+            error: "the process could not exec mosix-deputy; it runs on here".into(),
+            gone: false,
+        },
+        // The handler is gone (killed, or the exec'd deputy died):
+        // nothing at home any more, so no body either.
+        Err(e) => Input::DeputyFailed {
+            error: e.to_string(),
+            gone: true,
+        },
     }
-    held.link.send(&ToHost::Go).map_err(|e| {
-        format!(
-            "the link to node {node} broke at the commit: {e}; the body there is dropped and the deputy ends as killed"
-        )
-    })
 }
 
 /// A body's image received from the node it ran on, in memory (a memfd,
@@ -714,30 +748,19 @@ fn move_body(
     };
     match to {
         Some(target) => {
-            let (mut held, unread) =
-                match move_direct(link, &mut to_deputy, &away.who, &from, target) {
-                    Ok(h) => h,
-                    Err(moved) => return moved,
-                };
-            // The old body must be gone before the new one runs.
-            if let Err(e) = release_old(link, &from) {
-                tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
-            }
-            if let Err(e) = held.link.send(&ToHost::Go) {
-                let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
-                return Moved::Ended(format!(
-                    "the link to node {} broke at the commit: {e}",
-                    target.node
-                ));
-            }
+            let (held, unread) = match move_direct(link, &mut to_deputy, &away.who, &from, target) {
+                Ok(h) => h,
+                Err(moved) => return moved,
+            };
             // Input the old body was given and had not read goes first to
             // the new one (input the deputy reads meanwhile follows it).
+            let mut new_link = held.link;
             for (fd, data) in unread.iter().filter(|(_, d)| !d.0.is_empty()) {
                 let input = ToHost::Input {
                     fd: *fd,
                     data: data.clone(),
                 };
-                if let Err(e) = held.link.send(&input) {
+                if let Err(e) = new_link.send(&input) {
                     tracing::warn!(pid, node = %target.node, fd, error = %e, "cannot give the moved body its unread input");
                 }
             }
@@ -752,7 +775,7 @@ fn move_body(
                 bytes: held.bytes,
                 frozen_ms: 0,
             };
-            Moved::Away(Box::new(held.link), done)
+            Moved::Away(Box::new(new_link), done)
         }
         None => {
             let received = match with_retries(|| fetch_image(link, &mut to_deputy, &from)) {
@@ -762,7 +785,7 @@ fn move_body(
                         "process {pid} ended on node {from} before it could move"
                     ));
                 }
-                Err(Fetch::Failed(e)) => return Moved::Failed(e),
+                Err(Fetch::Failed(e) | Fetch::Passing(e)) => return Moved::Failed(e),
                 Err(Fetch::Lost(e)) => {
                     let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
                     return Moved::Ended(e);
@@ -804,7 +827,7 @@ fn with_retries<T>(mut ask: impl FnMut() -> Result<T, Fetch>) -> Result<T, Fetch
     let mut got = ask();
     for _ in 0..FREEZE_RETRIES {
         match &got {
-            Err(Fetch::Failed(e)) if e.contains(PASSING_BLOCK) => {
+            Err(Fetch::Passing(_)) => {
                 std::thread::sleep(FREEZE_RETRY_PAUSE);
                 got = ask();
             }
@@ -820,9 +843,12 @@ type Unread = Vec<(i32, Bytes)>;
 
 /// A move between two remote nodes (DESIGN.md section 3, step 6): the
 /// destination expects the image, the body's node freezes it and sends
-/// the image straight there, and the destination restores it held. Only
-/// the commit and the link go through here. `Err`: what became of the
-/// process (the body runs on where it was, or it is gone).
+/// the image straight there, and the destination restores it held; the
+/// old body ends, then the new one goes. Only the commit and the links go
+/// through here: the engine's source session ([`session::source`],
+/// [`Leg::Direct`]) decides each step, this drives it. `Err`: what
+/// became of the process (the body runs on where it was, or it is gone;
+/// the deputy was told).
 fn move_direct(
     link: &mut Link<TcpStream>,
     to_deputy: &mut UnixStream,
@@ -831,127 +857,109 @@ fn move_direct(
     target: &Target,
 ) -> Result<(Held, Unread), Moved> {
     let pid = who.pid;
-    let node = &target.node;
-    let runs_on = |e: String| Moved::Failed(format!("{e}; the process runs on at node {from}"));
-    let mut dest = connect_host(who.home, who.key_file, target).map_err(runs_on)?;
-    dest.send(&ToHost::Offer {
-        home_pid: pid,
-        uid: who.uid,
-        gid: who.gid,
-        bytes: 0,
-        ctl_fd: who.ctl_fd,
-        freeze_signal: who.freeze_signal,
-        home: home_facts(pid),
-        clocks: Some(HomeClocks::now()),
-        direct: true,
-    })
-    .map_err(|e| runs_on(format!("cannot offer the process to node {node}: {e}")))?;
-    let token = match dest.recv::<FromHost>() {
-        Ok(FromHost::Expecting { token }) => token,
-        Ok(FromHost::Refused { reason }) | Ok(FromHost::Failed { reason }) => {
-            return Err(runs_on(format!(
-                "node {node} refused the process: {reason}"
-            )));
-        }
-        Ok(other) => {
-            return Err(runs_on(format!(
-                "node {node} answered {other:?} to the offer"
-            )));
-        }
-        Err(e) => {
-            return Err(runs_on(format!(
-                "node {node} did not answer the offer: {e}"
-            )));
-        }
+    let leg = Leg::Direct {
+        from: from.to_string(),
+        dest_address: target.address.to_string(),
     };
-    let sent = with_retries(|| freeze_to(link, to_deputy, from, target, token));
-    let (unread, bytes) = match sent {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return Err(Moved::Ended(format!(
-                "process {pid} ended on node {from} before it could move"
-            )));
-        }
-        Err(Fetch::Failed(e)) => return Err(Moved::Failed(e)),
-        Err(Fetch::Lost(e)) => {
-            let _ = send_local(to_deputy, &DeputyMsg::Lost);
-            return Err(Moved::Ended(e));
-        }
-    };
-    match dest.recv::<FromHost>() {
-        Ok(FromHost::Held { body_pid }) => Ok((
-            Held {
-                link: dest,
-                body_pid,
-                bytes,
+    let mut s = Source::new(leg, &target.node, offer_facts(who), 0);
+    let mut dest: Option<Link<TcpStream>> = None;
+    let mut pending: VecDeque<Action> = s.start(Instant::now()).into();
+    let outcome = loop {
+        let Some(action) = pending.pop_front() else {
+            let Some((peer, deadline)) = s.waiting() else {
+                break Outcome::RunsOn(session::source::Failure::OutOfStep {
+                    node: target.node.clone(),
+                    step: "the move",
+                    got: "nothing to wait for (internal error)".into(),
+                });
+            };
+            let got = match peer {
+                Peer::Old => recv_until(link, deadline),
+                Peer::Dest => match dest.as_mut() {
+                    Some(d) => recv_until(d, deadline),
+                    None => Err(Some("no link".into())),
+                },
+            };
+            pending = match got {
+                Ok(m) => s.input(Input::From(peer, m), Instant::now()),
+                Err(None) => s.timeout(Instant::now()),
+                Err(Some(e)) => s.input(Input::Broken(peer, e), Instant::now()),
+            }
+            .into();
+            continue;
+        };
+        let input = match action {
+            Action::Connect(_) => match connect_host(who.home, who.key_file, target) {
+                Ok(l) => {
+                    dest = Some(l);
+                    Input::Connected(Peer::Dest)
+                }
+                Err(e) => Input::Broken(Peer::Dest, e),
             },
-            unread,
-        )),
-        Ok(FromHost::Failed { reason }) | Ok(FromHost::Refused { reason }) => Err(resume(
-            link,
-            to_deputy,
-            from,
-            format!("node {node} could not restore the process: {reason}"),
-        )),
-        Ok(other) => Err(resume(
-            link,
-            to_deputy,
-            from,
-            format!("node {node} answered {other:?} instead of held"),
-        )),
-        Err(e) => Err(resume(
-            link,
-            to_deputy,
-            from,
-            format!("node {node} did not confirm the restore: {e}"),
-        )),
-    }
-}
-
-/// Ask the body's host to freeze it and send its image straight to
-/// `target`, which expects it under `token`: the input it had not read
-/// and the image's size, once `target` has it all. `Ok(None)`: the body
-/// ended first (the deputy was told).
-fn freeze_to(
-    link: &mut Link<TcpStream>,
-    to_deputy: &mut UnixStream,
-    node: &str,
-    target: &Target,
-    token: u64,
-) -> Result<Option<(Unread, u64)>, Fetch> {
-    let lost = |e: LinkError| Fetch::Lost(format!("lost node {node} while moving the body: {e}"));
-    link.send(&ToHost::FreezeTo {
-        node: target.node.clone(),
-        address: target.address.to_string(),
-        token,
-    })
-    .map_err(lost)?;
-    // The whole image crosses before the host answers.
-    let _ = link.get_ref().set_read_timeout(Some(DIRECT_TIMEOUT));
-    let mut unread = Vec::new();
-    let got = loop {
-        match link.recv::<FromHost>() {
-            Ok(FromHost::Sent { bytes }) => break Ok(Some((unread, bytes))),
-            Ok(FromHost::FreezeFailed { reason }) => {
-                break Err(Fetch::Failed(format!(
-                    "node {node} could not freeze the body or send it to node {}: {reason}",
-                    target.node
-                )));
-            }
-            Ok(FromHost::Exited { status }) => {
-                let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
-                break Ok(None);
-            }
-            Ok(other) => {
-                if let Err(e) = while_frozen(link, to_deputy, other, &mut unread) {
-                    break Err(e);
+            Action::Send(peer, msg) => {
+                let sent = match peer {
+                    Peer::Old => link.send(&msg).map_err(|e| e.to_string()),
+                    Peer::Dest => match dest.as_mut() {
+                        Some(d) => d.send(&msg).map_err(|e| e.to_string()),
+                        None => Err("no link".into()),
+                    },
+                };
+                match sent {
+                    Ok(()) => continue,
+                    Err(e) => Input::Broken(peer, e),
                 }
             }
-            Err(e) => break Err(lost(e)),
-        }
+            Action::ToDeputy(msg) => {
+                let m = match msg {
+                    FromHost::Output { fd, data } => DeputyMsg::Output { fd, data },
+                    FromHost::Exec { cmdline } => DeputyMsg::Cmdline { cmdline },
+                    _ => continue,
+                };
+                let _ = send_local(to_deputy, &m);
+                continue;
+            }
+            Action::Pause(d) => {
+                std::thread::sleep(d);
+                continue;
+            }
+            Action::Finish(o) => break o,
+            // A move from home only.
+            Action::StreamImage | Action::BecomeDeputy | Action::ResumeHere => continue,
+        };
+        pending = s.input(input, Instant::now()).into();
     };
+    // The body's link goes back to the relay's poll.
     let _ = link.get_ref().set_read_timeout(Some(POLL));
-    got
+    match outcome {
+        Outcome::Moved {
+            body_pid,
+            bytes,
+            unread,
+        } => match dest {
+            Some(link) => Ok((
+                Held {
+                    link,
+                    body_pid,
+                    bytes,
+                },
+                unread,
+            )),
+            None => Err(Moved::Ended("internal error: moved without a link".into())),
+        },
+        Outcome::RunsOn(why) => Err(Moved::Failed(format!(
+            "{why}; the process runs on at node {from}"
+        ))),
+        Outcome::Ended(status) => {
+            let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
+            Err(Moved::Ended(format!(
+                "process {pid} ended on node {from} before it could move"
+            )))
+        }
+        Outcome::Lost(why) => {
+            let _ = send_local(to_deputy, &DeputyMsg::Lost);
+            Err(Moved::Ended(why.to_string()))
+        }
+    }
 }
 
 /// What a body's host says while it freezes the body, before the image:
@@ -1009,6 +1017,9 @@ fn resume(
 enum Fetch {
     /// The body runs on at its node.
     Failed(String),
+    /// The body runs on at its node, for a reason that passes (it
+    /// blocked the freeze signal for a moment): worth asking again.
+    Passing(String),
     /// The node is lost.
     Lost(String),
 }
@@ -1028,9 +1039,12 @@ fn fetch_image(
         match link.recv::<FromHost>() {
             Ok(FromHost::Image { bytes }) => break bytes,
             Ok(FromHost::FreezeFailed { reason }) => {
-                return Err(Fetch::Failed(format!(
-                    "node {node} could not freeze the body: {reason}"
-                )));
+                let why = format!("node {node} could not freeze the body: {reason}");
+                return Err(if reason.passing() {
+                    Fetch::Passing(why)
+                } else {
+                    Fetch::Failed(why)
+                });
             }
             Ok(FromHost::Exited { status }) => {
                 let _ = send_local(to_deputy, &DeputyMsg::Exited { status });

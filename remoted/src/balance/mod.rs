@@ -497,7 +497,7 @@ impl Worker {
         for (pid, why) in leave::choose(&t.leave, now_ms, &node, &facts, &self.asked, back) {
             self.asked.insert(pid, now_ms);
             let g = list.iter().find(|g| g.body_pid == pid);
-            if guests::ask_to_leave(pid, why.text()) {
+            if guests::ask_to_leave(pid, why.on_the_wire()) {
                 tracing::info!(body_pid = pid, home = ?g.map(|g| &g.home), home_pid = ?g.map(|g| g.home_pid),
                     reason = why.text(), "balancer: asked a guest to leave");
             }

@@ -91,6 +91,15 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    /// The reason as the home hears it ([`mosix_proto::reason::LeaveReason`]).
+    pub fn on_the_wire(self) -> mosix_proto::reason::LeaveReason {
+        match self {
+            LeaveReason::OwnerBack => mosix_proto::reason::LeaveReason::OwnerBack,
+            LeaveReason::Memory => mosix_proto::reason::LeaveReason::MemoryShort,
+            LeaveReason::Expel => mosix_proto::reason::LeaveReason::Expelled,
+        }
+    }
+
     /// Text the home logs.
     pub fn text(self) -> &'static str {
         match self {

@@ -27,33 +27,29 @@
 
 use super::direct;
 use super::guests::GuestInfo;
+use super::relay::note_sent;
 use super::{Relays, family, sys};
 use mosix_engine::capture::{self, CaptureEnv};
+use mosix_engine::freeze::{self, Verdict};
 use mosix_engine::image::layout::{self, BodyInfo, CallRecord, FreezeRecord, Hello};
 use mosix_engine::image::{self as image, ImagePlan};
 use mosix_engine::procfs;
 use mosix_proto::link::{Link, LinkError};
 use mosix_proto::migrate::{CHUNK, Call, CallReply, EXEC_CMDLINE_MAX, FromHost, ToHost};
+use mosix_proto::reason::{CantMove, FreezeFailure, LeaveReason};
 use mosix_proto::view::Bytes;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Longest wait for the body to answer the freeze signal.
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the home's decision about a frozen body (it may be
 /// sending a large image on to another node meanwhile).
 const DECISION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most bytes of the body's output in one message.
 const OUTPUT_CHUNK: usize = 64 * 1024;
-/// How long a body that blocks the freeze signal has to show it is only
-/// inside a forwarded call (see `Body::signal_through_call`).
-const CALL_CATCH: Duration = Duration::from_millis(500);
-/// How often, meanwhile, the host looks at its signal mask.
-const CALL_CATCH_TICK: Duration = Duration::from_millis(5);
 /// How long the loop sleeps when nothing happens.
 const IDLE: Duration = Duration::from_secs(1);
 /// How often to look whether the body has read its input.
@@ -62,162 +58,8 @@ const INPUT_CHECK: Duration = Duration::from_millis(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the rest of a message the body started writing.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most bytes of each relay's latest output kept to send again after the
-/// home's `homed` restarted (more than the link's and the deputy's socket
-/// buffers can hold in flight).
-const RESEND_WINDOW: usize = 8 << 20;
 /// How often a body whose home is away looks for its new link.
 const AWAY_POLL: Duration = Duration::from_millis(100);
-
-/// Which way a relayed fd carries data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RelayKind {
-    /// A pipe the body writes (its output goes home).
-    Output,
-    /// A pipe the body reads (input read at home comes in).
-    Input,
-    /// A terminal at home: both ways, through a socket pair.
-    Terminal,
-}
-
-/// One relayed fd of the body: a real local fd whose far end is the
-/// deputy's real fd (DESIGN.md section 4).
-pub(super) struct Relay {
-    /// The body's fd number.
-    fd: i32,
-    /// Ours to read the body's output from (non-blocking).
-    out: Option<OwnedFd>,
-    /// Ours to write input from home into.
-    input: Option<OwnedFd>,
-    /// A copy of the body's own end, only to take back input it has not
-    /// read when it is frozen (never read while it runs).
-    unread: Option<OwnedFd>,
-    /// Input from home not yet written to the body's end (it was full).
-    queue: std::collections::VecDeque<u8>,
-    /// Input was given that the body may not have read yet.
-    given: bool,
-    /// Home was asked for input and has not answered yet.
-    asked: bool,
-    /// The body's other fds that are dups of this one (`2>&1`), closed
-    /// at home with it.
-    dups: Vec<i32>,
-    /// Bytes of output sent home since the last count the home knows of
-    /// (the relay's start, or the last re-attach).
-    sent: u64,
-    /// The last of those bytes, up to [`RESEND_WINDOW`], to send again
-    /// if the home's `homed` died before it passed them on.
-    recent: std::collections::VecDeque<u8>,
-}
-
-impl Relay {
-    /// A relay for the body's `fd`, and the end the body gets.
-    /// `dups`: the body's fds that are dups of `fd`.
-    pub(super) fn new(
-        fd: i32,
-        kind: RelayKind,
-        dups: Vec<i32>,
-    ) -> std::io::Result<(Relay, OwnedFd)> {
-        let relay = |out, input, unread| Relay {
-            fd,
-            out,
-            input,
-            unread,
-            queue: Default::default(),
-            given: false,
-            asked: false,
-            dups,
-            sent: 0,
-            recent: Default::default(),
-        };
-        match kind {
-            RelayKind::Output => {
-                let (r, w) = sys::pipe()?;
-                sys::set_nonblocking(r.as_fd(), true)?;
-                Ok((relay(Some(r), None, None), w))
-            }
-            RelayKind::Input => {
-                let (r, w) = sys::pipe()?;
-                sys::set_nonblocking(w.as_fd(), true)?;
-                let keep = r.try_clone()?;
-                Ok((relay(None, Some(w), Some(keep)), r))
-            }
-            RelayKind::Terminal => {
-                let (ours, theirs) = UnixStream::pair()?;
-                let ours = OwnedFd::from(ours);
-                let theirs = OwnedFd::from(theirs);
-                // Only our end's description turns non-blocking.
-                sys::set_nonblocking(ours.as_fd(), true)?;
-                let input = ours.try_clone()?;
-                let unread = theirs.try_clone()?;
-                Ok((relay(Some(ours), Some(input), Some(unread)), theirs))
-            }
-        }
-    }
-}
-
-impl Relay {
-    /// What names the relay's channel in a process's fd table: device and
-    /// inode of the body's end (a pipe's ends share its inode; for a
-    /// terminal, the copy of the body's socket we keep). Other processes
-    /// here that hold it (children forked at this node) are found by it.
-    pub(super) fn holder_key(&self) -> Option<(u64, u64)> {
-        let fd = self.unread.as_ref().or(self.out.as_ref())?;
-        let st = nix::sys::stat::fstat(fd).ok()?;
-        Some((st.st_dev, st.st_ino))
-    }
-
-    /// The relay as a body that still holds it takes it over from one
-    /// that left or ended (see [`super::family::hand_over`]): its output
-    /// goes on, over the heir's link to the heir's deputy, which holds
-    /// the same fd at home (forked from the first deputy). No input is
-    /// read at home for it any more: a child that never reads would take
-    /// input the moved process should get. None: nothing to carry (an
-    /// input pipe, whose holders here then see its end, or an output
-    /// pipe already closed).
-    pub(super) fn for_heir(mut self) -> Option<Relay> {
-        self.out.as_ref()?;
-        self.input = None;
-        self.queue.clear();
-        self.given = false;
-        self.asked = false;
-        self.sent = 0;
-        self.recent.clear();
-        Some(self)
-    }
-
-    /// The body's fd number (the deputy's at home).
-    pub(super) fn fd(&self) -> i32 {
-        self.fd
-    }
-}
-
-/// `data` is on its way home: count it (`sent`) and keep it (`recent`,
-/// up to [`RESEND_WINDOW`]).
-fn note_sent(sent: &mut u64, recent: &mut std::collections::VecDeque<u8>, data: &[u8]) {
-    *sent += data.len() as u64;
-    recent.extend(data);
-    let over = recent.len().saturating_sub(RESEND_WINDOW);
-    recent.drain(..over);
-}
-
-impl Relay {
-    /// The home's deputy wrote `written` of the bytes sent: what it did
-    /// not get (as much of it as was kept) and how many bytes of it are
-    /// lost; the count starts again from zero.
-    fn unwritten(&mut self, written: u64) -> (Vec<u8>, u64) {
-        let missing = self.sent.saturating_sub(written);
-        let kept = (missing as usize).min(self.recent.len());
-        let again: Vec<u8> = self
-            .recent
-            .iter()
-            .skip(self.recent.len() - kept)
-            .copied()
-            .collect();
-        self.sent = 0;
-        self.recent.clear();
-        (again, missing - kept as u64)
-    }
-}
 
 /// A restored, running guest body.
 pub(super) struct Body {
@@ -299,12 +141,36 @@ enum Frozen {
 }
 
 impl Body {
+    /// A forked child adopted over `link`, as a running body.
+    pub(super) fn adopted(a: family::Adopted, link: &mut Link<TcpStream>) -> Body {
+        let body = Body {
+            pid: a.pid,
+            uid: a.uid,
+            freeze_signal: a.freeze_signal,
+            ctl: a.ctl,
+            ctl_fd: a.ctl_fd,
+            hello_seen: true,
+            relays: Vec::new(),
+            info: a.info,
+            body_info: a.body_info,
+            ctl_open: true,
+            pending_freeze: None,
+            exec_unannounced: false,
+            home_lost: None,
+        };
+        if a.exec {
+            // A spawned child runs its new program from the start.
+            body.announce_exec(link);
+        }
+        body
+    }
+
     /// Serve the body until it ends, leaves, or its home is lost.
     pub(super) fn run(
         mut self,
         link: &mut Link<TcpStream>,
         home: &str,
-        leave: mpsc::Receiver<String>,
+        leave: mpsc::Receiver<LeaveReason>,
         grace: Duration,
     ) {
         let pid = self.pid;
@@ -344,7 +210,9 @@ impl Body {
             }
             if let Ok(reason) = leave.try_recv() {
                 tracing::info!(%home, body_pid = pid, %reason, "asking the home to take its process back");
-                if let Err(e) = link.send(&FromHost::Leave { reason }) {
+                if let Err(e) = link.send(&FromHost::Leave {
+                    reason: reason.clone(),
+                }) {
                     tracing::warn!(%home, body_pid = pid, error = %e, "cannot ask the home to take its process back");
                 }
             }
@@ -718,7 +586,16 @@ impl Body {
                     .map_err(|e| format!("cannot make a child's control socket: {e}"))?;
                 family::expect(
                     token,
-                    family::PendingChild::new(ours, self, &self.info.home),
+                    family::PendingChild::new(
+                        ours,
+                        &family::Parent {
+                            pid: self.pid,
+                            uid: self.uid,
+                            freeze_signal: self.freeze_signal,
+                            ctl_fd: self.ctl_fd,
+                        },
+                        &self.info.home,
+                    ),
                 );
                 Some(theirs)
             }
@@ -942,8 +819,8 @@ impl Body {
     }
 
     /// Write a verdict to the frozen body.
-    fn verdict(&mut self, v: u32) -> std::io::Result<()> {
-        self.ctl.write_all(&v.to_le_bytes())
+    fn verdict(&mut self, v: Verdict) -> std::io::Result<()> {
+        self.ctl.write_all(&v.bytes())
     }
 
     /// The home wants the body: freeze it, send its image, and do what
@@ -972,15 +849,22 @@ impl Body {
             return Frozen::Gone;
         }
         let sent = match &to {
-            ImageTo::Home => self.send_image(link, &record),
+            ImageTo::Home => self
+                .send_image(link, &record)
+                .map_err(|e| e.map(|error| FreezeFailure::Capture { error })),
             ImageTo::Node {
                 node,
                 address,
                 token,
             } => self
                 .capture(&record)
+                .map_err(|error| FreezeFailure::Capture { error })
                 .and_then(|(plan, mem)| {
                     direct::deliver(node, address, *token, &plan, &mut capture::ProcMem(mem))
+                        .map_err(|error| FreezeFailure::Deliver {
+                            node: node.clone(),
+                            error,
+                        })
                 })
                 .map_err(Some)
                 .and_then(|bytes| {
@@ -1000,7 +884,7 @@ impl Body {
             },
             Err(Some(reason)) => {
                 tracing::warn!(%home, body_pid = pid, %reason, "cannot capture or send the body; it runs on");
-                let _ = self.verdict(layout::VERDICT_CONTINUE);
+                let _ = self.verdict(Verdict::Continue);
                 return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
             }
             Err(None) => {
@@ -1021,7 +905,7 @@ impl Body {
         let _ = link.get_ref().set_read_timeout(None);
         match decision {
             Ok(ToHost::Done) => {
-                let _ = self.verdict(layout::VERDICT_EXIT);
+                let _ = self.verdict(Verdict::Exit);
                 let _ = sys::waitpid(pid, 0);
                 // Its children here run on, writing to its relays.
                 self.relays.extend(family::take_handed(pid));
@@ -1031,7 +915,7 @@ impl Body {
                 Frozen::Left
             }
             Ok(ToHost::Resume) => {
-                if let Err(e) = self.verdict(layout::VERDICT_CONTINUE) {
+                if let Err(e) = self.verdict(Verdict::Continue) {
                     tracing::warn!(body_pid = pid, error = %e, "cannot resume the body");
                 }
                 for sig in held_signals {
@@ -1065,110 +949,22 @@ impl Body {
         }
     }
 
-    /// Send the freeze signal and read the body's freeze record. A call
-    /// the body makes meanwhile is answered "busy": it lets the freeze
-    /// signal in and asks again after.
-    ///
-    /// A body inside a forwarded call blocks every signal until the
-    /// answer (libmosix's `family::call`; a body waiting for a child at
-    /// home makes one every few milliseconds). So a body that blocks the
-    /// freeze signal is signalled when its call comes, just before the
-    /// "busy" answer that unblocks it. One that makes no call within
-    /// [`CALL_CATCH`] and still blocks the signal blocks it itself: it is
-    /// refused (the home may ask again), with nothing sent.
-    fn stop_in_handler(&mut self) -> Result<FreezeRecord, String> {
+    /// Freeze the body through the engine's handshake ([`freeze::freeze`]):
+    /// a call the body makes meanwhile is answered "busy", it lets the
+    /// freeze signal in and asks again after; a hello (after an exec) is
+    /// served. A body whose conversation goes out of step is killed.
+    fn stop_in_handler(&mut self) -> Result<FreezeRecord, FreezeFailure> {
         let (pid, sig) = (self.pid, self.freeze_signal);
         if !self.ctl_open {
-            return Err("its control socket is closed (it runs a program without libmosix)".into());
+            return Err(FreezeFailure::CantMove(CantMove::NoControl));
         }
         if let Some(why) = procfs::cantmove_but_blocking(pid, sig, self.ctl_fd)
             .or_else(|| super::view::locks_block_move(pid))
         {
-            return Err(format!("it cannot move now: {why}"));
+            return Err(FreezeFailure::CantMove(why));
         }
-        let send =
-            || sys::kill(pid, sig).map_err(|e| format!("cannot send the freeze signal: {e}"));
-        let catch_until = Instant::now() + CALL_CATCH;
-        let mut signalled = false;
-        let mut rb = [0u8; size_of::<FreezeRecord>()];
-        loop {
-            if !signalled {
-                if !procfs::blocks_freeze_signal(pid, sig) {
-                    send()?;
-                    signalled = true;
-                } else if !sys::poll_in(&[self.ctl.as_raw_fd()], CALL_CATCH_TICK).unwrap_or(false) {
-                    if Instant::now() >= catch_until {
-                        return Err(format!(
-                            "it cannot move now: it blocks the freeze signal {sig}"
-                        ));
-                    }
-                    continue;
-                }
-            }
-            let wait = if signalled {
-                FREEZE_TIMEOUT
-            } else {
-                MESSAGE_TIMEOUT
-            };
-            let _ = self.ctl.set_read_timeout(Some(wait));
-            let mut magic = [0u8; 8];
-            self.ctl.read_exact(&mut magic).map_err(|e| {
-                if signalled {
-                    format!(
-                        "the body did not answer the freeze signal within {} s: {e}",
-                        wait.as_secs()
-                    )
-                } else {
-                    format!("cut message on the control socket: {e}")
-                }
-            })?;
-            let served = match u64::from_le_bytes(magic) {
-                layout::FREEZE_MAGIC if signalled => {
-                    rb[..8].copy_from_slice(&magic);
-                    self.ctl
-                        .read_exact(&mut rb[8..])
-                        .map_err(|e| format!("cut freeze record: {e}"))?;
-                    break;
-                }
-                layout::HELLO_MAGIC => self.hello(&magic).map(|exec| {
-                    // Announced once the link is at hand again.
-                    self.exec_unannounced |= exec;
-                }),
-                layout::CALL_MAGIC => self.read_call(&magic).and_then(|(rec, _)| {
-                    if !signalled {
-                        // Pending while the call blocks it; the answer
-                        // unblocks it.
-                        send()?;
-                        signalled = true;
-                    }
-                    let busy = CallReply::Busy.to_record(rec.op);
-                    (&self.ctl)
-                        .write_all(image::as_bytes(&busy))
-                        .map_err(|e| format!("cannot answer a call: {e}"))
-                }),
-                other => Err(format!("{other:#x} on the control socket")),
-            };
-            if let Err(e) = served {
-                kill_and_reap(pid);
-                return Err(format!("{e}; the body was killed"));
-            }
-        }
-        let _ = self.ctl.set_read_timeout(None);
-        match image::from_bytes::<FreezeRecord>(&rb) {
-            Some(r)
-                if r.magic == layout::FREEZE_MAGIC
-                    && r.size as usize == size_of::<FreezeRecord>()
-                    && r.pid == pid =>
-            {
-                Ok(r)
-            }
-            _ => {
-                // The handler waits for a verdict that will not come from a
-                // conversation out of step: end it rather than guess.
-                kill_and_reap(pid);
-                Err("the body's freeze record is bad; the body was killed".into())
-            }
-        }
+        let mut ctl = BodyControl { body: self };
+        freeze::freeze(&mut ctl)
     }
 
     /// The image plan of the frozen body and its memory.
@@ -1224,6 +1020,64 @@ impl Body {
     }
 }
 
+/// A running body's control socket, for the engine's freeze.
+struct BodyControl<'a> {
+    body: &'a mut Body,
+}
+
+impl freeze::Control for BodyControl<'_> {
+    fn pid(&self) -> i32 {
+        self.body.pid
+    }
+
+    fn freeze_signal(&self) -> i32 {
+        self.body.freeze_signal
+    }
+
+    fn blocks_signal(&mut self) -> bool {
+        procfs::blocks_freeze_signal(self.body.pid, self.body.freeze_signal)
+    }
+
+    fn send_signal(&mut self) -> std::io::Result<()> {
+        sys::kill(self.body.pid, self.body.freeze_signal)
+    }
+
+    fn readable(&mut self, timeout: Duration) -> std::io::Result<bool> {
+        sys::poll_in(&[self.body.ctl.as_raw_fd()], timeout)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<()> {
+        self.body.ctl.set_read_timeout(Some(timeout))?;
+        let got = self.body.ctl.read_exact(buf);
+        let _ = self.body.ctl.set_read_timeout(None);
+        got
+    }
+
+    fn other(&mut self, magic: [u8; 8]) -> Result<freeze::Interlude, String> {
+        match u64::from_le_bytes(magic) {
+            layout::HELLO_MAGIC => self.body.hello(&magic).map(|exec| {
+                // Announced once the link is at hand again.
+                self.body.exec_unannounced |= exec;
+                freeze::Interlude::Served
+            }),
+            layout::CALL_MAGIC => self
+                .body
+                .read_call(&magic)
+                .map(|(rec, _)| freeze::Interlude::Call(rec)),
+            other => Err(format!("{other:#x} on the control socket")),
+        }
+    }
+
+    fn answer_busy(&mut self, call: &CallRecord) -> std::io::Result<()> {
+        let busy = CallReply::Busy.to_record(call.op);
+        (&self.body.ctl).write_all(image::as_bytes(&busy))
+    }
+
+    fn out_of_step(&mut self) {
+        kill_and_reap(self.body.pid);
+    }
+}
+
 /// One message from the home if one is there, without waiting.
 fn recv_now(link: &mut Link<TcpStream>) -> Result<Option<ToHost>, LinkError> {
     link.get_ref()
@@ -1244,32 +1098,4 @@ fn recv_now(link: &mut Link<TcpStream>) -> Result<Option<ToHost>, LinkError> {
 fn kill_and_reap(pid: i32) {
     let _ = sys::kill(pid, libc::SIGKILL);
     let _ = sys::waitpid(pid, 0);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_the_deputy_did_not_write_goes_again_once() {
-        let (mut r, _body_end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
-        note_sent(&mut r.sent, &mut r.recent, b"hello ");
-        note_sent(&mut r.sent, &mut r.recent, b"world\n");
-        // The deputy wrote "hello "; "world\n" died with the old homed.
-        let (again, lost) = r.unwritten(6);
-        assert_eq!((again.as_slice(), lost), (&b"world\n"[..], 0));
-        // Counted anew from the re-attach: nothing twice.
-        assert_eq!(r.unwritten(0), (Vec::new(), 0));
-        note_sent(&mut r.sent, &mut r.recent, b"x");
-        assert_eq!(r.unwritten(1), (Vec::new(), 0));
-    }
-
-    #[test]
-    fn output_beyond_the_window_is_reported_lost() {
-        let (mut r, _body_end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
-        let big = vec![7u8; RESEND_WINDOW + 10];
-        note_sent(&mut r.sent, &mut r.recent, &big);
-        let (again, lost) = r.unwritten(0);
-        assert_eq!((again.len(), lost), (RESEND_WINDOW, 10));
-    }
 }

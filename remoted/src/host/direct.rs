@@ -21,6 +21,7 @@
 use mosix_engine::image::ImagePlan;
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
 use mosix_proto::migrate::{CHUNK, FromHost, ToHost};
+use mosix_proto::reason::HostFailure;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -41,7 +42,7 @@ struct Pending {
     /// Where it goes (our own open file description of the memfd).
     file: File,
     /// Told when it is all there: its checksum and size, or why not.
-    done: mpsc::Sender<Result<(u64, u64), String>>,
+    done: mpsc::Sender<Result<(u64, u64), HostFailure>>,
     /// The home that announced it (only its bodies' nodes deliver).
     home: String,
 }
@@ -65,7 +66,7 @@ pub(super) fn set_identity(node: &str, key: &ClusterKey) {
 /// An image expected under a token; forgotten when dropped.
 pub(super) struct Expected {
     token: u64,
-    done: mpsc::Receiver<Result<(u64, u64), String>>,
+    done: mpsc::Receiver<Result<(u64, u64), HostFailure>>,
 }
 
 /// Expect an image for `home` into `file` (a memfd): its token for the
@@ -100,24 +101,27 @@ impl Expected {
     /// Wait for the whole image: `(checksum, bytes)`. Gives up when the
     /// home closes `home_link` or says anything (it gave up: the source
     /// could not freeze or send), or after [`DELIVERY_TIMEOUT`].
-    pub(super) fn wait(&self, home_link: &TcpStream) -> Result<(u64, u64), String> {
+    pub(super) fn wait(&self, home_link: &TcpStream) -> Result<(u64, u64), HostFailure> {
         let start = Instant::now();
+        let cut = |error: String| HostFailure::Transfer { error };
         loop {
             match self.done.recv_timeout(WAIT_TICK) {
                 Ok(r) => return r,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err("the image's delivery ended without a word".into());
+                    return Err(cut("the image's delivery ended without a word".into()));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if home_spoke(home_link) {
-                return Err("the home gave up the move before the image arrived".into());
+                return Err(cut(
+                    "the home gave up the move before the image arrived".into()
+                ));
             }
             if start.elapsed() > DELIVERY_TIMEOUT {
-                return Err(format!(
+                return Err(cut(format!(
                     "the body's node did not deliver its image within {} s",
                     DELIVERY_TIMEOUT.as_secs()
-                ));
+                )));
             }
         }
     }
@@ -152,13 +156,15 @@ pub(super) fn receive(link: &mut Link<TcpStream>, from: &str, token: u64, bytes:
     let Some(p) = pending().remove(&token) else {
         tracing::warn!(%from, token, "an image delivered under a token nobody expects");
         let _ = link.send(&FromHost::Failed {
-            reason: "this node expects no image under that token (the home gave up?)".into(),
+            reason: HostFailure::UnknownToken,
         });
         return;
     };
     let min = size_of::<mosix_engine::image::layout::ImageHeader>() as u64;
     let result = if bytes < min {
-        Err(format!("an image of {bytes} bytes is too small to be one"))
+        Err(HostFailure::BadImage {
+            error: format!("an image of {bytes} bytes is too small to be one"),
+        })
     } else {
         take_image(link, &p.file, bytes)
     };
@@ -168,7 +174,7 @@ pub(super) fn receive(link: &mut Link<TcpStream>, from: &str, token: u64, bytes:
             let _ = link.send(&FromHost::Delivered);
         }
         Err(reason) => {
-            tracing::warn!(%from, home = %p.home, %reason, "direct image delivery failed");
+            tracing::warn!(%from, home = %p.home, reason = %reason, "direct image delivery failed");
             let _ = link.send(&FromHost::Failed {
                 reason: reason.clone(),
             });
@@ -183,25 +189,30 @@ pub(super) fn take_image(
     link: &mut Link<TcpStream>,
     mut file: &File,
     bytes: u64,
-) -> Result<u64, String> {
+) -> Result<u64, HostFailure> {
+    let cut = |error: String| HostFailure::Transfer { error };
     let mut got = 0u64;
     while got < bytes {
-        let chunk = link
-            .recv_bytes()
-            .map_err(|e| format!("image transfer cut after {got} of {bytes} bytes: {e}"))?;
+        let chunk = link.recv_bytes().map_err(|e| {
+            cut(format!(
+                "image transfer cut after {got} of {bytes} bytes: {e}"
+            ))
+        })?;
         if got + chunk.len() as u64 > bytes {
-            return Err(format!(
+            return Err(cut(format!(
                 "the source sent more than the {bytes} bytes it announced"
-            ));
+            )));
         }
-        file.write_all(&chunk)
-            .map_err(|e| format!("cannot store the image in memory: {e}"))?;
+        file.write_all(&chunk).map_err(|e| HostFailure::Local {
+            what: "cannot store the image in memory".into(),
+            error: e.to_string(),
+        })?;
         got += chunk.len() as u64;
     }
     match link.recv::<ToHost>() {
         Ok(ToHost::ImageEnd { checksum }) => Ok(checksum),
-        Ok(other) => Err(format!("expected the image's end, got {other:?}")),
-        Err(e) => Err(format!("no end of image: {e}")),
+        Ok(other) => Err(cut(format!("expected the image's end, got {other:?}"))),
+        Err(e) => Err(cut(format!("no end of image: {e}"))),
     }
 }
 
@@ -240,7 +251,10 @@ pub(super) fn deliver(
         .map_err(|e| format!("sending the image to node {node} failed: {e}"))?;
     match link.recv::<FromHost>() {
         Ok(FromHost::Delivered) => Ok(bytes),
-        Ok(FromHost::Failed { reason }) | Ok(FromHost::Refused { reason }) => {
+        Ok(FromHost::Failed { reason }) => {
+            Err(format!("node {node} did not take the image: {reason}"))
+        }
+        Ok(FromHost::Refused { reason }) => {
             Err(format!("node {node} did not take the image: {reason}"))
         }
         Ok(other) => Err(format!("node {node} answered {other:?} to the image")),
@@ -268,11 +282,14 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         let e = expect(&f, "n1").unwrap();
         let p = pending().remove(&e.token()).unwrap();
-        p.done.send(Err("cut".into())).unwrap();
+        let cut = HostFailure::Transfer {
+            error: "cut".into(),
+        };
+        p.done.send(Err(cut.clone())).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let home = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let _peer = listener.accept().unwrap();
-        assert_eq!(e.wait(&home), Err("cut".to_string()));
+        assert_eq!(e.wait(&home), Err(cut));
     }
 
     #[test]
@@ -282,7 +299,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let home = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         drop(listener.accept().unwrap());
-        let err = e.wait(&home).unwrap_err();
+        let err = e.wait(&home).unwrap_err().to_string();
         assert!(err.contains("gave up"), "{err}");
     }
 }

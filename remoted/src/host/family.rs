@@ -42,7 +42,6 @@
 //! reads it from `/proc` while it is a zombie if it can).
 
 use super::Relays;
-use super::body::Body;
 use super::guests::GuestInfo;
 use mosix_engine::image::layout::{self, BodyInfo, Hello};
 use mosix_engine::image::{self as image};
@@ -82,7 +81,7 @@ pub(super) struct PendingChild {
 impl PendingChild {
     /// The child of `parent` (running for `home`), with our end `ctl` of
     /// its control socket.
-    pub(super) fn new(ctl: UnixStream, parent: &Body, home: &str) -> PendingChild {
+    pub(super) fn new(ctl: UnixStream, parent: &Parent, home: &str) -> PendingChild {
         PendingChild {
             ctl: Some(ctl),
             info: None,
@@ -95,6 +94,39 @@ impl PendingChild {
             view: super::view::share(parent.pid),
         }
     }
+}
+
+/// What a forked child takes from its parent body.
+pub(super) struct Parent {
+    /// The parent's pid here.
+    pub(super) pid: i32,
+    /// Its owner.
+    pub(super) uid: u32,
+    /// Its freeze signal.
+    pub(super) freeze_signal: i32,
+    /// Its control fd number.
+    pub(super) ctl_fd: i32,
+}
+
+/// A forked child adopted by its home's link: what its body thread needs.
+pub(super) struct Adopted {
+    /// Its pid here.
+    pub(super) pid: i32,
+    /// Its owner.
+    pub(super) uid: u32,
+    /// Its freeze signal.
+    pub(super) freeze_signal: i32,
+    /// Our end of its control socket.
+    pub(super) ctl: UnixStream,
+    /// Its end's number.
+    pub(super) ctl_fd: i32,
+    /// As the registry shows it.
+    pub(super) info: GuestInfo,
+    /// What its libmosix answers for home.
+    pub(super) body_info: BodyInfo,
+    /// It said hello from an exec'd program (a spawned child): home must
+    /// hear its command line.
+    pub(super) exec: bool,
 }
 
 fn pending() -> MutexGuard<'static, HashMap<u64, PendingChild>> {
@@ -155,14 +187,14 @@ pub(super) fn send_record(
 }
 
 /// Serve `ToHost::Adopt`: the child of the fork `token` says hello on
-/// its socket; check it, brief it, and return it as a running body
-/// (`Held` is sent to the home).
+/// its socket; check it, brief it, and return it, running (`Held` is
+/// sent to the home).
 pub(super) fn adopt(
     link: &mut Link<TcpStream>,
     home: &str,
     home_pid: i32,
     token: u64,
-) -> Result<Body, String> {
+) -> Result<Adopted, String> {
     let (mut ctl, parent, uid, freeze_signal, ctl_fd) = {
         let mut p = pending();
         let c = p
@@ -198,14 +230,12 @@ pub(super) fn adopt(
     link.send(&FromHost::Held { body_pid: pid })
         .map_err(|e| format!("cannot report the adopted child: {e}"))?;
     tracing::info!(%home, home_pid, body_pid = pid, parent_body = parent, "forked child adopted");
-    let body = Body {
+    Ok(Adopted {
         pid,
         uid,
         freeze_signal,
         ctl,
         ctl_fd,
-        hello_seen: true,
-        relays: Vec::new(),
         info: GuestInfo {
             home: home.to_string(),
             home_pid,
@@ -214,16 +244,8 @@ pub(super) fn adopt(
             since: Instant::now(),
         },
         body_info: info,
-        ctl_open: true,
-        pending_freeze: None,
-        exec_unannounced: false,
-        home_lost: None,
-    };
-    if exec {
-        // A spawned child runs its new program from the start.
-        body.announce_exec(link);
-    }
-    Ok(body)
+        exec,
+    })
 }
 
 /// The forked child's hello: its pid, once it is checked to be a child of
@@ -356,7 +378,7 @@ fn open_files(pid: i32) -> HashSet<(u64, u64)> {
 pub(super) fn hand_over(home: &str, uid: u32, from: i32, relays: Relays) {
     let relays: Relays = relays
         .into_iter()
-        .filter_map(super::body::Relay::for_heir)
+        .filter_map(super::relay::Relay::for_heir)
         .collect();
     if relays.is_empty() {
         return;
@@ -423,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_process_holding_a_relay_is_found_by_its_key() {
-        use super::super::body::{Relay, RelayKind};
+        use super::super::relay::{Relay, RelayKind};
         let (relay, body_end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
         let key = relay.holder_key().unwrap();
         let me = std::process::id() as i32;
@@ -438,7 +460,7 @@ mod tests {
 
     #[test]
     fn input_pipes_are_not_handed_over_and_terminals_lose_their_input() {
-        use super::super::body::{Relay, RelayKind};
+        use super::super::relay::{Relay, RelayKind};
         let (input, _e1) = Relay::new(0, RelayKind::Input, Vec::new()).unwrap();
         assert!(input.for_heir().is_none());
         let (tty, theirs) = Relay::new(1, RelayKind::Terminal, Vec::new()).unwrap();
@@ -454,7 +476,7 @@ mod tests {
 
     #[test]
     fn relays_handed_to_no_holder_are_dropped() {
-        use super::super::body::{Relay, RelayKind};
+        use super::super::relay::{Relay, RelayKind};
         let (r, _end) = Relay::new(1, RelayKind::Output, Vec::new()).unwrap();
         hand_over("no-such-home", 0, 1, vec![r]);
         assert!(take_handed(1).is_empty());

@@ -8,6 +8,7 @@
 //! to the home, which moves the process back (or elsewhere): a guest never
 //! moves without its home knowing.
 
+use mosix_proto::reason::LeaveReason;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -31,7 +32,7 @@ pub struct GuestInfo {
 
 struct Entry {
     info: GuestInfo,
-    leave: mpsc::Sender<String>,
+    leave: mpsc::Sender<LeaveReason>,
 }
 
 static GUESTS: Mutex<Option<HashMap<i32, Entry>>> = Mutex::new(None);
@@ -54,11 +55,11 @@ pub fn list() -> Vec<GuestInfo> {
 /// Ask the home of the guest `body_pid` to take it away (home, or to
 /// another node of the home's choosing); `reason` is logged there. False
 /// if no such guest runs here any more.
-pub fn ask_to_leave(body_pid: i32, reason: &str) -> bool {
+pub fn ask_to_leave(body_pid: i32, reason: LeaveReason) -> bool {
     table()
         .as_ref()
         .and_then(|t| t.get(&body_pid))
-        .is_some_and(|e| e.leave.send(reason.to_string()).is_ok())
+        .is_some_and(|e| e.leave.send(reason).is_ok())
 }
 
 /// Whether this node takes new guests (`mosctl block` clears it).
@@ -79,7 +80,7 @@ pub(crate) struct Registration {
 }
 
 /// Record a guest; leave requests for it arrive on the returned receiver.
-pub(crate) fn register(info: GuestInfo) -> (Registration, mpsc::Receiver<String>) {
+pub(crate) fn register(info: GuestInfo) -> (Registration, mpsc::Receiver<LeaveReason>) {
     let (tx, rx) = mpsc::channel();
     let body_pid = info.body_pid;
     table()
@@ -114,10 +115,11 @@ mod tests {
     fn registered_guests_are_listed_asked_and_forgotten() {
         let (reg, rx) = register(guest(-7));
         assert!(list().iter().any(|g| g.body_pid == -7 && g.home_pid == 93));
-        assert!(ask_to_leave(-7, "owner back"));
-        assert_eq!(rx.try_recv().unwrap(), "owner back");
+        let why = LeaveReason::OwnerBack;
+        assert!(ask_to_leave(-7, why.clone()));
+        assert_eq!(rx.try_recv().unwrap(), why);
         drop(reg);
         assert!(!list().iter().any(|g| g.body_pid == -7));
-        assert!(!ask_to_leave(-7, "gone"));
+        assert!(!ask_to_leave(-7, LeaveReason::Expelled));
     }
 }

@@ -58,6 +58,7 @@ mod direct;
 mod family;
 pub mod guests;
 pub mod reattach;
+mod relay;
 mod sys;
 mod timens;
 pub mod view;
@@ -65,9 +66,12 @@ pub mod view;
 use body::Body;
 use std::os::unix::net::UnixStream;
 
-use mosix_engine::image::{CpuFeatures, LoadedImage, layout, patch_checksum};
+use mosix_engine::image::{CpuFeatures, LoadedImage, patch_checksum};
+use mosix_engine::session::{self, host::Offered};
 use mosix_proto::link::{ClusterKey, Hello, Link, Role};
 use mosix_proto::migrate::{BodyStatus, FromHost, HomeClocks, HomeFacts, ToHost, host_addr};
+use mosix_proto::reason::{HostFailure, Refusal};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -78,6 +82,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// How long the source has for each step before the body is dropped.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -203,7 +208,7 @@ impl Host {
                 Ok(other) => {
                     tracing::warn!(from = %who.node, msg = ?other, "a node's remoted may only deliver an image here");
                     let _ = link.send(&FromHost::Refused {
-                        reason: "a remoted may only deliver an image here".into(),
+                        reason: Refusal::DeliverOnly,
                     });
                 }
                 Err(e) => {
@@ -214,7 +219,7 @@ impl Host {
         }
         if who.role != Role::Homed {
             let _ = link.send(&FromHost::Refused {
-                reason: "only a node's homed may send a body".into(),
+                reason: Refusal::NotAHome,
             });
             return;
         }
@@ -240,7 +245,9 @@ impl Host {
             {
                 tracing::warn!(%home, home_pid, body_pid, error = %e, "cannot re-attach a body to its home");
                 let _ = link.send(&FromHost::Failed {
-                    reason: e.to_string(),
+                    reason: HostFailure::NotHere {
+                        reason: e.to_string(),
+                    },
                 });
             }
             return;
@@ -248,7 +255,8 @@ impl Host {
         if let ToHost::Adopt { home_pid, token } = first {
             let _ = link.get_ref().set_read_timeout(None);
             match family::adopt(&mut link, &home, home_pid, token) {
-                Ok(body) => {
+                Ok(adopted) => {
+                    let body = Body::adopted(adopted, &mut link);
                     let (_registration, leave) = guests::register(body.info.clone());
                     let (pid, uid) = (body.pid, body.uid);
                     body.run(&mut link, &home, leave, self.grace);
@@ -257,103 +265,218 @@ impl Host {
                 }
                 Err(reason) => {
                     tracing::warn!(%home, home_pid, %reason, "cannot adopt a forked child");
-                    let _ = link.send(&FromHost::Failed { reason });
+                    let _ = link.send(&FromHost::Failed {
+                        reason: HostFailure::NotHere { reason },
+                    });
                 }
             }
             return;
         }
-        match self.restore(&mut link, &home, first) {
-            Ok(Some(body)) => {
-                let (_registration, leave) = guests::register(body.info.clone());
-                let (pid, uid) = (body.pid, body.uid);
-                body.run(&mut link, &home, leave, self.grace);
-                family::hand_over(&home, uid, pid, family::take_handed(pid));
-                view::release(pid);
-            }
-            Ok(None) => {}
-            Err(reason) => {
-                tracing::warn!(%home, %reason, "migration in failed");
-                let _ = link.send(&FromHost::Failed { reason });
-            }
+        if let Some(body) = self.take_body(&mut link, &home, first) {
+            let (_registration, leave) = guests::register(body.info.clone());
+            let (pid, uid) = (body.pid, body.uid);
+            body.run(&mut link, &home, leave, self.grace);
+            family::hand_over(&home, uid, pid, family::take_handed(pid));
+            view::release(pid);
         }
     }
 
-    /// Receive, check and restore the body, held; `Some(pid, relays)`
-    /// once it was told to go (`relays`: the read ends of its output
-    /// pipes, by body fd), `None` if the source aborted (the body is gone).
-    fn restore(
-        &self,
-        link: &mut Link<TcpStream>,
-        home: &str,
-        first: ToHost,
-    ) -> Result<Option<Body>, String> {
-        let (home_pid, uid, gid, bytes, ctl_fd, freeze_signal, home_facts, clocks, direct) =
-            match Ok::<ToHost, String>(first) {
-                Ok(ToHost::Offer {
-                    home_pid,
-                    uid,
-                    gid,
-                    bytes,
-                    ctl_fd,
-                    freeze_signal,
-                    home,
-                    clocks,
-                    direct,
-                }) => (
-                    home_pid,
-                    uid,
-                    gid,
-                    bytes,
-                    ctl_fd,
-                    freeze_signal,
-                    home,
-                    clocks,
-                    direct,
-                ),
-                Ok(other) => return Err(format!("expected an offer, got {other:?}")),
-                Err(e) => return Err(format!("no offer: {e}")),
+    /// Take the body offered by `first` on `link` from `home`: drive the
+    /// engine's host session ([`session::host`]) through the offer, the
+    /// image, the restore and the source's go. `Some` once the body runs
+    /// here; `None` if it was refused, failed or aborted (nothing runs).
+    fn take_body(&self, link: &mut Link<TcpStream>, home: &str, first: ToHost) -> Option<Body> {
+        use session::host::{Action, Input, Outcome};
+        let mut s = session::host::Host::new(&self.node, guests::accepting(), Instant::now());
+        let mut pending: VecDeque<Action> = s.input(Input::From(first), Instant::now()).into();
+        let mut incoming: Option<Incoming> = None;
+        let mut restored: Option<Restored> = None;
+        loop {
+            let Some(action) = pending.pop_front() else {
+                // Wait for the source (the go, after Held).
+                let Some(deadline) = s.deadline() else {
+                    tracing::warn!(%home, "host session stalled; dropping the move");
+                    return None;
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = link
+                    .get_ref()
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+                let input = match link.recv::<ToHost>() {
+                    Ok(m) => Input::From(m),
+                    Err(_) if Instant::now() >= deadline => {
+                        pending.extend(s.timeout(Instant::now()));
+                        continue;
+                    }
+                    Err(e) => Input::Broken(e.to_string()),
+                };
+                let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
+                pending = s.input(input, Instant::now()).into();
+                continue;
             };
-        // The home's clocks, against ours at once (the transfer then takes
-        // the same time on both sides).
-        let time_offsets = clocks
+            let now = Instant::now();
+            let next = match action {
+                Action::Send(msg) => match link.send(&msg) {
+                    Ok(()) => continue,
+                    Err(e) => s.input(Input::Broken(e.to_string()), now),
+                },
+                Action::Prepare(offered) => match self.prepare(home, offered) {
+                    Ok(i) => {
+                        let token = i.expected.as_ref().map(|e| e.token());
+                        incoming = Some(i);
+                        s.input(Input::Prepared { token }, now)
+                    }
+                    Err(why) => s.input(Input::ImageFailed(why), now),
+                },
+                Action::ReceiveImage { bytes } => {
+                    let Some(i) = &incoming else { return None };
+                    match direct::take_image(link, &i.image, bytes) {
+                        Ok(checksum) => s.input(Input::ImageIn { checksum, bytes }, Instant::now()),
+                        Err(why) => s.input(Input::ImageFailed(why), Instant::now()),
+                    }
+                }
+                Action::AwaitDelivery => {
+                    let e = incoming.as_ref().and_then(|i| i.expected.as_ref())?;
+                    match e.wait(link.get_ref()) {
+                        Ok((checksum, bytes)) => {
+                            s.input(Input::ImageIn { checksum, bytes }, Instant::now())
+                        }
+                        Err(why) => s.input(Input::ImageFailed(why), Instant::now()),
+                    }
+                }
+                Action::Restore { checksum } => {
+                    let i = incoming.take()?;
+                    match self.restore(link, home, i, checksum) {
+                        Ok(r) => {
+                            let body_pid = r.pid;
+                            restored = Some(r);
+                            s.input(Input::Restored { body_pid }, Instant::now())
+                        }
+                        Err(why) => s.input(Input::RestoreFailed(why), Instant::now()),
+                    }
+                }
+                Action::Release { body_pid } => {
+                    let r = restored.take()?;
+                    if let Err(e) = sys::kill(body_pid, libc::SIGCONT) {
+                        let why = drop_body(body_pid, format!("cannot continue the body: {e}"));
+                        tracing::warn!(%home, reason = %why, "migration in failed");
+                        return None;
+                    }
+                    tracing::info!(%home, home_pid = r.home_pid, body_pid, "body running");
+                    view::hold(body_pid, r.view);
+                    let info = guests::GuestInfo {
+                        home: home.to_string(),
+                        home_pid: r.home_pid,
+                        body_pid,
+                        uid: r.uid,
+                        since: Instant::now(),
+                    };
+                    return Some(Body {
+                        pid: body_pid,
+                        uid: r.uid,
+                        freeze_signal: r.freeze_signal,
+                        ctl: r.ctl,
+                        ctl_fd: r.ctl_fd,
+                        hello_seen: false,
+                        relays: r.relays,
+                        info,
+                        body_info: r.body_info,
+                        ctl_open: true,
+                        pending_freeze: None,
+                        exec_unannounced: false,
+                        home_lost: None,
+                    });
+                }
+                Action::DropBody { body_pid } => {
+                    restored = None;
+                    drop_body(body_pid, String::new());
+                    continue;
+                }
+                Action::Finish(Outcome::Running { .. }) => return None,
+                Action::Finish(Outcome::Refused(why)) => {
+                    tracing::warn!(%home, reason = %why, "migration in refused");
+                    return None;
+                }
+                Action::Finish(Outcome::Failed(why)) => {
+                    tracing::warn!(%home, reason = %why, "migration in failed");
+                    return None;
+                }
+                Action::Finish(Outcome::Aborted(why)) => {
+                    tracing::info!(%home, reason = %why, "migration aborted by the source");
+                    return None;
+                }
+            };
+            pending = next.into();
+        }
+    }
+
+    /// Room for an offered image: a memfd, and, for a direct move, the
+    /// token its delivery comes under; the home's clocks against ours
+    /// at once (the transfer then takes the same time on both sides).
+    fn prepare(&self, home: &str, offered: Offered) -> Result<Incoming, HostFailure> {
+        let time_offsets = offered
+            .clocks
             .filter(|_| timens::supported())
             .map(|c| timens::offsets(c, HomeClocks::now(), timens::own_offsets()));
-        if !guests::accepting() {
-            return Err(format!(
-                "node {} takes no guests now (mosctl block); try another node",
-                self.node
-            ));
-        }
-        let min = size_of::<layout::ImageHeader>() as u64;
-        if !direct && bytes < min {
-            return Err(format!("an image of {bytes} bytes is too small to be one"));
-        }
-        let image = sys::memfd(c"mosix-image")
-            .map_err(|e| format!("cannot create a memfd for the image: {e}"))?;
-        let (checksum, bytes) = if direct {
-            // From the body's node, on a link of its own.
-            let expected = direct::expect(&image, home)
-                .map_err(|e| format!("cannot expect the image: {e}"))?;
-            link.send(&FromHost::Expecting {
-                token: expected.token(),
-            })
-            .map_err(|e| format!("cannot accept: {e}"))?;
-            expected.wait(link.get_ref())?
+        let image = sys::memfd(c"mosix-image").map_err(|e| HostFailure::Local {
+            what: "cannot create a memfd for the image".into(),
+            error: e.to_string(),
+        })?;
+        let expected = if offered.direct {
+            Some(
+                direct::expect(&image, home).map_err(|e| HostFailure::Local {
+                    what: "cannot expect the image".into(),
+                    error: e.to_string(),
+                })?,
+            )
         } else {
-            link.send(&FromHost::Accepted)
-                .map_err(|e| format!("cannot accept: {e}"))?;
-            (direct::take_image(link, &image, bytes)?, bytes)
+            None
         };
-        patch_checksum(&image, checksum).map_err(|e| format!("cannot finish the image: {e}"))?;
+        Ok(Incoming {
+            offered,
+            image,
+            expected,
+            time_offsets,
+        })
+    }
+
+    /// Check the image that arrived into `incoming` (its header's
+    /// `checksum` patched in), then restore it held: the restorer stops
+    /// just before the body's first instruction, and the body is briefed
+    /// on its control socket. Nothing runs here on error.
+    fn restore(
+        &self,
+        link: &Link<TcpStream>,
+        home: &str,
+        incoming: Incoming,
+        checksum: u64,
+    ) -> Result<Restored, HostFailure> {
+        let Incoming {
+            offered,
+            image,
+            expected,
+            time_offsets,
+        } = incoming;
+        drop(expected);
+        let local = |what: &str, e: &dyn std::fmt::Display| HostFailure::Local {
+            what: what.to_string(),
+            error: e.to_string(),
+        };
+        let (home_pid, uid, gid) = (offered.home_pid, offered.uid, offered.gid);
+        patch_checksum(&image, checksum).map_err(|e| local("cannot finish the image", &e))?;
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", image.as_raw_fd()));
-        let img = LoadedImage::open(&fd_path).map_err(|e| format!("bad image: {e}"))?;
+        let img = LoadedImage::open(&fd_path).map_err(|e| HostFailure::BadImage {
+            error: e.to_string(),
+        })?;
         img.check_cpu(CpuFeatures::current())
-            .map_err(|e| format!("this node cannot run it: {e}"))?;
+            .map_err(|e| HostFailure::Cpu {
+                error: e.to_string(),
+            })?;
         if img.uid != uid {
-            return Err(format!(
-                "the image belongs to uid {}, the offer says uid {uid}",
-                img.uid
-            ));
+            return Err(HostFailure::Owner {
+                image: img.uid,
+                offer: uid,
+            });
         }
         let body_view = view::BodyView::prepare(
             home,
@@ -363,8 +486,10 @@ impl Host {
             &self.key,
             &self.node,
             self.grace + VIEW_RETRY_MARGIN,
-        )?;
-        let (plan, relayed, aliases) = fd_plan(&img, &home_facts, &body_view)?;
+        )
+        .map_err(|error| HostFailure::View { error })?;
+        let (plan, relayed, aliases) = fd_plan(&img, &offered.home, &body_view)
+            .map_err(|reason| HostFailure::Files { reason })?;
         let top = plan
             .iter()
             .map(|p| p.0)
@@ -374,7 +499,7 @@ impl Host {
             .max(2)
             + 1;
         // Each relayed fd: the body's end at its number, ours kept to
-        // carry output home and input in (see `body::Relay`).
+        // carry output home and input in (see `relay::Relay`).
         let mut relays = Vec::new();
         let mut body_ends = Vec::new();
         for &(fd, kind) in &relayed {
@@ -383,10 +508,10 @@ impl Host {
                 .filter(|&&(_, of)| of == fd)
                 .map(|&(d, _)| d)
                 .collect();
-            let (relay, body_end) = body::Relay::new(fd, kind, dups_of)
-                .map_err(|e| format!("cannot make a relay for fd {fd}: {e}"))?;
+            let (relay, body_end) = relay::Relay::new(fd, kind, dups_of)
+                .map_err(|e| local(&format!("cannot make a relay for fd {fd}"), &e))?;
             let body_end = sys::dup_above(&std::fs::File::from(body_end), top)
-                .map_err(|e| format!("cannot place a relay for fd {fd}: {e}"))?;
+                .map_err(|e| local(&format!("cannot place a relay for fd {fd}"), &e))?;
             relays.push(relay);
             body_ends.push(body_end);
         }
@@ -398,10 +523,11 @@ impl Host {
         // The body's control connection: its end goes at the number its
         // libmosix uses, so the freeze handler talks to us (see
         // `Body::freeze`).
-        let (ctl, body_ctl) = UnixStream::pair()
-            .map_err(|e| format!("cannot make the body's control socket: {e}"))?;
+        let ctl_fd = offered.ctl_fd;
+        let (ctl, body_ctl) =
+            UnixStream::pair().map_err(|e| local("cannot make the body's control socket", &e))?;
         let body_ctl = sys::dup_above(&std::fs::File::from(OwnedFd::from(body_ctl)), top)
-            .map_err(|e| format!("cannot place the body's control socket: {e}"))?;
+            .map_err(|e| local("cannot place the body's control socket", &e))?;
         if ctl_fd >= 0
             && !plan.iter().any(|p| p.0 == ctl_fd)
             && !relayed.iter().any(|r| r.0 == ctl_fd)
@@ -409,13 +535,15 @@ impl Host {
             dups.push((ctl_fd, body_ctl.as_raw_fd()));
         }
         let image_fd =
-            sys::dup_above(&image, top).map_err(|e| format!("cannot place the image fd: {e}"))?;
+            sys::dup_above(&image, top).map_err(|e| local("cannot place the image fd", &e))?;
         let raw = image_fd.as_raw_fd();
         let umask = img.umask;
-        let entry = body_view.entry(uid, gid, &img.cwd)?;
+        let entry = body_view
+            .entry(uid, gid, &img.cwd)
+            .map_err(|error| HostFailure::View { error })?;
         // Run by fd: the restorer's path may be covered by the view.
         let restorer = std::fs::File::open(&self.restorer)
-            .map_err(|e| format!("cannot open {}: {e}", self.restorer.display()))?;
+            .map_err(|e| local(&format!("cannot open {}", self.restorer.display()), &e))?;
         let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", restorer.as_raw_fd()));
         cmd.arg0("mosix-restore")
             .arg(raw.to_string())
@@ -452,66 +580,66 @@ impl Host {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.restorer.display()))?;
+            .map_err(|e| local(&format!("cannot start {}", self.restorer.display()), &e))?;
         drop(image_fd);
         drop(restorer);
         drop(body_ends);
         drop(body_ctl);
+        drop(image);
         let pid = child.id() as i32;
         let status = sys::waitpid(pid, libc::WUNTRACED)
-            .map_err(|e| format!("cannot wait for the restorer: {e}"))?;
+            .map_err(|e| local("cannot wait for the restorer", &e))?;
         if !libc::WIFSTOPPED(status) {
-            return Err(format!(
-                "mosix-restore failed ({:?}); see the process's stderr",
-                BodyStatus::from_wait(status)
-            ));
+            return Err(HostFailure::Restore {
+                status: format!("{:?}", BodyStatus::from_wait(status)),
+            });
         }
         // What its libmosix reads right after its hello: it is a body, and
         // what to answer for home (ids, terminals).
-        let body_info = home_facts.body_info();
+        let body_info = offered.home.body_info();
         (&ctl)
             .write_all(mosix_engine::image::as_bytes(&body_info))
-            .map_err(|e| drop_body(pid, format!("cannot brief the body: {e}")))?;
-        tracing::info!(%home, home_pid, body_pid = pid, bytes, "body restored and held");
-        link.send(&FromHost::Held { body_pid: pid })
-            .map_err(|e| drop_body(pid, format!("cannot report the held body: {e}")))?;
-        match link.recv::<ToHost>() {
-            Ok(ToHost::Go) => {
-                sys::kill(pid, libc::SIGCONT)
-                    .map_err(|e| drop_body(pid, format!("cannot continue the body: {e}")))?;
-                tracing::info!(%home, home_pid, body_pid = pid, "body running");
-                view::hold(pid, body_view);
-                let info = guests::GuestInfo {
-                    home: home.to_string(),
-                    home_pid,
-                    body_pid: pid,
-                    uid,
-                    since: std::time::Instant::now(),
-                };
-                Ok(Some(Body {
-                    pid,
-                    uid,
-                    freeze_signal,
-                    ctl,
-                    ctl_fd,
-                    hello_seen: false,
-                    relays,
-                    info,
-                    body_info,
-                    ctl_open: true,
-                    pending_freeze: None,
-                    exec_unannounced: false,
-                    home_lost: None,
-                }))
-            }
-            Ok(other) => {
-                drop_body(pid, format!("source said {other:?} instead of go"));
-                tracing::info!(%home, home_pid, "migration aborted by the source");
-                Ok(None)
-            }
-            Err(e) => Err(drop_body(pid, format!("no go from the source: {e}"))),
-        }
+            .map_err(|e| {
+                drop_body(pid, String::new());
+                local("cannot brief the body", &e)
+            })?;
+        tracing::info!(%home, home_pid, body_pid = pid, bytes = img.bytes, "body restored and held");
+        Ok(Restored {
+            pid,
+            home_pid,
+            uid,
+            freeze_signal: offered.freeze_signal,
+            ctl,
+            ctl_fd,
+            relays,
+            body_info,
+            view: body_view,
+        })
     }
+}
+
+/// An offered image on its way in.
+struct Incoming {
+    offered: Offered,
+    /// The memfd it goes into.
+    image: std::fs::File,
+    /// For a direct move: its token, until delivered.
+    expected: Option<direct::Expected>,
+    /// The body's clocks against this node's.
+    time_offsets: Option<(i64, i64)>,
+}
+
+/// A body restored and held, waiting for the source's go.
+struct Restored {
+    pid: i32,
+    home_pid: i32,
+    uid: u32,
+    freeze_signal: i32,
+    ctl: UnixStream,
+    ctl_fd: i32,
+    relays: Relays,
+    body_info: mosix_engine::image::layout::BodyInfo,
+    view: view::BodyView,
 }
 
 /// Kill and reap a held body; returns `why` for the caller's error.
@@ -522,10 +650,10 @@ fn drop_body(pid: i32, why: String) -> String {
 }
 
 /// A body's relayed fds.
-type Relays = Vec<body::Relay>;
+type Relays = Vec<relay::Relay>;
 
 /// Fds relayed to the deputy, and how.
-type RelayPlan = Vec<(i32, body::RelayKind)>;
+type RelayPlan = Vec<(i32, relay::RelayKind)>;
 
 /// Fds that are dups of a lower one: `(fd, of)`.
 type Aliases = Vec<(i32, i32)>;
@@ -558,7 +686,7 @@ fn fd_plan(
         if home.ttys.iter().any(|t| t.fd == f.fd) {
             // A terminal at home (here, on a node it came from, the relay
             // socket that stood for it).
-            relayed.push((f.fd, body::RelayKind::Terminal));
+            relayed.push((f.fd, relay::RelayKind::Terminal));
             continue;
         }
         let (path, flags, pos) = match f.kind {
@@ -588,11 +716,11 @@ fn fd_plan(
             }
             "other" => (PathBuf::from(&f.path), flags, None),
             "pipe" if flags & libc::O_ACCMODE == libc::O_WRONLY => {
-                relayed.push((f.fd, body::RelayKind::Output));
+                relayed.push((f.fd, relay::RelayKind::Output));
                 continue;
             }
             "pipe" if flags & libc::O_ACCMODE == libc::O_RDONLY => {
-                relayed.push((f.fd, body::RelayKind::Input));
+                relayed.push((f.fd, relay::RelayKind::Input));
                 continue;
             }
             kind => {

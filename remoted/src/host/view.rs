@@ -278,17 +278,14 @@ fn acquire(
 /// Why body `pid` cannot move now because it holds record locks through a
 /// view (its locks are the home's, kept for it by its view session, and
 /// would be dropped when its fds here close); `None` if it holds none.
-pub fn locks_block_move(pid: i32) -> Option<String> {
+pub fn locks_block_move(pid: i32) -> Option<mosix_proto::reason::CantMove> {
     let pid = u32::try_from(pid).ok()?;
     let r = lock();
     r.mounts
         .values()
         .find(|m| m.client.locks().holds(pid))
-        .map(|m| {
-            format!(
-                "it holds POSIX record locks on files of {} (through the view), which do not move with a process yet; it can move once it releases them",
-                m.key.0
-            )
+        .map(|m| mosix_proto::reason::CantMove::ViewLocks {
+            home: m.key.0.clone(),
         })
 }
 

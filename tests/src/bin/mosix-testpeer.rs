@@ -229,7 +229,8 @@ fn corrupt_image(addr: SocketAddr, key_file: &Path, image: &Path) -> Result<Stri
         checksum: header.checksum,
     })?;
     match link.recv::<FromHost>()? {
-        FromHost::Failed { reason } | FromHost::Refused { reason } => Ok(reason),
+        FromHost::Failed { reason } => Ok(reason.to_string()),
+        FromHost::Refused { reason } => Ok(reason.to_string()),
         FromHost::Held { body_pid } => {
             let _ = link.send(&ToHost::Abort);
             bail!("the host restored a corrupt image (body pid {body_pid})")
