@@ -4,7 +4,7 @@
 //! guests; once spread, nothing moves back and forth.
 //!
 //! Where a job runs is checked on the processes themselves: a body is a
-//! descendant of the destination node's `remoted` (DESIGN.md section 8);
+//! descendant of the destination node's `remoted` (ARCHITECTURE.md section 8);
 //! a job still at home is the home pid running the program.
 
 use mosix_tests::{Cluster, Job, JobOut, bin, bin_dir};

@@ -1,4 +1,4 @@
-//! A body's process tree (issue 4, DESIGN.md section 4 "process tree"):
+//! A body's process tree (issue 4, ARCHITECTURE.md section 4 "process tree"):
 //! a program moved to n2 forks, execs and waits there, and every child
 //! has its own deputy at home, a child of its parent's deputy, so home
 //! pids, `wait`, `$?` and signals behave as without mosix.

@@ -559,7 +559,7 @@ fn a_lost_node_ends_the_deputy_as_killed_within_5s() {
 /// part of the image: the move must fail naming `to`, within `within`,
 /// and the program must run on at `from` as the only copy and end as an
 /// undisturbed run would. From n2 to n3 the image goes straight between
-/// the two (DESIGN.md section 3, step 6).
+/// the two (ARCHITECTURE.md section 3, step 6).
 fn interrupt_transfer(
     c: &Cluster,
     name: &str,

@@ -1,5 +1,5 @@
 //! Benchmarks that print figures, each as a ratio against a reference
-//! measured in the same run (DESIGN.md section 10).
+//! measured in the same run (ARCHITECTURE.md section 10).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};

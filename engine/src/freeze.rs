@@ -1,4 +1,4 @@
-//! The freeze handshake with a process's freeze handler (DESIGN.md
+//! The freeze handshake with a process's freeze handler (ARCHITECTURE.md
 //! section 3, step 2), written once for `homed` (a process at home) and
 //! `remoted` (a body away), like CRIU's compel talks to its parasite.
 //!

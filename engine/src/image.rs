@@ -1,4 +1,4 @@
-//! The image: a frozen body on disk or in transit (DESIGN.md section 3).
+//! The image: a frozen body on disk or in transit (ARCHITECTURE.md section 3).
 //!
 //! An image is one file: an [`layout::ImageHeader`] (magic, layout
 //! version, checksum, CPU features), the freeze handler's
@@ -178,7 +178,7 @@ impl Checksum {
     }
 }
 
-/// The CPU features an image depends on (DESIGN.md section 5).
+/// The CPU features an image depends on (ARCHITECTURE.md section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CpuFeatures {
     /// Size of the xsave area for the enabled features (CPUID 0xD.0 EBX).
@@ -544,7 +544,7 @@ pub fn write_image(
     result
 }
 
-/// An image laid out for streaming (migration, DESIGN.md section 3 step
+/// An image laid out for streaming (migration, ARCHITECTURE.md section 3 step
 /// 3): no file on the sending side. The receiver writes the bytes in
 /// order, then stores the checksum [`ImagePlan::stream`] returns into the
 /// header ([`patch_checksum`]), which gives the same bytes

@@ -1,4 +1,4 @@
-//! The migration engine (DESIGN.md sections 3 and 5): everything about
+//! The migration engine (ARCHITECTURE.md sections 3 and 5): everything about
 //! turning a running process into an image and back that `homed` (moves
 //! from home, checkpoints) and `remoted` (moves of a body away) share.
 //!

@@ -1,4 +1,4 @@
-//! The view (DESIGN.md section 6): a FUSE file system on a remote node that
+//! The view (ARCHITECTURE.md section 6): a FUSE file system on a remote node that
 //! shows a home node's exported files, every operation forwarded over
 //! authenticated links to that home's `homed` (whose server side lives in
 //! `mosix_homed::view`), which performs it with the body owner's

@@ -1,19 +1,22 @@
-//! The migration engine's home side (DESIGN.md section 3, steps 1-3): it
-//! keeps the table of processes started here under libmosix, freezes them
-//! on request and writes their images (checkpoint to a file).
+//! The table of processes started at this node under libmosix, and what
+//! `homed` does with them at home (ARCHITECTURE.md section 3, steps 1-3):
+//! list them, freeze them, write their images (checkpoints) and send
+//! them away (through [`crate::migrate`]).
 //!
 //! Each managed process connects once to `<runtime_dir>/procs.sock`
 //! (served by [`Procs::serve`]) and sends a fixed-layout
-//! [`layout::Hello`]; the engine checks it against the connection's
-//! SO_PEERCRED. To freeze it, the engine sends the freeze signal; the
-//! process's handler answers with a [`layout::FreezeRecord`] on the same
-//! connection and blocks until the engine has written the image and sent a
-//! verdict (continue, stop, exit). A failure anywhere before the verdict
+//! [`layout::Hello`], checked against the connection's SO_PEERCRED. One
+//! thread per process then owns that connection: a request to freeze the
+//! process wakes it, and it runs the engine's freeze handshake
+//! ([`mosix_engine::freeze`]) on the connection, captures the process
+//! while it waits in its handler, and sends the verdict (continue, stop,
+//! exit, or become the deputy). A failure anywhere before the verdict
 //! lets the process run on, unchanged.
 
 use mosix_engine::freeze::{self, Verdict};
+use mosix_engine::session::source::Failure;
 use mosix_engine::{capture, procfs};
-use mosix_proto::reason::CantMove;
+use mosix_proto::reason::{CantMove, FreezeFailure};
 
 use mosix_engine::image;
 use mosix_engine::image::layout::{self, FreezeRecord, Hello};
@@ -21,7 +24,7 @@ use mosix_proto::config::Config;
 use mosix_proto::local::{Credentials, peer_credentials};
 use mosix_proto::migrate::DeputyMsg;
 use mosix_proto::process::{
-    AfterCheckpoint, CheckpointDone, HISTORY_MAX, MigrateDone, MoveRecord, ProcessInfo,
+    AfterCheckpoint, Cause, CheckpointDone, HISTORY_MAX, MigrateDone, MoveRecord, ProcessInfo,
     ProcessRequest, ProcessResponse,
 };
 use std::collections::HashMap;
@@ -103,10 +106,10 @@ enum OpEvent {
     /// The process is in its handler; the image is being written.
     Frozen,
     /// Finished (image complete, verdict sent), or failed (process runs on).
-    Done(Result<CheckpointDone, String>),
+    Done(Result<CheckpointDone, ProcError>),
     /// A migration committed (the body runs away), or failed (the process
     /// runs on here).
-    Migrated(Result<MigrateDone, String>),
+    Migrated(Result<MigrateDone, ProcError>),
 }
 
 /// One managed process.
@@ -206,7 +209,7 @@ impl Procs {
             ProcessRequest::Checkpoint { pid, after, file } => {
                 match self.checkpoint(caller, pid, after, file) {
                     Ok(done) => ProcessResponse::Checkpointed { done },
-                    Err(message) => ProcessResponse::Error { message },
+                    Err(e) => e.response(),
                 }
             }
             ProcessRequest::Migrate {
@@ -231,28 +234,29 @@ impl Procs {
                         match address.parse() {
                             Ok(address) => Some(crate::migrate::Target { node, address }),
                             Err(_) => {
-                                return ProcessResponse::Error {
-                                    message: format!(
-                                        "{address:?} is not an IP:PORT address of node {node}"
-                                    ),
-                                };
+                                return ProcError::from(format!(
+                                    "{address:?} is not an IP:PORT address of node {node}"
+                                ))
+                                .response();
                             }
                         }
                     };
                     return match self.move_away(caller, pid, to, why) {
                         Ok(done) => ProcessResponse::Migrated { done },
-                        Err(message) => ProcessResponse::Error { message },
+                        Err(e) => e.response(),
                     };
                 }
                 if home {
-                    return ProcessResponse::Error {
-                        message: format!("process {pid} already runs here, at its home"),
-                    };
+                    return ProcError::from(format!(
+                        "process {pid} already runs here, at its home"
+                    ))
+                    .response();
                 }
                 let Ok(address) = address.parse() else {
-                    return ProcessResponse::Error {
-                        message: format!("{address:?} is not an IP:PORT address of node {node}"),
-                    };
+                    return ProcError::from(format!(
+                        "{address:?} is not an IP:PORT address of node {node}"
+                    ))
+                    .response();
                 };
                 let target = crate::migrate::Target { node, address };
                 match self.freeze(
@@ -263,11 +267,12 @@ impl Procs {
                     Some((target, why)),
                 ) {
                     Ok(OpEvent::Migrated(Ok(done))) => ProcessResponse::Migrated { done },
-                    Ok(OpEvent::Migrated(Err(message)) | OpEvent::Done(Err(message)))
-                    | Err(message) => ProcessResponse::Error { message },
-                    Ok(other) => ProcessResponse::Error {
-                        message: format!("internal error: migration ended with {}", other.name()),
-                    },
+                    Ok(OpEvent::Migrated(Err(e)) | OpEvent::Done(Err(e))) | Err(e) => e.response(),
+                    Ok(other) => ProcError::from(format!(
+                        "internal error: migration ended with {}",
+                        other.name()
+                    ))
+                    .response(),
                 }
             }
         }
@@ -301,24 +306,27 @@ impl Procs {
         pid: i32,
         to: Option<crate::migrate::Target>,
         why: String,
-    ) -> Result<MigrateDone, String> {
+    ) -> Result<MigrateDone, ProcError> {
         let p = self.owned(caller, pid)?;
         if let Some(why) = self.cantmove(&p) {
-            return Err(format!("process {pid} cannot move: {why}"));
+            return Err(ProcError::cantmove(
+                format!("process {pid} cannot move: {why}"),
+                why,
+            ));
         }
         if let (Some(t), Some(now)) = (
             &to,
             p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
         ) && &t.node == now
         {
-            return Err(format!("process {pid} already runs on node {now}"));
+            return Err(format!("process {pid} already runs on node {now}").into());
         }
         let mover = p
             .mover
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| format!("process {pid} is between nodes; try again"))?;
+            .ok_or_else(|| ProcError::busy(format!("process {pid} is between nodes; try again")))?;
         let (tx, rx) = mpsc::channel();
         let request = crate::migrate::MoveRequest {
             to,
@@ -326,14 +334,16 @@ impl Procs {
             reply: Some(tx),
         };
         if mover.send(request).is_err() {
-            return Err(format!(
+            return Err(ProcError::busy(format!(
                 "process {pid} ended or is between nodes; see mosps"
-            ));
+            )));
         }
         p.moving.store(true, std::sync::atomic::Ordering::Relaxed);
         let outcome = rx.recv_timeout(MOVE_TIMEOUT);
         p.moving.store(false, std::sync::atomic::Ordering::Relaxed);
-        outcome.map_err(|_| format!("no outcome for the move of process {pid}; see homed's log"))?
+        outcome
+            .map_err(|_| format!("no outcome for the move of process {pid}; see homed's log"))?
+            .map_err(ProcError::from)
     }
 
     fn list(&self, caller: &Credentials) -> Vec<ProcessInfo> {
@@ -424,15 +434,14 @@ impl Procs {
         pid: i32,
         after: AfterCheckpoint,
         file: Option<PathBuf>,
-    ) -> Result<CheckpointDone, String> {
+    ) -> Result<CheckpointDone, ProcError> {
         let p = self.owned(caller, pid)?;
         let path = match file.or_else(|| p.checkpoint_file.clone()) {
             Some(f) if f.is_absolute() => f,
             Some(f) => {
-                return Err(format!(
-                    "checkpoint file {} must be an absolute path",
-                    f.display()
-                ));
+                return Err(
+                    format!("checkpoint file {} must be an absolute path", f.display()).into(),
+                );
             }
             None => {
                 let cwd = procfs::link(pid, "cwd")?;
@@ -446,10 +455,7 @@ impl Procs {
                 }
                 r
             }
-            other => Err(format!(
-                "internal error: checkpoint ended with {}",
-                other.name()
-            )),
+            other => Err(format!("internal error: checkpoint ended with {}", other.name()).into()),
         }
     }
 
@@ -462,12 +468,13 @@ impl Procs {
         after: AfterCheckpoint,
         path: PathBuf,
         migrate: Option<(crate::migrate::Target, String)>,
-    ) -> Result<OpEvent, String> {
+    ) -> Result<OpEvent, ProcError> {
         let p = self.owned(caller, pid)?;
         if let Some(node) = p.away.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Err(format!(
                 "process {pid} already runs on node {node}; moving it again is not supported yet"
-            ));
+            )
+            .into());
         }
         let why_not = match migrate {
             Some(_) => self.cantmove(&p),
@@ -477,14 +484,16 @@ impl Procs {
                 .or_else(|| procfs::cantmove(p.pid, p.freeze_signal, -1)),
         };
         if let Some(why) = why_not {
-            return Err(format!(
-                "process {pid} cannot be frozen safely: {why}; it runs on unchanged"
+            return Err(ProcError::cantmove(
+                format!("process {pid} cannot be frozen safely: {why}; it runs on unchanged"),
+                why,
             ));
         }
-        let _busy = p
-            .busy
-            .try_lock()
-            .map_err(|_| format!("a checkpoint of process {pid} is already in progress"))?;
+        let _busy = p.busy.try_lock().map_err(|_| {
+            ProcError::busy(format!(
+                "a checkpoint of process {pid} is already in progress"
+            ))
+        })?;
         let (tx, rx) = mpsc::channel();
         *p.op.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingOp {
             after,
@@ -502,9 +511,9 @@ impl Procs {
             .map(|w| (&*w).write_all(&[1]));
         if !matches!(woke, Some(Ok(()))) {
             p.op.lock().unwrap_or_else(|e| e.into_inner()).take();
-            return Err(format!(
+            return Err(ProcError::busy(format!(
                 "process {pid} is not ready to be frozen (its connection to homed is not served); try again"
-            ));
+            )));
         }
         // The connection thread freezes it within the engine's timeouts
         // and always answers, unless the process goes away meanwhile.
@@ -523,7 +532,8 @@ impl Procs {
                     return Err(format!(
                         "process {pid} did not answer the freeze signal within {} s; it runs on unchanged",
                         freeze::FREEZE_TIMEOUT.as_secs()
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -536,7 +546,8 @@ impl Procs {
                 Err(_) => {
                     return Err(format!(
                         "process {pid} went away while its image was being written"
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -748,9 +759,13 @@ impl Procs {
                             "process {} cannot be frozen now: {why}; it runs on unchanged",
                             p.pid
                         );
+                        let err = match why {
+                            FreezeFailure::CantMove(c) => ProcError::cantmove(msg, c),
+                            _ => ProcError::from(msg),
+                        };
                         let _ = op.reply.send(match op.migrate {
-                            Some(_) => OpEvent::Migrated(Err(msg)),
-                            None => OpEvent::Done(Err(msg)),
+                            Some(_) => OpEvent::Migrated(Err(err)),
+                            None => OpEvent::Done(Err(err)),
                         });
                         if ctl.out_of_step {
                             break;
@@ -780,7 +795,9 @@ impl Procs {
                         tracing::warn!(pid = p.pid, error = %e, "checkpoint failed; process runs on")
                     }
                 }
-                let _ = op.reply.send(OpEvent::Done(result));
+                let _ = op
+                    .reply
+                    .send(OpEvent::Done(result.map_err(ProcError::from)));
             } else if spoke {
                 // Its end (EOF), or a freeze signal nobody here asked for.
                 let mut rb = [0u8; size_of::<FreezeRecord>()];
@@ -815,13 +832,16 @@ impl Procs {
     ) -> bool {
         let who = self.mover(p, rec);
         // The outcome goes into the history and to the requester.
-        let report = |result: Result<MigrateDone, String>| {
+        let report = |result: Result<MigrateDone, ProcError>| {
             self.record(
                 p,
                 self.node.clone(),
                 target.node.clone(),
                 &op.why,
-                &result,
+                &result
+                    .as_ref()
+                    .map(|d| d.clone())
+                    .map_err(|e| e.message.clone()),
                 op.started,
             );
             let _ = op.reply.send(OpEvent::Migrated(result));
@@ -836,7 +856,7 @@ impl Procs {
             Err(e) => {
                 self.verdict(p, Verdict::Continue);
                 tracing::warn!(pid = p.pid, node = %target.node, error = %e, "cannot capture the process; it runs on here");
-                report(Err(e));
+                report(Err(e.into()));
                 return false;
             }
         };
@@ -845,7 +865,14 @@ impl Procs {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(pid = p.pid, node = %target.node, error = %e, "migration failed");
-                report(Err(e));
+                let cause = match &e {
+                    Failure::NotRestored { reason, .. } => Some(Cause::Destination(reason.clone())),
+                    _ => None,
+                };
+                report(Err(ProcError {
+                    message: e.to_string(),
+                    cause,
+                }));
                 return false;
             }
         };
@@ -1267,4 +1294,53 @@ fn wait_either(woken: &UnixStream, stream: &UnixStream) -> std::io::Result<(bool
     }
     let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
     Ok((hit(&fds[0]), hit(&fds[1])))
+}
+
+/// Why a request about a process failed: the message for people, and
+/// the cause for the callers' decisions ([`Cause`]).
+#[derive(Debug)]
+struct ProcError {
+    message: String,
+    cause: Option<Cause>,
+}
+
+impl ProcError {
+    /// It cannot move now, for `why`.
+    fn cantmove(message: String, why: CantMove) -> ProcError {
+        ProcError {
+            message,
+            cause: Some(Cause::CantMove(why)),
+        }
+    }
+
+    /// Something else is under way for it.
+    fn busy(message: String) -> ProcError {
+        ProcError {
+            message,
+            cause: Some(Cause::Busy),
+        }
+    }
+
+    /// The answer to the caller.
+    fn response(self) -> ProcessResponse {
+        ProcessResponse::Error {
+            message: self.message,
+            cause: self.cause,
+        }
+    }
+}
+
+impl std::fmt::Display for ProcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ProcError {
+    fn from(message: String) -> ProcError {
+        ProcError {
+            message,
+            cause: None,
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! line; when the child's body execs another program away from home, its
 //! host sends the new command line and the deputy takes it, so `ps`,
 //! `top` and `mosps` at home keep showing the program each process runs
-//! (DESIGN.md section 3: the deputy's `ps` line stays the program's own).
+//! (ARCHITECTURE.md section 3: the deputy's `ps` line stays the program's own).
 //!
 //! The command line is moved, not rewritten in place: the bytes go to a
 //! buffer of their own and `prctl(PR_SET_MM, PR_SET_MM_MAP)` points the

@@ -1,5 +1,5 @@
 //! Terminal requests of a body away, done by its deputy on the real
-//! terminal at home (DESIGN.md section 4, "tty and socket control"; the
+//! terminal at home (ARCHITECTURE.md section 4, "tty and socket control"; the
 //! body's side is `preload/src/body.rs`, the record `layout::CALL_TTY`).
 //!
 //! The deputy holds the process's own fds, so each request is the same

@@ -1,4 +1,4 @@
-//! Body mode (DESIGN.md section 4): in a process whose body runs away
+//! Body mode (ARCHITECTURE.md section 4): in a process whose body runs away
 //! from home, the calls the kernel here cannot answer as home would are
 //! answered from home's facts, which the body's host wrote after the
 //! process's hello ([`BodyInfo`]): identity (`getpid`, `gettid`), which

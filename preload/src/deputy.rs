@@ -1,4 +1,4 @@
-//! The freeze handler's last act when the body has left (DESIGN.md
+//! The freeze handler's last act when the body has left (ARCHITECTURE.md
 //! section 3 step 5): `exec` `mosix-deputy` in place, so the home process
 //! keeps its pid, parent, fds and cwd. Async-signal-safe: system calls and
 //! stack buffers only.

@@ -1,4 +1,4 @@
-//! The process tree of a body away from home (DESIGN.md section 4, row
+//! The process tree of a body away from home (ARCHITECTURE.md section 4, row
 //! "process tree"): forwarded calls to the deputy, and `fork`, `vfork`,
 //! `posix_spawn`, `execve`, `wait*` and `kill` with home pids.
 //!
@@ -801,7 +801,7 @@ fn restarts(mask: u64) -> bool {
 }
 
 /// A wait in a body that may be for children at home as well as for
-/// local ones (DESIGN.md section 4, "process tree"; issue 4).
+/// local ones (ARCHITECTURE.md section 4, "process tree"; issue 4).
 ///
 /// **Design.** Home children stay children of the deputy, so only the
 /// deputy can wait for them, and it must never block in a wait (it

@@ -1,9 +1,9 @@
 //! Interposed libc functions: the program may not take the freeze signal
-//! away from libmosix (DESIGN.md section 5, "the freeze signal must be one
+//! away from libmosix (ARCHITECTURE.md section 5, "the freeze signal must be one
 //! the program does not use").
 //!
 //! Plain `#[unsafe(no_mangle)] extern "C"` definitions (not redhook, see
-//! DESIGN.md section 4); the next definition is resolved once, eagerly, in
+//! ARCHITECTURE.md section 4); the next definition is resolved once, eagerly, in
 //! the constructor ([`resolve`]) with `dlsym(RTLD_NEXT)`. A managed
 //! process that tries to install a handler for the freeze signal gets
 //! EINVAL, as for a signal it may not catch; querying it, and every other

@@ -1,5 +1,5 @@
 //! libmosix.so: loaded into every managed process by `mosrun` through
-//! `LD_PRELOAD` (DESIGN.md sections 3 and 5).
+//! `LD_PRELOAD` (ARCHITECTURE.md sections 3 and 5).
 //!
 //! At load time its constructor reserves the restorer window, installs the
 //! freeze handler on the freeze signal and connects a control fd to the

@@ -1,4 +1,4 @@
-//! `system`, `popen` and `pclose` in a body (DESIGN.md section 4, row
+//! `system`, `popen` and `pclose` in a body (ARCHITECTURE.md section 4, row
 //! "process tree").
 //!
 //! glibc's own `system` and `popen` start their shell with an internal

@@ -55,7 +55,7 @@ pub struct Config {
     pub node: NodeConfig,
     /// How load and capacity are measured.
     pub load: LoadConfig,
-    /// Parameters of the load balancer (DESIGN.md section 7).
+    /// Parameters of the load balancer (ARCHITECTURE.md section 7).
     pub balancer: BalancerConfig,
     /// How managed processes are handled.
     pub process: ProcessConfig,

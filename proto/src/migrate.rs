@@ -1,4 +1,4 @@
-//! Messages of a migration (DESIGN.md section 3, steps 3-5 and 7).
+//! Messages of a migration (ARCHITECTURE.md section 3, steps 3-5 and 7).
 //!
 //! The source's `homed` connects an authenticated link to the destination's
 //! body host (a listener of `remoted` on its port + [`HOST_PORT_OFFSET`];
@@ -13,7 +13,7 @@
 //! carries signals for the body and, at the end, its exit status.
 //!
 //! A body moves on from one remote node to another without its image
-//! passing through home (DESIGN.md section 3, step 6): the home makes a
+//! passing through home (ARCHITECTURE.md section 3, step 6): the home makes a
 //! direct [`ToHost::Offer`] to the destination, which answers
 //! [`FromHost::Expecting`] with a token; the home tells the body's node
 //! [`ToHost::FreezeTo`] the destination and token; that node freezes the
@@ -112,7 +112,7 @@ pub enum ToHost {
         clocks: Option<HomeClocks>,
         /// The image does not come on this link but straight from the
         /// node the body runs on now (a move between two remote nodes,
-        /// DESIGN.md section 3 step 6): answer [`FromHost::Expecting`]
+        /// ARCHITECTURE.md section 3 step 6): answer [`FromHost::Expecting`]
         /// instead of [`FromHost::Accepted`], and take the image that
         /// node delivers under that token ([`ToHost::Deliver`]).
         #[serde(default)]
@@ -211,7 +211,7 @@ pub enum ToHost {
     },
 }
 
-/// A call the body forwards to its deputy (DESIGN.md section 4, "process
+/// A call the body forwards to its deputy (ARCHITECTURE.md section 4, "process
 /// tree"), synchronous: the body waits for the [`CallReply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -737,7 +737,7 @@ impl BodyStatus {
 
 /// The home's CLOCK_MONOTONIC and CLOCK_BOOTTIME, in nanoseconds. Every
 /// machine's count from its own boot; a body away is restored in a time
-/// namespace whose offsets make them the home's (DESIGN.md section 3), so
+/// namespace whose offsets make them the home's (ARCHITECTURE.md section 3), so
 /// a program's monotonic time runs on across moves, never jumps or goes
 /// back, and is continuous again when it comes home.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -764,7 +764,7 @@ impl HomeClocks {
 }
 
 /// The home side of a process, as its body away answers for it
-/// (DESIGN.md section 4), taken when it moves.
+/// (ARCHITECTURE.md section 4), taken when it moves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HomeFacts {
     /// Its pid at home.

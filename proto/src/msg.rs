@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// One node's published facts, as the load-information dissemination carries
-/// them (DESIGN.md section 7). Ages, not timestamps, travel: node clocks are
+/// them (ARCHITECTURE.md section 7). Ages, not timestamps, travel: node clocks are
 /// not synchronised, so a receiver turns `age_ms` into its own time base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadEntry {

@@ -184,5 +184,71 @@ pub enum ProcessResponse {
     Error {
         /// What failed, on what, and what to do.
         message: String,
+        /// Why, where a decision depends on it (ask again later or not).
+        #[serde(default)]
+        cause: Option<Cause>,
     },
+}
+
+/// Why a request about a process failed, for the decisions of its
+/// callers (`mosrun -r` asks again while the cause passes); people read
+/// the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Cause {
+    /// The process cannot move now, for this reason.
+    CantMove(crate::reason::CantMove),
+    /// Something else is under way for it (a checkpoint, a move), or it
+    /// is between nodes.
+    Busy,
+    /// The destination could not take it, for this reason.
+    Destination(crate::reason::HostFailure),
+}
+
+impl Cause {
+    /// Whether asking again in a moment may well succeed.
+    pub fn passing(&self) -> bool {
+        match self {
+            Cause::CantMove(c) => c.passing(),
+            Cause::Busy => true,
+            // A file the body cannot have there yet (one being written).
+            Cause::Destination(h) => matches!(h, crate::reason::HostFailure::Files { .. }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+    use crate::reason::{CantMove, HostFailure};
+
+    #[test]
+    fn only_passing_causes_are_tried_again() {
+        let blocked = Cause::CantMove(CantMove::BlocksFreezeSignal { signal: 10 });
+        assert!(blocked.passing());
+        assert!(Cause::Busy.passing());
+        let file = Cause::Destination(HostFailure::Files {
+            reason: "fd 5 is /r/.git/objects/1e/tmp_obj_x, open for reading and writing but mode 444 does not let uid 4243 open it so again".into(),
+        });
+        assert!(file.passing());
+        assert!(!Cause::CantMove(CantMove::NoControl).passing());
+        assert!(
+            !Cause::Destination(HostFailure::Cpu {
+                error: "xsave".into()
+            })
+            .passing()
+        );
+        // It crosses homed's socket intact, and an older homed's answer
+        // without it still reads.
+        let r = ProcessResponse::Error {
+            message: "m".into(),
+            cause: Some(file),
+        };
+        let back: ProcessResponse =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let old: ProcessResponse =
+            serde_json::from_str(r#"{"type":"error","message":"m"}"#).unwrap();
+        assert!(matches!(old, ProcessResponse::Error { cause: None, .. }));
+    }
 }

@@ -1,5 +1,5 @@
 //! Why a process cannot move, and why a move failed: typed reasons that
-//! cross links and sockets (DESIGN.md section 3, step 5).
+//! cross links and sockets (ARCHITECTURE.md section 3, step 5).
 //!
 //! Each reason is an enum with data, shown to people by one `Display`
 //! (the doc comment of each variant is its message). Decisions (ask

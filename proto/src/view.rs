@@ -1,4 +1,4 @@
-//! Wire messages of the view (DESIGN.md section 6): the home's files on a
+//! Wire messages of the view (ARCHITECTURE.md section 6): the home's files on a
 //! remote node, served by the home's `homed` over authenticated links.
 //!
 //! # Services

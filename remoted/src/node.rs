@@ -33,7 +33,7 @@ pub struct LocalNode {
     balance: Option<Arc<Shared>>,
 }
 
-/// The load average is folded once a second (DESIGN.md section 7).
+/// The load average is folded once a second (ARCHITECTURE.md section 7).
 const FOLD_MS: u64 = 1000;
 
 impl LocalNode {

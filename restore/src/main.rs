@@ -1,12 +1,12 @@
 //! mosix-restore: the static restorer that turns an image back into a
-//! running process (DESIGN.md sections 3 and 5).
+//! running process (ARCHITECTURE.md sections 3 and 5).
 //!
 //! It is exec'd by `mosrun -R` (later: by the destination daemon) as
 //! `mosix-restore FD`, where FD is an image already checked by the caller
 //! (checksum, CPU features, files), and every fd of the process already in
 //! place. Linked without libc at the fixed address of the window libmosix
 //! reserves, so no image mapping ever collides with it. Steps, each a trap
-//! from DESIGN.md section 5:
+//! from ARCHITECTURE.md section 5:
 //!
 //! 1. switch to a stack in our own bss (off the kernel's stack), block
 //!    every signal, read the image metadata into the window's scratch area;
@@ -162,7 +162,7 @@ extern "C" fn restore_main(sp: *const u64) -> ! {
     let rec = *img.record();
     finish_window();
     if hold {
-        // Held (DESIGN.md section 3 step 4): the parent sees us stopped
+        // Held (ARCHITECTURE.md section 3 step 4): the parent sees us stopped
         // (waitpid WUNTRACED) as "restored and held", and SIGCONT is the
         // go. Every signal is blocked here, so the SIGCONT stays pending
         // and reaches the program after the restored mask is back, as a

@@ -1,6 +1,6 @@
 //! Harness for multi-node integration tests: starts isolated local clusters
 //! with `mosix-local` (each node in its own network and mount namespace and
-//! CPU cgroup, DESIGN.md section 8) and runs commands on their nodes.
+//! CPU cgroup, ARCHITECTURE.md section 8) and runs commands on their nodes.
 //!
 //! The binaries under test are the ones cargo built beside the test
 //! executable (`target/<profile>/`); the test command builds them first.

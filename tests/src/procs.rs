@@ -1,5 +1,5 @@
 //! Looking at processes from outside, for the multi-node tests: where a
-//! body really runs (DESIGN.md section 8), what `ps` shows, and what
+//! body really runs (ARCHITECTURE.md section 8), what `ps` shows, and what
 //! `mosps` says.
 
 use crate::{Cluster, is_running};

@@ -1,4 +1,4 @@
-//! Checkpoint benchmark (DESIGN.md section 10, issue 3): for each size of
+//! Checkpoint benchmark (ARCHITECTURE.md section 10, issue 3): for each size of
 //! dirty memory, the freeze time (freeze signal to image complete on disk,
 //! as `mosmigrate PID chkexit` sees it), the image size, the restart time
 //! (`mosrun -R` to the program running again, split into the image check

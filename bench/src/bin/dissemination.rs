@@ -1,4 +1,4 @@
-//! Cost and speed of load-information dissemination (DESIGN.md section 10):
+//! Cost and speed of load-information dissemination (ARCHITECTURE.md section 10):
 //! messages each node sends per second, how long until every node holds
 //! news of a node whose load just changed, and how a stopped node is seen,
 //! at 10, 100 and 1,000 simulated nodes. Runs the real `Dissemination` state

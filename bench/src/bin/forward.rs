@@ -1,4 +1,4 @@
-//! Forwarded-call benchmark (DESIGN.md section 10, issue 4): the round
+//! Forwarded-call benchmark (ARCHITECTURE.md section 10, issue 4): the round
 //! trip of `getppid()` from a body at n2, which libmosix forwards to the
 //! deputy at n1 (body -> its host -> link -> homed -> deputy and back),
 //! beside a raw TCP round trip (1 byte each way, TCP_NODELAY) between the

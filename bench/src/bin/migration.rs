@@ -1,4 +1,4 @@
-//! Migration benchmark (DESIGN.md section 10, issue 4), on three isolated
+//! Migration benchmark (ARCHITECTURE.md section 10, issue 4), on three isolated
 //! nodes of a `mosix-local` cluster it starts and always takes down:
 //!
 //! 1. For each size of dirty memory, an idle process (`examples/c/dirtymem.c`)

@@ -1,4 +1,4 @@
-//! libmosix overhead (DESIGN.md section 10): the wall time of
+//! libmosix overhead (ARCHITECTURE.md section 10): the wall time of
 //! system-call-heavy programs that never migrate, run under `mosrun -L`
 //! (libmosix loaded and registered with a `homed`, automatic migration
 //! off) against the same programs run plainly, interleaved in the same

@@ -1,5 +1,5 @@
 //! `view`: the view's file rates against the home's own file system, as
-//! ratios measured in the same run (DESIGN.md section 10).
+//! ratios measured in the same run (ARCHITECTURE.md section 10).
 //!
 //! Starts a `homed` whose export is a tmpfs mounted only in its own mount
 //! namespace, mounts the view of it with `mosix-viewmount` in another, and

@@ -93,7 +93,7 @@ fn run(args: Args) -> Result<()> {
             Ok(())
         }
         ControlResponse::Process {
-            response: ProcessResponse::Error { message },
+            response: ProcessResponse::Error { message, .. },
         }
         | ControlResponse::Error { message } => {
             bail!("{message}")
@@ -159,7 +159,7 @@ fn send_migrate(config: &Config, pid: i32, node: &str, address: &str) -> Result<
             Ok(())
         }
         ControlResponse::Process {
-            response: ProcessResponse::Error { message },
+            response: ProcessResponse::Error { message, .. },
         }
         | ControlResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer from homed: {other:?}"),

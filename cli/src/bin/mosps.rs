@@ -87,7 +87,7 @@ fn run(args: Args) -> Result<()> {
             response: ProcessResponse::List { processes },
         } => processes,
         ControlResponse::Process {
-            response: ProcessResponse::Error { message },
+            response: ProcessResponse::Error { message, .. },
         }
         | ControlResponse::Error { message } => {
             bail!("{message}")

@@ -253,12 +253,15 @@ fn move_at_once(config: &Config, pid: i32, node: Option<&str>) -> Result<()> {
                 response: ProcessResponse::Migrated { .. },
             } => return Ok(()),
             ControlResponse::Process {
-                response: ProcessResponse::Error { message },
-            } if passing_refusal(&message) && std::time::Instant::now() < deadline => {
+                response:
+                    ProcessResponse::Error {
+                        cause: Some(cause), ..
+                    },
+            } if cause.passing() && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             ControlResponse::Process {
-                response: ProcessResponse::Error { message },
+                response: ProcessResponse::Error { message, .. },
             } => bail!("{message}"),
             other => bail!("unexpected answer from homed: {other:?}"),
         }
@@ -267,14 +270,6 @@ fn move_at_once(config: &Config, pid: i32, node: Option<&str>) -> Result<()> {
 
 /// How long `-r`/`-b` keep asking while the refusal is for a passing state.
 const MOVE_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Whether homed refused a move for a state the process may leave soon
-/// (see `cantmove`), rather than for good (it ended, no such node).
-fn passing_refusal(message: &str) -> bool {
-    message.contains("cannot be frozen safely")
-        || message.contains("try again")
-        || message.contains("could not restore the process: fd ")
-}
 
 fn inspect(file: &Path, json: bool) -> Result<()> {
     let img = LoadedImage::open(file)?;
@@ -580,23 +575,4 @@ fn dup_above(fd: i32, min: i32, cloexec: bool) -> Result<i32> {
     // SAFETY: closing the old number of an fd we own.
     unsafe { libc::close(fd) };
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::passing_refusal;
-
-    #[test]
-    fn only_passing_refusals_are_tried_again() {
-        assert!(passing_refusal(
-            "process 7 cannot be frozen safely: it blocks the freeze signal 10; it runs on unchanged"
-        ));
-        assert!(passing_refusal(
-            "node n2 could not restore the process: fd 5 is /r/.git/objects/1e/tmp_obj_x, open for reading and writing but mode 444 does not let uid 4243 open it so again; the process stays at home (try again once it closed the file)"
-        ));
-        assert!(!passing_refusal(
-            "process 7 is not a mosix process of this node (see mosps)"
-        ));
-        assert!(!passing_refusal("node n9 is not alive"));
-    }
 }

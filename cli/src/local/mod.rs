@@ -1,4 +1,4 @@
-//! `mosix-local`: isolated mosix nodes on one machine (DESIGN.md section 8).
+//! `mosix-local`: isolated mosix nodes on one machine (ARCHITECTURE.md section 8).
 //!
 //! Each node gets its own network namespace (on a bridge in a hub
 //! namespace), its own mount namespace (with a private `/run/mosix`) and its

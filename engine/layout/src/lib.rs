@@ -291,7 +291,7 @@ pub const PGRP_SETSID: i64 = 3;
 /// freeze is under way): let the freeze signal in, then ask again.
 pub const REPLY_BUSY: i32 = -1;
 
-/// A synchronous forwarded call from a body to its deputy (DESIGN.md
+/// A synchronous forwarded call from a body to its deputy (ARCHITECTURE.md
 /// section 4), written by libmosix on its control socket; answered by a
 /// [`ReplyRecord`].
 #[repr(C)]
@@ -351,7 +351,7 @@ pub struct TtyInfo {
 
 /// Written by the daemon that placed a restored process's control socket
 /// right after the process's hello on it: whether it is a body away from
-/// home, and the home facts its libmosix answers with (DESIGN.md section
+/// home, and the home facts its libmosix answers with (ARCHITECTURE.md section
 /// 4: identity calls, and which fds are terminals at home).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

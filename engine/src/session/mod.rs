@@ -1,4 +1,4 @@
-//! Both sides of a move as state machines free of I/O (DESIGN.md section
+//! Both sides of a move as state machines free of I/O (ARCHITECTURE.md section
 //! 3, steps 3-6): [`source::Source`] is the side that decides and keeps
 //! the commit point (the home's `homed`), [`host::Host`] the destination
 //! that takes, restores and holds the body (a node's `remoted`).

@@ -251,6 +251,18 @@ pub enum Failure {
         /// What failed.
         error: String,
     },
+    /// internal error: {what}
+    #[error("internal error: {what}")]
+    Internal {
+        /// What went wrong in the driver.
+        what: String,
+    },
+    /// cannot capture the process: {error}
+    #[error("cannot capture the process: {error}")]
+    Capture {
+        /// What failed.
+        error: String,
+    },
     /// {first}, and node {node} was lost meanwhile: {error}
     #[error("{first}, and node {node} was lost meanwhile: {error}")]
     AndLost {

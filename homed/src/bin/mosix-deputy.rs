@@ -1,5 +1,5 @@
 //! `mosix-deputy`: what a process at home becomes when its body migrates
-//! (DESIGN.md sections 1 and 3). The freeze handler `exec`s it in place,
+//! (ARCHITECTURE.md sections 1 and 3). The freeze handler `exec`s it in place,
 //! so it keeps the process's pid, parent, process group, session, fds and
 //! cwd: the parent's `wait` and a `kill` of the home pid still work.
 //!

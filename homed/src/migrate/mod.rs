@@ -1,15 +1,16 @@
-//! The source side of a migration from home (DESIGN.md section 3, steps
-//! 3, 5 and 7; messages in [`mosix_proto::migrate`]).
+//! The source side of a migration from home (ARCHITECTURE.md section 3,
+//! steps 3, 5 and 7; messages in [`mosix_proto::migrate`]).
 //!
-//! The engine freezes the process as for a checkpoint; then
-//! [`send_body`] streams its image over an authenticated link to the
-//! destination's body host (`remoted`, port + 2) and waits until the body
-//! is restored and held there. Only then does [`commit`] turn the frozen
-//! process into its deputy (verdict `VERDICT_DEPUTY`: the freeze handler
-//! `exec`s `mosix-deputy`, keeping pid, parent and fds), and, once the
-//! deputy says it is up, tells the host to let the body go. Any failure
-//! before that leaves the process running at home, unchanged; the host
-//! kills a held body whose source gave up or vanished.
+//! The order of a move and its commit point are the engine's
+//! ([`mosix_engine::session::source`]); this module drives that session
+//! over real links and sockets. [`move_out`]: the process frozen at home
+//! is offered to the destination's body host (`remoted`, port + 2), its
+//! image streamed, and once the body is restored and held there, the
+//! frozen process becomes its deputy (the freeze handler `exec`s
+//! `mosix-deputy`, keeping pid, parent and fds) and only then is the body
+//! told to go. Any failure before that leaves the process running at
+//! home, unchanged; the host kills a held body whose source gave up or
+//! vanished.
 //!
 //! After the commit, [`relay`] carries the deputy's signals to the body,
 //! and the body's output to pipes and its exit status back to the deputy,
@@ -40,7 +41,7 @@ use mosix_engine::image::layout::{DEPUTY_READY, HELLO_MAGIC, HELLO_RESTORED, Hel
 use mosix_engine::image::{ImagePlan, ImageSpec, LoadedImage, PageSource, patch_checksum};
 use mosix_engine::session::{
     self,
-    source::{Action, Input, Leg, OfferFacts, Outcome, Peer, Source},
+    source::{Action, Failure, Input, Leg, OfferFacts, Outcome, Peer, Source},
 };
 use mosix_proto::link::{self, ClusterKey, Link, LinkError, Role};
 use mosix_proto::local::{recv_local, send_fd, send_local};
@@ -122,12 +123,17 @@ pub fn move_out(
     mem: &mut dyn PageSource,
     ctl: &UnixStream,
     cmdline: &[String],
-) -> Result<Held, String> {
+) -> Result<Held, Failure> {
     let node = &target.node;
     let plan = ImagePlan::new(spec).map_err(|e| {
         resume_here(ctl, who.pid);
-        e.to_string()
+        Failure::Capture {
+            error: e.to_string(),
+        }
     })?;
+    let internal = |what: &str| Failure::Internal {
+        what: what.to_string(),
+    };
     let mut s = Source::new(Leg::FromHome, node, offer_facts(who), plan.file_size());
     let mut link: Option<Link<TcpStream>> = None;
     let mut pending: VecDeque<Action> = s.start(Instant::now()).into();
@@ -135,10 +141,10 @@ pub fn move_out(
         let Some(action) = pending.pop_front() else {
             let Some((Peer::Dest, deadline)) = s.waiting() else {
                 resume_here(ctl, who.pid);
-                return Err("internal error: the move session stalled; the process runs on".into());
+                return Err(internal("the move session stalled; the process runs on"));
             };
             let Some(l) = link.as_mut() else {
-                return Err("internal error: no link to read".into());
+                return Err(internal("no link to read"));
             };
             let input = recv_until(l, deadline).map(|m| Input::From(Peer::Dest, m));
             pending = match input {
@@ -164,7 +170,7 @@ pub fn move_out(
             },
             Action::StreamImage => {
                 let Some(l) = link.as_mut() else {
-                    return Err("internal error: no link to stream on".into());
+                    return Err(internal("no link to stream on"));
                 };
                 match plan.stream(mem, CHUNK, &mut |chunk| {
                     l.send_bytes(chunk).map_err(std::io::Error::other)
@@ -182,7 +188,7 @@ pub fn move_out(
                 body_pid, bytes, ..
             }) => {
                 let Some(link) = link else {
-                    return Err("internal error: moved without a link".into());
+                    return Err(internal("moved without a link"));
                 };
                 return Ok(Held {
                     link,
@@ -190,14 +196,9 @@ pub fn move_out(
                     bytes,
                 });
             }
-            Action::Finish(Outcome::RunsOn(why) | Outcome::Lost(why)) => {
-                return Err(why.to_string());
-            }
+            Action::Finish(Outcome::RunsOn(why) | Outcome::Lost(why)) => return Err(why),
             Action::Finish(Outcome::Ended(status)) => {
-                return Err(format!(
-                    "process {} ended ({status:?}) before it could move",
-                    who.pid
-                ));
+                return Err(internal(&format!("a move from home ended with {status:?}")));
             }
             Action::ToDeputy(_) | Action::Pause(_) => continue,
         };
@@ -841,7 +842,7 @@ fn with_retries<T>(mut ask: impl FnMut() -> Result<T, Fetch>) -> Result<T, Fetch
 /// wherever the body runs next.
 type Unread = Vec<(i32, Bytes)>;
 
-/// A move between two remote nodes (DESIGN.md section 3, step 6): the
+/// A move between two remote nodes (ARCHITECTURE.md section 3, step 6): the
 /// destination expects the image, the body's node freezes it and sends
 /// the image straight there, and the destination restores it held; the
 /// old body ends, then the new one goes. Only the commit and the links go

@@ -1,4 +1,4 @@
-//! The home side of the view (DESIGN.md section 6): serves the home's files
+//! The home side of the view (ARCHITECTURE.md section 6): serves the home's files
 //! to this home's bodies on other nodes, over authenticated links.
 //!
 //! # Sessions

@@ -1,5 +1,5 @@
 //! The balancer at work: the glue between the pure policy in
-//! [`crate::balancer`] and the node (DESIGN.md section 7).
+//! [`crate::balancer`] and the node (ARCHITECTURE.md section 7).
 //!
 //! A thread of its own runs a round every `interval_ms`, so nothing here
 //! ever blocks the event loop's gossip:
@@ -559,7 +559,7 @@ impl Worker {
                         Ok(())
                     }
                     Ok(ControlResponse::Process {
-                        response: ProcessResponse::Error { message },
+                        response: ProcessResponse::Error { message, .. },
                     })
                     | Ok(ControlResponse::Error { message }) => Err(message),
                     Ok(other) => Err(format!("unexpected answer from homed: {other:?}")),

@@ -1,4 +1,4 @@
-//! Migration consideration (DESIGN.md section 7, the paper's third
+//! Migration consideration (ARCHITECTURE.md section 7, the paper's third
 //! algorithm): which local process, if any, should move, and where. Pure: no
 //! I/O, no clock (time is `now_ms`, in the same monotonic base as the
 //! [`NodeView`]s it is given), randomness from a seed.

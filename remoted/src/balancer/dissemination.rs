@@ -1,4 +1,4 @@
-//! Load-information dissemination (DESIGN.md section 7), after MOSIX's
+//! Load-information dissemination (ARCHITECTURE.md section 7), after MOSIX's
 //! `infod`: every interval a node sends its own entry and the freshest part of
 //! what it knows to ONE node chosen at random, and merges what it receives.
 //! There is no master: a node joins by gossiping to a seed address and leaves

@@ -1,4 +1,4 @@
-//! Which guests must leave this node, and why (DESIGN.md section 7): the
+//! Which guests must leave this node, and why (ARCHITECTURE.md section 7): the
 //! workstation owner came back (the node's own, non-guest load rose so that
 //! its guests now overload it), or memory is short (ushering: guests go
 //! before the node swaps). Pure: no I/O, time is `now_ms`.

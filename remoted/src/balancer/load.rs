@@ -1,4 +1,4 @@
-//! Load calculation (DESIGN.md section 7): the node's run-queue length,
+//! Load calculation (ARCHITECTURE.md section 7): the node's run-queue length,
 //! sampled each tick and folded once a second into a smoothed figure that
 //! rises slowly and falls at once, then normalised by the node's capacity.
 //!

@@ -1,4 +1,4 @@
-//! The load balancer as a pure state machine (DESIGN.md section 7): inputs
+//! The load balancer as a pure state machine (ARCHITECTURE.md section 7): inputs
 //! are ticks, load samples and received messages; outputs are messages to
 //! send. No sockets, no clocks of its own, no thread RNG: time is a
 //! monotonic `now_ms` passed in, randomness comes from a seed.

@@ -1,5 +1,5 @@
 //! A deterministic, in-memory cluster of [`Dissemination`] state machines,
-//! for tests and benchmarks (DESIGN.md section 7: "a deterministic simulator
+//! for tests and benchmarks (ARCHITECTURE.md section 7: "a deterministic simulator
 //! drives thousands of nodes"). No sockets, no threads, no wall clock: events
 //! (ticks and message deliveries) are taken from a queue in time order, and
 //! every random choice comes from seeded generators, so a run is a function

@@ -1,4 +1,4 @@
-//! A guest body once it runs (DESIGN.md section 3, steps 3, 6 and 7): its
+//! A guest body once it runs (ARCHITECTURE.md section 3, steps 3, 6 and 7): its
 //! output to the home's pipes, signals from the deputy, its end, and
 //! freezing it again when the home moves it on (home, or to another node).
 //!
@@ -19,7 +19,7 @@
 //!
 //! While it runs, the body also writes on its control socket: a hello
 //! after a restore or an `exec` (answered with its [`BodyInfo`] after an
-//! exec), and forwarded calls (DESIGN.md section 4), which go home as
+//! exec), and forwarded calls (ARCHITECTURE.md section 4), which go home as
 //! [`FromHost::Call`] and come back as [`ToHost::Reply`]; a fork's child
 //! gets a control socket of its own (see [`super::family`]). A call that
 //! meets a freeze is answered "busy" and asked again after it. Anything

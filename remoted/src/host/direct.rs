@@ -1,4 +1,4 @@
-//! Direct moves between two remote nodes (DESIGN.md section 3, step 6):
+//! Direct moves between two remote nodes (ARCHITECTURE.md section 3, step 6):
 //! the image goes from the body's node straight to the destination's,
 //! and the home only re-points the deputy's link.
 //!

@@ -1,4 +1,4 @@
-//! Children of bodies (DESIGN.md section 4, "process tree"; the libmosix
+//! Children of bodies (ARCHITECTURE.md section 4, "process tree"; the libmosix
 //! side is `preload/src/family.rs`).
 //!
 //! When a body forks, its host makes the child's control socket before

@@ -1,8 +1,8 @@
-//! Body hosting: the destination side of a migration (DESIGN.md section 3,
+//! Body hosting: the destination side of a migration (ARCHITECTURE.md section 3,
 //! steps 3-7; messages in [`mosix_proto::migrate`]).
 //!
 //! Why a listener of its own in `remoted` (port + 2) rather than the mio
-//! loop or `homed`'s link port: DESIGN.md wants bodies to be descendants
+//! loop or `homed`'s link port: ARCHITECTURE.md section 8 wants bodies to be descendants
 //! of the destination's `remoted`, and an image transfer is a long,
 //! blocking, bulk exchange that would stall the gossip loop. So `remoted`
 //! runs one blocking thread per incoming migration, which forks the

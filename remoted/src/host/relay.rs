@@ -1,4 +1,4 @@
-//! One relayed fd of a body (DESIGN.md section 4): a real local fd at
+//! One relayed fd of a body (ARCHITECTURE.md section 4): a real local fd at
 //! the body's node whose far end is the deputy's real fd at home. Pipes
 //! the body writes carry its output home, pipes it reads take input read
 //! at home, and a terminal at home is both, through a socket pair. The
@@ -26,7 +26,7 @@ pub(crate) enum RelayKind {
 }
 
 /// One relayed fd of the body: a real local fd whose far end is the
-/// deputy's real fd (DESIGN.md section 4).
+/// deputy's real fd (ARCHITECTURE.md section 4).
 pub(super) struct Relay {
     /// The body's fd number.
     pub(super) fd: i32,

@@ -1,5 +1,5 @@
 //! The body's time namespace: CLOCK_MONOTONIC and CLOCK_BOOTTIME as at
-//! home (DESIGN.md section 3).
+//! home (ARCHITECTURE.md section 3).
 //!
 //! Each machine counts both clocks from its own boot, so a body restored
 //! on another machine as it is would see its monotonic time jump by the

@@ -1,4 +1,4 @@
-//! The view for hosted bodies (DESIGN.md section 6): `remoted` mounts, on
+//! The view for hosted bodies (ARCHITECTURE.md section 6): `remoted` mounts, on
 //! this node, one view of each home for each user with bodies here, and
 //! gives every body a mount namespace of its own in which that view is
 //! bind-mounted over the home-exported top-level directories, so the body
@@ -32,7 +32,7 @@
 //! supplementary groups, as the body itself runs.
 //!
 //! Root's bodies get no view: the home's file server never acts as root
-//! (DESIGN.md section 9), so a body of uid 0 sees this node's own files,
+//! (ARCHITECTURE.md section 9), so a body of uid 0 sees this node's own files,
 //! as before the view existed.
 //!
 //! # Which paths
@@ -69,7 +69,7 @@ pub const VIEW_DIR: &str = "/run/mosix/view";
 /// Top-level directories a body always sees from this node: the kernel's
 /// (`proc`, `sys`, `dev`), this node's runtime state (`run`, which holds
 /// `/run/mosix`), and the system directories a homogeneous cluster has
-/// alike (DESIGN.md section 6).
+/// alike (ARCHITECTURE.md section 6).
 pub const NODE_LOCAL: &[&str] = &[
     "proc", "sys", "dev", "run", "usr", "lib", "lib32", "lib64", "libx32", "bin", "sbin", "etc",
 ];

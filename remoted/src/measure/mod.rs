@@ -1,4 +1,4 @@
-//! Load measurement: the I/O side of load calculation (DESIGN.md sections 7
+//! Load measurement: the I/O side of load calculation (ARCHITECTURE.md sections 7
 //! and 8). It reads what the kernel says about the node's CPUs, run queue and
 //! memory; [`crate::balancer::load`] turns the samples into a load.
 //!

@@ -201,7 +201,7 @@ fn the_real_machine_gives_sane_figures() {
     assert!(free > 1 << 20, "free memory {free}");
 }
 
-/// The check DESIGN.md section 8 relies on, on a real cgroup v1 cpu
+/// The check ARCHITECTURE.md section 8 relies on, on a real cgroup v1 cpu
 /// controller: one busy process in a cgroup with half a CPU is seen as one
 /// runnable task on a capacity of 0.5. Needs root and cgroup v1, so it is
 /// run by hand: `cargo test -p mosix-remoted -- --ignored real_cgroup`.
