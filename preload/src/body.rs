@@ -48,8 +48,7 @@ use crate::layout::{
     PGRP_SETPGID, PGRP_SETSID, WINSIZE_LEN,
 };
 use crate::state::Global;
-use crate::sys;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::{real, sys};
 
 static BODY: Global<BodyInfo> = Global::new(BodyInfo::at_home());
 
@@ -168,24 +167,6 @@ fn tty_get(fd: i32, req: libc::c_ulong, k: &mut [u8]) -> i32 {
             -1
         }
         Err(r) => r,
-    }
-}
-
-static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
-const REAL_IOCTL: usize = 0;
-const REAL_KILL: usize = 1;
-const REAL_TCSETATTR: usize = 2;
-
-/// Resolve the real functions (constructor only).
-pub(crate) fn resolve() {
-    for (slot, name) in [
-        (REAL_IOCTL, c"ioctl"),
-        (REAL_KILL, c"kill"),
-        (REAL_TCSETATTR, c"tcsetattr"),
-    ] {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-        REAL[slot].store(f as usize, Ordering::Release);
     }
 }
 
@@ -357,14 +338,10 @@ pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
         },
         None => pid,
     };
-    let f = REAL[REAL_KILL].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::KILL.get() else {
         // SAFETY: kill(2) has no memory effects.
         return unsafe { libc::syscall(libc::SYS_kill, pid, sig) as i32 };
-    }
-    type KillFn = unsafe extern "C" fn(libc::pid_t, i32) -> i32;
-    // SAFETY: `f` is libc's kill, resolved by dlsym(RTLD_NEXT).
-    let real: KillFn = unsafe { core::mem::transmute::<usize, KillFn>(f) };
+    };
     // SAFETY: the caller's arguments.
     unsafe { real(pid, sig) }
 }
@@ -486,14 +463,10 @@ pub unsafe extern "C" fn tcsetattr(fd: i32, act: i32, t: *const libc::termios) -
             Err(r) => r,
         };
     }
-    let f = REAL[REAL_TCSETATTR].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::TCSETATTR.get() else {
         sys::set_errno(libc::ENOSYS);
         return -1;
-    }
-    type SetFn = unsafe extern "C" fn(i32, i32, *const libc::termios) -> i32;
-    // SAFETY: `f` is libc's tcsetattr, resolved by dlsym(RTLD_NEXT).
-    let real: SetFn = unsafe { core::mem::transmute::<usize, SetFn>(f) };
+    };
     // SAFETY: the caller's arguments.
     unsafe { real(fd, act, t) }
 }
@@ -638,15 +611,10 @@ pub unsafe extern "C" fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_vo
             return r;
         }
     }
-    let f = REAL[REAL_IOCTL].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::IOCTL.get() else {
         // SAFETY: the caller's arguments, straight to the kernel.
         return unsafe { libc::syscall(libc::SYS_ioctl, fd, req, arg) as i32 };
-    }
-    type IoctlFn = unsafe extern "C" fn(i32, libc::c_ulong, *mut libc::c_void) -> i32;
-    // SAFETY: `f` is libc's ioctl; passing its third argument in the same
-    // register a variadic call would use.
-    let real: IoctlFn = unsafe { core::mem::transmute::<usize, IoctlFn>(f) };
+    };
     // SAFETY: the caller's arguments.
     unsafe { real(fd, req, arg) }
 }

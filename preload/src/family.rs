@@ -70,9 +70,10 @@ use crate::layout::{
     self, CALL_FORK, CALL_MAGIC, CALL_REAP, CallRecord, HELLO_CHILD, REPLY_BUSY, REPLY_MAGIC,
     ReplyRecord,
 };
+use crate::real::{self, Next, SpawnFn};
 use crate::state::Global;
 use crate::{ENGINE, body, sys};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most children a body tracks at once.
 const MAX_CHILDREN: usize = 512;
@@ -359,37 +360,15 @@ unsafe fn bytes_mut<T>(v: &mut T) -> &mut [u8] {
     unsafe { core::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), size_of::<T>()) }
 }
 
-static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
-const REAL_FORK: usize = 0;
-const REAL_SPAWN: usize = 1;
-const REAL_SPAWNP: usize = 2;
-
 /// Set while a hooked fork is under way, so the fork handler of the
 /// child (`after_fork_child`) leaves the control fd to the hook.
 pub(crate) static IN_FORK: AtomicBool = AtomicBool::new(false);
 
-/// Resolve the real functions (constructor only).
-pub(crate) fn resolve() {
-    for (slot, name) in [
-        (REAL_FORK, c"fork"),
-        (REAL_SPAWN, c"posix_spawn"),
-        (REAL_SPAWNP, c"posix_spawnp"),
-    ] {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-        REAL[slot].store(f as usize, Ordering::Release);
-    }
-}
-
 fn real_fork() -> libc::pid_t {
-    let f = REAL[REAL_FORK].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::FORK.get() else {
         // SAFETY: a plain fork through the kernel (no fork handlers).
         return unsafe { libc::syscall(libc::SYS_fork) as libc::pid_t };
-    }
-    type ForkFn = unsafe extern "C" fn() -> libc::pid_t;
-    // SAFETY: `f` is libc's fork, resolved by dlsym(RTLD_NEXT).
-    let real: ForkFn = unsafe { core::mem::transmute::<usize, ForkFn>(f) };
+    };
     // SAFETY: fork has no arguments.
     unsafe { real() }
 }
@@ -569,22 +548,13 @@ pub unsafe extern "C" fn execve(
     unsafe { libc::syscall(libc::SYS_execve, path, argv, env) as i32 }
 }
 
-type SpawnFn = unsafe extern "C" fn(
-    *mut libc::pid_t,
-    *const libc::c_char,
-    *const libc::posix_spawn_file_actions_t,
-    *const libc::posix_spawnattr_t,
-    *const *mut libc::c_char,
-    *const *mut libc::c_char,
-) -> i32;
-
 /// A spawn in a body: the deputy forks, glibc's spawn starts the child
 /// with its own control socket at the control fd's number.
 ///
 /// # Safety
 /// Same contract as libc's `posix_spawn`.
 unsafe fn spawn(
-    which: usize,
+    which: &Next<SpawnFn>,
     pid: *mut libc::pid_t,
     path: *const libc::c_char,
     actions: *const libc::posix_spawn_file_actions_t,
@@ -592,12 +562,9 @@ unsafe fn spawn(
     argv: *const *mut libc::c_char,
     envp: *const *mut libc::c_char,
 ) -> i32 {
-    let f = REAL[which].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = which.get() else {
         return libc::ENOSYS;
-    }
-    // SAFETY: `f` is libc's posix_spawn or posix_spawnp.
-    let real: SpawnFn = unsafe { core::mem::transmute::<usize, SpawnFn>(f) };
+    };
     let ctl = ctl();
     if ctl < 0 {
         // SAFETY: the caller's arguments.
@@ -658,7 +625,7 @@ pub unsafe extern "C" fn posix_spawn(
     envp: *const *mut libc::c_char,
 ) -> i32 {
     // SAFETY: passed on.
-    unsafe { spawn(REAL_SPAWN, pid, path, actions, attr, argv, envp) }
+    unsafe { spawn(&real::POSIX_SPAWN, pid, path, actions, attr, argv, envp) }
 }
 
 /// `posix_spawnp(3)`: as [`posix_spawn`], searching `PATH`.
@@ -675,7 +642,7 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: *const *mut libc::c_char,
 ) -> i32 {
     // SAFETY: passed on.
-    unsafe { spawn(REAL_SPAWNP, pid, file, actions, attr, argv, envp) }
+    unsafe { spawn(&real::POSIX_SPAWNP, pid, file, actions, attr, argv, envp) }
 }
 
 /// Moves of this process (away, on, or home) and execs or forks as a

@@ -26,6 +26,7 @@ mod context;
 mod deputy;
 mod family;
 mod hooks;
+mod real;
 mod rtld;
 mod shell;
 mod state;
@@ -99,11 +100,8 @@ static INIT: extern "C" fn() = mosix_init;
 /// Any failure leaves the program running unmanaged, with a note on stderr.
 extern "C" fn mosix_init() {
     let eng = ENGINE.get();
-    hooks::resolve();
-    body::resolve();
+    real::resolve();
     rtld::locate();
-    family::resolve();
-    shell::resolve();
     if let Err(what) = sys::reserve_window() {
         sys::note(what);
         return;
