@@ -8,13 +8,30 @@
 //! process that tries to install a handler for the freeze signal gets
 //! EINVAL, as for a signal it may not catch; querying it, and every other
 //! signal, goes through untouched. Forked children (unmanaged) are not
-//! restricted.
+//! restricted. libmosix installs its own freeze handler here too
+//! ([`install_handler`]), past the hook.
 
 use crate::{ENGINE, real};
 
-/// libc's own `sigaction`, for libmosix itself (constructor only, after
-/// [`real::resolve`]).
-pub(crate) fn real_sigaction(sig: i32, act: &libc::sigaction) -> bool {
+/// Install `handler` on `sig` with SA_SIGINFO | SA_RESTART and every signal
+/// blocked while it runs (constructor only, after [`real::resolve`]): the
+/// freeze handler, through libc's own `sigaction`, which the hook below
+/// would refuse for the freeze signal.
+pub(crate) fn install_handler(
+    sig: i32,
+    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+) -> bool {
+    // SAFETY: a zeroed sigaction is a valid initial value.
+    let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
+    sa.sa_sigaction = handler as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut sa.sa_mask) };
+    real_sigaction(sig, &sa)
+}
+
+/// libc's own `sigaction`, for libmosix itself.
+fn real_sigaction(sig: i32, act: &libc::sigaction) -> bool {
     let Some(real) = real::SIGACTION.get() else {
         return false;
     };

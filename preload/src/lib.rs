@@ -139,7 +139,7 @@ extern "C" fn mosix_init() {
     h.checkpoint_path = ckpt;
     h.refuse_len = refuse.len() as u32;
     h.refuse[..refuse.len()].copy_from_slice(refuse);
-    if refuse.is_empty() && !sys::install_handler(sig, freeze_handler) {
+    if refuse.is_empty() && !hooks::install_handler(sig, freeze_handler) {
         sys::note("libmosix: cannot install the freeze handler; running unmanaged");
         return;
     }
