@@ -27,7 +27,7 @@
 //! given and has not read (its host does), and what the deputy had read
 //! for it before the flush.
 //!
-//! `getppid` asks the deputy (a forwarded call, see [`crate::family`]),
+//! `getppid` asks the deputy (a forwarded call, see [`crate::forward`]),
 //! so a parent that dies at home meanwhile is seen; `kill` and the
 //! process tree are in [`crate::family`].
 //!
@@ -43,14 +43,12 @@
 //! kept. The facts are written by the freeze handler (with every signal
 //! blocked) and read by the program's single thread.
 
+use crate::facts::{BODY, away};
 use crate::layout::{
     BODY_MAGIC, BodyInfo, CALL_PGRP, CALL_TTY, KTERMIOS_LEN, PGRP_GETPGID, PGRP_GETSID,
     PGRP_SETPGID, PGRP_SETSID, WINSIZE_LEN,
 };
-use crate::state::Global;
-use crate::{real, sys};
-
-static BODY: Global<BodyInfo> = Global::new(BodyInfo::at_home());
+use crate::{forward, real, sys};
 
 /// Read the host's [`BodyInfo`] from the control socket `ctl` (in the
 /// freeze handler, after the hello).
@@ -74,20 +72,15 @@ pub(crate) fn attach(ctl: i32) {
         // A body's new program after exec finds its control socket open
         // at the number the environment names (see `family`).
         sys::set_fd_flags(ctl, 0);
-        crate::family::publish_ctl(ctl, sys::getpid());
+        forward::publish_ctl(ctl, sys::getpid());
     } else {
-        crate::family::publish_ctl(-1, 0);
+        forward::publish_ctl(-1, 0);
     }
 }
 
 /// The process group at home of a body (0 at home).
 pub(crate) fn home_pgrp() -> i32 {
     away().map_or(0, |b| b.home_pgrp)
-}
-
-/// Whether this process is a body away from home.
-pub(crate) fn is_away() -> bool {
-    away().is_some()
 }
 
 /// Stop answering as a body (a child that lost its control socket runs on
@@ -104,14 +97,6 @@ pub(crate) fn set_child_ids(home: i32) {
     let b = unsafe { &mut *BODY.get() };
     b.home_ppid = b.home_pid;
     b.home_pid = home;
-}
-
-/// The facts, if this process is a body away from home.
-fn away() -> Option<&'static BodyInfo> {
-    // SAFETY: BODY changes only in the freeze handler, which cannot run
-    // while the single thread is inside a hook that reads it.
-    let b = unsafe { &*BODY.get() };
-    (b.away == 1).then_some(b)
 }
 
 /// Whether `fd` is relayed to a terminal at home.
@@ -134,7 +119,7 @@ fn tty_call(
     output: &mut [u8],
 ) -> Result<(i64, usize), i32> {
     let errno = sys::errno();
-    match crate::family::call_with(CALL_TTY, [fd as i64, req as i64, arg], input, output) {
+    match forward::call_with(CALL_TTY, [fd as i64, req as i64, arg], input, output) {
         Ok((value, passed, n)) => {
             if passed >= 0 {
                 sys::close(passed);
@@ -190,7 +175,7 @@ pub extern "C" fn getppid() -> libc::pid_t {
     match away() {
         Some(b) => {
             let errno = sys::errno();
-            let ppid = match crate::family::call(crate::layout::CALL_GETPPID, [0; 3]) {
+            let ppid = match forward::call(crate::layout::CALL_GETPPID, [0; 3]) {
                 Ok((v, _)) if v > 0 && v <= i32::MAX as i64 => v as i32,
                 _ => b.home_ppid,
             };
@@ -206,7 +191,7 @@ pub extern "C" fn getppid() -> libc::pid_t {
 /// ([`crate::layout::CALL_PGRP`]): the value, or the errno.
 fn pgrp_call(kind: i64, pid: libc::pid_t, pgid: libc::pid_t) -> Result<i32, i32> {
     let errno = sys::errno();
-    let r = match crate::family::call(CALL_PGRP, [kind, i64::from(pid), i64::from(pgid)]) {
+    let r = match forward::call(CALL_PGRP, [kind, i64::from(pid), i64::from(pgid)]) {
         Ok((v, _)) => i32::try_from(v).map_err(|_| libc::EIO),
         Err(e) => Err(e),
     };

@@ -24,7 +24,9 @@ pub use mosix_layout as layout;
 mod body;
 mod context;
 mod deputy;
+mod facts;
 mod family;
+mod forward;
 mod hooks;
 mod real;
 mod rtld;
@@ -148,7 +150,7 @@ extern "C" fn mosix_init() {
     // the body's host on the control socket it inherited; a process that
     // inherited one it was not given (an unannounced child of a body) runs
     // unmanaged, and must not register with this node's homed.
-    match family::inherited_ctl() {
+    match forward::inherited_ctl() {
         Some(Ok(fd)) => {
             // SAFETY: single-threaded constructor.
             if unsafe { attach_exec(eng, fd) } {
@@ -160,7 +162,7 @@ extern "C" fn mosix_init() {
         }
         Some(Err(fd)) => {
             sys::close(fd);
-            family::publish_ctl(-1, 0);
+            forward::publish_ctl(-1, 0);
             return;
         }
         None => {}
@@ -206,7 +208,7 @@ unsafe fn attach_exec(eng: *mut Engine, fd: i32) -> bool {
     if !sys::send_all(fd, sys::as_bytes(&e.hello)) {
         sys::close(fd);
         e.ctl_fd = -1;
-        family::publish_ctl(-1, 0);
+        forward::publish_ctl(-1, 0);
         return false;
     }
     body::attach(fd);

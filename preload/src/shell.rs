@@ -20,7 +20,7 @@
 //! stream opened by glibc's `popen` at home before a move is closed by
 //! glibc's `pclose` after it, whose wait fails in a body (ECHILD).
 
-use crate::{body, family, real};
+use crate::{facts, family, real};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most `popen` streams of a body open at once.
@@ -180,7 +180,7 @@ impl SpawnAttr {
 /// Same contract as libc's `system`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn system(cmd: *const libc::c_char) -> i32 {
-    if !body::is_away() {
+    if !facts::is_away() {
         if let Some(real) = real::SYSTEM.get() {
             // SAFETY: the caller's command.
             return unsafe { real(cmd) };
@@ -259,7 +259,7 @@ pub unsafe extern "C" fn popen(
     cmd: *const libc::c_char,
     mode: *const libc::c_char,
 ) -> *mut libc::FILE {
-    if !body::is_away() {
+    if !facts::is_away() {
         if let Some(real) = real::POPEN.get() {
             // SAFETY: the caller's arguments.
             return unsafe { real(cmd, mode) };
