@@ -1,9 +1,8 @@
 //! Body mode (DESIGN.md section 4): in a process whose body runs away
 //! from home, the calls the kernel here cannot answer as home would are
 //! answered from home's facts, which the body's host wrote after the
-//! process's hello ([`BodyInfo`]): identity (`getpid`, `gettid`), which
-//! fds are relayed terminals (`isatty`), and a `kill` of the home pid
-//! reaches the body itself.
+//! process's hello ([`BodyInfo`]): identity (`getpid`, `gettid`) and
+//! which fds are relayed terminals (`isatty`).
 //!
 //! **Process groups and sessions** are the deputies' at home:
 //! `getpgrp`, `getpgid`, `getsid`, `setpgid` and `setsid` are asked of
@@ -51,7 +50,9 @@ use crate::layout::{
 use crate::{forward, real, sys};
 
 /// Read the host's [`BodyInfo`] from the control socket `ctl` (in the
-/// freeze handler, after the hello).
+/// freeze handler, after the hello), and publish the socket for a body's
+/// next program. Called through [`crate::family`]'s `attach`, which also
+/// tells waits that the process is in a new place.
 pub(crate) fn attach(ctl: i32) {
     let mut info = BodyInfo::at_home();
     // SAFETY: BodyInfo is plain repr(C) data; any bytes are a valid value.
@@ -67,7 +68,6 @@ pub(crate) fn attach(ctl: i32) {
     // SAFETY: called from the freeze handler with every signal blocked in
     // a single-threaded process: nothing reads BODY meanwhile.
     unsafe { *BODY.get() = info };
-    crate::family::note_move();
     if info.away == 1 {
         // A body's new program after exec finds its control socket open
         // at the number the environment names (see `family`).
@@ -306,45 +306,6 @@ pub extern "C" fn setsid() -> libc::pid_t {
         // SAFETY: setsid has no memory effects.
         None => unsafe { libc::syscall(libc::SYS_setsid) as i32 },
     }
-}
-
-/// `kill(2)`: in a body, our home pid means this body and a child's
-/// home pid that child; any other target is signalled at home by the
-/// deputy.
-///
-/// # Safety
-/// Same contract as libc's `kill`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
-    let pid = match away() {
-        Some(b) => match crate::family::local_kill_target(pid, b.home_pid) {
-            Some(local) => local,
-            None => return crate::family::kill_at_home(pid, sig),
-        },
-        None => pid,
-    };
-    let Some(real) = real::KILL.get() else {
-        // SAFETY: kill(2) has no memory effects.
-        return unsafe { libc::syscall(libc::SYS_kill, pid, sig) as i32 };
-    };
-    // SAFETY: the caller's arguments.
-    unsafe { real(pid, sig) }
-}
-
-/// `killpg(3)`: glibc's calls its internal kill, which no hook sees, so
-/// a body's `killpg` of a home group would signal a local group of the
-/// same number; this one goes through [`kill`] (done at home).
-///
-/// # Safety
-/// Same contract as libc's `killpg`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn killpg(pgrp: libc::pid_t, sig: i32) -> i32 {
-    if pgrp < 0 {
-        sys::set_errno(libc::EINVAL);
-        return -1;
-    }
-    // SAFETY: the caller's arguments, as kill(-pgrp, sig).
-    unsafe { kill(-pgrp, sig) }
 }
 
 /// `isatty(3)`: true for a relayed terminal.

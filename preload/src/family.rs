@@ -223,7 +223,7 @@ fn become_child(home: i32, chan: i32) {
         body::forget();
         return;
     }
-    body::attach(ctl);
+    attach(ctl);
 }
 
 fn do_fork() -> libc::pid_t {
@@ -473,6 +473,14 @@ pub(crate) fn forget_local_children() {
 pub(crate) fn note_move() {
     MOVES.fetch_add(1, Ordering::SeqCst);
     NO_HOME_KIDS.store(false, Ordering::SeqCst);
+}
+
+/// Take the host's facts from the control socket `ctl` after a hello
+/// ([`body::attach`]) and, since the process may now be somewhere new
+/// (or a body of its own), let waits look again ([`note_move`]).
+pub(crate) fn attach(ctl: i32) {
+    body::attach(ctl);
+    note_move();
 }
 
 fn moves() -> u32 {
@@ -1084,7 +1092,7 @@ pub extern "C" fn closefrom(low: i32) {
 
 /// A `kill` target in a body: `Some(local pid)` for ourselves or one of
 /// our children, `None` for anyone else (done at home).
-pub(crate) fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc::pid_t> {
+fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc::pid_t> {
     if pid == home_pid {
         Some(sys::getpid())
     } else if pid > 0 {
@@ -1095,7 +1103,7 @@ pub(crate) fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc:
 }
 
 /// `kill(pid, sig)` done at home by the deputy: 0 or -1 with errno.
-pub(crate) fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
+fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
     match call(layout::CALL_KILL, [pid as i64, sig as i64, 0]) {
         Ok(_) => 0,
         Err(e) => {
@@ -1103,6 +1111,45 @@ pub(crate) fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
             -1
         }
     }
+}
+
+/// `kill(2)`: in a body, our home pid means this body and a child's
+/// home pid that child; any other target is signalled at home by the
+/// deputy.
+///
+/// # Safety
+/// Same contract as libc's `kill`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
+    let pid = match facts::away() {
+        Some(b) => match local_kill_target(pid, b.home_pid) {
+            Some(local) => local,
+            None => return kill_at_home(pid, sig),
+        },
+        None => pid,
+    };
+    let Some(real) = real::KILL.get() else {
+        // SAFETY: kill(2) has no memory effects.
+        return unsafe { libc::syscall(libc::SYS_kill, pid, sig) as i32 };
+    };
+    // SAFETY: the caller's arguments.
+    unsafe { real(pid, sig) }
+}
+
+/// `killpg(3)`: glibc's calls its internal kill, which no hook sees, so
+/// a body's `killpg` of a home group would signal a local group of the
+/// same number; this one goes through [`kill`] (done at home).
+///
+/// # Safety
+/// Same contract as libc's `killpg`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn killpg(pgrp: libc::pid_t, sig: i32) -> i32 {
+    if pgrp < 0 {
+        sys::set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: the caller's arguments, as kill(-pgrp, sig).
+    unsafe { kill(-pgrp, sig) }
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ unsafe fn attach_exec(eng: *mut Engine, fd: i32) -> bool {
         forward::publish_ctl(-1, 0);
         return false;
     }
-    body::attach(fd);
+    family::attach(fd);
     true
 }
 
@@ -264,7 +264,7 @@ unsafe fn connect_ctl(eng: *mut Engine, kind: u32) -> bool {
     if inherited {
         // The daemon that placed the socket says whether we are a body
         // away from home, and what home looks like.
-        body::attach(target);
+        family::attach(target);
     }
     true
 }
