@@ -1,9 +1,8 @@
 //! Body mode (ARCHITECTURE.md section 4): in a process whose body runs away
 //! from home, the calls the kernel here cannot answer as home would are
 //! answered from home's facts, which the body's host wrote after the
-//! process's hello ([`BodyInfo`]): identity (`getpid`, `gettid`), which
-//! fds are relayed terminals (`isatty`), and a `kill` of the home pid
-//! reaches the body itself.
+//! process's hello ([`BodyInfo`]): identity (`getpid`, `gettid`) and
+//! which fds are relayed terminals (`isatty`).
 //!
 //! **Process groups and sessions** are the deputies' at home:
 //! `getpgrp`, `getpgid`, `getsid`, `setpgid` and `setsid` are asked of
@@ -27,7 +26,7 @@
 //! given and has not read (its host does), and what the deputy had read
 //! for it before the flush.
 //!
-//! `getppid` asks the deputy (a forwarded call, see [`crate::family`]),
+//! `getppid` asks the deputy (a forwarded call, see [`crate::forward`]),
 //! so a parent that dies at home meanwhile is seen; `kill` and the
 //! process tree are in [`crate::family`].
 //!
@@ -43,18 +42,17 @@
 //! kept. The facts are written by the freeze handler (with every signal
 //! blocked) and read by the program's single thread.
 
+use crate::facts::{BODY, away};
 use crate::layout::{
     BODY_MAGIC, BodyInfo, CALL_PGRP, CALL_TTY, KTERMIOS_LEN, PGRP_GETPGID, PGRP_GETSID,
     PGRP_SETPGID, PGRP_SETSID, WINSIZE_LEN,
 };
-use crate::state::Global;
-use crate::sys;
-use core::sync::atomic::{AtomicUsize, Ordering};
-
-static BODY: Global<BodyInfo> = Global::new(BodyInfo::at_home());
+use crate::{forward, real, sys};
 
 /// Read the host's [`BodyInfo`] from the control socket `ctl` (in the
-/// freeze handler, after the hello).
+/// freeze handler, after the hello), and publish the socket for a body's
+/// next program. Called through [`crate::family`]'s `attach`, which also
+/// tells waits that the process is in a new place.
 pub(crate) fn attach(ctl: i32) {
     let mut info = BodyInfo::at_home();
     // SAFETY: BodyInfo is plain repr(C) data; any bytes are a valid value.
@@ -70,25 +68,19 @@ pub(crate) fn attach(ctl: i32) {
     // SAFETY: called from the freeze handler with every signal blocked in
     // a single-threaded process: nothing reads BODY meanwhile.
     unsafe { *BODY.get() = info };
-    crate::family::note_move();
     if info.away == 1 {
         // A body's new program after exec finds its control socket open
         // at the number the environment names (see `family`).
         sys::set_fd_flags(ctl, 0);
-        crate::family::publish_ctl(ctl, sys::getpid());
+        forward::publish_ctl(ctl, sys::getpid());
     } else {
-        crate::family::publish_ctl(-1, 0);
+        forward::publish_ctl(-1, 0);
     }
 }
 
 /// The process group at home of a body (0 at home).
 pub(crate) fn home_pgrp() -> i32 {
     away().map_or(0, |b| b.home_pgrp)
-}
-
-/// Whether this process is a body away from home.
-pub(crate) fn is_away() -> bool {
-    away().is_some()
 }
 
 /// Stop answering as a body (a child that lost its control socket runs on
@@ -105,14 +97,6 @@ pub(crate) fn set_child_ids(home: i32) {
     let b = unsafe { &mut *BODY.get() };
     b.home_ppid = b.home_pid;
     b.home_pid = home;
-}
-
-/// The facts, if this process is a body away from home.
-fn away() -> Option<&'static BodyInfo> {
-    // SAFETY: BODY changes only in the freeze handler, which cannot run
-    // while the single thread is inside a hook that reads it.
-    let b = unsafe { &*BODY.get() };
-    (b.away == 1).then_some(b)
 }
 
 /// Whether `fd` is relayed to a terminal at home.
@@ -135,7 +119,7 @@ fn tty_call(
     output: &mut [u8],
 ) -> Result<(i64, usize), i32> {
     let errno = sys::errno();
-    match crate::family::call_with(CALL_TTY, [fd as i64, req as i64, arg], input, output) {
+    match forward::call_with(CALL_TTY, [fd as i64, req as i64, arg], input, output) {
         Ok((value, passed, n)) => {
             if passed >= 0 {
                 sys::close(passed);
@@ -171,24 +155,6 @@ fn tty_get(fd: i32, req: libc::c_ulong, k: &mut [u8]) -> i32 {
     }
 }
 
-static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
-const REAL_IOCTL: usize = 0;
-const REAL_KILL: usize = 1;
-const REAL_TCSETATTR: usize = 2;
-
-/// Resolve the real functions (constructor only).
-pub(crate) fn resolve() {
-    for (slot, name) in [
-        (REAL_IOCTL, c"ioctl"),
-        (REAL_KILL, c"kill"),
-        (REAL_TCSETATTR, c"tcsetattr"),
-    ] {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-        REAL[slot].store(f as usize, Ordering::Release);
-    }
-}
-
 /// `getpid(2)`: the home pid in a body.
 #[unsafe(no_mangle)]
 pub extern "C" fn getpid() -> libc::pid_t {
@@ -209,7 +175,7 @@ pub extern "C" fn getppid() -> libc::pid_t {
     match away() {
         Some(b) => {
             let errno = sys::errno();
-            let ppid = match crate::family::call(crate::layout::CALL_GETPPID, [0; 3]) {
+            let ppid = match forward::call(crate::layout::CALL_GETPPID, [0; 3]) {
                 Ok((v, _)) if v > 0 && v <= i32::MAX as i64 => v as i32,
                 _ => b.home_ppid,
             };
@@ -225,7 +191,7 @@ pub extern "C" fn getppid() -> libc::pid_t {
 /// ([`crate::layout::CALL_PGRP`]): the value, or the errno.
 fn pgrp_call(kind: i64, pid: libc::pid_t, pgid: libc::pid_t) -> Result<i32, i32> {
     let errno = sys::errno();
-    let r = match crate::family::call(CALL_PGRP, [kind, i64::from(pid), i64::from(pgid)]) {
+    let r = match forward::call(CALL_PGRP, [kind, i64::from(pid), i64::from(pgid)]) {
         Ok((v, _)) => i32::try_from(v).map_err(|_| libc::EIO),
         Err(e) => Err(e),
     };
@@ -342,49 +308,6 @@ pub extern "C" fn setsid() -> libc::pid_t {
     }
 }
 
-/// `kill(2)`: in a body, our home pid means this body and a child's
-/// home pid that child; any other target is signalled at home by the
-/// deputy.
-///
-/// # Safety
-/// Same contract as libc's `kill`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
-    let pid = match away() {
-        Some(b) => match crate::family::local_kill_target(pid, b.home_pid) {
-            Some(local) => local,
-            None => return crate::family::kill_at_home(pid, sig),
-        },
-        None => pid,
-    };
-    let f = REAL[REAL_KILL].load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: kill(2) has no memory effects.
-        return unsafe { libc::syscall(libc::SYS_kill, pid, sig) as i32 };
-    }
-    type KillFn = unsafe extern "C" fn(libc::pid_t, i32) -> i32;
-    // SAFETY: `f` is libc's kill, resolved by dlsym(RTLD_NEXT).
-    let real: KillFn = unsafe { core::mem::transmute::<usize, KillFn>(f) };
-    // SAFETY: the caller's arguments.
-    unsafe { real(pid, sig) }
-}
-
-/// `killpg(3)`: glibc's calls its internal kill, which no hook sees, so
-/// a body's `killpg` of a home group would signal a local group of the
-/// same number; this one goes through [`kill`] (done at home).
-///
-/// # Safety
-/// Same contract as libc's `killpg`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn killpg(pgrp: libc::pid_t, sig: i32) -> i32 {
-    if pgrp < 0 {
-        sys::set_errno(libc::EINVAL);
-        return -1;
-    }
-    // SAFETY: the caller's arguments, as kill(-pgrp, sig).
-    unsafe { kill(-pgrp, sig) }
-}
-
 /// `isatty(3)`: true for a relayed terminal.
 #[unsafe(no_mangle)]
 pub extern "C" fn isatty(fd: i32) -> i32 {
@@ -486,14 +409,10 @@ pub unsafe extern "C" fn tcsetattr(fd: i32, act: i32, t: *const libc::termios) -
             Err(r) => r,
         };
     }
-    let f = REAL[REAL_TCSETATTR].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::TCSETATTR.get() else {
         sys::set_errno(libc::ENOSYS);
         return -1;
-    }
-    type SetFn = unsafe extern "C" fn(i32, i32, *const libc::termios) -> i32;
-    // SAFETY: `f` is libc's tcsetattr, resolved by dlsym(RTLD_NEXT).
-    let real: SetFn = unsafe { core::mem::transmute::<usize, SetFn>(f) };
+    };
     // SAFETY: the caller's arguments.
     unsafe { real(fd, act, t) }
 }
@@ -638,15 +557,10 @@ pub unsafe extern "C" fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_vo
             return r;
         }
     }
-    let f = REAL[REAL_IOCTL].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::IOCTL.get() else {
         // SAFETY: the caller's arguments, straight to the kernel.
         return unsafe { libc::syscall(libc::SYS_ioctl, fd, req, arg) as i32 };
-    }
-    type IoctlFn = unsafe extern "C" fn(i32, libc::c_ulong, *mut libc::c_void) -> i32;
-    // SAFETY: `f` is libc's ioctl; passing its third argument in the same
-    // register a variadic call would use.
-    let real: IoctlFn = unsafe { core::mem::transmute::<usize, IoctlFn>(f) };
+    };
     // SAFETY: the caller's arguments.
     unsafe { real(fd, req, arg) }
 }

@@ -1,14 +1,7 @@
 //! The process tree of a body away from home (ARCHITECTURE.md section 4, row
-//! "process tree"): forwarded calls to the deputy, and `fork`, `vfork`,
-//! `posix_spawn`, `execve`, `wait*` and `kill` with home pids.
-//!
-//! **Forwarded calls.** [`call`] writes a [`CallRecord`] on the body's
-//! control socket and blocks for the [`ReplyRecord`]; the host passes it
-//! over the link to `homed`, which asks the deputy. Every signal is
-//! blocked during the exchange (a handler that calls `waitpid` must not
-//! start a second conversation inside the first); when the host answers
-//! "busy" (it is freezing the body), the mask is restored so the pending
-//! freeze signal runs the freeze handler, and the call is asked again.
+//! "process tree"): `fork`, `vfork`, `posix_spawn`, `execve`, `wait*`
+//! and `kill` with home pids, over the deputy's forwarded calls
+//! ([`crate::forward`]).
 //!
 //! **fork.** The deputy forks first: the reply carries the child's home
 //! pid (its deputy's pid, a child of ours at home) and, by SCM_RIGHTS, the
@@ -66,13 +59,12 @@
 //! Process groups and sessions are the deputies' (`crate::body`).
 //! Not handled: `clone` called directly, `fexecve`.
 
-use crate::layout::{
-    self, CALL_FORK, CALL_MAGIC, CALL_REAP, CallRecord, HELLO_CHILD, REPLY_BUSY, REPLY_MAGIC,
-    ReplyRecord,
-};
+use crate::forward::{CTL_ENV, CTL_VALUE_LEN, call, ctl, format_ctl, publish_ctl};
+use crate::layout::{self, CALL_FORK, CALL_REAP, HELLO_CHILD};
+use crate::real::{self, Next, SpawnFn};
 use crate::state::Global;
-use crate::{ENGINE, body, sys};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::{ENGINE, body, facts, forward, sys};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most children a body tracks at once.
 const MAX_CHILDREN: usize = 512;
@@ -146,81 +138,8 @@ fn children() -> &'static mut PidTable {
     unsafe { &mut *CHILDREN.get() }
 }
 
-/// `MOSIX_BODY_CTL=` with its fixed-width value: 7 characters of fd, a
-/// colon, 10 of pid.
-pub(crate) const CTL_ENV: &[u8] = b"MOSIX_BODY_CTL=";
-/// Width of the value.
-pub(crate) const CTL_VALUE_LEN: usize = 18;
-
-/// The value for control fd `fd` of process `pid`, right-aligned.
-pub(crate) fn format_ctl(fd: i32, pid: i32, out: &mut [u8; CTL_VALUE_LEN]) {
-    fn put(v: i64, out: &mut [u8]) {
-        out.fill(b' ');
-        let neg = v < 0;
-        let mut v = v.unsigned_abs();
-        let mut i = out.len();
-        loop {
-            i -= 1;
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 || i == 0 {
-                break;
-            }
-        }
-        if neg && i > 0 {
-            out[i - 1] = b'-';
-        }
-    }
-    put(fd as i64, &mut out[..7]);
-    out[7] = b':';
-    put(pid as i64, &mut out[8..]);
-}
-
-/// `(fd, pid)` from a value; None if it is not one (or names no fd).
-pub(crate) fn parse_ctl(v: &[u8]) -> Option<(i32, i32)> {
-    fn num(b: &[u8]) -> Option<i64> {
-        let b = b.trim_ascii();
-        let (neg, digits) = match b.first() {
-            Some(b'-') => (true, &b[1..]),
-            _ => (false, b),
-        };
-        if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let v = digits
-            .iter()
-            .fold(0i64, |a, d| a * 10 + i64::from(d - b'0'));
-        Some(if neg { -v } else { v })
-    }
-    let colon = v.iter().position(|&c| c == b':')?;
-    let fd = i32::try_from(num(&v[..colon])?).ok()?;
-    let pid = i32::try_from(num(&v[colon + 1..])?).ok()?;
-    (fd >= 0 && pid >= 0).then_some((fd, pid))
-}
-
-/// `MOSIX_BODY_CTL=VALUE\0`, kept current, for the `execve` hook (set
-/// whenever the process becomes a body; used only then).
-static CTL_ENTRY: Global<[u8; 15 + CTL_VALUE_LEN + 1]> = Global::new([0; 15 + CTL_VALUE_LEN + 1]);
 /// `LD_PRELOAD=...\0` as the process started, for the `execve` hook.
 static PRELOAD_ENTRY: Global<[u8; 4096]> = Global::new([0; 4096]);
-
-/// Record where the control socket is (fd -1: none), in the environment
-/// (in place) and for the `execve` hook.
-pub(crate) fn publish_ctl(fd: i32, pid: i32) {
-    let mut v = [0u8; CTL_VALUE_LEN];
-    format_ctl(fd, pid, &mut v);
-    // SAFETY: changed only with all signals blocked or before main.
-    let e = unsafe { &mut *CTL_ENTRY.get() };
-    e[..15].copy_from_slice(CTL_ENV);
-    e[15..15 + CTL_VALUE_LEN].copy_from_slice(&v);
-    e[15 + CTL_VALUE_LEN] = 0;
-    if let Some((p, len)) = sys::env_value_mut(CTL_ENV)
-        && len == CTL_VALUE_LEN
-    {
-        // SAFETY: the environment string's value has exactly this length.
-        unsafe { core::ptr::copy_nonoverlapping(v.as_ptr(), p, CTL_VALUE_LEN) };
-    }
-}
 
 /// Constructor: remember `LD_PRELOAD` and make room for `MOSIX_BODY_CTL`
 /// in the environment (so a later body can write it in place).
@@ -244,152 +163,15 @@ pub(crate) fn prepare_env() {
     }
 }
 
-/// The control socket of a body's new program named by the environment:
-/// `Some(fd)` to take, `Err(fd)` one inherited from another process
-/// (close it and run unmanaged), `None` for none.
-pub(crate) fn inherited_ctl() -> Option<Result<i32, i32>> {
-    let (p, len) = sys::env_value_mut(CTL_ENV)?;
-    // SAFETY: the value's bytes, inside the environment string.
-    let v = unsafe { core::slice::from_raw_parts(p, len) };
-    let (fd, pid) = parse_ctl(v)?;
-    if !sys::is_socket(fd) {
-        return None;
-    }
-    Some(if pid == 0 || pid == sys::getpid() {
-        Ok(fd)
-    } else {
-        Err(fd)
-    })
-}
-
-/// The control fd while this process is a body, else -1.
-fn ctl() -> i32 {
-    if body::is_away() {
-        // SAFETY: one word of ENGINE, changed only by the constructor, the
-        // freeze handler and a fork's child, never during a hook.
-        unsafe { (*ENGINE.get()).ctl_fd }
-    } else {
-        -1
-    }
-}
-
-/// Ask the deputy: `Ok((value, passed fd or -1))` or `Err(errno)`.
-pub(crate) fn call(op: u32, args: [i64; 3]) -> Result<(i64, i32), i32> {
-    call_with(op, args, &[], &mut []).map(|(v, fd, _)| (v, fd))
-}
-
-/// Ask the deputy with `input` after the record (at most
-/// `CALL_PAYLOAD_MAX` bytes) and the reply's payload copied into `output`:
-/// `Ok((value, passed fd or -1, payload length))` or `Err(errno)`. A
-/// reply payload longer than `output` is read and cut (EIO).
-/// Async-signal-safe: stack buffers only.
-pub(crate) fn call_with(
-    op: u32,
-    args: [i64; 3],
-    input: &[u8],
-    output: &mut [u8],
-) -> Result<(i64, i32, usize), i32> {
-    const REC: usize = size_of::<CallRecord>();
-    const MAX: usize = layout::CALL_PAYLOAD_MAX as usize;
-    if input.len() > MAX {
-        return Err(libc::EINVAL);
-    }
-    let rec = CallRecord {
-        magic: CALL_MAGIC,
-        op,
-        len: input.len() as u32,
-        args,
-    };
-    // Record and payload in one write, so the host never sees half.
-    let mut msg = [0u8; REC + MAX];
-    msg[..REC].copy_from_slice(sys::as_bytes(&rec));
-    msg[REC..REC + input.len()].copy_from_slice(input);
-    let msg = &msg[..REC + input.len()];
-    loop {
-        let fd = ctl();
-        if fd < 0 {
-            return Err(libc::ENOSYS);
-        }
-        let old = sys::block_all_signals();
-        let mut reply = ReplyRecord::default();
-        let mut passed = -1;
-        let mut payload = [0u8; MAX];
-        let ok = sys::send_all(fd, msg)
-            // SAFETY: ReplyRecord is plain repr(C) data; any bytes are valid.
-            && sys::recv_exact_fd(fd, unsafe { bytes_mut(&mut reply) }, &mut passed)
-            && reply.len as usize <= MAX
-            && sys::read_exact(fd, &mut payload[..reply.len as usize]);
-        // A pending freeze signal runs its handler here.
-        sys::set_sigmask(old);
-        if !ok || reply.magic != REPLY_MAGIC || reply.op != op {
-            if passed >= 0 {
-                sys::close(passed);
-            }
-            return Err(libc::EIO);
-        }
-        match reply.errno {
-            0 => {
-                let n = reply.len as usize;
-                if n > output.len() {
-                    if passed >= 0 {
-                        sys::close(passed);
-                    }
-                    return Err(libc::EIO);
-                }
-                output[..n].copy_from_slice(&payload[..n]);
-                return Ok((reply.value, passed, n));
-            }
-            REPLY_BUSY => continue,
-            e => {
-                if passed >= 0 {
-                    sys::close(passed);
-                }
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// The bytes of a plain record, writable.
-///
-/// # Safety
-/// `T` must be plain data for which every byte pattern is valid.
-unsafe fn bytes_mut<T>(v: &mut T) -> &mut [u8] {
-    // SAFETY: the caller guarantees any bytes are a valid `T`.
-    unsafe { core::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), size_of::<T>()) }
-}
-
-static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
-const REAL_FORK: usize = 0;
-const REAL_SPAWN: usize = 1;
-const REAL_SPAWNP: usize = 2;
-
 /// Set while a hooked fork is under way, so the fork handler of the
 /// child (`after_fork_child`) leaves the control fd to the hook.
 pub(crate) static IN_FORK: AtomicBool = AtomicBool::new(false);
 
-/// Resolve the real functions (constructor only).
-pub(crate) fn resolve() {
-    for (slot, name) in [
-        (REAL_FORK, c"fork"),
-        (REAL_SPAWN, c"posix_spawn"),
-        (REAL_SPAWNP, c"posix_spawnp"),
-    ] {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-        REAL[slot].store(f as usize, Ordering::Release);
-    }
-}
-
 fn real_fork() -> libc::pid_t {
-    let f = REAL[REAL_FORK].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::FORK.get() else {
         // SAFETY: a plain fork through the kernel (no fork handlers).
         return unsafe { libc::syscall(libc::SYS_fork) as libc::pid_t };
-    }
-    type ForkFn = unsafe extern "C" fn() -> libc::pid_t;
-    // SAFETY: `f` is libc's fork, resolved by dlsym(RTLD_NEXT).
-    let real: ForkFn = unsafe { core::mem::transmute::<usize, ForkFn>(f) };
+    };
     // SAFETY: fork has no arguments.
     unsafe { real() }
 }
@@ -441,11 +223,11 @@ fn become_child(home: i32, chan: i32) {
         body::forget();
         return;
     }
-    body::attach(ctl);
+    attach(ctl);
 }
 
 fn do_fork() -> libc::pid_t {
-    if !body::is_away() {
+    if !facts::is_away() {
         return real_fork();
     }
     let (home, chan) = match fork_deputy() {
@@ -543,7 +325,7 @@ unsafe fn body_env(envp: *const *const libc::c_char) -> *const *const libc::c_ch
         out[k] = preload.as_ptr().cast();
         k += 1;
     }
-    out[k] = CTL_ENTRY.get().cast::<libc::c_char>();
+    out[k] = forward::ctl_entry();
     out[k + 1] = core::ptr::null();
     out.as_ptr()
 }
@@ -559,7 +341,7 @@ pub unsafe extern "C" fn execve(
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 ) -> i32 {
-    let env = if body::is_away() {
+    let env = if facts::is_away() {
         // SAFETY: the caller's environment array.
         unsafe { body_env(envp) }
     } else {
@@ -569,22 +351,13 @@ pub unsafe extern "C" fn execve(
     unsafe { libc::syscall(libc::SYS_execve, path, argv, env) as i32 }
 }
 
-type SpawnFn = unsafe extern "C" fn(
-    *mut libc::pid_t,
-    *const libc::c_char,
-    *const libc::posix_spawn_file_actions_t,
-    *const libc::posix_spawnattr_t,
-    *const *mut libc::c_char,
-    *const *mut libc::c_char,
-) -> i32;
-
 /// A spawn in a body: the deputy forks, glibc's spawn starts the child
 /// with its own control socket at the control fd's number.
 ///
 /// # Safety
 /// Same contract as libc's `posix_spawn`.
 unsafe fn spawn(
-    which: usize,
+    which: &Next<SpawnFn>,
     pid: *mut libc::pid_t,
     path: *const libc::c_char,
     actions: *const libc::posix_spawn_file_actions_t,
@@ -592,12 +365,9 @@ unsafe fn spawn(
     argv: *const *mut libc::c_char,
     envp: *const *mut libc::c_char,
 ) -> i32 {
-    let f = REAL[which].load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = which.get() else {
         return libc::ENOSYS;
-    }
-    // SAFETY: `f` is libc's posix_spawn or posix_spawnp.
-    let real: SpawnFn = unsafe { core::mem::transmute::<usize, SpawnFn>(f) };
+    };
     let ctl = ctl();
     if ctl < 0 {
         // SAFETY: the caller's arguments.
@@ -658,7 +428,7 @@ pub unsafe extern "C" fn posix_spawn(
     envp: *const *mut libc::c_char,
 ) -> i32 {
     // SAFETY: passed on.
-    unsafe { spawn(REAL_SPAWN, pid, path, actions, attr, argv, envp) }
+    unsafe { spawn(&real::POSIX_SPAWN, pid, path, actions, attr, argv, envp) }
 }
 
 /// `posix_spawnp(3)`: as [`posix_spawn`], searching `PATH`.
@@ -675,7 +445,7 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: *const *mut libc::c_char,
 ) -> i32 {
     // SAFETY: passed on.
-    unsafe { spawn(REAL_SPAWNP, pid, file, actions, attr, argv, envp) }
+    unsafe { spawn(&real::POSIX_SPAWNP, pid, file, actions, attr, argv, envp) }
 }
 
 /// Moves of this process (away, on, or home) and execs or forks as a
@@ -703,6 +473,14 @@ pub(crate) fn forget_local_children() {
 pub(crate) fn note_move() {
     MOVES.fetch_add(1, Ordering::SeqCst);
     NO_HOME_KIDS.store(false, Ordering::SeqCst);
+}
+
+/// Take the host's facts from the control socket `ctl` after a hello
+/// ([`body::attach`]) and, since the process may now be somewhere new
+/// (or a body of its own), let waits look again ([`note_move`]).
+pub(crate) fn attach(ctl: i32) {
+    body::attach(ctl);
+    note_move();
 }
 
 fn moves() -> u32 {
@@ -836,7 +614,7 @@ fn wait_mixed(
     let mut took = false;
     let mut delay = WAIT_POLL_MIN_MS;
     let end = loop {
-        if !body::is_away() {
+        if !facts::is_away() {
             break Mixed::AtHome;
         }
         let l = local.as_mut().map_or(Look::NoChild, |f| f());
@@ -885,12 +663,12 @@ fn wait_mixed(
 /// The local `wait4` pid for a wait's `pid` in a body: a child's local
 /// pid, the local group for the body's own home group.
 fn local_target(pid: libc::pid_t) -> libc::pid_t {
-    if !body::is_away() {
+    if !facts::is_away() {
         return pid;
     }
     if pid > 0 {
         children().local_of(pid).unwrap_or(pid)
-    } else if pid < -1 && pid.checked_neg() == Some(crate::body::home_pgrp()) {
+    } else if pid < -1 && pid.checked_neg() == Some(body::home_pgrp()) {
         0
     } else {
         pid
@@ -937,7 +715,7 @@ unsafe fn raw_wait4(
 /// Whether a wait for `pid` in a body may concern children at home:
 /// any wait but one for a local child, unless home said it has none.
 fn may_be_at_home(pid: libc::pid_t) -> bool {
-    body::is_away()
+    facts::is_away()
         && pid != i32::MIN
         && !NO_HOME_KIDS.load(Ordering::SeqCst)
         && !(pid > 0 && children().local_of(pid).is_some())
@@ -980,7 +758,7 @@ pub unsafe extern "C" fn wait4(
                 // SAFETY: the caller's status slot.
                 unsafe { *status = st };
             }
-            if r > 0 && body::is_away() {
+            if r > 0 && facts::is_away() {
                 return waited(r, st, true);
             }
             return r;
@@ -1188,7 +966,7 @@ pub unsafe extern "C" fn waitid(
                 sys::set_errno(-r);
                 return -1;
             }
-            if info.is_null() || !body::is_away() {
+            if info.is_null() || !facts::is_away() {
                 return 0;
             }
             // SAFETY: the kernel filled the caller's siginfo.
@@ -1314,7 +1092,7 @@ pub extern "C" fn closefrom(low: i32) {
 
 /// A `kill` target in a body: `Some(local pid)` for ourselves or one of
 /// our children, `None` for anyone else (done at home).
-pub(crate) fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc::pid_t> {
+fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc::pid_t> {
     if pid == home_pid {
         Some(sys::getpid())
     } else if pid > 0 {
@@ -1325,7 +1103,7 @@ pub(crate) fn local_kill_target(pid: libc::pid_t, home_pid: i32) -> Option<libc:
 }
 
 /// `kill(pid, sig)` done at home by the deputy: 0 or -1 with errno.
-pub(crate) fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
+fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
     match call(layout::CALL_KILL, [pid as i64, sig as i64, 0]) {
         Ok(_) => 0,
         Err(e) => {
@@ -1333,6 +1111,45 @@ pub(crate) fn kill_at_home(pid: libc::pid_t, sig: i32) -> i32 {
             -1
         }
     }
+}
+
+/// `kill(2)`: in a body, our home pid means this body and a child's
+/// home pid that child; any other target is signalled at home by the
+/// deputy.
+///
+/// # Safety
+/// Same contract as libc's `kill`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
+    let pid = match facts::away() {
+        Some(b) => match local_kill_target(pid, b.home_pid) {
+            Some(local) => local,
+            None => return kill_at_home(pid, sig),
+        },
+        None => pid,
+    };
+    let Some(real) = real::KILL.get() else {
+        // SAFETY: kill(2) has no memory effects.
+        return unsafe { libc::syscall(libc::SYS_kill, pid, sig) as i32 };
+    };
+    // SAFETY: the caller's arguments.
+    unsafe { real(pid, sig) }
+}
+
+/// `killpg(3)`: glibc's calls its internal kill, which no hook sees, so
+/// a body's `killpg` of a home group would signal a local group of the
+/// same number; this one goes through [`kill`] (done at home).
+///
+/// # Safety
+/// Same contract as libc's `killpg`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn killpg(pgrp: libc::pid_t, sig: i32) -> i32 {
+    if pgrp < 0 {
+        sys::set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: the caller's arguments, as kill(-pgrp, sig).
+    unsafe { kill(-pgrp, sig) }
 }
 
 #[cfg(test)]
@@ -1390,36 +1207,5 @@ mod tests {
         assert_eq!(t.remove_local(1000), Some(1));
         assert!(t.insert(99_999, 5));
         assert_eq!(t.home_of(5), Some(99_999));
-    }
-
-    #[test]
-    fn ctl_value_round_trips_at_fixed_width() {
-        let mut v = [0u8; CTL_VALUE_LEN];
-        format_ctl(1000, 4_194_304, &mut v);
-        assert_eq!(&v, b"   1000:   4194304");
-        assert_eq!(parse_ctl(&v), Some((1000, 4_194_304)));
-        format_ctl(-1, 0, &mut v);
-        assert_eq!(&v, b"     -1:         0");
-        // No fd: not a control socket.
-        assert_eq!(parse_ctl(&v), None);
-        format_ctl(3, i32::MAX, &mut v);
-        assert_eq!(parse_ctl(&v), Some((3, i32::MAX)));
-    }
-
-    #[test]
-    fn bad_ctl_values_are_none() {
-        for v in [
-            &b""[..],
-            b"1000",
-            b":5",
-            b"x:5",
-            b"5:y",
-            b"99999999999:1",
-            b"1:99999999999",
-            b"1:-5",
-            b"1 2:3",
-        ] {
-            assert_eq!(parse_ctl(v), None, "{:?}", core::str::from_utf8(v));
-        }
     }
 }

@@ -4,40 +4,37 @@
 //!
 //! Plain `#[unsafe(no_mangle)] extern "C"` definitions (not redhook, see
 //! ARCHITECTURE.md section 4); the next definition is resolved once, eagerly, in
-//! the constructor ([`resolve`]) with `dlsym(RTLD_NEXT)`. A managed
+//! the constructor with `dlsym(RTLD_NEXT)` ([`crate::real`]). A managed
 //! process that tries to install a handler for the freeze signal gets
 //! EINVAL, as for a signal it may not catch; querying it, and every other
 //! signal, goes through untouched. Forked children (unmanaged) are not
-//! restricted.
+//! restricted. libmosix installs its own freeze handler here too
+//! ([`install_handler`]), past the hook.
 
-use crate::ENGINE;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::{ENGINE, real};
 
-static REAL_SIGACTION: AtomicUsize = AtomicUsize::new(0);
-static REAL_SIGNAL: AtomicUsize = AtomicUsize::new(0);
-
-type SigactionFn = unsafe extern "C" fn(i32, *const libc::sigaction, *mut libc::sigaction) -> i32;
-type SignalFn = unsafe extern "C" fn(i32, libc::sighandler_t) -> libc::sighandler_t;
-
-/// Resolve the real functions (constructor only).
-pub(crate) fn resolve() {
-    // SAFETY: dlsym with NUL-terminated names.
-    let a = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) };
-    REAL_SIGACTION.store(a as usize, Ordering::Release);
-    // SAFETY: as above.
-    let s = unsafe { libc::dlsym(libc::RTLD_NEXT, c"signal".as_ptr()) };
-    REAL_SIGNAL.store(s as usize, Ordering::Release);
+/// Install `handler` on `sig` with SA_SIGINFO | SA_RESTART and every signal
+/// blocked while it runs (constructor only, after [`real::resolve`]): the
+/// freeze handler, through libc's own `sigaction`, which the hook below
+/// would refuse for the freeze signal.
+pub(crate) fn install_handler(
+    sig: i32,
+    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+) -> bool {
+    // SAFETY: a zeroed sigaction is a valid initial value.
+    let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
+    sa.sa_sigaction = handler as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut sa.sa_mask) };
+    real_sigaction(sig, &sa)
 }
 
-/// libc's own `sigaction`, for libmosix itself (constructor only, after
-/// [`resolve`]).
-pub(crate) fn real_sigaction(sig: i32, act: &libc::sigaction) -> bool {
-    let f = REAL_SIGACTION.load(Ordering::Acquire);
-    if f == 0 {
+/// libc's own `sigaction`, for libmosix itself.
+fn real_sigaction(sig: i32, act: &libc::sigaction) -> bool {
+    let Some(real) = real::SIGACTION.get() else {
         return false;
-    }
-    // SAFETY: `f` is libc's sigaction, resolved by dlsym(RTLD_NEXT).
-    let real: SigactionFn = unsafe { core::mem::transmute::<usize, SigactionFn>(f) };
+    };
     // SAFETY: a valid new action, no old one.
     unsafe { real(sig, act, core::ptr::null_mut()) == 0 }
 }
@@ -66,13 +63,10 @@ pub unsafe extern "C" fn sigaction(
         crate::sys::set_errno(libc::EINVAL);
         return -1;
     }
-    let f = REAL_SIGACTION.load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::SIGACTION.get() else {
         crate::sys::set_errno(libc::ENOSYS);
         return -1;
-    }
-    // SAFETY: `f` is libc's sigaction, resolved by dlsym(RTLD_NEXT).
-    let real: SigactionFn = unsafe { core::mem::transmute::<usize, SigactionFn>(f) };
+    };
     // SAFETY: the caller's arguments, passed on unchanged.
     unsafe { real(sig, act, old) }
 }
@@ -87,13 +81,10 @@ pub unsafe extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::
         crate::sys::set_errno(libc::EINVAL);
         return libc::SIG_ERR;
     }
-    let f = REAL_SIGNAL.load(Ordering::Acquire);
-    if f == 0 {
+    let Some(real) = real::SIGNAL.get() else {
         crate::sys::set_errno(libc::ENOSYS);
         return libc::SIG_ERR;
-    }
-    // SAFETY: `f` is libc's signal, resolved by dlsym(RTLD_NEXT).
-    let real: SignalFn = unsafe { core::mem::transmute::<usize, SignalFn>(f) };
+    };
     // SAFETY: the caller's arguments, passed on unchanged.
     unsafe { real(sig, handler) }
 }

@@ -24,8 +24,11 @@ pub use mosix_layout as layout;
 mod body;
 mod context;
 mod deputy;
+mod facts;
 mod family;
+mod forward;
 mod hooks;
+mod real;
 mod rtld;
 mod shell;
 mod state;
@@ -99,11 +102,8 @@ static INIT: extern "C" fn() = mosix_init;
 /// Any failure leaves the program running unmanaged, with a note on stderr.
 extern "C" fn mosix_init() {
     let eng = ENGINE.get();
-    hooks::resolve();
-    body::resolve();
+    real::resolve();
     rtld::locate();
-    family::resolve();
-    shell::resolve();
     if let Err(what) = sys::reserve_window() {
         sys::note(what);
         return;
@@ -141,7 +141,7 @@ extern "C" fn mosix_init() {
     h.checkpoint_path = ckpt;
     h.refuse_len = refuse.len() as u32;
     h.refuse[..refuse.len()].copy_from_slice(refuse);
-    if refuse.is_empty() && !sys::install_handler(sig, freeze_handler) {
+    if refuse.is_empty() && !hooks::install_handler(sig, freeze_handler) {
         sys::note("libmosix: cannot install the freeze handler; running unmanaged");
         return;
     }
@@ -150,7 +150,7 @@ extern "C" fn mosix_init() {
     // the body's host on the control socket it inherited; a process that
     // inherited one it was not given (an unannounced child of a body) runs
     // unmanaged, and must not register with this node's homed.
-    match family::inherited_ctl() {
+    match forward::inherited_ctl() {
         Some(Ok(fd)) => {
             // SAFETY: single-threaded constructor.
             if unsafe { attach_exec(eng, fd) } {
@@ -162,7 +162,7 @@ extern "C" fn mosix_init() {
         }
         Some(Err(fd)) => {
             sys::close(fd);
-            family::publish_ctl(-1, 0);
+            forward::publish_ctl(-1, 0);
             return;
         }
         None => {}
@@ -208,10 +208,10 @@ unsafe fn attach_exec(eng: *mut Engine, fd: i32) -> bool {
     if !sys::send_all(fd, sys::as_bytes(&e.hello)) {
         sys::close(fd);
         e.ctl_fd = -1;
-        family::publish_ctl(-1, 0);
+        forward::publish_ctl(-1, 0);
         return false;
     }
-    body::attach(fd);
+    family::attach(fd);
     true
 }
 
@@ -264,7 +264,7 @@ unsafe fn connect_ctl(eng: *mut Engine, kind: u32) -> bool {
     if inherited {
         // The daemon that placed the socket says whether we are a body
         // away from home, and what home looks like.
-        body::attach(target);
+        family::attach(target);
     }
     true
 }

@@ -20,30 +20,11 @@
 //! stream opened by glibc's `popen` at home before a move is closed by
 //! glibc's `pclose` after it, whose wait fails in a body (ECHILD).
 
-use crate::{body, family};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::{facts, family, real};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most `popen` streams of a body open at once.
 const MAX_STREAMS: usize = 64;
-
-/// glibc's `system`, `popen` and `pclose`, for calls outside a body.
-static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
-const REAL_SYSTEM: usize = 0;
-const REAL_POPEN: usize = 1;
-const REAL_PCLOSE: usize = 2;
-
-/// Resolve glibc's functions (constructor only).
-pub(crate) fn resolve() {
-    for (slot, name) in [
-        (REAL_SYSTEM, c"system"),
-        (REAL_POPEN, c"popen"),
-        (REAL_PCLOSE, c"pclose"),
-    ] {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-        REAL[slot].store(f as usize, Ordering::Release);
-    }
-}
 
 /// One open `popen` stream of a body: its `FILE`, child and fd.
 #[derive(Clone, Copy)]
@@ -199,12 +180,8 @@ impl SpawnAttr {
 /// Same contract as libc's `system`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn system(cmd: *const libc::c_char) -> i32 {
-    if !body::is_away() {
-        let f = REAL[REAL_SYSTEM].load(Ordering::Acquire);
-        if f != 0 {
-            type SystemFn = unsafe extern "C" fn(*const libc::c_char) -> i32;
-            // SAFETY: `f` is glibc's system, resolved by dlsym(RTLD_NEXT).
-            let real: SystemFn = unsafe { core::mem::transmute::<usize, SystemFn>(f) };
+    if !facts::is_away() {
+        if let Some(real) = real::SYSTEM.get() {
             // SAFETY: the caller's command.
             return unsafe { real(cmd) };
         }
@@ -282,13 +259,8 @@ pub unsafe extern "C" fn popen(
     cmd: *const libc::c_char,
     mode: *const libc::c_char,
 ) -> *mut libc::FILE {
-    if !body::is_away() {
-        let f = REAL[REAL_POPEN].load(Ordering::Acquire);
-        if f != 0 {
-            type PopenFn =
-                unsafe extern "C" fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE;
-            // SAFETY: `f` is glibc's popen, resolved by dlsym(RTLD_NEXT).
-            let real: PopenFn = unsafe { core::mem::transmute::<usize, PopenFn>(f) };
+    if !facts::is_away() {
+        if let Some(real) = real::POPEN.get() {
             // SAFETY: the caller's arguments.
             return unsafe { real(cmd, mode) };
         }
@@ -408,14 +380,10 @@ pub unsafe extern "C" fn pclose(file: *mut libc::FILE) -> i32 {
             .and_then(|s| s.take())
     });
     let Some(stream) = ours else {
-        let f = REAL[REAL_PCLOSE].load(Ordering::Acquire);
-        if f == 0 {
+        let Some(real) = real::PCLOSE.get() else {
             crate::sys::set_errno(libc::ECHILD);
             return -1;
-        }
-        type PcloseFn = unsafe extern "C" fn(*mut libc::FILE) -> i32;
-        // SAFETY: `f` is glibc's pclose, resolved by dlsym(RTLD_NEXT).
-        let real: PcloseFn = unsafe { core::mem::transmute::<usize, PcloseFn>(f) };
+        };
         // SAFETY: the caller's stream.
         return unsafe { real(file) };
     };

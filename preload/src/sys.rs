@@ -144,21 +144,6 @@ pub(crate) fn has_foreign_handler(sig: i32) -> bool {
     a.handler != 0
 }
 
-/// Install `handler` on `sig` with SA_SIGINFO | SA_RESTART and every signal
-/// blocked while it runs (constructor only).
-pub(crate) fn install_handler(
-    sig: i32,
-    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
-) -> bool {
-    // SAFETY: a zeroed sigaction is a valid initial value.
-    let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
-    sa.sa_sigaction = handler as usize;
-    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-    // SAFETY: `sa.sa_mask` is a valid sigset_t.
-    unsafe { libc::sigfillset(&mut sa.sa_mask) };
-    crate::hooks::real_sigaction(sig, &sa)
-}
-
 /// The kernel's view of the action of `sig` (zero if it cannot be read).
 pub(crate) fn get_sigaction(sig: i32) -> KSigaction {
     let mut old = KSigaction::default();
