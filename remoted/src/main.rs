@@ -12,13 +12,13 @@ use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::ClusterKey;
 use mosix_proto::local::Credentials;
 use mosix_proto::msg::LoadEntry;
-use mosix_remoted::balance::Shared;
-use mosix_remoted::balancer::Tunables;
-use mosix_remoted::balancer::{Dissemination, DisseminationParams};
+use mosix_remoted::balancing::Shared;
 use mosix_remoted::host::guests;
 use mosix_remoted::measure::LoadSource;
 use mosix_remoted::net::EventLoop;
 use mosix_remoted::node::{LocalNode, Snapshot};
+use mosix_remoted::policy::Tunables;
+use mosix_remoted::policy::{Dissemination, DisseminationParams};
 
 /// The mosix remote daemon: this node's face to the cluster.
 ///
@@ -119,7 +119,7 @@ fn run(args: Args) -> Result<()> {
     let mut node =
         LocalNode::new(me, source, speed, snapshot.clone())?.with_balance(shared.clone());
     node.publish_now(event_loop.now_ms(), &diss);
-    mosix_remoted::balance::spawn(
+    mosix_remoted::balancing::spawn(
         config.node.name.clone(),
         config.homed_socket(),
         snapshot.clone(),

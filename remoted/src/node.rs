@@ -8,11 +8,11 @@ use mosix_proto::control::{LocalStatus, NodeInfo, NodeState};
 use mosix_proto::frame::PROTOCOL_VERSION;
 use mosix_proto::msg::LoadEntry;
 
-use crate::balance::Shared;
-use crate::balancer::{Action, Dissemination, LoadCalculator, LoadError};
+use crate::balancing::Shared;
 use crate::host::guests;
 use crate::measure::{LoadSource, Scope};
 use crate::net::Node;
+use crate::policy::{Action, Dissemination, LoadCalculator, LoadError};
 
 /// What `mosctl` sees: rebuilt by the loop after every change.
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,11 @@
-//! The load balancer as a pure state machine (DESIGN.md section 7): inputs
-//! are ticks, load samples and received messages; outputs are messages to
-//! send. No sockets, no clocks of its own, no thread RNG: time is a
-//! monotonic `now_ms` passed in, randomness comes from a seed.
+//! The balancer's policy: pure state machines (sans-io, DESIGN.md section
+//! 7) and the simulators that drive them. Inputs are ticks, load samples,
+//! received messages and process facts; outputs are messages to send and
+//! migrations to start. No sockets, no clocks of its own, no thread RNG:
+//! time is a monotonic `now_ms` passed in, randomness comes from a seed.
+//! What does the I/O lives elsewhere: the event loop ([`crate::net`],
+//! [`crate::node`]) drives the load and the dissemination, the balancer
+//! thread ([`crate::balancing`]) drives consideration and leaving.
 //!
 //! - [`load`]: the node's load from run-queue samples.
 //! - [`dissemination`]: MOSIX infod-like gossip of load entries, liveness.

@@ -1,5 +1,8 @@
-//! The balancer at work: the glue between the pure policy in
-//! [`crate::balancer`] and the node (DESIGN.md section 7).
+//! The balancer thread: the I/O that drives the pure policy in
+//! [`crate::policy`] (DESIGN.md section 7). It reads the load vector the
+//! event loop publishes, asks `homed` for this node's processes, measures
+//! them in `/proc` ([`procfs`]), and starts the migrations the policy
+//! decides.
 //!
 //! A thread of its own runs a round every `interval_ms`, so nothing here
 //! ever blocks the event loop's gossip:
@@ -8,7 +11,7 @@
 //!    [`Snapshot`]), keeping as targets only nodes alive and accepting
 //!    guests;
 //! 2. it asks which of this node's guests must leave (the owner's own load
-//!    came back, memory is short: [`crate::balancer::leave`]) and asks
+//!    came back, memory is short: [`crate::policy::leave`]) and asks
 //!    their homes to take them ([`guests::ask_to_leave`]);
 //! 3. it asks this node's `homed` (its command socket, as root) for the
 //!    processes started here, measures how much CPU each wants
@@ -43,10 +46,10 @@ use mosix_proto::control::{ControlRequest, ControlResponse, NodeInfo, NodeState}
 use mosix_proto::local::{recv_local, send_local};
 use mosix_proto::process::{ProcessInfo, ProcessRequest, ProcessResponse};
 
-use crate::balancer::leave::{self, GuestFact, NodeNow, OwnerWatch};
-use crate::balancer::{Consider, Decision, LocalState, NodeView, ProcFact, Reason, Tunables};
 use crate::host::guests;
 use crate::node::Snapshot;
+use crate::policy::leave::{self, GuestFact, NodeNow, OwnerWatch};
+use crate::policy::{Consider, Decision, LocalState, NodeView, ProcFact, Reason, Tunables};
 use procfs::DemandMeter;
 
 /// How long homed has to answer the process list (it checks every
@@ -92,7 +95,7 @@ impl Shared {
     }
 
     /// Applies `KEY=VALUE` settings, all or none (`mosctl params`).
-    pub fn set(&self, sets: &[String]) -> Result<Tunables, crate::balancer::ParamError> {
+    pub fn set(&self, sets: &[String]) -> Result<Tunables, crate::policy::ParamError> {
         let mut t = self.tunables.lock().unwrap_or_else(|p| p.into_inner());
         let new = t.with(sets)?;
         *t = new.clone();
