@@ -12,11 +12,10 @@ use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::ClusterKey;
 use mosix_proto::local::Credentials;
 use mosix_proto::msg::LoadEntry;
-use mosix_remoted::balancing::Shared;
 use mosix_remoted::host::guests;
 use mosix_remoted::measure::LoadSource;
 use mosix_remoted::net::EventLoop;
-use mosix_remoted::node::{LocalNode, Snapshot};
+use mosix_remoted::node::{LocalNode, Shared, Snapshot};
 use mosix_remoted::policy::Tunables;
 use mosix_remoted::policy::{Dissemination, DisseminationParams};
 

@@ -1,18 +1,19 @@
 //! The local node as the event loop sees it: load sampling each tick, the
 //! once-a-second load average, the node's own published entry, and the
-//! snapshot `mosctl` reads.
+//! state the other threads share with the loop: the [`Snapshot`] `mosctl`
+//! and the balancer thread read, and the balancer's [`Shared`] state.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mosix_proto::control::{LocalStatus, NodeInfo, NodeState};
 use mosix_proto::frame::PROTOCOL_VERSION;
 use mosix_proto::msg::LoadEntry;
 
-use crate::balancing::Shared;
 use crate::host::guests;
 use crate::measure::{LoadSource, Scope};
 use crate::net::Node;
-use crate::policy::{Action, Dissemination, LoadCalculator, LoadError};
+use crate::policy::{Action, Dissemination, LoadCalculator, LoadError, Tunables};
 
 /// What `mosctl` sees: rebuilt by the loop after every change.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,53 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
     /// This node's status (None until the first publish).
     pub status: Option<LocalStatus>,
+}
+
+/// What the balancer thread ([`crate::balancing`]) shares with the rest of
+/// `remoted`: the parameters in force (`mosctl params` reads and sets
+/// them) and how many of this node's processes run elsewhere (published in
+/// this node's entry).
+#[derive(Debug)]
+pub struct Shared {
+    tunables: Mutex<Tunables>,
+    away: AtomicU32,
+}
+
+impl Shared {
+    /// Shared state starting with `tunables`.
+    pub fn new(tunables: Tunables) -> Arc<Shared> {
+        Arc::new(Shared {
+            tunables: Mutex::new(tunables),
+            away: AtomicU32::new(0),
+        })
+    }
+
+    /// The parameters in force.
+    pub fn tunables(&self) -> Tunables {
+        self.tunables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies `KEY=VALUE` settings, all or none (`mosctl params`).
+    pub fn set(&self, sets: &[String]) -> Result<Tunables, crate::policy::ParamError> {
+        let mut t = self.tunables.lock().unwrap_or_else(|p| p.into_inner());
+        let new = t.with(sets)?;
+        *t = new.clone();
+        Ok(new)
+    }
+
+    /// How many processes started here run elsewhere, as homed last said.
+    pub fn away(&self) -> u32 {
+        self.away.load(Ordering::Relaxed)
+    }
+
+    /// Records how many processes started here run elsewhere (the balancer
+    /// thread, from homed's list).
+    pub fn set_away(&self, away: u32) {
+        self.away.store(away, Ordering::Relaxed);
+    }
 }
 
 /// The local node: measures itself and feeds the dissemination.
@@ -153,5 +201,20 @@ pub fn describe(scope: &Scope) -> String {
         Scope::Machine => "machine".into(),
         Scope::CgroupV1 { dir, .. } => format!("cgroup v1 {}", dir.display()),
         Scope::CgroupV2 { dir } => format!("cgroup v2 {}", dir.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_parameters_change_all_or_nothing() {
+        let s = Shared::new(Tunables::default());
+        assert!(s.set(&["margin=0.5".into(), "bogus=1".into()]).is_err());
+        assert_eq!(s.tunables(), Tunables::default());
+        let t = s.set(&["margin=0.5".into()]).unwrap();
+        assert_eq!(t.consider.margin, 0.5);
+        assert_eq!(s.tunables().consider.margin, 0.5);
     }
 }

@@ -37,7 +37,6 @@ pub mod procfs;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,7 +46,7 @@ use mosix_proto::local::{recv_local, send_local};
 use mosix_proto::process::{ProcessInfo, ProcessRequest, ProcessResponse};
 
 use crate::host::guests;
-use crate::node::Snapshot;
+use crate::node::{Shared, Snapshot};
 use crate::policy::leave::{self, GuestFact, NodeNow, OwnerWatch};
 use crate::policy::{Consider, Decision, LocalState, NodeView, ProcFact, Reason, Tunables};
 use procfs::DemandMeter;
@@ -68,45 +67,6 @@ const REFUSED_FOR: Duration = Duration::from_secs(10);
 /// After a migration ends, its process's share stays off our load this
 /// long: the once-a-second load average has shown the departure by then.
 const DEPARTED_FOR: Duration = Duration::from_millis(2_000);
-
-/// What the balancer shares with the rest of `remoted` (`mosctl params`,
-/// the published entry).
-#[derive(Debug)]
-pub struct Shared {
-    tunables: Mutex<Tunables>,
-    away: AtomicU32,
-}
-
-impl Shared {
-    /// Shared state starting with `tunables`.
-    pub fn new(tunables: Tunables) -> Arc<Shared> {
-        Arc::new(Shared {
-            tunables: Mutex::new(tunables),
-            away: AtomicU32::new(0),
-        })
-    }
-
-    /// The parameters in force.
-    pub fn tunables(&self) -> Tunables {
-        self.tunables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Applies `KEY=VALUE` settings, all or none (`mosctl params`).
-    pub fn set(&self, sets: &[String]) -> Result<Tunables, crate::policy::ParamError> {
-        let mut t = self.tunables.lock().unwrap_or_else(|p| p.into_inner());
-        let new = t.with(sets)?;
-        *t = new.clone();
-        Ok(new)
-    }
-
-    /// How many processes started here run elsewhere, as homed last said.
-    pub fn away(&self) -> u32 {
-        self.away.load(Ordering::Relaxed)
-    }
-}
 
 /// Where one of our processes runs, as the balancer last saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -381,8 +341,7 @@ impl Worker {
         if let Some(list) = &home {
             let away = list.iter().filter(|p| p.node != p.home).count();
             self.shared
-                .away
-                .store(u32::try_from(away).unwrap_or(u32::MAX), Ordering::Relaxed);
+                .set_away(u32::try_from(away).unwrap_or(u32::MAX));
         }
         if !t.auto_migrate {
             return interval;
@@ -663,15 +622,5 @@ mod tests {
             refusing.into_iter().collect::<Vec<_>>(),
             vec!["b".to_string(), "d".to_string()]
         );
-    }
-
-    #[test]
-    fn shared_parameters_change_all_or_nothing() {
-        let s = Shared::new(Tunables::default());
-        assert!(s.set(&["margin=0.5".into(), "bogus=1".into()]).is_err());
-        assert_eq!(s.tunables(), Tunables::default());
-        let t = s.set(&["margin=0.5".into()]).unwrap();
-        assert_eq!(t.consider.margin, 0.5);
-        assert_eq!(s.tunables().consider.margin, 0.5);
     }
 }
