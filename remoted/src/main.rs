@@ -92,21 +92,14 @@ fn run(args: Args) -> Result<()> {
         guests: 0,
         away: 0,
     };
-    let b = &config.balancer;
-    let params = DisseminationParams {
-        interval_ms: b.info_interval_ms,
-        window_size: b.window,
-        suspect_after_ms: b.suspect_after_ms,
-        dead_after_ms: b.dead_after_ms,
-        forget_after_ms: b.forget_after_ms,
-        push_changed_ms: b.push_changed_ms,
-        // A quarter of the window: the rest keeps news of quiet nodes
-        // flowing when many loads change (see the dissemination docs).
-        changed_slots: (b.window / 4).max(1),
-        ..DisseminationParams::default()
-    };
-    let mut diss = Dissemination::new(params, me.clone(), config.node.seeds.clone(), generation)
-        .context("bad balancer parameters")?;
+    let diss_params = DisseminationParams::from_config(&config.balancer);
+    let mut diss = Dissemination::new(
+        diss_params,
+        me.clone(),
+        config.node.seeds.clone(),
+        generation,
+    )
+    .context("bad balancer parameters")?;
 
     let tick = Duration::from_millis(config.load.tick_ms);
     let mut event_loop = EventLoop::new(config.node.listen, key, &config.node.name, tick)
