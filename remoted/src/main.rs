@@ -16,8 +16,7 @@ use mosix_remoted::host::guests;
 use mosix_remoted::measure::LoadSource;
 use mosix_remoted::net::EventLoop;
 use mosix_remoted::node::{LocalNode, Shared, Snapshot};
-use mosix_remoted::policy::Tunables;
-use mosix_remoted::policy::{Dissemination, DisseminationParams};
+use mosix_remoted::policy::{Dissemination, DisseminationParams, params};
 
 /// The mosix remote daemon: this node's face to the cluster.
 ///
@@ -105,8 +104,8 @@ fn run(args: Args) -> Result<()> {
     let mut event_loop = EventLoop::new(config.node.listen, key, &config.node.name, tick)
         .with_context(|| format!("cannot listen on {}", config.node.listen))?;
 
-    let tunables = Tunables::from_config(&config.balancer).context("bad balancer parameters")?;
-    let shared = Shared::new(tunables);
+    params::validate(&config.balancer).context("bad balancer parameters")?;
+    let shared = Shared::new(config.balancer.clone());
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let mut node =
         LocalNode::new(me, source, speed, snapshot.clone())?.with_balance(shared.clone());
@@ -212,7 +211,7 @@ fn answer(
         }
         ControlRequest::Params { set } => {
             let t = if set.is_empty() {
-                shared.tunables()
+                shared.params()
             } else {
                 match shared.set(&set) {
                     Ok(t) => {
@@ -227,8 +226,7 @@ fn answer(
                 }
             };
             ControlResponse::Params {
-                params: t
-                    .rows()
+                params: params::rows(&t)
                     .into_iter()
                     .map(|(key, value, about)| ParamRow { key, value, about })
                     .collect(),

@@ -13,7 +13,7 @@ use mosix_proto::msg::LoadEntry;
 use crate::host::guests;
 use crate::measure::{LoadSource, Scope};
 use crate::net::Node;
-use crate::policy::{Action, Dissemination, LoadCalculator, LoadError, Tunables};
+use crate::policy::{Action, BalancerConfig, Dissemination, LoadCalculator, LoadError, params};
 
 /// What `mosctl` sees: rebuilt by the loop after every change.
 #[derive(Debug, Clone, Default)]
@@ -30,31 +30,31 @@ pub struct Snapshot {
 /// this node's entry).
 #[derive(Debug)]
 pub struct Shared {
-    tunables: Mutex<Tunables>,
+    params: Mutex<BalancerConfig>,
     away: AtomicU32,
 }
 
 impl Shared {
-    /// Shared state starting with `tunables`.
-    pub fn new(tunables: Tunables) -> Arc<Shared> {
+    /// Shared state starting with `params` (the configuration file's).
+    pub fn new(params: BalancerConfig) -> Arc<Shared> {
         Arc::new(Shared {
-            tunables: Mutex::new(tunables),
+            params: Mutex::new(params),
             away: AtomicU32::new(0),
         })
     }
 
     /// The parameters in force.
-    pub fn tunables(&self) -> Tunables {
-        self.tunables
+    pub fn params(&self) -> BalancerConfig {
+        self.params
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
     /// Applies `KEY=VALUE` settings, all or none (`mosctl params`).
-    pub fn set(&self, sets: &[String]) -> Result<Tunables, crate::policy::ParamError> {
-        let mut t = self.tunables.lock().unwrap_or_else(|p| p.into_inner());
-        let new = t.with(sets)?;
+    pub fn set(&self, sets: &[String]) -> Result<BalancerConfig, crate::policy::ParamError> {
+        let mut t = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        let new = params::with(&t, sets)?;
         *t = new.clone();
         Ok(new)
     }
@@ -210,11 +210,11 @@ mod tests {
 
     #[test]
     fn shared_parameters_change_all_or_nothing() {
-        let s = Shared::new(Tunables::default());
-        assert!(s.set(&["margin=0.5".into(), "bogus=1".into()]).is_err());
-        assert_eq!(s.tunables(), Tunables::default());
-        let t = s.set(&["margin=0.5".into()]).unwrap();
-        assert_eq!(t.consider.margin, 0.5);
-        assert_eq!(s.tunables().consider.margin, 0.5);
+        let s = Shared::new(BalancerConfig::default());
+        assert!(s.set(&["margin=0.75".into(), "bogus=1".into()]).is_err());
+        assert_eq!(s.params(), BalancerConfig::default());
+        let t = s.set(&["margin=0.75".into()]).unwrap();
+        assert_eq!(t.margin, 0.75);
+        assert_eq!(s.params().margin, 0.75);
     }
 }

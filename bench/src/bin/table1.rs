@@ -38,8 +38,8 @@ struct Args {
     /// Only these rows (numbers of processes); all 19 by default.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<usize>,
-    /// Rotation period of the balancer, ms (0: off; the policy's default
-    /// is 4000).
+    /// Rotation period of the balancer, ms (0: off, the daemons' default;
+    /// the simulator's is 4000).
     #[arg(long, default_value_t = 4_000)]
     rotate_after_ms: u64,
     /// Each node considers only the processes it started (as `remoted`

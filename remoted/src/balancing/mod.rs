@@ -48,7 +48,7 @@ use mosix_proto::process::{ProcessInfo, ProcessRequest, ProcessResponse};
 use crate::host::guests;
 use crate::node::{Shared, Snapshot};
 use crate::policy::leave::{self, GuestFact, NodeNow, OwnerWatch};
-use crate::policy::{Consider, Decision, LocalState, NodeView, ProcFact, Reason, Tunables};
+use crate::policy::{BalancerConfig, Consider, Decision, LocalState, NodeView, ProcFact, Reason};
 use procfs::DemandMeter;
 
 /// How long homed has to answer the process list (it checks every
@@ -122,7 +122,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     seed: u64,
 ) -> std::io::Result<()> {
-    let params = shared.tunables().consider;
+    let params = shared.params();
     let consider = Consider::new(params, seed)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let (outcome_tx, outcomes) = mpsc::channel();
@@ -314,10 +314,10 @@ impl Worker {
         while let Ok(o) = self.outcomes.try_recv() {
             self.on_outcome(o);
         }
-        let t = self.shared.tunables();
-        let interval = Duration::from_millis(t.interval_ms);
-        if self.consider.params() != &t.consider {
-            if let Err(e) = self.consider.set_params(t.consider.clone()) {
+        let t = self.shared.params();
+        let interval = Duration::from_millis(t.consider_interval_ms);
+        if self.consider.params() != &t {
+            if let Err(e) = self.consider.set_params(t.clone()) {
                 tracing::warn!(error = %e, "balancer: ignoring bad parameters");
             }
         }
@@ -425,12 +425,12 @@ impl Worker {
     }
 
     /// Asks the guests that must leave to go; logs what it asked.
-    fn guests_leave(&mut self, t: &Tunables, now_ms: u64, me: &mosix_proto::msg::LoadEntry) {
+    fn guests_leave(&mut self, t: &BalancerConfig, now_ms: u64, me: &mosix_proto::msg::LoadEntry) {
         let list = guests::list();
         let live: BTreeSet<i32> = list.iter().map(|g| g.body_pid).collect();
         self.asked.retain(|pid, _| live.contains(pid));
         if list.is_empty() {
-            self.owner.update(&t.leave, now_ms, false);
+            self.owner.update(t, now_ms, false);
             return;
         }
         let pids: Vec<i32> = list.iter().map(|g| g.body_pid).collect();
@@ -452,11 +452,11 @@ impl Worker {
             cpus: me.cpus,
             speed: me.speed,
             free_mem_bytes: me.free_mem_bytes,
-            usher_below_bytes: t.consider.usher_below_bytes,
+            usher_below_bytes: t.usher_below_bytes,
         };
-        let busy = leave::owner_busy(&t.leave, &node, &facts);
-        let back = self.owner.update(&t.leave, now_ms, busy);
-        for (pid, why) in leave::choose(&t.leave, now_ms, &node, &facts, &self.asked, back) {
+        let busy = leave::owner_busy(t, &node, &facts);
+        let back = self.owner.update(t, now_ms, busy);
+        for (pid, why) in leave::choose(t, now_ms, &node, &facts, &self.asked, back) {
             self.asked.insert(pid, now_ms);
             let g = list.iter().find(|g| g.body_pid == pid);
             if guests::ask_to_leave(pid, why.text()) {

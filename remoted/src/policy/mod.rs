@@ -13,9 +13,15 @@
 //!   [`Dissemination`]s, for tests and benchmarks.
 //! - [`consider`]: migration consideration: which process moves where.
 //! - [`leave`]: which guests must leave (owner back, memory short).
-//! - [`params`]: the run-time parameters `mosctl params` reads and sets.
+//! - [`params`]: the parameters as `mosctl params` reads and sets them.
 //! - [`procsim`]: a deterministic cluster running CPU-bound processes under
 //!   all three, for the paper's Table 1 and tests of the policy as a whole.
+//!
+//! Every parameter the configuration file sets is defined once, with its
+//! default, in [`BalancerConfig`] (the file's `[balancer]` section):
+//! consideration and leaving take that struct as it is, the dissemination
+//! takes its part ([`DisseminationParams::from_config`]). A simulator or a
+//! test that needs other values says which.
 
 pub mod consider;
 pub mod dissemination;
@@ -25,15 +31,17 @@ pub mod params;
 pub mod procsim;
 pub mod sim;
 
+pub use mosix_proto::config::BalancerConfig;
+
 pub use consider::{
-    Consider, ConsiderError, ConsiderParams, Decision, ExpelPlan, LocalState, Offer, ProcFact,
-    Reason, Refusal, Stuck,
+    Consider, ConsiderError, Decision, ExpelPlan, LocalState, Offer, ProcFact, Reason, Refusal,
+    Stuck,
 };
 
 pub use dissemination::{
     Action, Dissemination, DisseminationError, DisseminationParams, DisseminationStats,
     EntryRejection, NodeView,
 };
-pub use leave::{GuestFact, LeaveParams, LeaveReason, NodeNow};
+pub use leave::{GuestFact, LeaveReason, NodeNow};
 pub use load::{LoadCalculator, LoadError};
-pub use params::{ParamError, Tunables};
+pub use params::ParamError;
