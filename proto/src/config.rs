@@ -103,6 +103,13 @@ pub struct LoadConfig {
 }
 
 /// `[balancer]`: dissemination and migration parameters.
+///
+/// This is the one definition of every balancer parameter and of its
+/// default ([`Default`]: what a file without the section gives, shown in
+/// `mosix.toml.example`). `remoted`'s policy takes this struct as it is
+/// (consideration and leaving) or its part of it (the dissemination), and
+/// `mosctl params` changes a running copy of it; a simulator or a test that
+/// needs other values states them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BalancerConfig {
@@ -114,7 +121,10 @@ pub struct BalancerConfig {
     pub suspect_after_ms: u64,
     /// News older than this makes a node unused, and dead once it has also
     /// left a probe unanswered (must stay under 5000; see remoted's
-    /// dissemination docs for why the two differ in big clusters).
+    /// dissemination docs for why the two differ in big clusters). Migration
+    /// consideration skips targets whose news is older than this too (news
+    /// this old tells nothing about the load now; `mosctl params` calls it
+    /// `max_info_age_ms`).
     pub dead_after_ms: u64,
     /// Dead nodes are forgotten after this long.
     pub forget_after_ms: u64,
@@ -129,33 +139,43 @@ pub struct BalancerConfig {
     /// Time between migration-consideration rounds, ms (MOSIX: one load
     /// calculation, 1000).
     pub consider_interval_ms: u64,
-    /// A process is considered only after running here this long, ms.
+    /// A process is considered only after running here this long, ms
+    /// (since it started or arrived). Default 1000: one load calculation,
+    /// so its demand has been measured at least once.
     pub residency_ms: u64,
     /// Stability margin a move must leave between this node's load and
     /// the target's after the move, as a fraction of one CPU-bound
-    /// process here. Default 0.5, above the simulator's 0.25: a real
-    /// node's run queue also holds its daemons' bursts and the demand of a
-    /// process is measured, not known (both seen at 0.2 process on the
+    /// process here. Default 0.5, above the 0.25 the simulator runs with: a
+    /// real node's run queue also holds its daemons' bursts and the demand
+    /// of a process is measured, not known (both seen at 0.2 process on the
     /// half-CPU nodes of the local test clusters).
     pub margin: f64,
-    /// Only processes wanting at least this fraction of a CPU move for load.
+    /// Only processes wanting at least this fraction of a CPU move for load
+    /// (an I/O-bound process gains nothing).
     pub min_demand: f64,
-    /// Most migrations one round decides.
+    /// Most migrations one round decides (migrations leave one at a time on
+    /// the sending link anyway, and a round is a second).
     pub max_per_round: usize,
     /// How long a decided move raises this node's copy of the target's
     /// load, ms: until dissemination and the target's load average catch
     /// up (on a node with a fraction of a CPU, one process is several load
-    /// units, and the average rises by 3/8 of the gap a second).
+    /// units, and the average rises by 3/8 of the gap a second). Default
+    /// 10000; the simulator, whose migrations take tens of ms, runs with
+    /// 5000.
     pub accounting_hold_ms: u64,
-    /// A process is not sent back where it came from within this, ms.
+    /// A process is not sent back where it came from by the load rule
+    /// within this after it arrived, ms (stale figures could otherwise
+    /// bounce it).
     pub no_return_ms: u64,
     /// Memory ushering starts below this much free memory, bytes.
     pub usher_below_bytes: u64,
-    /// Free memory a target keeps after taking a process, bytes.
+    /// Free memory a target keeps after taking a process, on top of
+    /// `usher_below_bytes`, so it does not have to usher it on, bytes.
     pub memory_reserve_bytes: u64,
     /// Own (non-guest) run queue, in processes, from which the
     /// workstation's owner counts as back: guests then leave while the node
-    /// is overloaded.
+    /// is overloaded. Default 0.75: most of one CPU-bound process of the
+    /// node's own (the daemons' bursts during a migration stay well below).
     pub owner_load: f64,
     /// The owner counts as back only once the own load held this long, ms.
     pub owner_hold_ms: u64,
@@ -166,7 +186,10 @@ pub struct BalancerConfig {
     /// stayed this long, ms (0: off, the default: this node considers only
     /// the processes it started, so an extra process moved to a guest's
     /// node could not be moved on, and the simulator shows rotation then
-    /// lengthens the makespan; see mosix.toml.example).
+    /// lengthens the makespan; see mosix.toml.example). The simulator, where
+    /// every node considers every process it runs, runs with 4000: one
+    /// migration of an 8 MiB image per 4 s per node, and long enough for the
+    /// moved process to show in the target's smoothed load.
     pub rotate_after_ms: u64,
 }
 

@@ -12,13 +12,11 @@ use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::ClusterKey;
 use mosix_proto::local::Credentials;
 use mosix_proto::msg::LoadEntry;
-use mosix_remoted::balance::Shared;
-use mosix_remoted::balancer::Tunables;
-use mosix_remoted::balancer::{Dissemination, DisseminationParams};
 use mosix_remoted::host::guests;
 use mosix_remoted::measure::LoadSource;
 use mosix_remoted::net::EventLoop;
-use mosix_remoted::node::{LocalNode, Snapshot};
+use mosix_remoted::node::{LocalNode, Shared, Snapshot};
+use mosix_remoted::policy::{Dissemination, DisseminationParams, params};
 
 /// The mosix remote daemon: this node's face to the cluster.
 ///
@@ -93,33 +91,26 @@ fn run(args: Args) -> Result<()> {
         guests: 0,
         away: 0,
     };
-    let b = &config.balancer;
-    let params = DisseminationParams {
-        interval_ms: b.info_interval_ms,
-        window_size: b.window,
-        suspect_after_ms: b.suspect_after_ms,
-        dead_after_ms: b.dead_after_ms,
-        forget_after_ms: b.forget_after_ms,
-        push_changed_ms: b.push_changed_ms,
-        // A quarter of the window: the rest keeps news of quiet nodes
-        // flowing when many loads change (see the dissemination docs).
-        changed_slots: (b.window / 4).max(1),
-        ..DisseminationParams::default()
-    };
-    let mut diss = Dissemination::new(params, me.clone(), config.node.seeds.clone(), generation)
-        .context("bad balancer parameters")?;
+    let diss_params = DisseminationParams::from_config(&config.balancer);
+    let mut diss = Dissemination::new(
+        diss_params,
+        me.clone(),
+        config.node.seeds.clone(),
+        generation,
+    )
+    .context("bad balancer parameters")?;
 
     let tick = Duration::from_millis(config.load.tick_ms);
     let mut event_loop = EventLoop::new(config.node.listen, key, &config.node.name, tick)
         .with_context(|| format!("cannot listen on {}", config.node.listen))?;
 
-    let tunables = Tunables::from_config(&config.balancer).context("bad balancer parameters")?;
-    let shared = Shared::new(tunables);
+    params::validate(&config.balancer).context("bad balancer parameters")?;
+    let shared = Shared::new(config.balancer.clone());
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let mut node =
         LocalNode::new(me, source, speed, snapshot.clone())?.with_balance(shared.clone());
     node.publish_now(event_loop.now_ms(), &diss);
-    mosix_remoted::balance::spawn(
+    mosix_remoted::balancing::spawn(
         config.node.name.clone(),
         config.homed_socket(),
         snapshot.clone(),
@@ -222,7 +213,7 @@ fn answer(
         }
         ControlRequest::Params { set } => {
             let t = if set.is_empty() {
-                shared.tunables()
+                shared.params()
             } else {
                 match shared.set(&set) {
                     Ok(t) => {
@@ -237,8 +228,7 @@ fn answer(
                 }
             };
             ControlResponse::Params {
-                params: t
-                    .rows()
+                params: params::rows(&t)
                     .into_iter()
                     .map(|(key, value, about)| ParamRow { key, value, about })
                     .collect(),

@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use mosix_proto::link::{ClusterKey, Hello, LinkCodec, LinkError, LinkEvent, Role, decode};
 use mosix_proto::msg::PeerMessage;
 
-use crate::balancer::{Action, Dissemination};
+use crate::policy::{Action, Dissemination};
 
 const LISTENER: Token = Token(0);
 

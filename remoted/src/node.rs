@@ -1,18 +1,19 @@
 //! The local node as the event loop sees it: load sampling each tick, the
 //! once-a-second load average, the node's own published entry, and the
-//! snapshot `mosctl` reads.
+//! state the other threads share with the loop: the [`Snapshot`] `mosctl`
+//! and the balancer thread read, and the balancer's [`Shared`] state.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mosix_proto::control::{LocalStatus, NodeInfo, NodeState};
 use mosix_proto::frame::PROTOCOL_VERSION;
 use mosix_proto::msg::LoadEntry;
 
-use crate::balance::Shared;
-use crate::balancer::{Action, Dissemination, LoadCalculator, LoadError};
 use crate::host::guests;
 use crate::measure::{LoadSource, Scope};
 use crate::net::Node;
+use crate::policy::{Action, BalancerConfig, Dissemination, LoadCalculator, LoadError, params};
 
 /// What `mosctl` sees: rebuilt by the loop after every change.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,53 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
     /// This node's status (None until the first publish).
     pub status: Option<LocalStatus>,
+}
+
+/// What the balancer thread ([`crate::balancing`]) shares with the rest of
+/// `remoted`: the parameters in force (`mosctl params` reads and sets
+/// them) and how many of this node's processes run elsewhere (published in
+/// this node's entry).
+#[derive(Debug)]
+pub struct Shared {
+    params: Mutex<BalancerConfig>,
+    away: AtomicU32,
+}
+
+impl Shared {
+    /// Shared state starting with `params` (the configuration file's).
+    pub fn new(params: BalancerConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            params: Mutex::new(params),
+            away: AtomicU32::new(0),
+        })
+    }
+
+    /// The parameters in force.
+    pub fn params(&self) -> BalancerConfig {
+        self.params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies `KEY=VALUE` settings, all or none (`mosctl params`).
+    pub fn set(&self, sets: &[String]) -> Result<BalancerConfig, crate::policy::ParamError> {
+        let mut t = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        let new = params::with(&t, sets)?;
+        *t = new.clone();
+        Ok(new)
+    }
+
+    /// How many processes started here run elsewhere, as homed last said.
+    pub fn away(&self) -> u32 {
+        self.away.load(Ordering::Relaxed)
+    }
+
+    /// Records how many processes started here run elsewhere (the balancer
+    /// thread, from homed's list).
+    pub fn set_away(&self, away: u32) {
+        self.away.store(away, Ordering::Relaxed);
+    }
 }
 
 /// The local node: measures itself and feeds the dissemination.
@@ -153,5 +201,20 @@ pub fn describe(scope: &Scope) -> String {
         Scope::Machine => "machine".into(),
         Scope::CgroupV1 { dir, .. } => format!("cgroup v1 {}", dir.display()),
         Scope::CgroupV2 { dir } => format!("cgroup v2 {}", dir.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_parameters_change_all_or_nothing() {
+        let s = Shared::new(BalancerConfig::default());
+        assert!(s.set(&["margin=0.75".into(), "bogus=1".into()]).is_err());
+        assert_eq!(s.params(), BalancerConfig::default());
+        let t = s.set(&["margin=0.75".into()]).unwrap();
+        assert_eq!(t.margin, 0.75);
+        assert_eq!(s.params().margin, 0.75);
     }
 }

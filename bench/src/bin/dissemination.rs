@@ -36,8 +36,8 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use mosix_remoted::balancer::Action;
-use mosix_remoted::balancer::sim::{SimParams, Simulation};
+use mosix_remoted::policy::Action;
+use mosix_remoted::policy::sim::{SimParams, Simulation};
 use std::time::Instant;
 
 /// Prints dissemination cost, news delay and death detection at several

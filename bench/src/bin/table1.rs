@@ -3,7 +3,7 @@
 //! makespan against the optimum. The real balancer code runs (load
 //! calculation, dissemination, migration consideration of `mosix-remoted`);
 //! only the machines, the network and the migrations are simulated (see
-//! `mosix_remoted::balancer::procsim` for the model and its assumptions).
+//! `mosix_remoted::policy::procsim` for the model and its assumptions).
 //!
 //! Columns: `fluid` is max(300, 300 n / 16), the paper's optimal column
 //! (reached only by sharing the extra processes across nodes in time, which
@@ -16,7 +16,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use mosix_remoted::balancer::procsim::{ProcSimParams, TABLE1_ROWS, table1_row};
+use mosix_remoted::policy::procsim::{ProcSimParams, TABLE1_ROWS, table1_row};
 
 /// Prints the paper's Table 1 from the simulator.
 #[derive(Parser)]
@@ -38,8 +38,8 @@ struct Args {
     /// Only these rows (numbers of processes); all 19 by default.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<usize>,
-    /// Rotation period of the balancer, ms (0: off; the policy's default
-    /// is 4000).
+    /// Rotation period of the balancer, ms (0: off, the daemons' default;
+    /// the simulator's is 4000).
     #[arg(long, default_value_t = 4_000)]
     rotate_after_ms: u64,
     /// Each node considers only the processes it started (as `remoted`

@@ -1,6 +1,6 @@
 //! Load measurement: the I/O side of load calculation (ARCHITECTURE.md sections 7
 //! and 8). It reads what the kernel says about the node's CPUs, run queue and
-//! memory; [`crate::balancer::load`] turns the samples into a load.
+//! memory; [`crate::policy::load`] turns the samples into a load.
 //!
 //! A node is either the whole machine or, when the node runs in a cgroup (the
 //! local test cluster gives each node one with a CPU share), that cgroup:

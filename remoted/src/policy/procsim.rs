@@ -27,13 +27,14 @@
 //!   randomness comes from the seed, so a run is a function of its inputs.
 
 use super::consider::{
-    Consider, ConsiderError, ConsiderParams, Decision, LocalState, Offer, ProcFact, Reason, Refusal,
+    Consider, ConsiderError, Decision, LocalState, Offer, ProcFact, Reason, Refusal,
 };
 use super::dissemination::{
     Action, Dissemination, DisseminationError, DisseminationParams, NodeView,
 };
 use super::load::{LoadCalculator, LoadError};
 use super::sim::sim_address;
+use mosix_proto::config::BalancerConfig;
 use mosix_proto::msg::{LoadEntry, PeerMessage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -69,8 +70,10 @@ pub struct ProcSimParams {
     pub nodes: Vec<NodeSpec>,
     /// Every node's dissemination parameters.
     pub dissemination: DisseminationParams,
-    /// Every node's consideration parameters.
-    pub consider: ConsiderParams,
+    /// Every node's consideration parameters (the dissemination's are
+    /// `dissemination`; `dead_after_ms` here is the consideration's
+    /// oldest usable news).
+    pub consider: BalancerConfig,
     /// Load-sampling tick, ms (the daemon's).
     pub tick_ms: u64,
     /// Load calculation (fold) and consideration period, ms.
@@ -97,12 +100,23 @@ pub struct ProcSimParams {
 }
 
 impl ProcSimParams {
-    /// `n` identical one-CPU reference nodes with the default balancer.
+    /// `n` identical one-CPU reference nodes with the simulator's balancer:
+    /// the daemons' defaults but for a quarter-process margin (in the
+    /// simulator loads are known, not measured, and no daemon bursts sit in
+    /// the run queue), a 5 s accounting hold (a simulated migration takes
+    /// tens of ms, not seconds) and rotation every 4 s (every node here
+    /// considers every process it runs, so an extra process can always be
+    /// moved on; see `rotate_after_ms` in `mosix.toml.example`).
     pub fn uniform(n: usize) -> Self {
         Self {
             nodes: vec![NodeSpec::default(); n],
             dissemination: DisseminationParams::default(),
-            consider: ConsiderParams::default(),
+            consider: BalancerConfig {
+                margin: 0.25,
+                accounting_hold_ms: 5_000,
+                rotate_after_ms: 4_000,
+                ..BalancerConfig::default()
+            },
             tick_ms: 100,
             fold_ms: 1_000,
             gossip_latency_ms: 2,
@@ -294,7 +308,7 @@ impl ProcSim {
         if params.tick_ms == 0 || params.fold_ms == 0 || params.throughput_bytes_per_s == 0 {
             return Err(ProcSimError::ZeroPeriod);
         }
-        params.consider.validate()?;
+        super::consider::validate(&params.consider)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let n = params.nodes.len();
         let seeds: Vec<SocketAddr> = (0..n.min(2)).map(sim_address).collect();

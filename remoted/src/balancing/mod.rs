@@ -1,5 +1,8 @@
-//! The balancer at work: the glue between the pure policy in
-//! [`crate::balancer`] and the node (ARCHITECTURE.md section 7).
+//! The balancer thread: the I/O that drives the pure policy in
+//! [`crate::policy`] (ARCHITECTURE.md section 7). It reads the load vector the
+//! event loop publishes, asks `homed` for this node's processes, measures
+//! them in `/proc` ([`procfs`]), and starts the migrations the policy
+//! decides.
 //!
 //! A thread of its own runs a round every `interval_ms`, so nothing here
 //! ever blocks the event loop's gossip:
@@ -8,7 +11,7 @@
 //!    [`Snapshot`]), keeping as targets only nodes alive and accepting
 //!    guests;
 //! 2. it asks which of this node's guests must leave (the owner's own load
-//!    came back, memory is short: [`crate::balancer::leave`]) and asks
+//!    came back, memory is short: [`crate::policy::leave`]) and asks
 //!    their homes to take them ([`guests::ask_to_leave`]);
 //! 3. it asks this node's `homed` (its command socket, as root) for the
 //!    processes started here, measures how much CPU each wants
@@ -34,7 +37,6 @@ pub mod procfs;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,10 +45,10 @@ use mosix_proto::control::{ControlRequest, ControlResponse, NodeInfo, NodeState}
 use mosix_proto::local::{recv_local, send_local};
 use mosix_proto::process::{ProcessInfo, ProcessRequest, ProcessResponse};
 
-use crate::balancer::leave::{self, GuestFact, NodeNow, OwnerWatch};
-use crate::balancer::{Consider, Decision, LocalState, NodeView, ProcFact, Reason, Tunables};
 use crate::host::guests;
-use crate::node::Snapshot;
+use crate::node::{Shared, Snapshot};
+use crate::policy::leave::{self, GuestFact, NodeNow, OwnerWatch};
+use crate::policy::{BalancerConfig, Consider, Decision, LocalState, NodeView, ProcFact, Reason};
 use procfs::DemandMeter;
 
 /// How long homed has to answer the process list (it checks every
@@ -65,45 +67,6 @@ const REFUSED_FOR: Duration = Duration::from_secs(10);
 /// After a migration ends, its process's share stays off our load this
 /// long: the once-a-second load average has shown the departure by then.
 const DEPARTED_FOR: Duration = Duration::from_millis(2_000);
-
-/// What the balancer shares with the rest of `remoted` (`mosctl params`,
-/// the published entry).
-#[derive(Debug)]
-pub struct Shared {
-    tunables: Mutex<Tunables>,
-    away: AtomicU32,
-}
-
-impl Shared {
-    /// Shared state starting with `tunables`.
-    pub fn new(tunables: Tunables) -> Arc<Shared> {
-        Arc::new(Shared {
-            tunables: Mutex::new(tunables),
-            away: AtomicU32::new(0),
-        })
-    }
-
-    /// The parameters in force.
-    pub fn tunables(&self) -> Tunables {
-        self.tunables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Applies `KEY=VALUE` settings, all or none (`mosctl params`).
-    pub fn set(&self, sets: &[String]) -> Result<Tunables, crate::balancer::ParamError> {
-        let mut t = self.tunables.lock().unwrap_or_else(|p| p.into_inner());
-        let new = t.with(sets)?;
-        *t = new.clone();
-        Ok(new)
-    }
-
-    /// How many processes started here run elsewhere, as homed last said.
-    pub fn away(&self) -> u32 {
-        self.away.load(Ordering::Relaxed)
-    }
-}
 
 /// Where one of our processes runs, as the balancer last saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +122,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     seed: u64,
 ) -> std::io::Result<()> {
-    let params = shared.tunables().consider;
+    let params = shared.params();
     let consider = Consider::new(params, seed)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let (outcome_tx, outcomes) = mpsc::channel();
@@ -351,10 +314,10 @@ impl Worker {
         while let Ok(o) = self.outcomes.try_recv() {
             self.on_outcome(o);
         }
-        let t = self.shared.tunables();
-        let interval = Duration::from_millis(t.interval_ms);
-        if self.consider.params() != &t.consider {
-            if let Err(e) = self.consider.set_params(t.consider.clone()) {
+        let t = self.shared.params();
+        let interval = Duration::from_millis(t.consider_interval_ms);
+        if self.consider.params() != &t {
+            if let Err(e) = self.consider.set_params(t.clone()) {
                 tracing::warn!(error = %e, "balancer: ignoring bad parameters");
             }
         }
@@ -378,8 +341,7 @@ impl Worker {
         if let Some(list) = &home {
             let away = list.iter().filter(|p| p.node != p.home).count();
             self.shared
-                .away
-                .store(u32::try_from(away).unwrap_or(u32::MAX), Ordering::Relaxed);
+                .set_away(u32::try_from(away).unwrap_or(u32::MAX));
         }
         if !t.auto_migrate {
             return interval;
@@ -463,12 +425,12 @@ impl Worker {
     }
 
     /// Asks the guests that must leave to go; logs what it asked.
-    fn guests_leave(&mut self, t: &Tunables, now_ms: u64, me: &mosix_proto::msg::LoadEntry) {
+    fn guests_leave(&mut self, t: &BalancerConfig, now_ms: u64, me: &mosix_proto::msg::LoadEntry) {
         let list = guests::list();
         let live: BTreeSet<i32> = list.iter().map(|g| g.body_pid).collect();
         self.asked.retain(|pid, _| live.contains(pid));
         if list.is_empty() {
-            self.owner.update(&t.leave, now_ms, false);
+            self.owner.update(t, now_ms, false);
             return;
         }
         let pids: Vec<i32> = list.iter().map(|g| g.body_pid).collect();
@@ -490,11 +452,11 @@ impl Worker {
             cpus: me.cpus,
             speed: me.speed,
             free_mem_bytes: me.free_mem_bytes,
-            usher_below_bytes: t.consider.usher_below_bytes,
+            usher_below_bytes: t.usher_below_bytes,
         };
-        let busy = leave::owner_busy(&t.leave, &node, &facts);
-        let back = self.owner.update(&t.leave, now_ms, busy);
-        for (pid, why) in leave::choose(&t.leave, now_ms, &node, &facts, &self.asked, back) {
+        let busy = leave::owner_busy(t, &node, &facts);
+        let back = self.owner.update(t, now_ms, busy);
+        for (pid, why) in leave::choose(t, now_ms, &node, &facts, &self.asked, back) {
             self.asked.insert(pid, now_ms);
             let g = list.iter().find(|g| g.body_pid == pid);
             if guests::ask_to_leave(pid, why.on_the_wire()) {
@@ -660,15 +622,5 @@ mod tests {
             refusing.into_iter().collect::<Vec<_>>(),
             vec!["b".to_string(), "d".to_string()]
         );
-    }
-
-    #[test]
-    fn shared_parameters_change_all_or_nothing() {
-        let s = Shared::new(Tunables::default());
-        assert!(s.set(&["margin=0.5".into(), "bogus=1".into()]).is_err());
-        assert_eq!(s.tunables(), Tunables::default());
-        let t = s.set(&["margin=0.5".into()]).unwrap();
-        assert_eq!(t.consider.margin, 0.5);
-        assert_eq!(s.tunables().consider.margin, 0.5);
     }
 }

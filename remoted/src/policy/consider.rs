@@ -32,7 +32,7 @@
 //!   lower load after the move, then to more free memory, then at random
 //!   (seeded), so that several senders do not all pick the same idle node.
 //! - **Never:** to ourselves, to a node believed dead, to a node whose news
-//!   is older than `max_info_age_ms`, to a node that refuses guests
+//!   is older than `dead_after_ms`, to a node that refuses guests
 //!   (`mosctl block`, or a refused migration), to a node without room for the
 //!   process's memory; a pinned (`mosrun -L`) or cannot-move process.
 //! - **No thrashing.** Besides residency and the rule above, a process is not
@@ -68,87 +68,25 @@
 //! migration (refuse when blocked, short of memory, or no longer less
 //! loaded).
 //!
-//! # Defaults
+//! # Parameters
 //!
-//! MOSIX kept these in the kernel and did not publish most of them; the
-//! defaults are chosen to match its behaviour as described in the paper and
-//! the MOSIX manuals (consideration once per load calculation, one second;
-//! residency of about one second; a quarter-process margin), and are checked
-//! in [`super::procsim`] against the paper's Table 1.
+//! [`BalancerConfig`], the configuration file's `[balancer]` section, holds
+//! every parameter named above, its default and why (news older than
+//! `dead_after_ms` is too old to move a process for). MOSIX kept these in
+//! the kernel and did not publish most of them; the defaults are chosen to
+//! match its behaviour as described in the paper and the MOSIX manuals
+//! (consideration once per load calculation, one second; residency of
+//! about one second), with a margin and a hold suited to measured loads on
+//! real nodes. [`super::procsim`] checks the policy against the paper's
+//! Table 1 with the simulator's own values, which it states.
 
 use super::dissemination::NodeView;
+use mosix_proto::config::BalancerConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Tunables of migration consideration; [`Default`] gives the MOSIX-like
-/// values documented on each field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConsiderParams {
-    /// A process is considered only after staying this long at the node
-    /// (since start or arrival). Default 1,000 ms: one load calculation, so
-    /// its demand has been measured at least once.
-    pub residency_ms: u64,
-    /// Stability margin, as a fraction of one CPU-bound process's load on
-    /// this node (on a node of one reference CPU, load units), added to the target's load after the move. Default
-    /// 0.25: absorbs smoothing lag in the simulator; the daemons use the
-    /// configuration file's `balancer.margin` (0.5), which also covers
-    /// measurement noise.
-    pub margin: f64,
-    /// Only processes demanding at least this fraction of a CPU are moved for
-    /// load (an I/O-bound process gains nothing). Default 0.5.
-    pub min_demand: f64,
-    /// Most migrations decided per round. Default 4: migrations leave one at
-    /// a time on the sending link anyway, and a round is a second.
-    pub max_per_round: usize,
-    /// How long a decided move raises our copy of the target's load.
-    /// Default 5,000 ms: long enough for dissemination (500 ms a hop) and the
-    /// target's rising load average ((5 old + 3 new)/8, about 5 folds to get
-    /// within 10 %) to catch up.
-    pub accounting_hold_ms: u64,
-    /// A process is not sent back to the node it came from by the load rule
-    /// within this time after it arrived. Default 30,000 ms.
-    pub no_return_ms: u64,
-    /// Targets whose news is older than this are skipped (news this old
-    /// tells nothing about the load now). Default 4,000 ms, the
-    /// dissemination's `dead_after_ms`.
-    pub max_info_age_ms: u64,
-    /// Memory ushering starts when local free memory is below this. Default
-    /// 64 MiB.
-    pub usher_below_bytes: u64,
-    /// Free memory a target must keep after receiving a process, on top of
-    /// `usher_below_bytes`, so it does not have to usher it on. Default 64
-    /// MiB.
-    pub memory_reserve_bytes: u64,
-    /// Rotation (time sharing across nodes): when this node runs exactly one
-    /// CPU-bound process more than a target (the load rule cannot fire) and
-    /// every process here has stayed at least this long, the most
-    /// advanced one (most CPU used, then longest resident) moves there, so the extra process's share of slowness
-    /// travels round the cluster instead of falling on the few processes
-    /// that happen to share a node. 0 turns it off. Default 4,000 ms: one
-    /// migration of an 8 MiB image (about 0.1 s) per 4 s per node, and long
-    /// enough for the moved process to show in the target's smoothed load.
-    pub rotate_after_ms: u64,
-}
-
-impl Default for ConsiderParams {
-    fn default() -> Self {
-        Self {
-            residency_ms: 1_000,
-            margin: 0.25,
-            min_demand: 0.5,
-            max_per_round: 4,
-            accounting_hold_ms: 5_000,
-            no_return_ms: 30_000,
-            max_info_age_ms: 4_000,
-            usher_below_bytes: 64 << 20,
-            memory_reserve_bytes: 64 << 20,
-            rotate_after_ms: 4_000,
-        }
-    }
-}
-
-/// Why [`ConsiderParams`] cannot be used.
+/// Why a [`BalancerConfig`] cannot be used for consideration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConsiderError {
     /// stability margin {0} is not a finite number >= 0; set `margin` to e.g. 0.25
@@ -162,20 +100,18 @@ pub enum ConsiderError {
     NoMigrationsAllowed,
 }
 
-impl ConsiderParams {
-    /// Checks that the parameters make sense.
-    pub fn validate(&self) -> Result<(), ConsiderError> {
-        if !self.margin.is_finite() || self.margin < 0.0 {
-            return Err(ConsiderError::BadMargin(self.margin));
-        }
-        if !(0.0..=1.0).contains(&self.min_demand) {
-            return Err(ConsiderError::BadMinDemand(self.min_demand));
-        }
-        if self.max_per_round == 0 {
-            return Err(ConsiderError::NoMigrationsAllowed);
-        }
-        Ok(())
+/// Checks that the consideration's parameters make sense.
+pub fn validate(params: &BalancerConfig) -> Result<(), ConsiderError> {
+    if !params.margin.is_finite() || params.margin < 0.0 {
+        return Err(ConsiderError::BadMargin(params.margin));
     }
+    if !(0.0..=1.0).contains(&params.min_demand) {
+        return Err(ConsiderError::BadMinDemand(params.min_demand));
+    }
+    if params.max_per_round == 0 {
+        return Err(ConsiderError::NoMigrationsAllowed);
+    }
+    Ok(())
 }
 
 /// What the daemon knows about one process running here.
@@ -347,7 +283,7 @@ impl Target {
 /// once per load calculation and start the migrations it decides.
 #[derive(Debug)]
 pub struct Consider {
-    params: ConsiderParams,
+    params: BalancerConfig,
     floors: BTreeMap<String, Floor>,
     accepted: Vec<(f64, u64)>,
     /// Moves decided away from a host by [`Consider::round_away`], by
@@ -389,8 +325,8 @@ fn demand_of(p: &ProcFact) -> f64 {
 
 impl Consider {
     /// A node's consideration with `params`; `seed` drives tie-breaking.
-    pub fn new(params: ConsiderParams, seed: u64) -> Result<Self, ConsiderError> {
-        params.validate()?;
+    pub fn new(params: BalancerConfig, seed: u64) -> Result<Self, ConsiderError> {
+        validate(&params)?;
         Ok(Self {
             params,
             floors: BTreeMap::new(),
@@ -401,13 +337,13 @@ impl Consider {
     }
 
     /// The parameters in force.
-    pub fn params(&self) -> &ConsiderParams {
+    pub fn params(&self) -> &BalancerConfig {
         &self.params
     }
 
     /// Replaces the parameters (`mosctl` at run time).
-    pub fn set_params(&mut self, params: ConsiderParams) -> Result<(), ConsiderError> {
-        params.validate()?;
+    pub fn set_params(&mut self, params: BalancerConfig) -> Result<(), ConsiderError> {
+        validate(&params)?;
         self.params = params;
         Ok(())
     }
@@ -514,7 +450,7 @@ impl Consider {
             if v.is_self
                 || e.name == local.name
                 || !v.alive
-                || e.age_ms > self.params.max_info_age_ms
+                || e.age_ms > self.params.dead_after_ms
                 || refusing.contains(&e.name)
                 || !e.load.is_finite()
                 || e.load < 0.0
@@ -780,7 +716,7 @@ impl Consider {
         }
     }
 
-    /// Rotation (see [`ConsiderParams::rotate_after_ms`]): at most one move
+    /// Rotation (see [`BalancerConfig::rotate_after_ms`]): at most one move
     /// per round, only when nothing else moved, only when this node has run
     /// the same processes for `rotate_after_ms`, and only to a node that
     /// after the move is no busier than we are now (so the difference stays
@@ -968,8 +904,20 @@ mod tests {
         }
     }
 
+    /// The values these tests were written for, the simulator's
+    /// (`ProcSimParams::uniform`): a quarter-process margin, a 5 s hold and rotation every 4 s, where
+    /// the daemons' defaults are half a process, 10 s and no rotation.
+    fn params() -> BalancerConfig {
+        BalancerConfig {
+            margin: 0.25,
+            accounting_hold_ms: 5_000,
+            rotate_after_ms: 4_000,
+            ..BalancerConfig::default()
+        }
+    }
+
     fn consider() -> Consider {
-        Consider::new(ConsiderParams::default(), 7).unwrap()
+        Consider::new(params(), 7).unwrap()
     }
 
     fn none() -> BTreeSet<String> {
@@ -1102,9 +1050,9 @@ mod tests {
     fn one_process_of_difference_is_not_enough() {
         // 2 vs 1: after the move the target would be at 2, no better. Only
         // rotation (here turned off; see `rotation_*`) moves in that case.
-        let no_rotation = ConsiderParams {
+        let no_rotation = BalancerConfig {
             rotate_after_ms: 0,
-            ..ConsiderParams::default()
+            ..params()
         };
         let d = Consider::new(no_rotation, 7).unwrap().round(
             NOW,
@@ -1220,9 +1168,9 @@ mod tests {
         // 2.1 vs 0.9: 2.1 > 1.9 but not > 1.9 + 0.25.
         let d = consider().round(NOW, &local(2.1), &[view("b", 0.9)], &none(), &[proc(1)]);
         assert!(d.is_empty(), "{d:?}");
-        let params = ConsiderParams {
+        let params = BalancerConfig {
             margin: 0.1,
-            ..ConsiderParams::default()
+            ..params()
         };
         let mut c = Consider::new(params, 1).unwrap();
         let d = c.round(NOW, &local(2.1), &[view("b", 0.9)], &none(), &[proc(1)]);
@@ -1257,10 +1205,10 @@ mod tests {
         let procs: Vec<ProcFact> = (1..=4).map(proc).collect();
         // The load rule only: at 2, 1, 1 rotation would go on sharing the
         // extra process (see `rotation_*`).
-        let params = ConsiderParams {
+        let params = BalancerConfig {
             accounting_hold_ms: 10_000,
             rotate_after_ms: 0,
-            ..ConsiderParams::default()
+            ..params()
         };
         let mut c = Consider::new(params, 1).unwrap();
         let nodes = [half("b", 0.22), half("c", 0.07)];
@@ -1333,7 +1281,7 @@ mod tests {
         let mut fast = view("fast", 0.0);
         fast.entry.speed = 2.0;
         for seed in 0..20 {
-            let mut c = Consider::new(ConsiderParams::default(), seed).unwrap();
+            let mut c = Consider::new(params(), seed).unwrap();
             let d = c.round(
                 NOW,
                 &local(3.0),
@@ -1373,7 +1321,7 @@ mod tests {
         let mut some = view("some", 0.0);
         some.entry.free_mem_bytes = 1 << 30;
         for seed in 0..20 {
-            let mut c = Consider::new(ConsiderParams::default(), seed).unwrap();
+            let mut c = Consider::new(params(), seed).unwrap();
             let d = c.round(
                 NOW,
                 &local(3.0),
@@ -1392,9 +1340,9 @@ mod tests {
         let views: Vec<NodeView> = ["b", "c", "d", "e"].iter().map(|n| view(n, 0.0)).collect();
         let procs: Vec<ProcFact> = (1..=8).map(proc).collect();
         // The load rule only (rotation would share the last extra process).
-        let no_rotation = ConsiderParams {
+        let no_rotation = BalancerConfig {
             rotate_after_ms: 0,
-            ..ConsiderParams::default()
+            ..params()
         };
         let mut c = Consider::new(no_rotation, 7).unwrap();
         let d = c.round(NOW, &local(8.0), &views, &none(), &procs);
@@ -1507,7 +1455,7 @@ mod tests {
             demand in 0.5f64..=1.0,
             margin in 0.0f64..1.0,
         ) {
-            let params = ConsiderParams { margin, ..ConsiderParams::default() };
+            let params = BalancerConfig { margin, ..params() };
             let mut a = Consider::new(params.clone(), 1).unwrap();
             let mut me = local(la);
             me.cpus = cpus_a;
@@ -1629,17 +1577,17 @@ mod tests {
 
     #[test]
     fn bad_params_are_rejected() {
-        let bad = ConsiderParams {
+        let bad = BalancerConfig {
             margin: f64::NAN,
-            ..ConsiderParams::default()
+            ..params()
         };
         assert!(matches!(
             Consider::new(bad, 0),
             Err(ConsiderError::BadMargin(_))
         ));
-        let bad = ConsiderParams {
+        let bad = BalancerConfig {
             max_per_round: 0,
-            ..ConsiderParams::default()
+            ..params()
         };
         assert_eq!(
             Consider::new(bad, 0).unwrap_err(),

@@ -5,49 +5,25 @@
 //!
 //! A guest that leaves goes back to its home, which brings it home or sends
 //! it on; this node only asks (through the guest's host thread). A guest is
-//! asked at most once per `ask_every_ms`, so a slow home is not flooded.
+//! asked at most once per `leave_ask_every_ms`, so a slow home is not flooded.
 
+use mosix_proto::config::BalancerConfig;
 use std::collections::BTreeMap;
 
-/// Tunables of the leave policy.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeaveParams {
-    /// Local (non-guest) run queue, in processes, from which the owner
-    /// counts as back: guests then leave while the node is overloaded.
-    /// Default 0.75: most of one CPU-bound process of the node's own (the
-    /// daemons' bursts during a migration stay well below).
-    pub owner_load: f64,
-    /// The owner counts as back only after the own load has stayed above
-    /// `owner_load` this long, ms (see [`OwnerWatch`]). Default 3,000.
-    pub owner_hold_ms: u64,
-    /// A guest is asked to leave at most once per this, ms. Default 10,000.
-    pub ask_every_ms: u64,
-}
-
-impl Default for LeaveParams {
-    fn default() -> Self {
-        Self {
-            owner_load: 0.75,
-            owner_hold_ms: 3_000,
-            ask_every_ms: 10_000,
-        }
+/// Checks the leave policy's parameters ([`BalancerConfig::owner_load`],
+/// `owner_hold_ms`, `leave_ask_every_ms`); the error says which one is
+/// wrong.
+pub fn validate(params: &BalancerConfig) -> Result<(), &'static str> {
+    if !params.owner_load.is_finite() || params.owner_load < 0.0 {
+        return Err("owner_load must be a finite number >= 0");
     }
-}
-
-impl LeaveParams {
-    /// Checks the values; the error says which one is wrong.
-    pub fn validate(&self) -> Result<(), &'static str> {
-        if !self.owner_load.is_finite() || self.owner_load < 0.0 {
-            return Err("owner_load must be a finite number >= 0");
-        }
-        if self.owner_hold_ms > 600_000 {
-            return Err("owner_hold_ms must be at most 600000");
-        }
-        if self.ask_every_ms == 0 {
-            return Err("leave_ask_every_ms must be at least 1");
-        }
-        Ok(())
+    if params.owner_hold_ms > 600_000 {
+        return Err("owner_hold_ms must be at most 600000");
     }
+    if params.leave_ask_every_ms == 0 {
+        return Err("leave_ask_every_ms must be at least 1");
+    }
+    Ok(())
 }
 
 /// One guest running here, as the policy sees it.
@@ -120,7 +96,7 @@ fn demand(g: &GuestFact) -> f64 {
 
 /// Whether the node's own (non-guest) run queue is at least `owner_load`
 /// while the node is overloaded, right now.
-pub fn owner_busy(params: &LeaveParams, node: &NodeNow, guests: &[GuestFact]) -> bool {
+pub fn owner_busy(params: &BalancerConfig, node: &NodeNow, guests: &[GuestFact]) -> bool {
     let cap = node.cpus * node.speed;
     if !(cap.is_finite() && cap > 0.0 && node.load.is_finite()) {
         return false;
@@ -139,7 +115,7 @@ pub struct OwnerWatch {
 
 impl OwnerWatch {
     /// Feeds this round's [`owner_busy`]; returns whether the owner is back.
-    pub fn update(&mut self, params: &LeaveParams, now_ms: u64, busy: bool) -> bool {
+    pub fn update(&mut self, params: &BalancerConfig, now_ms: u64, busy: bool) -> bool {
         if !busy {
             self.since_ms = None;
             return false;
@@ -153,7 +129,7 @@ impl OwnerWatch {
 /// `asked` holds when each guest was last asked (the caller records the
 /// ones returned); `owner_back` comes from [`OwnerWatch`].
 pub fn choose(
-    params: &LeaveParams,
+    params: &BalancerConfig,
     now_ms: u64,
     node: &NodeNow,
     guests: &[GuestFact],
@@ -163,7 +139,7 @@ pub fn choose(
     let may_ask = |g: &GuestFact| {
         asked
             .get(&g.body_pid)
-            .is_none_or(|&at| now_ms.saturating_sub(at) >= params.ask_every_ms)
+            .is_none_or(|&at| now_ms.saturating_sub(at) >= params.leave_ask_every_ms)
     };
     let mut out: Vec<(i32, LeaveReason)> = Vec::new();
     let cap = node.cpus * node.speed;
@@ -242,7 +218,7 @@ mod tests {
 
     #[test]
     fn guests_alone_on_their_node_stay() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 10)];
         // Two CPU-bound guests on one CPU: overloaded, but by guests only.
         assert!(choose(&p, 100_000, &node(2.0, GIB), &gs, &BTreeMap::new(), true).is_empty());
@@ -250,7 +226,7 @@ mod tests {
 
     #[test]
     fn owner_back_sends_the_newest_guests_until_not_overloaded() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 10), guest(3, 9, 10)];
         // The owner runs one CPU-bound process: run queue 4 on one CPU.
         let out = choose(&p, 100_000, &node(4.0, GIB), &gs, &BTreeMap::new(), true);
@@ -270,7 +246,7 @@ mod tests {
 
     #[test]
     fn owner_back_on_two_cpus_keeps_what_fits() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 10)];
         let mut n = node(1.5, GIB); // run queue 3 on 2 CPUs: owner 1
         n.cpus = 2.0;
@@ -280,7 +256,7 @@ mod tests {
 
     #[test]
     fn short_memory_sends_the_largest_guests_first() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 100), guest(3, 9, 40)];
         let out = choose(
             &p,
@@ -303,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_guest_is_not_asked_again_too_soon() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let gs = [guest(1, 0, 10), guest(2, 5, 10)];
         let n = node(3.0, GIB);
         let asked: BTreeMap<i32, u64> = [(2, 95_000)].into();
@@ -320,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_owner_counts_as_back_only_after_the_hold() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let mut w = OwnerWatch::default();
         assert!(!w.update(&p, 1_000, true));
         assert!(!w.update(&p, 3_000, true));
@@ -337,7 +313,7 @@ mod tests {
 
     #[test]
     fn nonsense_figures_ask_nothing() {
-        let p = LeaveParams::default();
+        let p = BalancerConfig::default();
         let gs = [guest(1, 0, 10)];
         let mut n = node(f64::NAN, GIB);
         assert!(choose(&p, 1, &n, &gs, &BTreeMap::new(), true).is_empty());

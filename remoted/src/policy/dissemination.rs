@@ -131,6 +131,7 @@
 //! newcomer's news is fresher, else the newcomer is dropped. Received windows
 //! are processed up to `max_nodes` entries.
 
+use mosix_proto::config::BalancerConfig;
 use mosix_proto::msg::{LoadEntry, PeerMessage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -145,19 +146,24 @@ const FORGET_SCAN_MS: u64 = 5_000;
 /// Longest node name accepted from the network, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Tunables of the dissemination; [`Default`] gives MOSIX `infod`'s figures
-/// and the detection bounds the cluster promises (dead within 5 s).
+/// Tunables of the dissemination. Those the configuration file sets are
+/// taken from its `[balancer]` section ([`from_config`](Self::from_config),
+/// where their defaults are: MOSIX `infod`'s figures and the detection
+/// bounds the cluster promises, dead within 5 s); [`Default`] is what a
+/// file without that section gives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DisseminationParams {
-    /// Period of the regular gossip, in ms (infod: 500).
+    /// Period of the regular gossip, in ms (`balancer.info_interval_ms`).
     pub interval_ms: u64,
     /// Most entries (besides the sender's own) one message carries
-    /// (infod: 16-20).
+    /// (`balancer.window`).
     pub window_size: usize,
-    /// News older than this makes a node a suspect, to be probed.
+    /// News older than this makes a node a suspect, to be probed
+    /// (`balancer.suspect_after_ms`).
     pub suspect_after_ms: u64,
     /// News older than this makes a node stale (not used); dead if a probe
-    /// since that news went unanswered (see the module docs).
+    /// since that news went unanswered (see the module docs;
+    /// `balancer.dead_after_ms`).
     pub dead_after_ms: u64,
     /// Most probes sent per interval besides the regular gossip (each
     /// suspect gets at most one per interval); it bounds the cost per node
@@ -171,37 +177,48 @@ pub struct DisseminationParams {
     /// Most nodes held in memory.
     pub max_nodes: usize,
     /// Dead nodes are forgotten when their news is this old; entries older
-    /// than this are rejected as absurd.
+    /// than this are rejected as absurd (`balancer.forget_after_ms`).
     pub forget_after_ms: u64,
     /// For this long after we learn that a node's load changed by at least
     /// `change_threshold` processes, its entry goes ahead of the freshest
     /// ones in our windows (see *Pushing changes* in the module docs); 0:
-    /// windows carry only the freshest entries.
+    /// windows carry only the freshest entries (`balancer.push_changed_ms`).
     pub push_changed_ms: u64,
     /// Most window slots that changed entries may take; the rest carries
-    /// the freshest entries, so news of quiet nodes keeps flowing.
+    /// the freshest entries, so news of quiet nodes keeps flowing (a
+    /// quarter of the window).
     pub changed_slots: usize,
     /// A change of a node's load that counts as news, in processes at that
     /// node (load difference times its CPUs times its speed).
     pub change_threshold: f64,
 }
 
-impl Default for DisseminationParams {
-    fn default() -> Self {
+impl DisseminationParams {
+    /// The dissemination a node's configuration asks for; what the file
+    /// does not set is fixed here.
+    pub fn from_config(b: &BalancerConfig) -> Self {
         Self {
-            interval_ms: 500,
-            window_size: 16,
-            suspect_after_ms: 2_000,
-            dead_after_ms: 4_000,
+            interval_ms: b.info_interval_ms,
+            window_size: b.window,
+            suspect_after_ms: b.suspect_after_ms,
+            dead_after_ms: b.dead_after_ms,
             probes_per_interval: 1,
             revive_every: 4,
             fail_hint_threshold: 2,
             max_nodes: 4096,
-            forget_after_ms: 600_000,
-            push_changed_ms: 5_000,
-            changed_slots: 4,
+            forget_after_ms: b.forget_after_ms,
+            push_changed_ms: b.push_changed_ms,
+            // A quarter of the window: the rest keeps news of quiet nodes
+            // flowing when many loads change (see the module docs).
+            changed_slots: (b.window / 4).max(1),
             change_threshold: 0.5,
         }
+    }
+}
+
+impl Default for DisseminationParams {
+    fn default() -> Self {
+        Self::from_config(&BalancerConfig::default())
     }
 }
 
