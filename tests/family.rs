@@ -19,7 +19,7 @@
 //! Run as root after building the workspace:
 //! `cargo test -p mosix-tests --test family -- --test-threads=1`.
 
-use mosix_tests::procs::{cmdline, descends_from, is_deputy, mosps_entry, ppid, text};
+use mosix_tests::procs::{cmdline, descends_from, is_deputy, mosps_entry, pgrp, ppid, text};
 use mosix_tests::{Cluster, bin, is_running};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -1002,14 +1002,6 @@ while not os.path.exists("groups.go"):
     time.sleep(0.05)
 "#;
 
-/// Field `n` (1-based, after the command) of `/proc/PID/stat`.
-fn stat_field(pid: i32, n: usize) -> i32 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    s.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(n - 3)?.parse().ok())
-        .unwrap_or(-1)
-}
-
 #[test]
 fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     let h = Home::new();
@@ -1032,8 +1024,8 @@ fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     })
     .unwrap();
     assert_eq!(h.read("groups.pid").trim(), pid.to_string());
-    // At home, the deputy leads the group the body made (field 5: pgrp).
-    assert_eq!(stat_field(pid, 5), pid, "the deputy's group at home");
+    // At home, the deputy leads the group the body made.
+    assert_eq!(pgrp(pid), Some(pid), "the deputy's group at home");
     assert!(
         is_deputy(pid),
         "{pid} is not a deputy: the program ran at home"

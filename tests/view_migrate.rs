@@ -324,7 +324,7 @@ fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
     );
     let status = std::fs::read_to_string(format!("/proc/{body}/status")).unwrap();
     assert!(
-        status.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")),
+        mosix_engine::procfs::status_ids(&status, "Uid") == Some([UID; 4]),
         "the body does not run as {UID}:\n{status}"
     );
     let views = view_mounts(remoted2);
