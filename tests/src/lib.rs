@@ -5,6 +5,7 @@
 //! The binaries under test are the ones cargo built beside the test
 //! executable (`target/<profile>/`); the test command builds them first.
 
+pub mod home;
 mod job;
 pub mod procs;
 
