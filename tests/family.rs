@@ -19,10 +19,10 @@
 //! Run as root after building the workspace:
 //! `cargo test -p mosix-tests --test family -- --test-threads=1`.
 
-use mosix_tests::procs::{cmdline, descends_from, is_deputy, mosps_entry, ppid, text};
-use mosix_tests::{Cluster, bin, is_running};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use mosix_tests::home::Home;
+use mosix_tests::procs::{cmdline, descends_from, is_deputy, mosps_entry, pgrp, ppid, text};
+use mosix_tests::{bin, is_running};
+use std::process::{Child, Output};
 use std::time::Duration;
 
 /// The owner of the test's files and processes (not root: the view never
@@ -32,82 +32,27 @@ const UID: u32 = 4251;
 /// The shell's gate: spin (builtins only) until SIGUSR1, then run `then`.
 const GATE: &str = "trap 'go=1' USR1; while [ -z \"$go\" ]; do :; done; ";
 
-/// A two-node cluster with a directory that only n1 has.
-struct Home {
-    c: Cluster,
-    dir: String,
+/// The shared fixture (a cluster, and a directory that only n1 has), with
+/// this file's way of starting, moving and ending jobs.
+struct FamilyHome(Home);
+
+impl std::ops::Deref for FamilyHome {
+    type Target = Home;
+
+    fn deref(&self) -> &Home {
+        &self.0
+    }
 }
 
-impl Home {
-    fn new() -> Home {
-        Home::with_nodes(2)
+impl FamilyHome {
+    fn new() -> FamilyHome {
+        FamilyHome::with_nodes(2)
     }
 
-    /// As [`Home::new`], with `nodes` nodes (n3 and on are other nodes a
-    /// body can move on to).
-    fn with_nodes(nodes: usize) -> Home {
-        let c = Cluster::up(nodes).unwrap();
-        let dir = format!("/srv/mx-family-{}", std::process::id());
-        let setup = format!(
-            "set -e; mount -t tmpfs -o mode=0755 mx-family-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
-        );
-        let out = c.exec("n1", &["sh", "-c", &setup]).unwrap();
-        assert!(out.status.success(), "setup at n1: {}", text(&out));
-        let out = c.exec("n2", &["test", "-e", &dir]).unwrap();
-        assert!(
-            !out.status.success(),
-            "n2 sees {dir}: the view would not be needed"
-        );
-        Home { c, dir }
-    }
-
-    /// A file of the home directory, from here (n1's namespace).
-    fn file(&self, name: &str) -> PathBuf {
-        let homed = self.c.daemon_pid("n1", "homed").unwrap();
-        PathBuf::from(format!("/proc/{homed}/root{}/{name}", self.dir))
-    }
-
-    /// Put `data` at home as the test user's file `name`.
-    fn put(&self, name: &str, data: &str) {
-        let p = self.file(name);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).unwrap();
-            std::os::unix::fs::chown(d, Some(UID), Some(UID)).unwrap();
-        }
-        std::fs::write(&p, data).unwrap();
-        std::os::unix::fs::chown(&p, Some(UID), Some(UID)).unwrap();
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.file(name)).unwrap_or_default()
-    }
-
-    /// The setpriv prefix that runs a command as the test user.
-    fn as_user(&self) -> Vec<String> {
-        let uid = UID.to_string();
-        [
-            "setpriv",
-            "--reuid",
-            &uid,
-            "--regid",
-            &uid,
-            "--clear-groups",
-            "env",
-            &format!("HOME={}", self.dir),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    /// Runs `script` at n1 as the test user in the directory, without
-    /// mosix (the reference).
-    fn user(&self, script: &str) -> Output {
-        let mut argv = self.as_user();
-        argv.extend(["sh", "-c"].map(String::from));
-        argv.push(format!("cd {} && {script}", self.dir));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        self.c.exec("n1", &argv).unwrap()
+    /// As [`FamilyHome::new`], with `nodes` nodes (n3 and on are other
+    /// nodes a body can move on to).
+    fn with_nodes(nodes: usize) -> FamilyHome {
+        FamilyHome(Home::up(nodes, "family", UID))
     }
 
     /// Starts, at n1 as the test user, `mosrun -h -- sh -c GATE then`,
@@ -119,7 +64,7 @@ impl Home {
     }
 
     /// Starts, at n1 as the test user in the directory, `mosrun -h --
-    /// ARGV` as [`Home::start`] does; returns it and its home pid.
+    /// ARGV` as [`FamilyHome::start`] does; returns it and its home pid.
     fn start_argv(&self, argv: &[&str], name: &str) -> (Child, i32) {
         let d = &self.dir;
         let quoted: Vec<String> = argv
@@ -134,17 +79,7 @@ impl Home {
         );
         let mut user = self.as_user();
         user.extend(["sh".into(), "-c".into(), script]);
-        let child = Command::new(bin("mosix-local"))
-            .args(["exec", "--dir"])
-            .arg(&self.c.dir)
-            .args(["n1", "--"])
-            .args(&user)
-            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mosix-local exec");
+        let child = self.spawn("n1", &user);
         let mut pid = 0;
         self.c
             .wait_for("the job to start", Duration::from_secs(30), || {
@@ -202,26 +137,12 @@ impl Home {
     }
 
     /// Waits for `<name>.rc`: (stdout, stderr, `$?`).
-    fn finish(&self, mut job: Child, name: &str, timeout: Duration) -> (String, String, String) {
-        let rc = self.file(&format!("{name}.rc"));
-        self.c
-            .wait_for(&format!("{name} to end"), timeout, || {
-                Ok(std::fs::read_to_string(&rc).is_ok_and(|s| s.ends_with('\n')))
-            })
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{e:#}\nout: {}\nerr: {}\nremoted n2:\n{}\nhomed n1:\n{}",
-                    self.read(&format!("{name}.out")),
-                    self.read(&format!("{name}.err")),
-                    self.c.log("n2", "remoted"),
-                    self.c.log("n1", "homed")
-                )
-            });
-        let _ = job.wait();
+    fn finish(&self, job: Child, name: &str, timeout: Duration) -> (String, String, String) {
+        let rc = self.finish_rc(job, name, timeout);
         (
             self.read(&format!("{name}.out")),
             self.read(&format!("{name}.err")),
-            self.read(&format!("{name}.rc")).trim().to_string(),
+            rc,
         )
     }
 
@@ -307,9 +228,9 @@ fn two(s: &str) -> (i32, i32) {
 
 #[test]
 fn a_shell_script_away_forks_execs_and_waits_as_at_home() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     h.put("script.sh", SCRIPT);
-    let reference = h.user("sh ./script.sh");
+    let reference = h.user("n1", "sh ./script.sh");
     let (job, pid) = h.start("IDS=1 exec sh ./script.sh", "script");
     h.move_and_go(pid);
     // The child holds on until released: look at it while it lives.
@@ -363,7 +284,7 @@ fn a_shell_script_away_forks_execs_and_waits_as_at_home() {
 
 /// A small C project: three sources, a header generated by a rule with a
 /// pipe.
-fn put_project(h: &Home, dir: &str, broken: bool) {
+fn put_project(h: &FamilyHome, dir: &str, broken: bool) {
     h.put(
         &format!("{dir}/Makefile"),
         "OBJS = main.o util.o calc.o\n\
@@ -409,7 +330,7 @@ fn normalized(s: &str, dir: &str) -> Vec<String> {
     v
 }
 
-fn make_away(h: &Home, broken: bool) {
+fn make_away(h: &FamilyHome, broken: bool) {
     let (r, m) = if broken {
         ("badref", "badmx")
     } else {
@@ -417,7 +338,7 @@ fn make_away(h: &Home, broken: bool) {
     };
     put_project(h, r, broken);
     put_project(h, m, broken);
-    let reference = h.user(&format!("make -j2 -C {d}/{r}", d = h.dir));
+    let reference = h.user("n1", &format!("make -j2 -C {d}/{r}", d = h.dir));
     let then = format!("exec make -j2 -C {d}/{m}", d = h.dir);
     let (job, pid) = h.start(&then, m);
     h.move_and_go(pid);
@@ -451,7 +372,7 @@ fn make_away(h: &Home, broken: bool) {
         for f in ["main.o", "util.o", "calc.o", "gen.h", "prog"] {
             assert!(h.file(&format!("{m}/{f}")).exists(), "{f} is not at home");
         }
-        let run = |d: &str| h.user(&format!("./{d}/prog"));
+        let run = |d: &str| h.user("n1", &format!("./{d}/prog"));
         let (a, b) = (run(r), run(m));
         assert!(
             a.status.success() && b.status.success(),
@@ -466,19 +387,19 @@ fn make_away(h: &Home, broken: bool) {
 
 #[test]
 fn make_j2_away_builds_at_home_through_the_view() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     make_away(&h, false);
 }
 
 #[test]
 fn a_failing_make_away_fails_as_at_home() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     make_away(&h, true);
 }
 
 #[test]
 fn sigterm_to_a_childs_home_pid_reaches_its_body() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     let then = "sleep 120 & echo $! > sleeper.pid; wait $!; echo \"status $?\"";
     let (job, pid) = h.start(then, "term");
     h.move_and_go(pid);
@@ -519,7 +440,7 @@ fn sigterm_to_a_childs_home_pid_reaches_its_body() {
 
 #[test]
 fn a_child_whose_parent_exits_first_still_ends_and_is_reaped() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     // The parent does not wait: its child outlives it, then ends with 9.
     // (The child holds the job's stdout, as it would at home, so the
     // job's pipe ends only with it.)
@@ -570,17 +491,19 @@ PYTHON -c 'import os; print("python os.system", os.system("test $PPID = %d" % os
 
 #[test]
 fn system_and_popen_in_a_body_start_managed_children() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     let exe = mosix_tests::build_c_example("shellkids", std::path::Path::new(&h.c.dir), &[]);
     let prog = h.file("shellkids");
     std::fs::copy(&exe, &prog).unwrap();
     std::os::unix::fs::chown(&prog, Some(UID), Some(UID)).unwrap();
     h.put(
         "kids.sh",
-        &SHELL_KIDS.replace("PYTHON", mosix_tests::real_python3()),
+        SHELL_KIDS.replace("PYTHON", mosix_tests::real_python3()),
     );
-    let reference =
-        h.user("touch release && sh ./kids.sh; s=$?; rm -f release sys.pid written; exit $s");
+    let reference = h.user(
+        "n1",
+        "touch release && sh ./kids.sh; s=$?; rm -f release sys.pid written; exit $s",
+    );
     let want = String::from_utf8_lossy(&reference.stdout).into_owned();
     assert!(
         want.contains("system: parent ok")
@@ -674,11 +597,11 @@ exit 5
 
 /// The reference: `shell` runs `script` at home without mosix, its gates
 /// open; the gate files are taken away after.
-fn reference_run(h: &Home, shell: &str, script: &str, gates: &[&str]) -> Output {
+fn reference_run(h: &FamilyHome, shell: &str, script: &str, gates: &[&str]) -> Output {
     for g in gates {
         h.put(g, "");
     }
-    let out = h.user(&format!("{shell} ./{script}"));
+    let out = h.user("n1", &format!("{shell} ./{script}"));
     for g in gates {
         std::fs::remove_file(h.file(g)).unwrap();
     }
@@ -689,7 +612,7 @@ fn reference_run(h: &Home, shell: &str, script: &str, gates: &[&str]) -> Output 
 }
 
 /// Waits for the first line of file `name` (written by the script).
-fn line_of(h: &Home, name: &str) -> String {
+fn line_of(h: &FamilyHome, name: &str) -> String {
     let file = h.file(name);
     h.c.wait_for(name, Duration::from_secs(60), || {
         Ok(std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n')))
@@ -700,7 +623,7 @@ fn line_of(h: &Home, name: &str) -> String {
 
 /// The shell `pid` at home waits for its child `held` (pid from
 /// `held.pid`): both checked; `held`'s pid.
-fn waiting_at_home(h: &Home, pid: i32) -> i32 {
+fn waiting_at_home(h: &FamilyHome, pid: i32) -> i32 {
     let held: i32 = line_of(h, "held.pid").parse().unwrap();
     assert_eq!(ppid(held), Some(pid), "the held child is the shell's");
     h.c.wait_for("the shell to wait", Duration::from_secs(30), || {
@@ -715,7 +638,7 @@ fn waiting_at_home(h: &Home, pid: i32) -> i32 {
 /// shell's `wait`, `$?` and `wait $!` see it end there, and the children
 /// it starts afterwards run at n2 with the body.
 fn shell_moved_while_waiting(shell: &str) {
-    let h = Home::new();
+    let h = FamilyHome::new();
     h.put("kids.sh", KIDS_SCRIPT);
     let reference = reference_run(&h, shell, "kids.sh", &["go", "go2"]);
     assert_eq!(reference.status.code(), Some(5), "{}", text(&reference));
@@ -797,7 +720,7 @@ exit 7
 
 #[test]
 fn a_shell_moved_away_and_home_mid_wait_is_whole_with_its_child() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     h.put("back.sh", AWAY_AND_BACK);
     let reference = reference_run(&h, "sh", "back.sh", &["go"]);
     assert_eq!(reference.status.code(), Some(7), "{}", text(&reference));
@@ -848,7 +771,7 @@ fn a_shell_moved_away_and_home_mid_wait_is_whole_with_its_child() {
 
 /// make's compile rules hold on at `go` (and the third object at `go2`),
 /// so the test can move make while two compilers' shells run at home.
-fn put_gated_project(h: &Home, dir: &str) {
+fn put_gated_project(h: &FamilyHome, dir: &str) {
     put_project(h, dir, false);
     h.put(
         &format!("{dir}/Makefile"),
@@ -869,13 +792,13 @@ fi
 
 #[test]
 fn make_j2_moved_while_its_compilers_run_at_home_builds_the_same() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     h.put("gate", GATE_SCRIPT);
     put_gated_project(&h, "ref");
     put_gated_project(&h, "mx");
     h.put("go", "");
     h.put("go2", "");
-    let reference = h.user(&format!("make -j2 -C {}/ref", h.dir));
+    let reference = h.user("n1", &format!("make -j2 -C {}/ref", h.dir));
     assert!(reference.status.success(), "{}", text(&reference));
     std::fs::remove_file(h.file("go")).unwrap();
     std::fs::remove_file(h.file("go2")).unwrap();
@@ -941,7 +864,7 @@ fn make_j2_moved_while_its_compilers_run_at_home_builds_the_same() {
         normalized(&String::from_utf8_lossy(&reference.stderr), &dir_ref),
         "make's errors"
     );
-    let run = |d: &str| h.user(&format!("./{d}/prog"));
+    let run = |d: &str| h.user("n1", &format!("./{d}/prog"));
     let (a, b) = (run("ref"), run("mx"));
     assert!(
         a.status.success() && b.status.success(),
@@ -1002,22 +925,15 @@ while not os.path.exists("groups.go"):
     time.sleep(0.05)
 "#;
 
-/// Field `n` (1-based, after the command) of `/proc/PID/stat`.
-fn stat_field(pid: i32, n: usize) -> i32 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    s.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(n - 3)?.parse().ok())
-        .unwrap_or(-1)
-}
-
 #[test]
 fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
-    let h = Home::new();
+    let h = FamilyHome::new();
     let py = mosix_tests::real_python3();
     h.put("groups.py", GROUPS);
-    let reference = h.user(&format!(
-        "touch groups.go && {py} groups.py; s=$?; rm -f groups.go groups.pid; exit $s"
-    ));
+    let reference = h.user(
+        "n1",
+        &format!("touch groups.go && {py} groups.py; s=$?; rm -f groups.go groups.pid; exit $s"),
+    );
     let want = String::from_utf8_lossy(&reference.stdout).into_owned();
     assert!(
         reference.status.success() && !want.contains("False") && want.lines().count() == 7,
@@ -1032,8 +948,8 @@ fn process_groups_and_sessions_made_away_are_the_deputies_at_home() {
     })
     .unwrap();
     assert_eq!(h.read("groups.pid").trim(), pid.to_string());
-    // At home, the deputy leads the group the body made (field 5: pgrp).
-    assert_eq!(stat_field(pid, 5), pid, "the deputy's group at home");
+    // At home, the deputy leads the group the body made.
+    assert_eq!(pgrp(pid), Some(pid), "the deputy's group at home");
     assert!(
         is_deputy(pid),
         "{pid} is not a deputy: the program ran at home"
@@ -1114,7 +1030,7 @@ fn bodies_with(needle: &str) -> Vec<i32> {
 /// outlive the move); dash is moved in `wait $p1`, having reaped the
 /// quick child at n2.
 fn forked_away_then_moved(to: &str, python: bool) {
-    let h = Home::with_nodes(3);
+    let h = FamilyHome::with_nodes(3);
     // `slow`: what the slow child's command line holds.
     let (slow, argv): (&str, Vec<&str>) = if python {
         h.put("kids.py", FORKED_AWAY_PY);
@@ -1127,7 +1043,7 @@ fn forked_away_then_moved(to: &str, python: bool) {
     for g in gates {
         h.put(g, "");
     }
-    let reference = h.user(&argv.join(" "));
+    let reference = h.user("n1", &argv.join(" "));
     assert_eq!(reference.status.code(), Some(6), "{}", text(&reference));
     for f in gates.iter().chain(&["slow.pid", "kids.pids", "b.done"]) {
         std::fs::remove_file(h.file(f)).unwrap();

@@ -11,11 +11,12 @@
 //! Run as root after building the workspace:
 //! `cargo test -p mosix-tests --test view_migrate -- --test-threads=1`.
 
+use mosix_tests::home::Home;
 use mosix_tests::procs::{descends_from, processes_running, text};
 use mosix_tests::{Cluster, bin, is_running};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -37,70 +38,21 @@ fn view_mounts(pid: i32) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A two-node cluster with a home directory that only n1 has.
-struct Home {
-    c: Cluster,
-    /// The directory's path (the same at home and, through the view, at n2).
-    dir: String,
+/// The shared fixture (a two-node cluster, and a home directory that only
+/// n1 has), with this file's way of starting, moving and ending jobs.
+struct ViewHome(Home);
+
+impl std::ops::Deref for ViewHome {
+    type Target = Home;
+
+    fn deref(&self) -> &Home {
+        &self.0
+    }
 }
 
-impl Home {
-    fn new() -> Home {
-        let c = Cluster::up(2).unwrap();
-        let dir = format!("/srv/mx-view-{}", std::process::id());
-        let setup = format!(
-            "set -e; mount -t tmpfs -o mode=0755 mx-view-test /srv; mkdir {dir}; chown {UID}:{UID} {dir}"
-        );
-        let out = c.exec("n1", &["sh", "-c", &setup]).unwrap();
-        assert!(out.status.success(), "setup at n1: {}", text(&out));
-        let out = c.exec("n2", &["test", "-e", &dir]).unwrap();
-        assert!(
-            !out.status.success(),
-            "n2 sees {dir}: the test would not show that the view works"
-        );
-        Home { c, dir }
-    }
-
-    /// Where this test process finds the home's `path` (n1's namespace).
-    fn at_home(&self, path: &str) -> PathBuf {
-        let homed = self.c.daemon_pid("n1", "homed").unwrap();
-        PathBuf::from(format!("/proc/{homed}/root{path}"))
-    }
-
-    /// A file of the home directory, from here.
-    fn file(&self, name: &str) -> PathBuf {
-        self.at_home(&format!("{}/{name}", self.dir))
-    }
-
-    /// Put `data` at home as the test user's file `name` (mode 0644).
-    fn put(&self, name: &str, data: &[u8]) {
-        let p = self.file(name);
-        std::fs::write(&p, data).unwrap();
-        std::os::unix::fs::chown(&p, Some(UID), Some(UID)).unwrap();
-    }
-
-    /// Runs `script` at n1 as the test user, in the home directory.
-    fn user(&self, node: &str, script: &str) -> Output {
-        let uid = UID.to_string();
-        let script = format!("cd {} && {script}", self.dir);
-        self.c
-            .exec(
-                node,
-                &[
-                    "setpriv",
-                    "--reuid",
-                    &uid,
-                    "--regid",
-                    &uid,
-                    "--clear-groups",
-                    "env",
-                    &format!("HOME={}", self.dir),
-                    "sh",
-                    "-c",
-                    &script,
-                ],
-            )
-            .unwrap()
+impl ViewHome {
+    fn new() -> ViewHome {
+        ViewHome(Home::up(2, "view", UID))
     }
 
     /// Starts `mosrun -- argv` at n1 as the test user, in the home
@@ -122,7 +74,7 @@ impl Home {
         self.start_flags(argv, name, slow, env, mosrun, "")
     }
 
-    /// [`Home::start`] with `flags` given to mosrun (`-r n2`).
+    /// [`ViewHome::start`] with `flags` given to mosrun (`-r n2`).
     fn start_flags(
         &self,
         argv: &[&str],
@@ -132,7 +84,6 @@ impl Home {
         mosrun: Option<&Path>,
         flags: &str,
     ) -> Child {
-        let uid = UID.to_string();
         let quoted: Vec<String> = argv
             .iter()
             .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
@@ -152,57 +103,16 @@ impl Home {
             Some(s) => format!("echo $$ > {}/tasks && exec \"$@\"", s.0.display()),
             None => "exec \"$@\"".to_string(),
         };
-        Command::new(bin("mosix-local"))
-            .args(["exec", "--dir"])
-            .arg(&self.c.dir)
-            .args([
-                "n1",
-                "--",
-                "sh",
-                "-c",
-                &enter,
-                "sh",
-                "setpriv",
-                "--reuid",
-                &uid,
-                "--regid",
-                &uid,
-                "--clear-groups",
-                "env",
-                &format!("HOME={}", self.dir),
-                "sh",
-                "-c",
-                &script,
-            ])
-            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mosix-local exec")
+        let mut all: Vec<String> = ["sh", "-c", &enter, "sh"].map(String::from).into();
+        all.extend(self.as_user());
+        all.extend(["sh".into(), "-c".into(), script]);
+        self.spawn("n1", &all)
     }
 
     /// Waits for `<name>.rc` and returns it with the job's stderr.
-    fn finish(&self, mut job: Child, name: &str, timeout: Duration) -> (String, String) {
-        let rc = self.file(&format!("{name}.rc"));
-        self.c
-            .wait_for(&format!("{name} to end"), timeout, || {
-                Ok(std::fs::read_to_string(&rc)
-                    .map(|s| s.ends_with('\n'))
-                    .unwrap_or(false))
-            })
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{e:#}\nremoted n2:\n{}\nhomed n1:\n{}",
-                    self.c.log("n2", "remoted"),
-                    self.c.log("n1", "homed")
-                )
-            });
-        let _ = job.wait();
-        (
-            std::fs::read_to_string(&rc).unwrap().trim().to_string(),
-            std::fs::read_to_string(self.file(&format!("{name}.err"))).unwrap_or_default(),
-        )
+    fn finish(&self, job: Child, name: &str, timeout: Duration) -> (String, String) {
+        let rc = self.finish_rc(job, name, timeout);
+        (rc, self.read(&format!("{name}.err")))
     }
 
     /// The home pid of the one process running `argv`, once it is there.
@@ -270,7 +180,7 @@ const SIZE: usize = 300_000;
 /// `viewio` and its files at home only: (its path, its input, the names
 /// in the directory it lists partly before and partly after a move). The
 /// program itself lives at home too: a body maps it through the view.
-fn viewio_at_home(h: &Home) -> (String, Vec<u8>, Vec<String>) {
+fn viewio_at_home(h: &ViewHome) -> (String, Vec<u8>, Vec<String>) {
     let exe = mosix_tests::build_c_example("viewio", &h.c.dir, &[]);
     let prog = format!("{}/viewio", h.dir);
     std::fs::copy(&exe, h.at_home(&prog)).unwrap();
@@ -289,7 +199,7 @@ fn viewio_at_home(h: &Home) -> (String, Vec<u8>, Vec<String>) {
 
 #[test]
 fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
-    let h = Home::new();
+    let h = ViewHome::new();
     let (prog, input, mut want_names) = viewio_at_home(&h);
     want_names.sort();
     let argv = [prog.as_str(), h.dir.as_str()];
@@ -324,7 +234,7 @@ fn a_migrated_program_keeps_working_on_home_only_files_through_the_view() {
     );
     let status = std::fs::read_to_string(format!("/proc/{body}/status")).unwrap();
     assert!(
-        status.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")),
+        mosix_engine::procfs::status_ids(&status, "Uid") == Some([UID; 4]),
         "the body does not run as {UID}:\n{status}"
     );
     let views = view_mounts(remoted2);
@@ -467,7 +377,7 @@ impl Drop for Slow {
     }
 }
 
-impl Home {
+impl ViewHome {
     /// Runs `argv` (the test user's, in the home directory) under mosrun at
     /// n1, slowed down, moves it to n2 as soon as libmosix is in it, and
     /// waits for its end: (`$?`, stderr).
@@ -612,7 +522,7 @@ fn assert_same(got: &str, want: &str, what: &str) {
 
 #[test]
 fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
-    let h = Home::new();
+    let h = ViewHome::new();
     let slow = Slow::new(&h.c);
     // A source tree: 600 small files in 30 directories, a 10 MB file, a
     // symlink, modes other than the default.
@@ -746,7 +656,7 @@ fn real_programs_migrated_mid_run_give_the_same_results_as_at_home() {
 
 #[test]
 fn a_lost_home_gives_the_body_eio_or_an_end_never_a_hang() {
-    let h = Home::new();
+    let h = ViewHome::new();
     // A body at n2 waits 5 s for a home that went away (not the default
     // 60 s), so that part 2 ends in good time.
     set_home_grace(&h.c, "n2", 5);
@@ -774,7 +684,7 @@ fn a_lost_home_gives_the_body_eio_or_an_end_never_a_hang() {
         } else {
             local_prog.to_str().unwrap().to_string()
         };
-        h.put(&format!("{sub}/input"), &pattern(300_000));
+        h.put(&format!("{sub}/input"), pattern(300_000));
         let argv = [prog.clone(), dir.clone()];
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let job = h.start(
@@ -909,7 +819,7 @@ impl Drop for LocalDir {
 
 #[test]
 fn a_body_with_home_files_open_comes_home_in_step() {
-    let h = Home::new();
+    let h = ViewHome::new();
     let (prog, input, _) = viewio_at_home(&h);
     let argv = [prog.as_str(), h.dir.as_str()];
     let job = h.start(&argv, "back", None, "", None);
@@ -1003,18 +913,15 @@ else:
     wait("home-got")
 "#;
 
-impl Home {
+impl ViewHome {
     /// Starts `script` at `node` as the test user in the home directory,
     /// in the background (no mosrun).
     fn spawn_user(&self, node: &str, script: &str) -> Child {
         let uid = UID.to_string();
         let script = format!("cd {} && {script}", self.dir);
-        Command::new(bin("mosix-local"))
-            .args(["exec", "--dir"])
-            .arg(&self.c.dir)
-            .args([
-                node,
-                "--",
+        self.spawn(
+            node,
+            &[
                 "setpriv",
                 "--reuid",
                 &uid,
@@ -1024,13 +931,8 @@ impl Home {
                 "sh",
                 "-c",
                 &script,
-            ])
-            .env("MOSIX_BIN_DIR", mosix_tests::bin_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mosix-local exec")
+            ],
+        )
     }
 
     /// The contents of the home file `name` once it exists.
@@ -1086,7 +988,7 @@ fn clock(s: &str) -> f64 {
 
 #[test]
 fn fcntl_locks_of_a_migrated_body_and_a_home_process_exclude_each_other() {
-    let h = Home::new();
+    let h = ViewHome::new();
     h.put("locker.py", LOCKER.as_bytes());
     h.put("locked", b"shared record\n");
     let python = mosix_tests::real_python3();
@@ -1199,7 +1101,7 @@ wait("holder-end")
 
 #[test]
 fn a_process_holding_fcntl_locks_is_refused_a_move_with_the_reason_in_mosps() {
-    let h = Home::new();
+    let h = ViewHome::new();
     h.put("holder.py", HOLDER.as_bytes());
     h.put("locked", b"record\n");
     let python = mosix_tests::real_python3();
@@ -1258,7 +1160,7 @@ fn a_process_holding_fcntl_locks_is_refused_a_move_with_the_reason_in_mosps() {
 
 #[test]
 fn git_started_at_n2_makes_the_same_commit_as_at_home() {
-    let h = Home::new();
+    let h = ViewHome::new();
     let slow = Slow::new(&h.c);
     // 300 directories: git commit writes a tree object for each, enough
     // work to be moved before it ends.
@@ -1324,7 +1226,7 @@ fn git_started_at_n2_makes_the_same_commit_as_at_home() {
 
 #[test]
 fn the_home_restarting_fails_the_view_with_eio_without_a_hang_and_new_bodies_work() {
-    let h = Home::new();
+    let h = ViewHome::new();
     let (prog, _, _) = viewio_at_home(&h);
     let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
     let argv = [prog.as_str(), h.dir.as_str()];
@@ -1392,7 +1294,7 @@ fn the_home_restarting_fails_the_view_with_eio_without_a_hang_and_new_bodies_wor
     let again = format!("{}/again", h.dir);
     std::fs::create_dir(h.at_home(&again)).unwrap();
     std::os::unix::fs::chown(h.at_home(&again), Some(UID), Some(UID)).unwrap();
-    h.put("again/input", &pattern(SIZE));
+    h.put("again/input", pattern(SIZE));
     let argv = [prog.as_str(), again.as_str()];
     let job = h.start(&argv, "second", None, "", None);
     let home = h.pid_of(&argv);
@@ -1420,7 +1322,7 @@ fn the_home_restarting_fails_the_view_with_eio_without_a_hang_and_new_bodies_wor
 /// (The program, mosrun and libmosix.so come from a directory every node
 /// has, /run, never covered by the view: a page fault on a program mapped
 /// from the view while the home is away is a SIGBUS, as on NFS.)
-fn start_homeloss(h: &Home, local: &LocalDir) -> (Child, i32, i32, PathBuf) {
+fn start_homeloss(h: &ViewHome, local: &LocalDir) -> (Child, i32, i32, PathBuf) {
     let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
     let exe = mosix_tests::build_c_example("homeloss", &local.0, &[]);
     for f in ["mosrun", "libmosix.so"] {
@@ -1430,7 +1332,7 @@ fn start_homeloss(h: &Home, local: &LocalDir) -> (Child, i32, i32, PathBuf) {
     std::fs::create_dir(&marks).unwrap();
     std::os::unix::fs::chown(&marks, Some(UID), Some(UID)).unwrap();
     let mark = marks.join("eio");
-    h.put("input", &pattern(8 << 20));
+    h.put("input", pattern(8 << 20));
     h.put("again", b"again\n");
     let argv = [
         exe.to_str().unwrap(),
@@ -1460,7 +1362,7 @@ fn start_homeloss(h: &Home, local: &LocalDir) -> (Child, i32, i32, PathBuf) {
 
 #[test]
 fn a_home_away_past_the_grace_period_ends_the_body_with_a_reason() {
-    let h = Home::new();
+    let h = ViewHome::new();
     set_home_grace(&h.c, "n2", 3);
     let local = LocalDir::new();
     let (_job, home, body, mark) = start_homeloss(&h, &local);
@@ -1497,7 +1399,7 @@ fn a_home_away_past_the_grace_period_ends_the_body_with_a_reason() {
 
 #[test]
 fn a_body_outlives_a_restart_of_its_home_and_uses_the_view_again() {
-    let h = Home::new();
+    let h = ViewHome::new();
     let remoted2 = h.c.daemon_pid("n2", "remoted").unwrap();
     let local = LocalDir::new();
     let (job, home, body, mark) = start_homeloss(&h, &local);

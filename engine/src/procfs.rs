@@ -1,5 +1,12 @@
 //! What the engine reads about a process from `/proc`: its maps, mm
 //! fields, fds and the reasons it cannot be frozen.
+//!
+//! This is the one parser of `/proc/PID/stat` ([`Stat`], [`parse_stat`]),
+//! `/proc/PID/status` ([`status_field`] and its typed forms) and
+//! `/proc/PID/maps` ([`parse_maps`]) for the whole project: the daemons,
+//! the tools and the tests call it rather than split those files by hand
+//! (the restorer, which runs without the standard library, excepted).
+//! Parsers take the file's text, so they are tested on any text.
 
 use crate::image::layout::*;
 use mosix_proto::reason::CantMove;
@@ -67,18 +74,106 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapLine>, String> {
     Ok(out)
 }
 
+/// The fields of a `/proc/PID/stat` text after the command, which is in
+/// parentheses and may itself hold spaces and parentheses (hence the
+/// *last* `)`): field n (1-based, as in proc(5)) is at index n - 3.
+fn fields_after_comm(text: &str) -> Result<Vec<&str>, String> {
+    let after = text.rsplit_once(')').ok_or("no ')' in stat")?.1;
+    Ok(after.split_whitespace().collect())
+}
+
+/// Field `n` (1-based, as in proc(5), n >= 3) of the `fields` after the
+/// command, parsed.
+fn stat_number<T: std::str::FromStr>(fields: &[&str], n: usize) -> Result<T, String> {
+    fields
+        .get(n - 3)
+        .ok_or(format!("stat has no field {n}"))?
+        .parse::<T>()
+        .map_err(|_| format!("stat field {n} is not a number"))
+}
+
+/// What the project reads of a process's `/proc/PID/stat` (proc(5)), other
+/// than the mm fields the image needs (see [`parse_stat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Field 1: the process id.
+    pub pid: i32,
+    /// Field 2: the command (`comm`), without its parentheses.
+    pub comm: String,
+    /// Field 3: the state letter: `R` running, `S` sleeping, `D` disk
+    /// sleep, `T` stopped, `t` tracing stop, `Z` zombie, `X` dead, ...
+    pub state: char,
+    /// Field 4: the parent's pid.
+    pub ppid: i32,
+    /// Field 5: the process group.
+    pub pgrp: i32,
+    /// Field 6: the session.
+    pub session: i32,
+    /// Field 7: the controlling terminal's device number, 0 if none.
+    pub tty_nr: i32,
+    /// Field 14: clock ticks spent in user mode.
+    pub utime: u64,
+    /// Field 15: clock ticks spent in kernel mode.
+    pub stime: u64,
+    /// Field 22: when the process started, in clock ticks since boot.
+    pub start_time: u64,
+    /// Field 52: the exit status in `waitpid` form (a zombie's); `None`
+    /// where the kernel does not write it (before Linux 3.5).
+    pub exit_code: Option<i32>,
+}
+
+impl Stat {
+    /// Parse a `/proc/PID/stat` text.
+    pub fn parse(text: &str) -> Result<Stat, String> {
+        let (head, _) = text.rsplit_once(')').ok_or("no ')' in stat")?;
+        let (pid, comm) = head.split_once(" (").ok_or("no '(' in stat")?;
+        let f = fields_after_comm(text)?;
+        let state = f
+            .first()
+            .and_then(|s| s.chars().next())
+            .ok_or("stat has no field 3")?;
+        Ok(Stat {
+            pid: pid
+                .trim()
+                .parse()
+                .map_err(|_| "stat field 1 is not a number".to_string())?,
+            comm: comm.to_string(),
+            state,
+            ppid: stat_number(&f, 4)?,
+            pgrp: stat_number(&f, 5)?,
+            session: stat_number(&f, 6)?,
+            tty_nr: stat_number(&f, 7)?,
+            utime: stat_number(&f, 14)?,
+            stime: stat_number(&f, 15)?,
+            start_time: stat_number(&f, 22)?,
+            exit_code: stat_number(&f, 52).ok(),
+        })
+    }
+
+    /// Whether the process is alive: neither a zombie waiting to be reaped
+    /// (`Z`) nor dead (`X`).
+    pub fn is_alive(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+
+    /// Whether the process is stopped (`T`, or `t` in a tracing stop).
+    pub fn is_stopped(&self) -> bool {
+        self.state == 'T' || self.state == 't'
+    }
+}
+
+/// The [`Stat`] of `pid`; `None` if it is gone (or its stat cannot be
+/// read or parsed).
+pub fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Stat::parse(&text).ok()
+}
+
 /// Fields of `/proc/PID/stat` the image needs (all but `brk`, which the
 /// freeze record carries).
 pub fn parse_stat(text: &str) -> Result<MmFields, String> {
-    let after = text.rsplit_once(')').ok_or("no ')' in stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Field n (1-based, as in proc(5)) is f[n - 3].
-    let get = |n: usize| -> Result<u64, String> {
-        f.get(n - 3)
-            .ok_or(format!("stat has no field {n}"))?
-            .parse::<u64>()
-            .map_err(|_| format!("stat field {n} is not a number"))
-    };
+    let f = fields_after_comm(text)?;
+    let get = |n: usize| stat_number::<u64>(&f, n);
     Ok(MmFields {
         start_code: get(26)?,
         end_code: get(27)?,
@@ -97,13 +192,39 @@ pub fn parse_stat(text: &str) -> Result<MmFields, String> {
     })
 }
 
-/// A `Key:\tvalue` line of `/proc/PID/status`.
+/// The value of a `Key:\tvalue` line of `/proc/PID/status` (or of
+/// `/proc/PID/fdinfo/FD`), trimmed.
 pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status.lines().find_map(|l| {
         l.strip_prefix(key)
             .and_then(|r| r.strip_prefix(':'))
             .map(str::trim)
     })
+}
+
+/// A signal mask of `/proc/PID/status` (`SigBlk`, `SigCgt`, `SigPnd`...,
+/// in hex): bit n - 1 stands for signal n.
+pub fn status_mask(status: &str, key: &str) -> Option<u64> {
+    status_field(status, key).and_then(|v| u64::from_str_radix(v, 16).ok())
+}
+
+/// A size of `/proc/PID/status` (`VmRSS`, `VmLck`...), in kB as written.
+pub fn status_kb(status: &str, key: &str) -> Option<u64> {
+    status_field(status, key)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The ids of a `Uid` or `Gid` line of `/proc/PID/status`: real,
+/// effective, saved and file-system.
+pub fn status_ids(status: &str, key: &str) -> Option<[u32; 4]> {
+    let mut it = status_field(status, key)?
+        .split_whitespace()
+        .map(|v| v.parse().ok());
+    let ids = [it.next()??, it.next()??, it.next()??, it.next()??];
+    it.next().is_none().then_some(ids)
 }
 
 /// Resource limit `res` (its row, in kernel order) of a `/proc/PID/limits`
@@ -309,7 +430,7 @@ pub fn cantmove(pid: i32, freeze_signal: i32, ctl_fd: i32) -> Option<CantMove> {
 pub fn blocks_freeze_signal(pid: i32, freeze_signal: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| status_field(&s, "SigBlk").and_then(|v| u64::from_str_radix(v, 16).ok()))
+        .and_then(|s| status_mask(&s, "SigBlk"))
         .is_some_and(|m| m & (1u64 << (freeze_signal - 1)) != 0)
 }
 
@@ -337,22 +458,14 @@ fn why_not(pid: i32, freeze_signal: i32, ctl_fd: i32, blocking_counts: bool) -> 
         return Some(CantMove::Threads { threads: n });
     }
     if let Some(v) = status_field(&status, "VmLck")
-        && v.split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-            > 0
+        && status_kb(&status, "VmLck").unwrap_or(0) > 0
     {
         return Some(CantMove::LockedMemory {
             vmlck: v.to_string(),
         });
     }
     let bit = 1u64 << (freeze_signal - 1);
-    let mask = |k| {
-        status_field(&status, k)
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .unwrap_or(0)
-    };
+    let mask = |k| status_mask(&status, k).unwrap_or(0);
     if blocking_counts && mask("SigBlk") & bit != 0 {
         return Some(CantMove::BlocksFreezeSignal {
             signal: freeze_signal,
@@ -435,13 +548,7 @@ pub fn link(pid: i32, what: &str) -> Result<PathBuf, String> {
 
 /// Whether `pid` is stopped (state `T` or `t` in `/proc/PID/stat`).
 pub fn is_stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].trim_start().chars().next())
-        })
-        .is_some_and(|c| c == 'T' || c == 't')
+    stat(pid).is_some_and(|s| s.is_stopped())
 }
 
 #[cfg(test)]
@@ -492,6 +599,102 @@ Max open files            1024                 524288               files     \n
         assert!(mm.start_code < mm.end_code);
         assert!(mm.arg_start < mm.arg_end);
         assert!(parse_stat("1 (x) S 1 2").is_err());
+    }
+
+    /// A stat line as the kernel writes it: `comm`, `state`, then fields
+    /// 4.. numbered so that field n holds n * 10 (field 52 is `exit`).
+    fn stat_line(comm: &str, state: char, exit: Option<i32>) -> String {
+        let mut line = format!("4242 ({comm}) {state}");
+        for n in 4..=51 {
+            line.push_str(&format!(" {}", n * 10));
+        }
+        if let Some(code) = exit {
+            line.push_str(&format!(" {code}"));
+        }
+        line.push('\n');
+        line
+    }
+
+    #[test]
+    fn stat_lines_parse_whatever_the_command() {
+        let s = Stat::parse(&stat_line("a) (b) R", 'Z', Some(3840))).unwrap();
+        assert_eq!(s.pid, 4242);
+        assert_eq!(s.comm, "a) (b) R");
+        assert_eq!(s.state, 'Z');
+        assert_eq!((s.ppid, s.pgrp, s.session, s.tty_nr), (40, 50, 60, 70));
+        assert_eq!((s.utime, s.stime, s.start_time), (140, 150, 220));
+        assert_eq!(s.exit_code, Some(3840));
+        assert!(!s.is_alive() && !s.is_stopped());
+        let s = Stat::parse(&stat_line("sleep", 'S', None)).unwrap();
+        assert_eq!(
+            (s.comm.as_str(), s.state, s.exit_code),
+            ("sleep", 'S', None)
+        );
+        assert!(s.is_alive() && !s.is_stopped());
+        for state in ['T', 't'] {
+            assert!(
+                Stat::parse(&stat_line("x", state, None))
+                    .unwrap()
+                    .is_stopped()
+            );
+        }
+        assert!(!Stat::parse(&stat_line("x", 'X', None)).unwrap().is_alive());
+    }
+
+    #[test]
+    fn bad_stat_lines_are_refused() {
+        assert!(Stat::parse("").is_err());
+        assert!(Stat::parse("44 (x y").is_err());
+        assert!(Stat::parse("1 (x) R notapid").is_err());
+        assert!(Stat::parse("1 (x) R 1 1 1 0 -1").is_err(), "cut short");
+        assert!(Stat::parse(&stat_line("x", 'R', None).replace("4242 ", "me ")).is_err());
+    }
+
+    #[test]
+    fn own_stat_is_read() {
+        let me = stat(std::process::id() as i32).unwrap();
+        assert_eq!(me.pid, std::process::id() as i32);
+        assert_eq!(me.ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(me.is_alive() && !me.is_stopped());
+        assert!(me.exit_code.is_some());
+        assert_eq!(stat(-1), None);
+    }
+
+    #[test]
+    fn status_values_parse() {
+        let t = "Name:\tcat\nUmask:\t0022\nState:\tS (sleeping)\n\
+                 Uid:\t1000\t1001\t1002\t1003\nGid:\t5\t5\t5\t5\n\
+                 VmLck:\t       8 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n\
+                 SigBlk:\t0000000000010000\nSigCgt:\tfffffffe7ffbfeff\n";
+        assert_eq!(status_field(t, "State"), Some("S (sleeping)"));
+        assert_eq!(status_field(t, "Name"), Some("cat"));
+        assert_eq!(status_field(t, "Nam"), None);
+        assert_eq!(status_field(t, "Missing"), None);
+        assert_eq!(status_mask(t, "SigBlk"), Some(1 << 16));
+        assert_eq!(status_mask(t, "SigCgt"), Some(0xfffffffe7ffbfeff));
+        assert_eq!(status_mask(t, "Name"), None);
+        assert_eq!(status_kb(t, "VmLck"), Some(8));
+        assert_eq!(status_kb(t, "VmRSS"), Some(1234));
+        assert_eq!(status_kb(t, "VmSwap"), None);
+        assert_eq!(status_ids(t, "Uid"), Some([1000, 1001, 1002, 1003]));
+        assert_eq!(status_ids(t, "Gid"), Some([5; 4]));
+        assert_eq!(status_ids("Uid:\t1\t2\t3\n", "Uid"), None);
+        assert_eq!(status_ids("Uid:\t1\t2\t3\t4\t5\n", "Uid"), None);
+        assert_eq!(status_ids("Uid:\t1\tx\t3\t4\n", "Uid"), None);
+    }
+
+    #[test]
+    fn own_status_shows_own_ids() {
+        let t = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        let euid = nix::unistd::geteuid().as_raw();
+        assert_eq!(
+            status_ids(&t, "Uid").map(|u| [u[0], u[1]]),
+            Some([uid, euid])
+        );
+        assert!(status_kb(&t, "VmRSS").is_some_and(|kb| kb > 0));
+        assert!(status_mask(&t, "SigBlk").is_some());
     }
 
     #[test]
@@ -597,9 +800,7 @@ pub fn running_ms(pid: i32) -> Option<u64> {
 
 /// [`running_ms`] from the texts of `/proc/PID/stat` and `/proc/uptime`.
 fn running_ms_from(stat: &str, uptime: &str, ticks_per_s: u64) -> Option<u64> {
-    // Field 22 (starttime); the command may hold spaces, so count after ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let start_ticks = Stat::parse(stat).ok()?.start_time;
     let up_s: f64 = uptime.split_whitespace().next()?.parse().ok()?;
     let up_ms = (up_s * 1000.0) as u64;
     let start_ms = start_ticks.saturating_mul(1000) / ticks_per_s.max(1);

@@ -5,6 +5,7 @@
 //! The binaries under test are the ones cargo built beside the test
 //! executable (`target/<profile>/`); the test command builds them first.
 
+pub mod home;
 mod job;
 pub mod procs;
 
@@ -77,13 +78,7 @@ pub fn require_root() {
 /// Whether `pid` is a live process (not gone, not a zombie waiting to be
 /// reaped by whoever inherited it).
 pub fn is_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    mosix_engine::procfs::stat(pid).is_some_and(|s| s.is_alive())
 }
 
 /// One row of `mosctl nodes --json`.

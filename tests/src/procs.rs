@@ -3,6 +3,7 @@
 //! `mosps` says.
 
 use crate::{Cluster, is_running};
+use mosix_engine::procfs;
 use std::process::Output;
 
 /// A command's status and output, for assertion messages.
@@ -17,31 +18,22 @@ pub fn text(o: &Output) -> String {
 
 /// The parent of `pid`.
 pub fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
+    procfs::stat(pid).map(|s| s.ppid)
+}
+
+/// The process group of `pid`.
+pub fn pgrp(pid: i32) -> Option<i32> {
+    procfs::stat(pid).map(|s| s.pgrp)
 }
 
 /// The state letter of `pid` (R, S, T, ...), '?' if it is gone.
 pub fn state_of(pid: i32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].trim_start().chars().next())
-        })
-        .unwrap_or('?')
+    procfs::stat(pid).map_or('?', |s| s.state)
 }
 
 /// The command line of `pid`, as ps shows it.
 pub fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
+    procfs::cmdline(pid)
 }
 
 /// Whether `pid` is a deputy: its command line is the program's, the

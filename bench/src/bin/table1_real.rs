@@ -182,7 +182,7 @@ fn main() -> Result<()> {
         "--work-s, --scale and --cpu-share must be positive (scale at least 1)"
     );
     ensure!(
-        nix_is_root(),
+        nix::unistd::geteuid().is_root(),
         "run as root: the nodes need namespaces and cgroups"
     );
     let bin = std::env::current_exe()?
@@ -294,15 +294,4 @@ fn main() -> Result<()> {
         rows.len()
     );
     Ok(())
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }

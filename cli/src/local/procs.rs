@@ -20,18 +20,7 @@ pub fn ns_id(path: &Path) -> Option<NsId> {
 
 /// Whether `pid` exists and is not a zombie.
 pub fn is_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state is the first field after the command name "(...)", which
-    // may itself contain parentheses: take the last ')'.
-    match stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-    {
-        Some(state) => state != "Z" && state != "X",
-        None => false,
-    }
+    mosix_engine::procfs::stat(pid).is_some_and(|s| s.is_alive())
 }
 
 /// Pid stored in a pid file, if it holds one.

@@ -216,7 +216,7 @@ impl LoadSource {
             else {
                 continue;
             };
-            if parse::task_state(&stat) == Some('R') {
+            if mosix_engine::procfs::Stat::parse(&stat).is_ok_and(|s| s.state == 'R') {
                 running += 1;
             }
         }

@@ -27,14 +27,6 @@ pub fn online_cpus(proc_stat: &str) -> usize {
         .count()
 }
 
-/// The scheduler state letter of a task from its `/proc/<tid>/stat`: the
-/// first field after the command name, which is in parentheses and may
-/// itself hold spaces and parentheses (hence the *last* `)`).
-pub fn task_state(stat: &str) -> Option<char> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.trim_start().chars().next()
-}
-
 /// Thread ids listed one per line (cgroup v1 `tasks`, v2 `cgroup.threads`).
 /// Lines that are not ids are skipped.
 pub fn tid_list(contents: &str) -> Vec<i32> {
@@ -122,14 +114,6 @@ mod tests {
         assert_eq!(online_cpus(PROC_STAT), 3);
         assert_eq!(procs_running("cpu 1\n"), None);
         assert_eq!(online_cpus("cpu 1 2\ncpux 3\n"), 0);
-    }
-
-    #[test]
-    fn task_state_survives_odd_command_names() {
-        assert_eq!(task_state("42 (sleep) S 1 42 42 0"), Some('S'));
-        assert_eq!(task_state("43 (a) (b) R) R 1 2"), Some('R'));
-        assert_eq!(task_state("44 (x y"), None);
-        assert_eq!(task_state(""), None);
     }
 
     #[test]

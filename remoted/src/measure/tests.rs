@@ -39,10 +39,14 @@ impl Fake {
         self.path("proc")
     }
 
+    /// A task's stat as the kernel writes it: all 52 fields.
     fn task(&self, tid: i32, state: char) {
         self.write(
             &format!("proc/{tid}/stat"),
-            &format!("{tid} (worker (x)) {state} 1 1 1 0 -1"),
+            &format!(
+                "{tid} (worker (x)) {state} 1 1 1 0 -1{}\n",
+                " 0".repeat(52 - 8)
+            ),
         );
     }
 
