@@ -260,16 +260,8 @@ pub fn connect_host(
 /// What a body away answers for its home process `pid` (the process, or
 /// its deputy, which holds the same fds): ids and terminals.
 pub fn home_facts(pid: i32) -> HomeFacts {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // pid (comm) state ppid pgrp session ...: comm may hold anything.
-    let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
-    let f: Vec<i32> = after
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    // Zeroes for a process that is gone, as the kernel would not say.
+    let stat = mosix_engine::procfs::stat(pid);
     let mut ttys = Vec::new();
     if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         let mut fds: Vec<i32> = rd
@@ -285,9 +277,9 @@ pub fn home_facts(pid: i32) -> HomeFacts {
     }
     HomeFacts {
         pid,
-        ppid: get(0),
-        pgrp: get(1),
-        sid: get(2),
+        ppid: stat.as_ref().map_or(0, |s| s.ppid),
+        pgrp: stat.as_ref().map_or(0, |s| s.pgrp),
+        sid: stat.as_ref().map_or(0, |s| s.session),
         ttys,
     }
 }

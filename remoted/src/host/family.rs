@@ -285,20 +285,7 @@ fn read_child_hello(ctl: &mut UnixStream, parent: i32, uid: u32) -> Result<(i32,
 /// `(ppid, state, exit_code)` of `pid` from `/proc/PID/stat`; None if
 /// it is gone.
 fn stat(pid: i32) -> Option<(i32, char, i32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&s)
-}
-
-/// `(ppid, state, exit_code)` of a `/proc/PID/stat` line.
-fn parse_stat(s: &str) -> Option<(i32, char, i32)> {
-    // pid (comm) state ppid ...; comm may hold anything, so split after
-    // the last ')'. exit_code is field 52 (the 50th after comm).
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let state = f.first()?.chars().next()?;
-    let ppid = f.get(1)?.parse().ok()?;
-    let exit_code = f.get(49).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Some((ppid, state, exit_code))
+    mosix_engine::procfs::stat(pid).map(|s| (s.ppid, s.state, s.exit_code.unwrap_or(0)))
 }
 
 /// How the ended body `pid` ended. Ours to reap (a migrated body, or a
@@ -419,22 +406,6 @@ pub fn become_subreaper() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_parse() {
-        let mut line = String::from("42 (a) b) c) Z 7 42 42 0 -1");
-        for i in 0..43 {
-            line.push_str(&format!(" {i}"));
-        }
-        // Field 52: exit_code.
-        line.push_str(" 3840");
-        // 50 fields after comm (state .. exit_code) as the kernel writes.
-        let (ppid, state, code) = parse_stat(&line).unwrap();
-        assert_eq!((ppid, state), (7, 'Z'));
-        assert_eq!(code, 3840);
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) R notapid"), None);
-    }
 
     #[test]
     fn tokens_differ() {
