@@ -42,6 +42,12 @@ pub enum Peer {
 pub enum Leg {
     /// The process is frozen here, at home; its image is read here.
     FromHome,
+    /// The body runs at node `from` and comes home: its image comes
+    /// over the body's link and the deputy becomes the process again.
+    ToHome {
+        /// The node the body runs on now.
+        from: String,
+    },
     /// The body runs at node `from`; its image goes from there straight
     /// to the destination.
     Direct {
@@ -104,6 +110,31 @@ pub enum Input {
     },
     /// Reading or streaming the image failed.
     StreamFailed(String),
+    /// Coming home: the whole image arrived and was checked.
+    Received {
+        /// Its size.
+        bytes: u64,
+    },
+    /// Coming home: the image could not be taken. `frozen`: the body
+    /// still waits frozen at its node for a word (a bad image, no memory
+    /// here); otherwise its node resumed it already (it could not
+    /// capture it).
+    ReceiveFailed {
+        /// What failed.
+        error: String,
+        /// Whether the body waits frozen.
+        frozen: bool,
+    },
+    /// Coming home: the process runs whole at home again.
+    HomeRestored,
+    /// Coming home: it could not be restored. `gone`: the deputy went
+    /// away meanwhile (nothing is left at home).
+    HomeFailed {
+        /// What failed.
+        error: String,
+        /// Whether the deputy is gone.
+        gone: bool,
+    },
     /// The frozen process became its deputy.
     DeputyReady,
     /// It did not: `gone` if the process is no more (killed meanwhile).
@@ -129,6 +160,20 @@ pub enum Action {
     /// Tell the frozen process to become its deputy; answer
     /// [`Input::DeputyReady`] or [`Input::DeputyFailed`].
     BecomeDeputy,
+    /// Coming home: read the image (`bytes` raw bytes, then its end)
+    /// from the body's link; answer [`Input::Received`],
+    /// [`Input::ReceiveFailed`] or [`Input::Broken`].
+    ReceiveImage {
+        /// Its size.
+        bytes: u64,
+    },
+    /// Coming home: have the deputy restore the process in place, giving
+    /// it first the input its body had not read; answer
+    /// [`Input::HomeRestored`] or [`Input::HomeFailed`].
+    RestoreHere {
+        /// Unread input by fd, in order.
+        unread: Vec<(i32, Bytes)>,
+    },
     /// Tell the frozen process at home to run on (verdict continue).
     ResumeHere,
     /// Pass this message of the frozen body's node to the deputy (its
@@ -188,6 +233,28 @@ pub enum Failure {
         node: String,
         /// Why.
         reason: HostFailure,
+    },
+    /// node {node} could not freeze the body: {reason}
+    #[error("node {node} could not freeze the body: {reason}")]
+    NotFrozenHere {
+        /// The body's node.
+        node: String,
+        /// Why.
+        reason: FreezeFailure,
+    },
+    /// the image from node {node} could not be taken: {error}
+    #[error("the image from node {node} could not be taken: {error}")]
+    NotReceived {
+        /// The body's node.
+        node: String,
+        /// What failed.
+        error: String,
+    },
+    /// the process could not be restored at home: {error}
+    #[error("the process could not be restored at home: {error}")]
+    NotHome {
+        /// What failed.
+        error: String,
     },
     /// node {node} could not freeze the body or send it to node {dest}: {reason}
     #[error("node {node} could not freeze the body or send it to node {dest}: {reason}")]
@@ -301,6 +368,16 @@ enum State {
         bytes: u64,
     },
     Going,
+    /// Home: the body's node freezes it and sends its image.
+    Fetching {
+        tries: u32,
+    },
+    /// Home: the image comes.
+    ReceivingHome,
+    /// Home: the deputy restores it.
+    RestoringHome {
+        bytes: u64,
+    },
     Over,
 }
 
@@ -335,6 +412,10 @@ impl Source {
     /// The first actions.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
         self.deadline = Some(now + STEP_TIMEOUT);
+        if let Leg::ToHome { .. } = self.leg {
+            self.state = State::Fetching { tries: 0 };
+            return vec![Action::Send(Peer::Old, ToHost::Freeze)];
+        }
         vec![Action::Connect(Peer::Dest)]
     }
 
@@ -344,7 +425,7 @@ impl Source {
     pub fn waiting(&self) -> Option<(Peer, Instant)> {
         let peer = match self.state {
             State::Offered | State::AwaitHeld { .. } => Peer::Dest,
-            State::Freezing { .. } | State::Releasing { .. } => Peer::Old,
+            State::Freezing { .. } | State::Releasing { .. } | State::Fetching { .. } => Peer::Old,
             _ => return None,
         };
         self.deadline.map(|d| (peer, d))
@@ -354,7 +435,7 @@ impl Source {
     fn from(&self) -> &str {
         match &self.leg {
             Leg::FromHome => "home",
-            Leg::Direct { from, .. } => from,
+            Leg::Direct { from, .. } | Leg::ToHome { from } => from,
         }
     }
 
@@ -365,7 +446,7 @@ impl Source {
         }
         let step = self.step_name();
         match self.state {
-            State::Freezing { .. } | State::Releasing { .. } => {
+            State::Freezing { .. } | State::Releasing { .. } | State::Fetching { .. } => {
                 let node = self.from().to_string();
                 self.input(Input::Broken(Peer::Old, format!("no answer ({step})")), now)
                     .into_iter()
@@ -401,6 +482,9 @@ impl Source {
             State::Resuming(_) => "the resume",
             State::Releasing { .. } => "the end of the old body",
             State::Going | State::Over => "the go",
+            State::Fetching { .. } => "the freeze",
+            State::ReceivingHome => "the image",
+            State::RestoringHome { .. } => "the restore at home",
         }
     }
 
@@ -481,6 +565,59 @@ impl Source {
                 };
                 tracing::debug!(%error, "destination lost while the body's node delivers");
                 Vec::new()
+            }
+
+            // Coming home: the body's node freezes it and sends the image.
+            (State::Fetching { tries }, Input::From(Peer::Old, msg)) => {
+                self.while_fetching(tries, msg, now)
+            }
+            (State::Fetching { .. } | State::ReceivingHome, Input::Broken(Peer::Old, error)) => {
+                self.lose(Failure::LinkLost {
+                    node: self.from().to_string(),
+                    step: "the image",
+                    error,
+                })
+            }
+            (State::ReceivingHome, Input::Received { bytes }) => {
+                self.bytes = bytes;
+                self.state = State::RestoringHome { bytes };
+                self.deadline = None;
+                vec![Action::RestoreHere {
+                    unread: std::mem::take(&mut self.unread),
+                }]
+            }
+            (State::ReceivingHome, Input::ReceiveFailed { error, frozen }) => {
+                let why = Failure::NotReceived {
+                    node: self.from().to_string(),
+                    error,
+                };
+                if frozen {
+                    self.fail(why)
+                } else {
+                    self.state = State::Over;
+                    vec![Action::Finish(Outcome::RunsOn(why))]
+                }
+            }
+            (State::RestoringHome { bytes }, Input::HomeRestored) => {
+                // Whole at home: the old copy, frozen, ends.
+                self.state = State::Releasing {
+                    body_pid: self.facts.home_pid,
+                    bytes,
+                };
+                self.deadline = Some(now + STEP_TIMEOUT);
+                vec![Action::Send(Peer::Old, ToHost::Done)]
+            }
+            (State::RestoringHome { .. }, Input::HomeFailed { error, gone: false }) => {
+                self.fail(Failure::NotHome { error })
+            }
+            (State::RestoringHome { .. }, Input::HomeFailed { error, gone: true }) => {
+                // Nothing is left at home: end the body too, never an
+                // orphan.
+                self.state = State::Over;
+                vec![
+                    Action::Send(Peer::Old, ToHost::Done),
+                    Action::Finish(Outcome::Lost(Failure::NotHome { error })),
+                ]
             }
 
             // The restore at the destination.
@@ -669,6 +806,41 @@ impl Source {
         }
     }
 
+    /// A message of the body's node while it freezes the body to bring
+    /// it home.
+    fn while_fetching(&mut self, tries: u32, msg: FromHost, now: Instant) -> Vec<Action> {
+        match msg {
+            FromHost::Image { bytes } => {
+                self.state = State::ReceivingHome;
+                self.deadline = None;
+                vec![Action::ReceiveImage { bytes }]
+            }
+            FromHost::FreezeFailed { reason } if reason.passing() && tries < FREEZE_RETRIES => {
+                self.state = State::Fetching { tries: tries + 1 };
+                self.deadline = Some(now + STEP_TIMEOUT);
+                vec![
+                    Action::Pause(FREEZE_RETRY_PAUSE),
+                    Action::Send(Peer::Old, ToHost::Freeze),
+                ]
+            }
+            FromHost::FreezeFailed { reason } => {
+                self.state = State::Over;
+                vec![Action::Finish(Outcome::RunsOn(Failure::NotFrozenHere {
+                    node: self.from().to_string(),
+                    reason,
+                }))]
+            }
+            FromHost::Exited { status } => {
+                self.state = State::Over;
+                vec![Action::Finish(Outcome::Ended(status))]
+            }
+            other => {
+                self.state = State::Fetching { tries };
+                self.passing_message(other)
+            }
+        }
+    }
+
     /// What a body's node says while it freezes the body: output and a
     /// new command line for the deputy, input it had not read (kept),
     /// calls (answered busy: it asks again after).
@@ -697,10 +869,19 @@ impl Source {
         }
     }
 
-    /// Direct: the old copy is gone; let the new one go.
+    /// Direct: the old copy is gone; let the new one go. Home: the
+    /// process is whole there already.
     fn go(&mut self, body_pid: i32, bytes: u64) -> Vec<Action> {
-        self.state = State::Going;
         self.deadline = None;
+        if let Leg::ToHome { .. } = self.leg {
+            self.state = State::Over;
+            return vec![Action::Finish(Outcome::Moved {
+                body_pid,
+                bytes,
+                unread: Vec::new(),
+            })];
+        }
+        self.state = State::Going;
         let unread = std::mem::take(&mut self.unread);
         vec![
             Action::Send(Peer::Dest, ToHost::Go),
@@ -720,7 +901,7 @@ impl Source {
                 self.state = State::Over;
                 vec![Action::ResumeHere, Action::Finish(Outcome::RunsOn(why))]
             }
-            Leg::Direct { .. } => {
+            Leg::Direct { .. } | Leg::ToHome { .. } => {
                 self.state = State::Resuming(why.clone());
                 vec![
                     Action::Send(Peer::Old, ToHost::Resume),
@@ -1244,6 +1425,159 @@ mod tests {
         assert!(matches!(outcome(&a), Outcome::Lost(Failure::Commit { .. })));
     }
 
+    fn to_home(now: Instant) -> Source {
+        let mut s = Source::new(Leg::ToHome { from: "n3".into() }, "home", facts(), 0);
+        assert_eq!(s.start(now), vec![Action::Send(Peer::Old, ToHost::Freeze)]);
+        assert_eq!(s.waiting().map(|w| w.0), Some(Peer::Old));
+        s
+    }
+
+    #[test]
+    fn a_body_comes_home_and_its_old_copy_ends_after_it_is_whole() {
+        let now = Instant::now();
+        let mut s = to_home(now);
+        let unread = FromHost::Unread {
+            fd: 0,
+            data: Bytes(b"abc".to_vec()),
+        };
+        assert_eq!(s.input(old(unread), now), Vec::new());
+        assert_eq!(
+            s.input(old(FromHost::Image { bytes: 8192 }), now),
+            vec![Action::ReceiveImage { bytes: 8192 }]
+        );
+        assert_eq!(
+            s.input(Input::Received { bytes: 8192 }, now),
+            vec![Action::RestoreHere {
+                unread: vec![(0, Bytes(b"abc".to_vec()))]
+            }]
+        );
+        assert_eq!(
+            s.input(Input::HomeRestored, now),
+            vec![Action::Send(Peer::Old, ToHost::Done)]
+        );
+        assert_eq!(
+            s.input(old(FromHost::Left), now),
+            vec![Action::Finish(Outcome::Moved {
+                body_pid: 42,
+                bytes: 8192,
+                unread: Vec::new()
+            })]
+        );
+    }
+
+    #[test]
+    fn a_bad_image_coming_home_resumes_the_body_where_it_was() {
+        let now = Instant::now();
+        let mut s = to_home(now);
+        s.input(old(FromHost::Image { bytes: 8192 }), now);
+        let a = s.input(
+            Input::ReceiveFailed {
+                error: "checksum mismatch".into(),
+                frozen: true,
+            },
+            now,
+        );
+        assert_eq!(a[0], Action::Send(Peer::Old, ToHost::Resume));
+        assert!(matches!(
+            outcome(&a),
+            Outcome::RunsOn(Failure::NotReceived { .. })
+        ));
+        // A capture that failed at the node: it resumed the body itself.
+        let mut s = to_home(now);
+        s.input(old(FromHost::Image { bytes: 8192 }), now);
+        let a = s.input(
+            Input::ReceiveFailed {
+                error: "cannot read the body".into(),
+                frozen: false,
+            },
+            now,
+        );
+        assert_eq!(a.len(), 1);
+        assert!(matches!(outcome(&a), Outcome::RunsOn(_)));
+    }
+
+    #[test]
+    fn a_failed_restore_at_home_resumes_the_body_or_ends_it_with_its_deputy() {
+        let now = Instant::now();
+        let mut s = to_home(now);
+        s.input(old(FromHost::Image { bytes: 8192 }), now);
+        s.input(Input::Received { bytes: 8192 }, now);
+        let a = s.input(
+            Input::HomeFailed {
+                error: "mosix-restore is missing".into(),
+                gone: false,
+            },
+            now,
+        );
+        assert_eq!(a[0], Action::Send(Peer::Old, ToHost::Resume));
+        assert!(matches!(
+            outcome(&a),
+            Outcome::RunsOn(Failure::NotHome { .. })
+        ));
+
+        let mut s = to_home(now);
+        s.input(old(FromHost::Image { bytes: 8192 }), now);
+        s.input(Input::Received { bytes: 8192 }, now);
+        let a = s.input(
+            Input::HomeFailed {
+                error: "the deputy went away".into(),
+                gone: true,
+            },
+            now,
+        );
+        assert_eq!(a[0], Action::Send(Peer::Old, ToHost::Done));
+        assert!(matches!(outcome(&a), Outcome::Lost(_)));
+    }
+
+    #[test]
+    fn the_node_lost_while_the_body_comes_home_loses_the_process() {
+        let now = Instant::now();
+        for got_image in [false, true] {
+            let mut s = to_home(now);
+            if got_image {
+                s.input(old(FromHost::Image { bytes: 8192 }), now);
+            }
+            let a = s.input(Input::Broken(Peer::Old, "reset".into()), now);
+            assert!(matches!(
+                outcome(&a),
+                Outcome::Lost(Failure::LinkLost { .. })
+            ));
+        }
+        let mut s = to_home(now);
+        let (_, d) = s.waiting().unwrap();
+        assert!(matches!(
+            outcome(&s.timeout(d)),
+            Outcome::Lost(Failure::Timeout { .. })
+        ));
+    }
+
+    #[test]
+    fn a_body_blocking_the_freeze_signal_for_a_moment_is_asked_again_to_come_home() {
+        let now = Instant::now();
+        let mut s = to_home(now);
+        let blocked = FreezeFailure::CantMove(CantMove::BlocksFreezeSignal { signal: 40 });
+        let a = s.input(
+            old(FromHost::FreezeFailed {
+                reason: blocked.clone(),
+            }),
+            now,
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::Pause(FREEZE_RETRY_PAUSE),
+                Action::Send(Peer::Old, ToHost::Freeze)
+            ]
+        );
+        let mut s = to_home(now);
+        let status = BodyStatus::Signal {
+            sig: 9,
+            core: false,
+        };
+        let a = s.input(old(FromHost::Exited { status }), now);
+        assert_eq!(a, vec![Action::Finish(Outcome::Ended(status))]);
+    }
+
     mod never_two {
         use super::*;
         use proptest::prelude::*;
@@ -1268,6 +1602,7 @@ mod tests {
                 Just(FromHost::Exited {
                     status: BodyStatus::Code { code: 0 }
                 }),
+                (1u64..9).prop_map(|bytes| FromHost::Image { bytes }),
             ];
             prop_oneof![
                 peer.clone().prop_map(Input::Connected),
@@ -1280,6 +1615,16 @@ mod tests {
                     error: "x".into(),
                     gone: false
                 }),
+                (1u64..9).prop_map(|bytes| Input::Received { bytes }),
+                any::<bool>().prop_map(|frozen| Input::ReceiveFailed {
+                    error: "x".into(),
+                    frozen
+                }),
+                Just(Input::HomeRestored),
+                any::<bool>().prop_map(|gone| Input::HomeFailed {
+                    error: "x".into(),
+                    gone
+                }),
             ]
         }
 
@@ -1290,13 +1635,15 @@ mod tests {
             /// lost its copy), and a process resumed at home was never
             /// made a deputy; at most one outcome.
             #[test]
-            fn a_move_never_runs_two_copies(direct_leg: bool, inputs in proptest::collection::vec(any_input(), 0..24)) {
+            fn a_move_never_runs_two_copies(leg_no in 0..3u8, inputs in proptest::collection::vec(any_input(), 0..24)) {
                 let now = Instant::now();
-                let leg = if direct_leg {
-                    Leg::Direct { from: "n2".into(), dest_address: "1.2.3.4:5".into() }
-                } else {
-                    Leg::FromHome
+                let direct_leg = leg_no == 1;
+                let leg = match leg_no {
+                    0 => Leg::FromHome,
+                    1 => Leg::Direct { from: "n2".into(), dest_address: "1.2.3.4:5".into() },
+                    _ => Leg::ToHome { from: "n2".into() },
                 };
+                let home_leg = leg_no == 2;
                 let mut s = Source::new(leg, "n3", facts(), 4096);
                 let mut all = s.start(now);
                 for i in inputs {
@@ -1318,6 +1665,18 @@ mod tests {
                 }
                 if let Some(b) = all.iter().position(|a| *a == Action::BecomeDeputy) {
                     prop_assert!(!all[b..].contains(&Action::ResumeHere));
+                }
+                if home_leg {
+                    // The old copy ends only once the process is whole at
+                    // home or gone there, and is never both resumed and
+                    // ended.
+                    prop_assert_eq!(gos, 0);
+                    let done = all.iter().position(|a| *a == Action::Send(Peer::Old, ToHost::Done));
+                    if let Some(d) = done {
+                        let restored = all[..d].iter().any(|a| matches!(a, Action::RestoreHere { .. }));
+                        prop_assert!(restored, "{:?}", all);
+                        prop_assert!(!all.contains(&Action::Send(Peer::Old, ToHost::Resume)));
+                    }
                 }
             }
         }

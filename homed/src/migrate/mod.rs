@@ -69,7 +69,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a child reaped by its parent body waits for the status from
 /// the parent's call.
 const REAPED_TIMEOUT: Duration = Duration::from_secs(10);
-use session::{FREEZE_RETRIES, FREEZE_RETRY_PAUSE};
 
 /// Where the body goes.
 #[derive(Debug, Clone)]
@@ -200,7 +199,11 @@ pub fn move_out(
             Action::Finish(Outcome::Ended(status)) => {
                 return Err(internal(&format!("a move from home ended with {status:?}")));
             }
-            Action::ToDeputy(_) | Action::Pause(_) => continue,
+            // Moves away from home's node only.
+            Action::ToDeputy(_)
+            | Action::Pause(_)
+            | Action::ReceiveImage { .. }
+            | Action::RestoreHere { .. } => continue,
         };
         pending = s.input(input, Instant::now()).into();
     }
@@ -770,64 +773,8 @@ fn move_body(
             };
             Moved::Away(Box::new(new_link), done)
         }
-        None => {
-            let received = match with_retries(|| fetch_image(link, &mut to_deputy, &from)) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    return Moved::Ended(format!(
-                        "process {pid} ended on node {from} before it could move"
-                    ));
-                }
-                Err(Fetch::Failed(e) | Fetch::Passing(e)) => return Moved::Failed(e),
-                Err(Fetch::Lost(e)) => {
-                    let _ = send_local(&mut to_deputy, &DeputyMsg::Lost);
-                    return Moved::Ended(e);
-                }
-            };
-            match come_home(ctl, &mut to_deputy, deputy, &received, pid, wanted) {
-                Ok(()) => {
-                    if let Err(e) = release_old(link, &from) {
-                        tracing::warn!(pid, node = %from, error = %e, "no word that the old body ended; its node kills it without its link");
-                    }
-                    (away.on_move)(None);
-                    Moved::Home(MigrateDone {
-                        pid,
-                        node: "home".into(),
-                        body_pid: pid,
-                        bytes: received.bytes,
-                        frozen_ms: 0,
-                    })
-                }
-                Err(ComeHome::NotYet(e)) => resume(link, &mut to_deputy, &from, e),
-                Err(ComeHome::Lost(e)) => {
-                    // The deputy is gone and the restore did not happen: the
-                    // process is lost. End the body too: never two, never an
-                    // orphan.
-                    let _ = link.send(&ToHost::Done);
-                    Moved::Ended(e)
-                }
-            }
-        }
+        None => bring_home(ctl, link, away, deputy, &mut to_deputy, wanted),
     }
-}
-
-/// `ask` again while the body's host says it blocks the freeze signal
-/// for a moment: a body inside a forwarded call blocks every signal for
-/// the call's round trip (a wait for a home child asks every few
-/// milliseconds). That passes; a body that keeps it blocked is refused
-/// after [`FREEZE_RETRIES`] tries.
-fn with_retries<T>(mut ask: impl FnMut() -> Result<T, Fetch>) -> Result<T, Fetch> {
-    let mut got = ask();
-    for _ in 0..FREEZE_RETRIES {
-        match &got {
-            Err(Fetch::Passing(_)) => {
-                std::thread::sleep(FREEZE_RETRY_PAUSE);
-                got = ask();
-            }
-            _ => break,
-        }
-    }
-    got
 }
 
 /// Input a frozen body was given and had not read, by fd: it goes first
@@ -916,8 +863,12 @@ fn move_direct(
                 continue;
             }
             Action::Finish(o) => break o,
-            // A move from home only.
-            Action::StreamImage | Action::BecomeDeputy | Action::ResumeHere => continue,
+            // Other legs only.
+            Action::StreamImage
+            | Action::BecomeDeputy
+            | Action::ResumeHere
+            | Action::ReceiveImage { .. }
+            | Action::RestoreHere { .. } => continue,
         };
         pending = s.input(input, Instant::now()).into();
     };
@@ -955,154 +906,180 @@ fn move_direct(
     }
 }
 
-/// What a body's host says while it freezes the body, before the image:
-/// output and a new command line for the deputy, input the body had not
-/// read (kept in `unread`), and calls (answered busy: the body asks again
-/// after). Anything else means the host is out of step.
-fn while_frozen(
+/// Bring the body home (ARCHITECTURE.md section 3, step 6): the engine's
+/// source session ([`Leg::ToHome`]) asks the body's node to freeze it and
+/// send its image, the deputy restores the process in place
+/// ([`come_home`]), and only then does the old, frozen copy end. Any
+/// failure before the restore lets the body run on where it was.
+fn bring_home(
+    ctl: &UnixStream,
     link: &mut Link<TcpStream>,
+    away: &mut Away<'_>,
+    deputy: &mpsc::Receiver<Option<DeputyMsg>>,
     to_deputy: &mut UnixStream,
-    msg: FromHost,
-    unread: &mut Unread,
-) -> Result<(), Fetch> {
-    match msg {
-        FromHost::Output { fd, data } => {
-            let _ = send_local(to_deputy, &DeputyMsg::Output { fd, data });
-        }
-        FromHost::Unread { fd, data } => unread.push((fd, data)),
-        FromHost::Exec { cmdline } => {
-            let _ = send_local(to_deputy, &DeputyMsg::Cmdline { cmdline });
-        }
-        FromHost::WantInput { .. } | FromHost::Leave { .. } => {}
-        FromHost::Call { .. } => {
-            // Asked before it saw the freeze: it asks again after.
-            link.send(&ToHost::Reply {
-                reply: CallReply::Busy,
-            })
-            .map_err(|e| Fetch::Lost(format!("lost the body's node while moving it: {e}")))?;
-        }
-        other => {
-            return Err(Fetch::Lost(format!(
-                "the body's node answered {other:?} to a freeze"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The move failed before anything changed: let the frozen body run on.
-fn resume(
-    link: &mut Link<TcpStream>,
-    to_deputy: &mut UnixStream,
-    from: &str,
-    why: String,
+    wanted: &mut HashSet<i32>,
 ) -> Moved {
-    match link.send(&ToHost::Resume) {
-        Ok(()) => Moved::Failed(format!("{why}; the process runs on at node {from}")),
-        Err(e) => {
+    let pid = away.who.pid;
+    let from = away.node.clone();
+    let leg = Leg::ToHome { from: from.clone() };
+    let mut s = Source::new(leg, away.who.home, offer_facts(&away.who), 0);
+    let mut received: Option<Received> = None;
+    let mut pending: VecDeque<Action> = s.start(Instant::now()).into();
+    let outcome = loop {
+        let Some(action) = pending.pop_front() else {
+            let Some((_, deadline)) = s.waiting() else {
+                break Outcome::RunsOn(Failure::Internal {
+                    what: "the move home stalled".into(),
+                });
+            };
+            pending = match recv_until(link, deadline) {
+                Ok(m) => s.input(Input::From(Peer::Old, m), Instant::now()),
+                Err(None) => s.timeout(Instant::now()),
+                Err(Some(e)) => s.input(Input::Broken(Peer::Old, e), Instant::now()),
+            }
+            .into();
+            continue;
+        };
+        let input = match action {
+            Action::Send(_, msg) => match link.send(&msg) {
+                Ok(()) => continue,
+                Err(e) => Input::Broken(Peer::Old, e.to_string()),
+            },
+            Action::ToDeputy(msg) => {
+                let m = match msg {
+                    FromHost::Output { fd, data } => DeputyMsg::Output { fd, data },
+                    FromHost::Exec { cmdline } => DeputyMsg::Cmdline { cmdline },
+                    _ => continue,
+                };
+                let _ = send_local(to_deputy, &m);
+                continue;
+            }
+            Action::Pause(d) => {
+                std::thread::sleep(d);
+                continue;
+            }
+            Action::ReceiveImage { bytes } => match receive_image(link, &from, bytes) {
+                Ok(r) => {
+                    received = Some(r);
+                    Input::Received { bytes }
+                }
+                Err(Receive::Frozen(error)) => Input::ReceiveFailed {
+                    error,
+                    frozen: true,
+                },
+                Err(Receive::Resumed(error)) => Input::ReceiveFailed {
+                    error,
+                    frozen: false,
+                },
+                Err(Receive::Broken(e)) => Input::Broken(Peer::Old, e),
+            },
+            Action::RestoreHere { unread } => match received.as_mut() {
+                Some(r) => {
+                    r.unread = unread;
+                    match come_home(ctl, to_deputy, deputy, r, pid, wanted) {
+                        Ok(()) => Input::HomeRestored,
+                        Err(ComeHome::NotYet(error)) => Input::HomeFailed { error, gone: false },
+                        Err(ComeHome::Lost(error)) => Input::HomeFailed { error, gone: true },
+                    }
+                }
+                None => Input::HomeFailed {
+                    error: "internal error: no image to restore".into(),
+                    gone: false,
+                },
+            },
+            Action::Finish(o) => break o,
+            // Moves to another node only.
+            Action::Connect(_)
+            | Action::StreamImage
+            | Action::BecomeDeputy
+            | Action::ResumeHere => continue,
+        };
+        pending = s.input(input, Instant::now()).into();
+    };
+    let _ = link.get_ref().set_read_timeout(Some(POLL));
+    match outcome {
+        Outcome::Moved { bytes, .. } => {
+            (away.on_move)(None);
+            Moved::Home(MigrateDone {
+                pid,
+                node: "home".into(),
+                body_pid: pid,
+                bytes,
+                frozen_ms: 0,
+            })
+        }
+        Outcome::RunsOn(why) => Moved::Failed(format!("{why}; the process runs on at node {from}")),
+        Outcome::Ended(status) => {
+            let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
+            Moved::Ended(format!(
+                "process {pid} ended on node {from} before it could move"
+            ))
+        }
+        Outcome::Lost(why) => {
+            // A deputy that is gone already does not hear it.
             let _ = send_local(to_deputy, &DeputyMsg::Lost);
-            Moved::Ended(format!("{why}, and node {from} was lost meanwhile: {e}"))
+            Moved::Ended(why.to_string())
         }
     }
 }
 
-/// Why [`fetch_image`] failed.
-enum Fetch {
-    /// The body runs on at its node.
-    Failed(String),
-    /// The body runs on at its node, for a reason that passes (it
-    /// blocked the freeze signal for a moment): worth asking again.
-    Passing(String),
-    /// The node is lost.
-    Lost(String),
+/// Why [`receive_image`] failed.
+enum Receive {
+    /// The body waits frozen at its node (the image was bad, or could not
+    /// be kept here).
+    Frozen(String),
+    /// Its node could not capture it and resumed it.
+    Resumed(String),
+    /// The link broke.
+    Broken(String),
 }
 
-/// Ask the host to freeze the body and receive its image. `Ok(None)`: the
-/// body ended first (the deputy was told).
-fn fetch_image(
-    link: &mut Link<TcpStream>,
-    to_deputy: &mut UnixStream,
-    node: &str,
-) -> Result<Option<Received>, Fetch> {
-    let lost = |e: LinkError| Fetch::Lost(format!("lost node {node} while moving the body: {e}"));
-    link.send(&ToHost::Freeze).map_err(lost)?;
+/// The image of a body coming home, `bytes` raw bytes and then its end,
+/// from its node `node`, into memory (a memfd, never a file), checked.
+fn receive_image(link: &mut Link<TcpStream>, node: &str, bytes: u64) -> Result<Received, Receive> {
+    let broken =
+        |e: LinkError| Receive::Broken(format!("lost node {node} while moving the body: {e}"));
     let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
-    let mut unread = Vec::new();
-    let bytes = loop {
-        match link.recv::<FromHost>() {
-            Ok(FromHost::Image { bytes }) => break bytes,
-            Ok(FromHost::FreezeFailed { reason }) => {
-                let why = format!("node {node} could not freeze the body: {reason}");
-                return Err(if reason.passing() {
-                    Fetch::Passing(why)
-                } else {
-                    Fetch::Failed(why)
-                });
-            }
-            Ok(FromHost::Exited { status }) => {
-                let _ = send_local(to_deputy, &DeputyMsg::Exited { status });
-                return Ok(None);
-            }
-            Ok(other) => while_frozen(link, to_deputy, other, &mut unread)?,
-            Err(e) => return Err(lost(e)),
-        }
-    };
     let file =
-        memfd().map_err(|e| Fetch::Failed(format!("cannot hold the image in memory: {e}")))?;
+        memfd().map_err(|e| Receive::Frozen(format!("cannot hold the image in memory: {e}")))?;
     let mut got = 0u64;
     let mut w = &file;
     while got < bytes {
-        let chunk = link.recv_bytes().map_err(lost)?;
+        let chunk = link.recv_bytes().map_err(broken)?;
         if got + chunk.len() as u64 > bytes {
-            return Err(Fetch::Lost(format!(
+            return Err(Receive::Broken(format!(
                 "node {node} sent more than the {bytes} image bytes it announced"
             )));
         }
         w.write_all(&chunk)
-            .map_err(|e| Fetch::Failed(format!("cannot store the image in memory: {e}")))?;
+            .map_err(|e| Receive::Frozen(format!("cannot store the image in memory: {e}")))?;
         got += chunk.len() as u64;
     }
     let checksum = match link.recv::<FromHost>() {
         Ok(FromHost::ImageEnd { checksum }) => checksum,
         Ok(FromHost::FreezeFailed { reason }) => {
-            return Err(Fetch::Failed(format!(
+            return Err(Receive::Resumed(format!(
                 "node {node} could not capture the body: {reason}"
             )));
         }
         Ok(other) => {
-            return Err(Fetch::Lost(format!(
+            return Err(Receive::Broken(format!(
                 "node {node} sent {other:?} instead of the image's end"
             )));
         }
-        Err(e) => return Err(lost(e)),
+        Err(e) => return Err(broken(e)),
     };
-    let _ = link.get_ref().set_read_timeout(Some(POLL));
-    let bad = |e: String| Fetch::Failed(e);
-    patch_checksum(&file, checksum).map_err(|e| bad(format!("cannot finish the image: {e}")))?;
+    patch_checksum(&file, checksum)
+        .map_err(|e| Receive::Frozen(format!("cannot finish the image: {e}")))?;
     let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let image =
-        LoadedImage::open(&path).map_err(|e| bad(format!("node {node} sent a bad image: {e}")))?;
-    Ok(Some(Received {
+    let image = LoadedImage::open(&path)
+        .map_err(|e| Receive::Frozen(format!("node {node} sent a bad image: {e}")))?;
+    Ok(Received {
         file,
         bytes,
         image,
-        unread,
-    }))
-}
-
-/// Tell the old host its frozen body runs elsewhere now, and wait until
-/// it has ended there.
-fn release_old(link: &mut Link<TcpStream>, node: &str) -> Result<(), String> {
-    link.send(&ToHost::Done).map_err(|e| e.to_string())?;
-    let _ = link.get_ref().set_read_timeout(Some(STEP_TIMEOUT));
-    loop {
-        match link.recv::<FromHost>() {
-            Ok(FromHost::Left) => return Ok(()),
-            Ok(FromHost::Output { .. } | FromHost::Leave { .. } | FromHost::Exec { .. }) => {}
-            Ok(other) => return Err(format!("node {node} answered {other:?} to done")),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+        unread: Vec::new(),
+    })
 }
 
 /// Why [`come_home`] failed.
