@@ -1,7 +1,10 @@
-//! Both sides of a move as state machines free of I/O (ARCHITECTURE.md section
-//! 3, steps 3-6): [`source::Source`] is the side that decides and keeps
-//! the commit point (the home's `homed`), [`host::Host`] the destination
-//! that takes, restores and holds the body (a node's `remoted`).
+//! Both sides of a move as state machines free of I/O (ARCHITECTURE.md
+//! section 3, steps 3-6): [`source::Source`] is the side that decides and
+//! keeps the commit point (the home's `homed`: moves from home, between
+//! two nodes, and home again), [`host::Host`] the destination that takes,
+//! restores and holds the body (a node's `remoted`), and
+//! [`hosted::Hosted`] the node a body leaves (it freezes the body, sends
+//! its image, and waits for the home's decision).
 //!
 //! A session is driven by typed inputs (a message from a peer, a link
 //! that broke, the result of an action, the time) and answers with
@@ -22,6 +25,7 @@
 //! `waiting()` names, until its deadline; at the deadline call `timeout`.
 
 pub mod host;
+pub mod hosted;
 pub mod source;
 
 use std::time::Duration;

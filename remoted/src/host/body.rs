@@ -45,9 +45,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Longest wait for the home's decision about a frozen body (it may be
-/// sending a large image on to another node meanwhile).
-const DECISION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most bytes of the body's output in one message.
 const OUTPUT_CHUNK: usize = 64 * 1024;
 /// How long the loop sleeps when nothing happens.
@@ -826,38 +823,150 @@ impl Body {
     /// The home wants the body: freeze it, send its image, and do what
     /// the home decides.
     fn freeze(&mut self, link: &mut Link<TcpStream>, home: &str, to: ImageTo) -> Frozen {
+        use mosix_engine::session::hosted::{Action, Hosted, Input, Outcome};
         let pid = self.pid;
+        let mut s = Hosted::new();
         let stopped = self.stop_in_handler();
         if std::mem::take(&mut self.exec_unannounced) {
             self.announce_exec(link);
         }
-        let record = match stopped {
-            Ok(r) => r,
+        let mut record = None;
+        let first = match stopped {
+            Ok(r) => {
+                record = Some(r);
+                Input::Frozen
+            }
             Err(reason) => {
                 tracing::warn!(%home, body_pid = pid, %reason, "cannot freeze the body; it runs on");
-                return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
+                Input::NotFrozen(reason)
             }
         };
-        // Frozen: whatever it wrote is in its pipes now, and goes first;
-        // then the input it was given and did not read.
-        if let Err(e) = self
-            .pump_output(link)
-            .and_then(|()| self.return_unread(link))
-        {
-            tracing::warn!(%home, body_pid = pid, error = %e, "link to the home lost during a freeze; killing the body");
-            kill_and_reap(pid);
-            return Frozen::Gone;
+        let mut pending: std::collections::VecDeque<Action> =
+            s.input(first, std::time::Instant::now()).into();
+        loop {
+            let Some(action) = pending.pop_front() else {
+                // The home's decision about the frozen body.
+                let Some(deadline) = s.deadline() else {
+                    tracing::warn!(%home, body_pid = pid, "freeze session stalled; killing the body");
+                    kill_and_reap(pid);
+                    return Frozen::Gone;
+                };
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let _ = link
+                    .get_ref()
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+                let got = link.recv::<ToHost>();
+                let _ = link.get_ref().set_read_timeout(None);
+                let now = std::time::Instant::now();
+                pending = match got {
+                    Ok(m) => s.input(Input::From(m), now),
+                    Err(_) if now >= deadline => s.timeout(now),
+                    Err(e) => s.input(Input::Broken(e.to_string()), now),
+                }
+                .into();
+                continue;
+            };
+            let input = match action {
+                Action::Send(msg) => match link.send(&msg) {
+                    Ok(()) => continue,
+                    Err(e) => Input::Broken(e.to_string()),
+                },
+                Action::Drain => {
+                    // Frozen: whatever it wrote is in its pipes now, and
+                    // goes first; then the input it was given and did not
+                    // read.
+                    match self
+                        .pump_output(link)
+                        .and_then(|()| self.return_unread(link))
+                    {
+                        Ok(()) => Input::Drained,
+                        Err(e) => Input::Broken(e.to_string()),
+                    }
+                }
+                Action::SendImage => {
+                    let Some(record) = record.as_ref() else {
+                        kill_and_reap(pid);
+                        return Frozen::Gone;
+                    };
+                    match self.send_image_to(link, record, &to) {
+                        Ok(bytes) => {
+                            match &to {
+                                ImageTo::Home => {
+                                    tracing::info!(%home, body_pid = pid, bytes, "body frozen and its image sent home")
+                                }
+                                ImageTo::Node { node, .. } => {
+                                    tracing::info!(%home, body_pid = pid, bytes, to = %node, "body frozen and its image sent straight to its next node")
+                                }
+                            }
+                            Input::Sent { bytes }
+                        }
+                        Err(Some(reason)) => {
+                            tracing::warn!(%home, body_pid = pid, %reason, "cannot capture or send the body; it runs on");
+                            Input::SendFailed(reason)
+                        }
+                        Err(None) => Input::Broken("the link broke while sending the image".into()),
+                    }
+                }
+                Action::Verdict(v) => {
+                    if let Err(e) = self.verdict(v) {
+                        tracing::warn!(body_pid = pid, error = %e, "cannot give the frozen body its verdict");
+                    }
+                    continue;
+                }
+                Action::EndHere => {
+                    let _ = sys::waitpid(pid, 0);
+                    // Its children here run on, writing to its relays.
+                    self.relays.extend(family::take_handed(pid));
+                    family::hand_over(home, self.uid, pid, std::mem::take(&mut self.relays));
+                    continue;
+                }
+                Action::Signal(sig) => {
+                    let _ = sys::kill(pid, sig);
+                    continue;
+                }
+                Action::Kill => {
+                    kill_and_reap(pid);
+                    continue;
+                }
+                Action::Finish(Outcome::Resumed) => {
+                    if record.is_some() {
+                        tracing::info!(%home, body_pid = pid, "the move failed; body runs on here");
+                    }
+                    return Frozen::Resumed;
+                }
+                Action::Finish(Outcome::Left) => {
+                    tracing::info!(%home, body_pid = pid, "body left this node");
+                    return Frozen::Left;
+                }
+                Action::Finish(Outcome::Gone(why)) => {
+                    tracing::warn!(%home, body_pid = pid, reason = %why, "the home was lost while the body was frozen; it was killed");
+                    return Frozen::Gone;
+                }
+            };
+            pending = s.input(input, std::time::Instant::now()).into();
         }
-        let sent = match &to {
+    }
+
+    /// Capture the frozen body and send its image where the home said:
+    /// home over `link`, or straight to the next node (then the home
+    /// hears [`FromHost::Sent`]). `Err(Some)`: it could not be captured
+    /// or delivered (the link is fine); `Err(None)`: the link broke.
+    fn send_image_to(
+        &mut self,
+        link: &mut Link<TcpStream>,
+        record: &FreezeRecord,
+        to: &ImageTo,
+    ) -> Result<u64, Option<FreezeFailure>> {
+        match to {
             ImageTo::Home => self
-                .send_image(link, &record)
+                .send_image(link, record)
                 .map_err(|e| e.map(|error| FreezeFailure::Capture { error })),
             ImageTo::Node {
                 node,
                 address,
                 token,
             } => self
-                .capture(&record)
+                .capture(record)
                 .map_err(|error| FreezeFailure::Capture { error })
                 .and_then(|(plan, mem)| {
                     direct::deliver(node, address, *token, &plan, &mut capture::ProcMem(mem))
@@ -872,80 +981,6 @@ impl Body {
                         .map(|()| bytes)
                         .map_err(|_| None)
                 }),
-        };
-        match sent {
-            Ok(bytes) => match &to {
-                ImageTo::Home => {
-                    tracing::info!(%home, body_pid = pid, bytes, "body frozen and its image sent home")
-                }
-                ImageTo::Node { node, .. } => {
-                    tracing::info!(%home, body_pid = pid, bytes, to = %node, "body frozen and its image sent straight to its next node")
-                }
-            },
-            Err(Some(reason)) => {
-                tracing::warn!(%home, body_pid = pid, %reason, "cannot capture or send the body; it runs on");
-                let _ = self.verdict(Verdict::Continue);
-                return self.send_or_kill(link, &FromHost::FreezeFailed { reason });
-            }
-            Err(None) => {
-                tracing::warn!(%home, body_pid = pid, "link to the home lost while sending the image; killing the body");
-                kill_and_reap(pid);
-                return Frozen::Gone;
-            }
-        }
-        let _ = link.get_ref().set_read_timeout(Some(DECISION_TIMEOUT));
-        let mut held_signals = Vec::new();
-        let decision = loop {
-            match link.recv::<ToHost>() {
-                Ok(ToHost::Signal { sig }) if (1..=64).contains(&sig) => held_signals.push(sig),
-                Ok(m) => break Ok(m),
-                Err(e) => break Err(e),
-            }
-        };
-        let _ = link.get_ref().set_read_timeout(None);
-        match decision {
-            Ok(ToHost::Done) => {
-                let _ = self.verdict(Verdict::Exit);
-                let _ = sys::waitpid(pid, 0);
-                // Its children here run on, writing to its relays.
-                self.relays.extend(family::take_handed(pid));
-                family::hand_over(home, self.uid, pid, std::mem::take(&mut self.relays));
-                tracing::info!(%home, body_pid = pid, "body left this node");
-                let _ = link.send(&FromHost::Left);
-                Frozen::Left
-            }
-            Ok(ToHost::Resume) => {
-                if let Err(e) = self.verdict(Verdict::Continue) {
-                    tracing::warn!(body_pid = pid, error = %e, "cannot resume the body");
-                }
-                for sig in held_signals {
-                    let _ = sys::kill(pid, sig);
-                }
-                tracing::info!(%home, body_pid = pid, "the move failed; body runs on here");
-                Frozen::Resumed
-            }
-            Ok(other) => {
-                tracing::warn!(%home, body_pid = pid, msg = ?other, "unexpected answer about a frozen body; killing it");
-                kill_and_reap(pid);
-                Frozen::Gone
-            }
-            Err(e) => {
-                tracing::warn!(%home, body_pid = pid, error = %e, "no decision from the home about the frozen body; killing it");
-                kill_and_reap(pid);
-                Frozen::Gone
-            }
-        }
-    }
-
-    /// Send `msg`; a broken link kills the body.
-    fn send_or_kill(&mut self, link: &mut Link<TcpStream>, msg: &FromHost) -> Frozen {
-        match link.send(msg) {
-            Ok(()) => Frozen::Resumed,
-            Err(e) => {
-                tracing::warn!(body_pid = self.pid, error = %e, "link to the home lost; killing the body");
-                kill_and_reap(self.pid);
-                Frozen::Gone
-            }
         }
     }
 
