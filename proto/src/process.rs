@@ -194,7 +194,8 @@ pub enum ProcessResponse {
 /// callers (`mosrun -r` asks again while the cause passes); people read
 /// the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+// Not "type": the reasons inside are tagged "type" themselves.
+#[serde(tag = "cause", rename_all = "snake_case")]
 pub enum Cause {
     /// The process cannot move now, for this reason.
     CantMove(crate::reason::CantMove),

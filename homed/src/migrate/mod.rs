@@ -850,12 +850,7 @@ fn move_direct(
                 }
             }
             Action::ToDeputy(msg) => {
-                let m = match msg {
-                    FromHost::Output { fd, data } => DeputyMsg::Output { fd, data },
-                    FromHost::Exec { cmdline } => DeputyMsg::Cmdline { cmdline },
-                    _ => continue,
-                };
-                let _ = send_local(to_deputy, &m);
+                pass_to_deputy(to_deputy, msg);
                 continue;
             }
             Action::Pause(d) => {
@@ -906,6 +901,19 @@ fn move_direct(
     }
 }
 
+/// Pass what the frozen body's node said meanwhile to the deputy: its
+/// last output, or the command line of a program it exec'd.
+fn pass_to_deputy(to_deputy: &mut UnixStream, msg: FromHost) {
+    let m = match msg {
+        FromHost::Output { fd, data } => DeputyMsg::Output { fd, data },
+        FromHost::Exec { cmdline } => DeputyMsg::Cmdline { cmdline },
+        _ => return,
+    };
+    if let Err(e) = send_local(to_deputy, &m) {
+        tracing::debug!(error = %e, "the deputy is gone; the move finds out next");
+    }
+}
+
 /// Bring the body home (ARCHITECTURE.md section 3, step 6): the engine's
 /// source session ([`Leg::ToHome`]) asks the body's node to freeze it and
 /// send its image, the deputy restores the process in place
@@ -946,12 +954,7 @@ fn bring_home(
                 Err(e) => Input::Broken(Peer::Old, e.to_string()),
             },
             Action::ToDeputy(msg) => {
-                let m = match msg {
-                    FromHost::Output { fd, data } => DeputyMsg::Output { fd, data },
-                    FromHost::Exec { cmdline } => DeputyMsg::Cmdline { cmdline },
-                    _ => continue,
-                };
-                let _ = send_local(to_deputy, &m);
+                pass_to_deputy(to_deputy, msg);
                 continue;
             }
             Action::Pause(d) => {
