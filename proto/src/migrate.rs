@@ -4,7 +4,7 @@
 //! body host (a listener of `remoted` on its port + [`HOST_PORT_OFFSET`];
 //! bodies must be descendants of `remoted`) and says [`ToHost::Offer`]. Once
 //! [`FromHost::Accepted`], it sends the image as raw link messages (exactly
-//! `bytes` bytes in all, see [`crate::image::ImagePlan`]) and then
+//! `bytes` bytes in all, see `mosix_engine::image::ImagePlan`) and then
 //! [`ToHost::ImageEnd`]. The host restores the body held before its first
 //! user instruction and answers [`FromHost::Held`] (or
 //! [`FromHost::Failed`]). Only then may the source commit (its process

@@ -1,6 +1,6 @@
 //! Requests about processes started at this home (`mosps`, `mosmigrate`),
 //! answered by `homed`'s engine. The engine's own socket with libmosix
-//! (`procs.sock`) speaks the fixed records of [`crate::image::layout`]
+//! (`procs.sock`) speaks the fixed records of [`mosix_layout`]
 //! instead, because its client is a signal handler.
 
 use serde::{Deserialize, Serialize};
