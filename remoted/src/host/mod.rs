@@ -262,6 +262,7 @@ impl Host {
                     body.run(&mut link, &home, leave, self.grace);
                     family::hand_over(&home, uid, pid, family::take_handed(pid));
                     view::release(pid);
+                    close_gently(link.get_ref());
                 }
                 Err(reason) => {
                     tracing::warn!(%home, home_pid, %reason, "cannot adopt a forked child");
@@ -278,6 +279,7 @@ impl Host {
             body.run(&mut link, &home, leave, self.grace);
             family::hand_over(&home, uid, pid, family::take_handed(pid));
             view::release(pid);
+            close_gently(link.get_ref());
         }
     }
 
@@ -640,6 +642,29 @@ struct Restored {
     relays: Relays,
     body_info: mosix_engine::image::layout::BodyInfo,
     view: view::BodyView,
+}
+
+/// How long a body's last words wait for the home to read them.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// End a body's link so that its last messages (its end, its last
+/// output) reach the home: a socket closed with unread input in it (a
+/// signal the home forwarded as the body ended) is reset, and a reset
+/// throws away what was still on its way. So: no more writes, then read
+/// and drop whatever the home still sends, until it closes its side or
+/// [`LINGER`] passes.
+fn close_gently(stream: &TcpStream) {
+    use std::io::Read;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let until = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Kill and reap a held body; returns `why` for the caller's error.
