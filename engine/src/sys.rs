@@ -1,4 +1,6 @@
-//! The engine's few raw system calls.
+//! The engine's few raw system calls. Through `nix` where it has a safe
+//! call; `libc` where it has none (mmap, prlimit of another process,
+//! kcmp) or cannot say it (real-time signals).
 
 use std::io::Read;
 
@@ -6,31 +8,26 @@ use std::io::Read;
 /// it (which maps the zero page), look it up in our own pagemap. 0 if the
 /// PFN is hidden (not root).
 pub(crate) fn zero_pfn() -> u64 {
-    // SAFETY: a fresh private anonymous page, unmapped below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+    const PAGE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
+    // SAFETY: a fresh private anonymous page at an address the kernel
+    // picks, so no existing mapping is touched; unmapped below.
+    let Ok(p) =
+        (unsafe { mmap_anonymous(None, PAGE, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE) })
+    else {
         return 0;
-    }
+    };
     // SAFETY: `p` is a readable mapped page.
-    let _ = unsafe { std::ptr::read_volatile(p as *const u8) };
+    let _ = unsafe { std::ptr::read_volatile(p.as_ptr() as *const u8) };
     let mut entry = [0u8; 8];
     let ok = std::fs::File::open("/proc/self/pagemap")
         .and_then(|f| {
             use std::os::unix::fs::FileExt;
-            f.read_exact_at(&mut entry, (p as u64 / 4096) * 8)
+            f.read_exact_at(&mut entry, (p.as_ptr() as u64 / 4096) * 8)
         })
         .is_ok();
-    // SAFETY: unmapping the page mapped above.
-    unsafe { libc::munmap(p, 4096) };
+    // SAFETY: unmapping the page mapped above; nothing refers to it.
+    let _ = unsafe { munmap(p, PAGE.get()) };
     if !ok {
         return 0;
     }
@@ -50,7 +47,8 @@ pub(crate) fn kernel_release() -> String {
     s.trim().to_string()
 }
 
-/// Resource limit `res` of `pid`: (soft, hard).
+/// Resource limit `res` of `pid`: (soft, hard). Raw: nix's `getrlimit`
+/// reads only our own.
 pub(crate) fn rlimit(pid: i32, res: i32) -> std::io::Result<[u64; 2]> {
     let mut old = libc::rlimit64 {
         rlim_cur: 0,
@@ -71,7 +69,8 @@ pub(crate) fn rlimit(pid: i32, res: i32) -> std::io::Result<[u64; 2]> {
     Ok([old.rlim_cur, old.rlim_max])
 }
 
-/// Send `sig` to `pid`.
+/// Send `sig` to `pid`. Raw: `nix::sys::signal::Signal` has no real-time
+/// signals, and the freeze signal is one by default (63).
 pub fn kill(pid: i32, sig: i32) -> std::io::Result<()> {
     // SAFETY: kill(2) with plain integers.
     if unsafe { libc::kill(pid, sig) } != 0 {
@@ -91,26 +90,24 @@ pub struct FsIds {
 impl FsIds {
     /// Switch to `uid`/`gid` for file access.
     pub fn become_user(uid: u32, gid: u32) -> FsIds {
-        // SAFETY: setfsgid/setfsuid only change this thread's fs ids and
-        // return the previous ones.
-        let old_gid = unsafe { libc::setfsgid(gid) } as u32;
-        // SAFETY: as above.
-        let old_uid = unsafe { libc::setfsuid(uid) } as u32;
+        use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
+        let old_gid = setfsgid(Gid::from_raw(gid)).as_raw();
+        let old_uid = setfsuid(Uid::from_raw(uid)).as_raw();
         FsIds { old_uid, old_gid }
     }
 }
 
 impl Drop for FsIds {
     fn drop(&mut self) {
-        // SAFETY: restoring this thread's previous fs ids.
-        unsafe { libc::setfsuid(self.old_uid) };
-        // SAFETY: as above.
-        unsafe { libc::setfsgid(self.old_gid) };
+        use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
+        setfsuid(Uid::from_raw(self.old_uid));
+        setfsgid(Gid::from_raw(self.old_gid));
     }
 }
 
 /// Whether fds `a` and `b` of `pid` are one open file description
-/// (`kcmp(KCMP_FILE)`; false if that cannot be told).
+/// (`kcmp(KCMP_FILE)`; false if that cannot be told). Raw: nix has no
+/// kcmp.
 pub(crate) fn same_file(pid: i32, a: i32, b: i32) -> bool {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp(2) only compares kernel objects of `pid`; no memory is
@@ -122,7 +119,11 @@ pub(crate) fn same_file(pid: i32, a: i32, b: i32) -> bool {
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of the times
 /// in `/proc/PID/stat`; 100 if the system does not say.
 pub(crate) fn clock_ticks() -> u64 {
-    // SAFETY: sysconf takes no pointer and only reads a system constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+    use nix::unistd::{SysconfVar, sysconf};
+    sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
 }

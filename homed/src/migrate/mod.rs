@@ -54,7 +54,7 @@ use mosix_proto::view::Bytes;
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -1250,12 +1250,9 @@ fn restorer_path() -> PathBuf {
 
 /// An anonymous in-memory file for a received image.
 fn memfd() -> std::io::Result<std::fs::File> {
-    // SAFETY: memfd_create with a NUL-terminated name; returns a new fd
-    // that nothing else owns.
-    let fd = unsafe { libc::memfd_create(c"mosix-image".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is fresh and ours.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    Ok(std::fs::File::from(memfd_create(
+        c"mosix-image",
+        MFdFlags::MFD_CLOEXEC,
+    )?))
 }

@@ -2,7 +2,6 @@
 //! terminal, and giving one back its input, through the process's own fd
 //! at home.
 
-use mosix_engine::image::layout::KTERMIOS_LEN;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -15,14 +14,13 @@ pub(super) fn is_tty(path: &str) -> bool {
     else {
         return false;
     };
-    let mut termios = [0u8; KTERMIOS_LEN];
-    // SAFETY: TCGETS writes a kernel `struct termios` (KTERMIOS_LEN bytes)
-    // into the buffer we own.
-    unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) == 0 }
+    // tcgetattr(3) is the TCGETS ioctl, which only a terminal answers.
+    nix::sys::termios::tcgetattr(&f).is_ok()
 }
 
 /// Put `data` back into the input queue of the terminal `path`
-/// (TIOCSTI, which needs CAP_SYS_ADMIN: homed runs as root).
+/// (TIOCSTI, which needs CAP_SYS_ADMIN: homed runs as root). Raw: nix
+/// has no TIOCSTI.
 pub(super) fn push_tty_input(path: &str, data: &[u8]) -> std::io::Result<()> {
     let f = std::fs::OpenOptions::new()
         .read(true)

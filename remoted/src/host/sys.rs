@@ -1,4 +1,6 @@
-//! The few raw system calls the body host needs.
+//! The few raw system calls the body host needs. Through `nix` where it
+//! has a safe call; `libc` where it has none or would lose information
+//! (real-time signals, the raw wait status).
 
 use std::fs::File;
 use std::io;
@@ -7,16 +9,14 @@ use std::os::fd::FromRawFd;
 /// An anonymous in-memory file (no name anywhere in the file system),
 /// close-on-exec: the received image lives here, never on disk.
 pub fn memfd(name: &std::ffi::CStr) -> io::Result<File> {
-    // SAFETY: memfd_create with a NUL-terminated name; returns a new fd.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh fd that nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    Ok(File::from(memfd_create(name, MFdFlags::MFD_CLOEXEC)?))
 }
 
-/// `waitpid(pid, flags)`: the status word, retrying on EINTR.
+/// `waitpid(pid, flags)`: the status word, retrying on EINTR. Raw, not
+/// `nix::sys::wait::waitpid`: callers decode the word themselves
+/// (`BodyStatus::from_wait`), and nix cannot decode an end by a real-time
+/// signal (it reaps the child, then fails with EINVAL).
 pub fn waitpid(pid: i32, flags: i32) -> io::Result<i32> {
     let mut status = 0;
     loop {
@@ -33,13 +33,10 @@ pub fn waitpid(pid: i32, flags: i32) -> io::Result<i32> {
     }
 }
 
-/// Send `sig` to `pid`.
+/// Send `sig` to `pid`: the engine's one `kill`, which takes any signal
+/// number (the freeze signal and forwarded ones may be real-time).
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
-    // SAFETY: kill(2) has no memory effects.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    mosix_engine::kill(pid, sig)
 }
 
 /// Run in the forked child before `exec` (async-signal-safe calls only):
@@ -102,33 +99,24 @@ pub fn place_fds(
     Ok(())
 }
 
-/// A close-on-exec duplicate of `f` numbered `min` or above.
+/// A close-on-exec duplicate of `f` numbered `min` or above (above every
+/// number the body's fds take, so placing those in the child overwrites
+/// none of these).
 pub fn dup_above(f: &File, min: i32) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own returns a new fd.
-    let n = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `n` is a fresh fd nothing else owns.
+    use nix::fcntl::{FcntlArg, fcntl};
+    let n = fcntl(f, FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC succeeded, so `n` is a fresh fd nothing else
+    // owns (nix returns it as a plain number).
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
 }
 
 /// A pipe, both ends close-on-exec: (read end, write end).
 pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two fds into `fds`.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nothing else owns.
-    let r = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: a fresh fd nothing else owns.
-    let w = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
-    Ok((r, w))
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
-/// A pidfd for our child `pid`: readable once it has ended.
+/// A pidfd for our child `pid`: readable once it has ended. Raw: nix has
+/// no pidfd_open.
 pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -153,7 +141,9 @@ pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>, yes: bool) -> io::Result
 }
 
 /// Wait up to `timeout` until one of `fds` is readable (or hung up);
-/// whether any is.
+/// whether any is. Raw: the callers hold fd numbers, and `nix::poll`
+/// wants `BorrowedFd`s, which from a number take an `unsafe` of their own
+/// (with a stronger promise than poll(2) needs: open, never -1).
 pub fn poll_in(fds: &[i32], timeout: std::time::Duration) -> io::Result<bool> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
@@ -181,33 +171,20 @@ pub fn poll_in(fds: &[i32], timeout: std::time::Duration) -> io::Result<bool> {
 /// `remoted` that dies leaves no body behind. Set after the uid change,
 /// which would clear it.
 pub fn die_with_parent() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(nix::sys::prctl::set_pdeathsig(
+        nix::sys::signal::Signal::SIGKILL,
+    )?)
 }
 
-/// `read(2)` into `buf`.
+/// `read(2)` into `buf`: one call, as the relays want it.
 pub fn read(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: read(2) into a buffer we own, of its length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    Ok(nix::unistd::read(fd, buf)?)
 }
 
-/// `write(2)` of `data`; the count written.
+/// `write(2)` of `data`; the count written (one call: a short write is
+/// the caller's to finish).
 pub fn write(fd: std::os::fd::BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: write(2) from a buffer we own, of its length.
-    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    Ok(nix::unistd::write(fd, data)?)
 }
 
 /// Bytes waiting to be read on `fd` (a pipe or socket): FIONREAD.
@@ -223,10 +200,7 @@ pub fn pending(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
 
 /// In a forked child: a session and process group of its own (setsid).
 pub fn new_session() -> io::Result<()> {
-    // SAFETY: setsid(2) has no memory effects.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::unistd::setsid()?;
     Ok(())
 }
 
