@@ -1196,8 +1196,9 @@ fn come_home(
                 tracing::warn!(pid, error = %e, "cannot brief the process that came home");
             }
             for sig in late_signals {
-                // SAFETY: kill(2) has no memory effects.
-                unsafe { libc::kill(pid, sig) };
+                if let Err(e) = mosix_engine::kill(pid, sig) {
+                    tracing::warn!(pid, sig, error = %e, "cannot give the process a signal that came while it moved");
+                }
             }
             Ok(())
         }
