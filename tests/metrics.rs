@@ -75,6 +75,8 @@ fn migration_counters_count_a_move_during_it() {
         ) == 1.0)
     })
     .unwrap_or_else(|e| panic!("{e}: {page}"));
+    // Shown with --nocapture (the README's example comes from here).
+    println!("{page}");
     assert!(
         !job.done(),
         "the job ended before the scrape; give it more work"
