@@ -2,32 +2,15 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mosix_homed::args::Args;
 use mosix_homed::procs::Procs;
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse, HomeStatus};
 use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The mosix home daemon: the node-local side of every process started on
-/// this node with `mosrun`.
-///
-/// It answers local commands on `<runtime_dir>/homed.sock` (callers are
-/// identified by SO_PEERCRED), registers and freezes managed processes on
-/// `<runtime_dir>/procs.sock` (checkpoints), and serves other nodes' links
-/// (the view) on the `home_listen` address. Run one per node, as root, beside `remoted`.
-/// Logs go to stderr; set RUST_LOG (default `info`).
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Node configuration file (default: $MOSIX_CONFIG, else
-    /// /etc/mosix/mosix.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-}
 
 fn main() {
     mosix_proto::daemon::init_logging();
@@ -56,7 +39,10 @@ fn run(args: Args) -> Result<()> {
         .context("cannot start the process thread")?;
     let socket = config.homed_socket();
     let listener = bind_unix(&socket, 0o666).context("homed's command socket")?;
+    let mut current = config.clone();
+    mosix_proto::service::on_hangup(move || reload(&mut current)).context("cannot catch SIGHUP")?;
     tracing::info!(node = %config.node.name, socket = %socket.display(), "homed serving");
+    mosix_proto::service::ready("serving");
     let node = config.node.name.clone();
     serve_control(
         listener,
@@ -82,6 +68,24 @@ fn run(args: Args) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// SIGHUP: homed takes no setting at run time; it checks the file and
+/// logs what changed, which needs a restart.
+fn reload(current: &mut Config) {
+    match Config::load(current.source.as_deref()) {
+        Ok(new) => {
+            let later = current.restart_needed(&new);
+            if later.is_empty() {
+                tracing::info!("configuration re-read: nothing homed uses changed");
+            } else {
+                tracing::warn!(changed = ?later, "configuration re-read: homed applies no setting at run time; restart it for these");
+            }
+            *current = new;
+        }
+        Err(e) => tracing::error!("configuration not re-read: {e}"),
+    }
+    mosix_proto::service::ready("serving");
 }
 
 /// How long a peer has to finish the handshake and each later exchange.

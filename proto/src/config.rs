@@ -61,6 +61,8 @@ pub struct Config {
     pub process: ProcessConfig,
     /// Which of the home's paths remote bodies see through the view.
     pub view: ViewConfig,
+    /// Where `remoted` serves its Prometheus metrics (off by default).
+    pub metrics: MetricsConfig,
     /// The file this configuration came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -209,6 +211,15 @@ pub struct ProcessConfig {
     /// Meanwhile the body's view operations fail with EIO and its
     /// forwarded calls with EIO; its output waits. Default 60.
     pub home_grace_s: u64,
+}
+
+/// `[metrics]`: `remoted`'s Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address `remoted` serves `GET /metrics` on, in the Prometheus text
+    /// format; absent (the default) means no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[view]`: what bodies on other nodes see of this home's files.
@@ -502,6 +513,41 @@ impl Config {
         Ok(())
     }
 
+    /// What differs in `new` that a running daemon takes only at its next
+    /// start: whole sections, and the `[balancer]` keys of the
+    /// dissemination (the others are run-time parameters, `mosctl params`).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.balancer, &new.balancer);
+        [
+            ("[node]", self.node != new.node),
+            ("[load]", self.load != new.load),
+            ("[process]", self.process != new.process),
+            ("[view]", self.view != new.view),
+            ("[metrics]", self.metrics != new.metrics),
+            (
+                "balancer.info_interval_ms",
+                a.info_interval_ms != b.info_interval_ms,
+            ),
+            ("balancer.window", a.window != b.window),
+            (
+                "balancer.suspect_after_ms",
+                a.suspect_after_ms != b.suspect_after_ms,
+            ),
+            ("balancer.dead_after_ms", a.dead_after_ms != b.dead_after_ms),
+            (
+                "balancer.forget_after_ms",
+                a.forget_after_ms != b.forget_after_ms,
+            ),
+            (
+                "balancer.push_changed_ms",
+                a.push_changed_ms != b.push_changed_ms,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(what, changed)| changed.then_some(what))
+        .collect()
+    }
+
     /// The address other nodes use to reach this node's `remoted`.
     pub fn advertised(&self) -> SocketAddr {
         self.node.advertise.unwrap_or(self.node.listen)
@@ -655,6 +701,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn restart_needed_names_sections_and_dissemination_keys() {
+        let a = parse("").unwrap();
+        let b = parse("[balancer]\nmargin = 0.75\nwindow = 8\n[view]\nexports = [\"/home\"]\n")
+            .unwrap();
+        assert_eq!(a.restart_needed(&b), vec!["[view]", "balancer.window"]);
+        assert!(a.restart_needed(&a).is_empty());
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_take_an_address() {
+        assert_eq!(parse("").unwrap().metrics.listen, None);
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9340\"\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9340".parse().unwrap()));
+        assert!(parse("[metrics]\nport = 1\n").is_err());
     }
 
     #[test]

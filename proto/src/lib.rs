@@ -17,4 +17,5 @@ pub mod migrate;
 pub mod msg;
 pub mod process;
 pub mod reason;
+pub mod service;
 pub mod view;

@@ -8,9 +8,11 @@
 //! consideration, guests leaving) and the simulators that drive them in
 //! tests and benchmarks; the event loop and the balancer thread feed them.
 
+pub mod args;
 pub mod balancing;
 pub mod host;
 pub mod measure;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod policy;

@@ -1,6 +1,5 @@
 //! `remoted`: the remote daemon of one node.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,31 +11,12 @@ use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::ClusterKey;
 use mosix_proto::local::Credentials;
 use mosix_proto::msg::LoadEntry;
+use mosix_remoted::args::Args;
 use mosix_remoted::host::guests;
 use mosix_remoted::measure::LoadSource;
 use mosix_remoted::net::EventLoop;
 use mosix_remoted::node::{LocalNode, Shared, Snapshot};
 use mosix_remoted::policy::{Dissemination, DisseminationParams, params};
-
-/// The mosix remote daemon: this node's face to the cluster.
-///
-/// It measures the node's load and capacity (from a cgroup when
-/// `load.cgroup` is set, else from the machine), exchanges load information
-/// with the other nodes over authenticated, encrypted links, and answers
-/// `mosctl` on `<runtime_dir>/remoted.sock`. Run one per node, as root,
-/// beside `homed`. Logs go to stderr; set RUST_LOG (default `info`).
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Node configuration file (default: $MOSIX_CONFIG, else
-    /// /etc/mosix/mosix.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Measure this machine's relative CPU speed (1.0 = reference core),
-    /// print it and exit; needs no configuration.
-    #[arg(long)]
-    measure_speed: bool,
-}
 
 fn main() {
     let args = Args::parse();
@@ -101,8 +81,10 @@ fn run(args: Args) -> Result<()> {
     .context("bad balancer parameters")?;
 
     let tick = Duration::from_millis(config.load.tick_ms);
+    let metrics = Arc::new(mosix_remoted::metrics::Metrics::new());
     let mut event_loop = EventLoop::new(config.node.listen, key, &config.node.name, tick)
-        .with_context(|| format!("cannot listen on {}", config.node.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.node.listen))?
+        .with_metrics(metrics.clone());
 
     params::validate(&config.balancer).context("bad balancer parameters")?;
     let shared = Shared::new(config.balancer.clone());
@@ -118,6 +100,22 @@ fn run(args: Args) -> Result<()> {
         generation,
     )
     .context("cannot start the balancer thread")?;
+
+    if let Some(listen) = config.metrics.listen {
+        mosix_remoted::metrics::spawn(
+            listen,
+            metrics,
+            snapshot.clone(),
+            config.homed_socket(),
+            config.node.name.clone(),
+        )
+        .with_context(|| format!("cannot serve metrics on {listen}"))?;
+        tracing::info!(%listen, "metrics served at /metrics");
+    }
+    let reloaded = shared.clone();
+    let mut current = config.clone();
+    mosix_proto::service::on_hangup(move || reload(&mut current, &reloaded))
+        .context("cannot catch SIGHUP")?;
 
     let socket = config.remoted_socket();
     let listener = bind_unix(&socket, 0o666).context("remoted's command socket")?;
@@ -138,10 +136,38 @@ fn run(args: Args) -> Result<()> {
         speed,
         "remoted serving"
     );
+    mosix_proto::service::ready("serving");
     event_loop
         .run(&mut diss, &mut node)
         .context("event loop failed")?;
     Ok(())
+}
+
+/// SIGHUP: re-reads the configuration file, puts the balancer's run-time
+/// parameters in force (as `mosctl params` would) and logs what else
+/// changed, which needs a restart.
+fn reload(current: &mut Config, shared: &Shared) {
+    let new = match Config::load(current.source.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration not reloaded, nothing changed: {e}");
+            mosix_proto::service::ready("serving (last reload failed)");
+            return;
+        }
+    };
+    match shared.replace(new.balancer.clone()) {
+        Ok(changed) => tracing::info!(
+            ?changed,
+            "configuration reloaded: balancer parameters in force"
+        ),
+        Err(e) => tracing::error!("balancer parameters not reloaded, nothing changed: {e}"),
+    }
+    let later = current.restart_needed(&new);
+    if !later.is_empty() {
+        tracing::warn!(changed = ?later, "these settings changed but take effect only when remoted restarts");
+    }
+    *current = new;
+    mosix_proto::service::ready("serving");
 }
 
 /// Answers `mosctl`: queries from the latest snapshot the loop published,

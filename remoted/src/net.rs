@@ -35,6 +35,22 @@ const MAX_LINKS: usize = 1024;
 /// Most messages queued for a peer while its link is still being set up.
 const MAX_QUEUED: usize = 8;
 
+/// The `kind` label of a link error in the metrics; `None` for a link the
+/// peer closed.
+fn error_kind(err: &LinkError) -> Option<&'static str> {
+    Some(match err {
+        LinkError::Closed => return None,
+        LinkError::Io(_) => "io",
+        LinkError::Frame(mosix_proto::frame::FrameError::UnsupportedVersion { .. }) => "version",
+        LinkError::Frame(_) => "frame",
+        LinkError::AuthFailed => "auth",
+        LinkError::HandshakeProtocol { .. } | LinkError::BadHello { .. } => "handshake",
+        LinkError::Protocol { .. } => "protocol",
+        LinkError::Decode(_) | LinkError::Encode(_) => "decode",
+        _ => "other",
+    })
+}
+
 /// What the loop needs from the rest of the daemon each tick.
 pub trait Node {
     /// Called every tick; returns the dissemination's actions for it.
@@ -77,6 +93,7 @@ pub struct EventLoop {
     start: Instant,
     tick: Duration,
     warnings: WarnLimiter,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// Keeps a peer that retries every half second with the wrong key from
@@ -141,6 +158,7 @@ impl EventLoop {
             start: Instant::now(),
             tick,
             warnings: WarnLimiter::default(),
+            metrics: None,
         })
     }
 
@@ -181,12 +199,25 @@ impl EventLoop {
         }
     }
 
+    /// Counts the links closed on an error in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_error(&self, kind: &str) {
+        if let Some(m) = &self.metrics {
+            m.link_error(kind);
+        }
+    }
+
     fn accept_all(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     if self.conns.len() >= MAX_LINKS {
                         tracing::warn!(%peer, "too many links; refusing connection");
+                        self.count_error("too_many_links");
                         continue;
                     }
                     let codec = match LinkCodec::responder(&self.key, self.hello.clone()) {
@@ -422,6 +453,12 @@ impl EventLoop {
         };
         let peer = conn.peer;
         let outgoing = matches!(conn.direction, Direction::Outgoing(_));
+        if let Some(kind) = error_kind(&err) {
+            self.count_error(kind);
+        }
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
         match &err {
             LinkError::Closed => tracing::debug!(%peer, "link closed by peer"),
             LinkError::Io(e) if outgoing => tracing::debug!(%peer, error = %e, "link broke"),
@@ -478,6 +515,7 @@ impl EventLoop {
             .collect();
         for (token, stuck) in stale {
             if stuck {
+                self.count_error("handshake_timeout");
                 if let Some(c) = self.conns.get(&token) {
                     let peer = c.peer;
                     if let Some(suppressed) =

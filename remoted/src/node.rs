@@ -59,6 +59,25 @@ impl Shared {
         Ok(new)
     }
 
+    /// Puts `params` in force whole (a reload of the configuration), after
+    /// the same checks as `mosctl params`; returns the keys that changed.
+    pub fn replace(
+        &self,
+        params: BalancerConfig,
+    ) -> Result<Vec<String>, crate::policy::ParamError> {
+        params::validate(&params)?;
+        let mut t = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        let before = params::rows(&t);
+        let changed = params::rows(&params)
+            .into_iter()
+            .zip(before)
+            .filter(|(new, old)| new.1 != old.1)
+            .map(|(new, _)| format!("{}={}", new.0, new.1))
+            .collect();
+        *t = params;
+        Ok(changed)
+    }
+
     /// How many processes started here run elsewhere, as homed last said.
     pub fn away(&self) -> u32 {
         self.away.load(Ordering::Relaxed)
@@ -216,5 +235,19 @@ mod tests {
         let t = s.set(&["margin=0.75".into()]).unwrap();
         assert_eq!(t.margin, 0.75);
         assert_eq!(s.params().margin, 0.75);
+        let reloaded = BalancerConfig {
+            margin: 0.25,
+            ..Default::default()
+        };
+        assert_eq!(
+            s.replace(reloaded).unwrap(),
+            vec!["margin=0.25".to_string()]
+        );
+        let bad = BalancerConfig {
+            consider_interval_ms: 1,
+            ..Default::default()
+        };
+        assert!(s.replace(bad).is_err());
+        assert_eq!(s.params().margin, 0.25);
     }
 }

@@ -9,50 +9,13 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
+use mosix_cli::args::mosmigrate::{Action, Args};
 use mosix_cli::client::{Daemon, request_with_timeout};
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse};
 use mosix_proto::process::MigrateDone;
 use mosix_proto::process::{AfterCheckpoint, ProcessRequest, ProcessResponse};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// What to do with the process.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Action {
-    /// Write an image and let the process go on.
-    Checkpoint,
-    /// Write an image and stop the process (SIGSTOP).
-    Chkstop,
-    /// Write an image and end the process.
-    Chkexit,
-}
-
-/// Checkpoint a mosix process of this node, or move it to another node.
-///
-/// Writes the image of PID (a process started with mosrun; you may act
-/// only on your own, root on all) and then lets it go on, stops it, or
-/// ends it. Returns when the image is complete on disk and prints its
-/// path. FILE defaults to the one given to `mosrun -C`, else to
-/// `<the process's cwd>/ckpt.<pid>.mosix`. Restart with `mosrun -R FILE`.
-/// With a node name (see `mosctl nodes`) instead of an action, the body
-/// moves there and PID stays here as its deputy; a body that is away
-/// moves on to that node, or comes back with `home` (or this node's name)
-/// and is a whole process here again.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Node configuration file (default: $MOSIX_CONFIG, else
-    /// /etc/mosix/mosix.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The process (its home pid, as mosps shows it).
-    pid: i32,
-    /// What to do: checkpoint, chkstop, chkexit, or a node name.
-    action: String,
-    /// Image file (relative to the current directory).
-    file: Option<PathBuf>,
-}
 
 fn main() {
     mosix_cli::sys::default_sigpipe();

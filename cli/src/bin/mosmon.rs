@@ -2,6 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use mosix_cli::args::mosmon::Args;
 use mosix_cli::client::{Daemon, request_with_timeout};
 use mosix_cli::monitor::{self, Doc, View};
 use mosix_proto::config::Config;
@@ -10,37 +11,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Paragraph, Row, Table};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Watch the cluster: a bar per node for its load, with its CPUs, speed,
-/// free memory, guests and own processes away, refreshed each second.
-///
-/// Keys: `l` load, `m` free memory, `g` guests and processes away, `q` or
-/// Esc quit. A node marked `*` is this one, `!` refuses guests (mosctl
-/// block). `--once` prints one text snapshot of every view; `--json` one
-/// JSON document (its keys are in the README).
-#[derive(Parser)]
-#[command(version, after_help = AFTER_HELP)]
-struct Args {
-    /// Node configuration file (default: $MOSIX_CONFIG, else
-    /// /etc/mosix/mosix.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Print one text snapshot and exit.
-    #[arg(long, conflicts_with = "json")]
-    once: bool,
-    /// Print one JSON document and exit.
-    #[arg(long)]
-    json: bool,
-    /// Refresh interval of the live view, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
-    interval_ms: u64,
-}
-
-/// Shown after the options by both `-h` and `--help`.
-const AFTER_HELP: &str = "Keys in the live view: l load, m free memory, g guests and processes away, q or Esc quit.\n\
-The title shows when the figures were last refreshed (UTC).";
 
 /// Seconds since the epoch now (0 if the clock is before it).
 fn unix_now() -> u64 {

@@ -14,35 +14,11 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use mosix_cli::args::mosps::Args;
 use mosix_cli::client::{Daemon, request};
 use mosix_proto::config::Config;
 use mosix_proto::control::{ControlRequest, ControlResponse};
 use mosix_proto::process::{MoveRecord, ProcessRequest, ProcessResponse};
-use std::path::PathBuf;
-
-/// List the mosix processes of this node: yours, or all for root.
-///
-/// --json prints a list of objects with the keys `pid` (home pid), `home`
-/// and `node` (node names: where it started, where it runs now), `state`
-/// (running, migrating, frozen), `migrations`, `cantmove` (a reason or
-/// null), `cmdline` (a list of strings) and `history` (its last moves:
-/// `at_ms`, `from`, `to`, `why`, `frozen_ms`, `bytes`, `error`), among
-/// others; that form is stable for scripts.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Node configuration file (default: $MOSIX_CONFIG, else
-    /// /etc/mosix/mosix.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-    /// Under each process, list its last moves: when, from where to where,
-    /// why, how long it was frozen, or why the move failed.
-    #[arg(long)]
-    history: bool,
-}
 
 fn main() {
     mosix_cli::sys::default_sigpipe();

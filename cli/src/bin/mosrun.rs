@@ -16,83 +16,16 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use mosix_cli::args::mosrun::Args;
 use mosix_engine::image::layout::{FK_DIR, FK_OTHER, FK_PIPE, FK_REGULAR, FK_SOCKET, FK_TTY};
 use mosix_engine::image::{CpuFeatures, LoadedImage};
 use mosix_proto::config::Config;
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-
-/// Run a program under mosix, restart it from a checkpoint image, or show
-/// an image.
-///
-/// `mosrun [-C FILE [-A MINUTES]] -- prog args` registers with this node's
-/// homed and runs prog in place (same pid, same parent) with libmosix.so
-/// preloaded, so it can be checkpointed (`mosmigrate PID checkpoint`).
-/// Images are written whole under a temporary name and renamed, so a file
-/// of the final name is always complete. Without -C, checkpoints go to
-/// `<the process's cwd>/ckpt.<pid>.mosix` unless mosmigrate names a file.
-///
-/// `mosrun -R FILE` restarts the saved process in this process: regular
-/// files are re-opened by path at their offsets (an error if one is
-/// missing or changed size), fds 0-2 that were a terminal or pipe are this
-/// terminal's, other pipes and sockets become /dev/null unless -O says
-/// otherwise. Exit status 125 means mosrun itself failed.
-#[derive(Parser, Debug)]
-#[command(version, disable_help_flag = true)]
-struct Args {
-    /// Print help (`-h` is "stay home", as in MOSIX).
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Node configuration file (default: $MOSIX_CONFIG, else
-    /// /etc/mosix/mosix.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Checkpoint file of the new process (default for `mosmigrate PID
-    /// checkpoint` and for periodic checkpoints).
-    #[arg(short = 'C', value_name = "FILE", conflicts_with_all = ["restart", "inspect"])]
-    checkpoint: Option<PathBuf>,
-    /// Take a checkpoint every MINUTES (needs -C).
-    #[arg(short = 'A', value_name = "MINUTES", requires = "checkpoint")]
-    minutes: Option<u32>,
-    /// Never migrate the program automatically (the balancer leaves it
-    /// where it is; `mosmigrate` still moves it). Its children inherit this.
-    #[arg(short = 'L', conflicts_with_all = ["restart", "inspect"])]
-    no_auto: bool,
-    /// Start at the best node now: the program starts here, and a helper
-    /// asks homed at once to move it to the node where it would progress
-    /// fastest by the current load vector (it stays here if none is
-    /// clearly better).
-    #[arg(short = 'b', conflicts_with_all = ["restart", "inspect", "no_auto"])]
-    best: bool,
-    /// Start here and move to NODE at once (see `mosctl nodes`); it runs
-    /// there from its first moments, and stays subject to balancing
-    /// unless -L.
-    #[arg(short = 'r', value_name = "NODE", conflicts_with_all = ["restart", "inspect", "best", "stay_home"])]
-    run_on: Option<String>,
-    /// Stay home until moved by hand: the balancer leaves it here until
-    /// someone runs `mosmigrate` on it, then treats it like any other.
-    #[arg(short = 'h', conflicts_with_all = ["restart", "inspect", "best", "no_auto"])]
-    stay_home: bool,
-    /// Restart the process saved in FILE.
-    #[arg(short = 'R', value_name = "FILE", conflicts_with = "inspect")]
-    restart: Option<PathBuf>,
-    /// With -R: attach fd FD of the restarted process to PATH.
-    #[arg(short = 'O', value_name = "FD=PATH", requires = "restart")]
-    open: Vec<String>,
-    /// Show what the image FILE holds.
-    #[arg(short = 'I', value_name = "FILE")]
-    inspect: Option<PathBuf>,
-    /// With -I: print JSON.
-    #[arg(long, requires = "inspect")]
-    json: bool,
-    /// The program and its arguments.
-    #[arg(last = true, value_name = "PROG ARGS")]
-    command: Vec<OsString>,
-}
 
 fn main() {
     mosix_cli::sys::default_sigpipe();
@@ -110,10 +43,9 @@ fn main() {
     }
 }
 
-/// Directory of this executable, where libmosix.so and mosix-restore live.
-fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find mosrun's own path")?;
-    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+/// A file mosrun hands to the process (see `mosix_cli::install`).
+fn helper(name: &str) -> Result<PathBuf> {
+    Ok(mosix_cli::install::helper(name)?)
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -130,13 +62,7 @@ fn launch(args: &Args) -> Result<()> {
         bail!("no program given: mosrun [-C FILE [-A MINUTES]] -- PROG ARGS...");
     };
     let config = Config::load(args.config.as_deref())?;
-    let lib = bin_dir()?.join("libmosix.so");
-    if !lib.exists() {
-        bail!(
-            "{} is missing: install libmosix.so beside mosrun",
-            lib.display()
-        );
-    }
+    let lib = helper("libmosix.so")?;
     let sock = config.procs_socket();
     let mut cmd = std::process::Command::new(prog);
     cmd.args(rest);
@@ -346,13 +272,7 @@ fn restart(file: &Path, overrides: &[String]) -> Result<()> {
             img.uid
         );
     }
-    let restorer = bin_dir()?.join("mosix-restore");
-    if !restorer.exists() {
-        bail!(
-            "{} is missing: install mosix-restore beside mosrun",
-            restorer.display()
-        );
-    }
+    let restorer = helper("mosix-restore")?;
     for r in &img.regions {
         if let Some(p) = &r.path {
             let m = std::fs::metadata(p).with_context(|| {
