@@ -268,12 +268,24 @@ fn cgroup_dirs() -> Vec<String> {
 
 #[test]
 fn down_leaves_nothing_behind() {
-    let netns_before = netns_list();
-    let cgroups_before = cgroup_dirs();
     let c = Cluster::up(2).expect("cluster up");
+    // This cluster's own namespaces and cgroups, by the id `up` gave it:
+    // other clusters on the machine come and go meanwhile.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.dir.join("cluster.state")).unwrap()).unwrap();
+    let id = state["id"]
+        .as_str()
+        .expect("the state names the cluster's id")
+        .to_string();
+    let netns_prefix = format!("mx{id}-");
+    let cgroup = format!("mosix-{id}");
+    let ours = |v: Vec<String>, pat: &str| -> Vec<String> {
+        v.into_iter().filter(|n| n.contains(pat)).collect()
+    };
+    let made = ours(netns_list(), &netns_prefix);
     assert!(
-        netns_list().len() > netns_before.len(),
-        "up made no namespaces"
+        made.len() >= 3,
+        "up made no hub and node namespaces named {netns_prefix}*: {made:?}"
     );
     let pids: Vec<i32> = ["n1", "n2"]
         .iter()
@@ -284,8 +296,16 @@ fn down_leaves_nothing_behind() {
     for pid in pids {
         assert!(!mosix_tests::is_running(pid), "daemon {pid} survived");
     }
-    assert_eq!(netns_list(), netns_before, "network namespaces left behind");
-    assert_eq!(cgroup_dirs(), cgroups_before, "cgroups left behind");
+    assert_eq!(
+        ours(netns_list(), &netns_prefix),
+        Vec::<String>::new(),
+        "network namespaces left behind"
+    );
+    assert_eq!(
+        ours(cgroup_dirs(), &cgroup),
+        Vec::<String>::new(),
+        "cgroups left behind"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(dir.to_str().unwrap()),
