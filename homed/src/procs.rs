@@ -218,6 +218,11 @@ impl Procs {
                 address,
                 automatic,
             } => {
+                // Whose it is comes first: another user learns nothing
+                // about it, not even where it runs.
+                if let Err(e) = self.owned(caller, pid) {
+                    return ProcError::from(e).response();
+                }
                 let why = if automatic {
                     "load balancing".to_string()
                 } else {
@@ -1422,6 +1427,19 @@ mod tests {
             ProcessResponse::Error { message, .. } => message,
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn another_users_process_is_refused_before_anything_is_said_about_it() {
+        let procs = procs();
+        let p = listed(&procs, 999_999_002, 2000);
+        for node in ["home", "n1", "n2"] {
+            let r = migrate(&procs, 1000, p.pid, node);
+            assert!(message(&r).starts_with("permission denied"), "{node}: {r:?}");
+        }
+        // Its owner hears where it is.
+        let r = migrate(&procs, 2000, p.pid, "home");
+        assert!(message(&r).contains("already runs here"), "{r:?}");
     }
 
     #[test]
