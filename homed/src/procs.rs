@@ -1435,7 +1435,10 @@ mod tests {
         let p = listed(&procs, 999_999_002, 2000);
         for node in ["home", "n1", "n2"] {
             let r = migrate(&procs, 1000, p.pid, node);
-            assert!(message(&r).starts_with("permission denied"), "{node}: {r:?}");
+            assert!(
+                message(&r).starts_with("permission denied"),
+                "{node}: {r:?}"
+            );
         }
         // Its owner hears where it is.
         let r = migrate(&procs, 2000, p.pid, "home");
