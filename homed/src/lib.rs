@@ -4,6 +4,7 @@
 //! its Unix socket (callers identified by SO_PEERCRED), and will host the
 //! deputies and the view's file server of the later issues.
 
+pub mod control;
 pub mod kids;
 pub mod migrate;
 pub mod procs;
