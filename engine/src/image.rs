@@ -223,15 +223,15 @@ fn xgetbv0() -> u64 {
 /// What can go wrong writing or checking an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// cannot {what} {path}: {source}
-    #[error("cannot {what} {path}: {source}")]
+    /// cannot {what} {path}: {error}
+    #[error("cannot {what} {path}: {error}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// On which file.
         path: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also a `source()`).
+        error: std::io::Error,
     },
     /// {path} is not a mosix image (bad magic)
     #[error("{path} is not a mosix image (bad magic)")]
@@ -294,10 +294,10 @@ fn io_err<'a>(
     what: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io {
+    move |error| ImageError::Io {
         what,
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -620,10 +620,10 @@ fn copy_out(
     verb: &'static str,
 ) -> Result<u64, ImageError> {
     let chunk = chunk.max(PAGE_SIZE as usize);
-    let sink = |source| ImageError::Io {
+    let sink = |error| ImageError::Io {
         what: verb,
         path: place.to_string(),
-        source,
+        error,
     };
     let mut sum = Checksum::new();
     sum.update(meta);
@@ -637,10 +637,10 @@ fn copy_out(
             let n = (bytes - done).min(buf.len() as u64) as usize;
             source
                 .read_pages(addr + done, &mut buf[..n])
-                .map_err(|source| ImageError::Io {
+                .map_err(|error| ImageError::Io {
                     what: "read the memory of the frozen process for",
                     path: place.to_string(),
-                    source,
+                    error,
                 })?;
             sum.update(&buf[..n]);
             out(&buf[..n]).map_err(sink)?;
@@ -1024,6 +1024,28 @@ impl LoadedImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn an_os_error_is_said_once() {
+        let e = LoadedImage::open(Path::new("/nonexistent/mosix/img")).unwrap_err();
+        let said = chain(&e);
+        assert_eq!(said.matches("os error").count(), 1, "{said}");
+        assert!(
+            said.starts_with("cannot open /nonexistent/mosix/img: "),
+            "{said}"
+        );
+    }
 
     struct Pattern;
     impl PageSource for Pattern {

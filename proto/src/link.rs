@@ -386,7 +386,7 @@ impl Hello {
 pub enum LinkError {
     /// I/O error on the link: {0}
     #[error("I/O error on the link: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// {0}
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -413,10 +413,10 @@ pub enum LinkError {
     },
     /// cannot decode message: {0}
     #[error("cannot decode message: {0}")]
-    Decode(#[source] rmp_serde::decode::Error),
+    Decode(rmp_serde::decode::Error),
     /// cannot encode message: {0}
     #[error("cannot encode message: {0}")]
-    Encode(#[source] rmp_serde::encode::Error),
+    Encode(rmp_serde::encode::Error),
     /// message of {len} bytes exceeds the {max}-byte limit; send it in parts
     #[error("message of {len} bytes exceeds the {max}-byte limit; send it in parts")]
     TooLarge {
@@ -437,6 +437,14 @@ pub enum LinkError {
         /// What snow said.
         detail: String,
     },
+}
+
+// Each cause is in its variant's message, so none is also a `source()`
+// (a caller printing the chain, like anyhow's `{:#}`, would say it twice).
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> LinkError {
+        LinkError::Io(e)
+    }
 }
 
 fn noise_local(err: snow::Error) -> LinkError {
@@ -1118,6 +1126,26 @@ fn flush<S: Write>(stream: &mut S, codec: &mut LinkCodec) -> Result<(), LinkErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = LinkError::from(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        let said = chain(&e);
+        assert_eq!(said.matches("refused").count(), 1, "{said}");
+        let e = decode::<Hello>(&[0xc1]).unwrap_err();
+        assert_eq!(chain(&e), e.to_string());
+    }
     use crate::frame::encode_frame;
     use crate::msg::{LoadEntry, PeerMessage};
     use std::os::unix::net::UnixStream;

@@ -41,7 +41,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> ImageErro
     move |e| ImageError::Io {
         what,
         path: path.display().to_string(),
-        source: e.into(),
+        error: e.into(),
     }
 }
 
