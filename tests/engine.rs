@@ -726,3 +726,63 @@ fn a_program_frozen_inside_dlopen_restarts_and_loads_libraries_again() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+/// `Uid:` and `Gid:` of `/proc/PID/status` (real, effective, saved, fs).
+fn ids_of(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+#[test]
+fn root_restarting_a_users_image_runs_it_as_that_user() {
+    use std::os::unix::fs::PermissionsExt;
+    const USER: u32 = 4242;
+    let home = Home::start();
+    // The user's own directory, with the program's output and its image.
+    let dir = home.path("alice");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(USER), Some(USER)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = dir.join("out");
+    std::fs::write(&out, b"").unwrap();
+    std::os::unix::fs::chown(&out, Some(USER), Some(USER)).unwrap();
+    let img = dir.join("sleep.img");
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])
+        .arg("--clear-groups")
+        .arg(bin("mosrun"))
+        .args(["--", "sleep", "60"])
+        .env("MOSIX_CONFIG", &home.config)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(File::options().append(true).open(&out).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("mosrun as the user");
+    assert!(home.wait_registered(child.id(), &mut child));
+    home.chkexit(child.id(), &img).unwrap();
+    let _ = child.wait();
+    let mut restarted = home.restart(&img);
+    let pid = restarted.id();
+    // Its program runs again (it registers with homed), as the image's
+    // owner, not as root.
+    assert!(
+        home.wait_registered(pid, &mut restarted),
+        "the restart ended: {}",
+        home.log()
+    );
+    let ids = ids_of(pid);
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let user = format!("{USER} {USER} {USER} {USER}");
+    assert_eq!(ids, (user.clone(), user));
+}

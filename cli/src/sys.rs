@@ -51,3 +51,25 @@ pub fn spawn_detached() -> std::io::Result<bool> {
     }
     Ok(false)
 }
+
+/// Become user `uid` with group `gid` for good (real, effective and saved
+/// ids), with `user`'s supplementary groups if it has a passwd entry
+/// (`Some(name)`), else none. Only root can; the caller must be
+/// single-threaded.
+pub fn become_user(uid: u32, gid: u32, user: Option<&std::ffi::CStr>) -> nix::Result<()> {
+    use nix::unistd::{Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    match user {
+        Some(name) => nix::unistd::initgroups(name, gid)?,
+        None => nix::unistd::setgroups(&[])?,
+    }
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)?;
+    // Dropped for good: root cannot be had back.
+    if nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok()
+        && !uid.is_root()
+    {
+        return Err(nix::errno::Errno::EPERM);
+    }
+    Ok(())
+}

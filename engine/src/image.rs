@@ -16,11 +16,13 @@
 
 pub use mosix_layout as layout;
 
+mod place;
+
 use layout::*;
 use serde::Serialize;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Plain-data records that may be viewed as bytes and read back from bytes.
@@ -221,15 +223,15 @@ fn xgetbv0() -> u64 {
 /// What can go wrong writing or checking an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// cannot {what} {path}: {source}
-    #[error("cannot {what} {path}: {source}")]
+    /// cannot {what} {path}: {error}
+    #[error("cannot {what} {path}: {error}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// On which file.
         path: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also a `source()`).
+        error: std::io::Error,
     },
     /// {path} is not a mosix image (bad magic)
     #[error("{path} is not a mosix image (bad magic)")]
@@ -278,16 +280,24 @@ pub enum ImageError {
         "the image's metadata is too large ({0} bytes; at most 192 MiB): too many regions or fds"
     )]
     TooLarge(u64),
+    /// will not write the image {path}: {why}
+    #[error("will not write the image {path}: {why}")]
+    Unsafe {
+        /// The image's path.
+        path: String,
+        /// Who else could change it, or what is there.
+        why: String,
+    },
 }
 
 fn io_err<'a>(
     what: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io {
+    move |error| ImageError::Io {
         what,
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -493,55 +503,54 @@ fn build_metadata(spec: &ImageSpec) -> Result<(ImageHeader, Vec<u8>, DataPlan), 
     Ok((header, meta, plan))
 }
 
-/// Write the image of `spec` to `path` atomically: into `path.tmp-PID`
-/// (mode 0600), synced, then renamed, so `path` never names a half-written
-/// image. Page contents come from `source`.
+/// Write the image of `spec` to `path` atomically, as the file system user
+/// of the calling thread (`homed`: the owner, see [`crate::FsIds`]): into
+/// a file no one else can have opened or named (mode 0600), synced, then
+/// renamed over `path`, so `path` never names a half-written image. A
+/// directory another user than `spec.uid` and root could change, and a
+/// `path` that is a symlink or another user's file, are refused (see
+/// `place`). Page contents come from `source`.
 pub fn write_image(
     path: &Path,
     spec: &ImageSpec,
     source: &mut dyn PageSource,
 ) -> Result<Written, ImageError> {
     let (header, meta, plan) = build_metadata(spec)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
-        let place = tmp.display().to_string();
+    let place = place::Place::open(path, spec.uid)?;
+    let pending = place.create()?;
+    let written = (|| {
+        let file = &pending.file;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let shown = path.display().to_string();
         let checksum = copy_out(
             &meta,
             &plan,
             source,
             4 << 20,
             &mut |c| w.write_all(c),
-            &place,
+            &shown,
             "write",
         )?;
-        w.flush().map_err(io_err("write", &tmp))?;
+        w.flush().map_err(io_err("write", path))?;
         drop(w);
         let mut h = header;
         h.checksum = checksum;
         file.write_all_at(as_bytes(&h), 0)
-            .map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err("rename the finished image to", path))?;
-        Ok(Written {
-            path: path.to_path_buf(),
-            bytes: header.file_size,
-            pages: header.n_pages,
-        })
+            .map_err(io_err("write", path))?;
+        file.sync_all().map_err(io_err("sync", path))
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => place.publish(pending)?,
+        Err(e) => {
+            place.discard(pending);
+            return Err(e);
+        }
     }
-    result
+    Ok(Written {
+        path: path.to_path_buf(),
+        bytes: header.file_size,
+        pages: header.n_pages,
+    })
 }
 
 /// An image laid out for streaming (migration, ARCHITECTURE.md section 3 step
@@ -611,10 +620,10 @@ fn copy_out(
     verb: &'static str,
 ) -> Result<u64, ImageError> {
     let chunk = chunk.max(PAGE_SIZE as usize);
-    let sink = |source| ImageError::Io {
+    let sink = |error| ImageError::Io {
         what: verb,
         path: place.to_string(),
-        source,
+        error,
     };
     let mut sum = Checksum::new();
     sum.update(meta);
@@ -628,10 +637,10 @@ fn copy_out(
             let n = (bytes - done).min(buf.len() as u64) as usize;
             source
                 .read_pages(addr + done, &mut buf[..n])
-                .map_err(|source| ImageError::Io {
+                .map_err(|error| ImageError::Io {
                     what: "read the memory of the frozen process for",
                     path: place.to_string(),
-                    source,
+                    error,
                 })?;
             sum.update(&buf[..n]);
             out(&buf[..n]).map_err(sink)?;
@@ -1016,6 +1025,28 @@ impl LoadedImage {
 mod tests {
     use super::*;
 
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn an_os_error_is_said_once() {
+        let e = LoadedImage::open(Path::new("/nonexistent/mosix/img")).unwrap_err();
+        let said = chain(&e);
+        assert_eq!(said.matches("os error").count(), 1, "{said}");
+        assert!(
+            said.starts_with("cannot open /nonexistent/mosix/img: "),
+            "{said}"
+        );
+    }
+
     struct Pattern;
     impl PageSource for Pattern {
         fn read_pages(&mut self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -1155,6 +1186,101 @@ mod tests {
             Err(ImageError::CpuMismatch { .. })
         ));
         // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A spec whose owner is `uid`.
+    fn spec_of(uid: u32) -> ImageSpec {
+        ImageSpec { uid, ..spec() }
+    }
+
+    fn euid() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    #[test]
+    fn a_planted_temporary_name_or_symlink_is_never_written_through() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"victim").unwrap();
+        let path = dir.path().join("img");
+        // Another user, guessing the old `<path>.tmp-<pid>`, plants a
+        // symlink there, and a file of theirs for the next name it tries.
+        let planted = dir.path().join(format!("img.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_image(&path, &spec_of(euid()), &mut Pattern).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert!(m.file_type().is_file(), "the image is not a regular file");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(m.uid(), euid());
+        assert!(LoadedImage::open(&path).is_ok());
+        // The planted name is left as it was, and nothing else is left.
+        assert_eq!(std::fs::read_link(&planted).unwrap(), victim);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        // Writing again replaces the owner's own image.
+        write_image(&path, &spec_of(euid()), &mut Pattern).unwrap();
+        assert!(LoadedImage::open(&path).is_ok());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_symlink_at_the_image_name_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"victim").unwrap();
+        let path = dir.path().join("img");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = write_image(&path, &spec_of(euid()), &mut Pattern).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+        assert_eq!(std::fs::read_link(&path).unwrap(), victim);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn directories_others_may_change_are_refused_unless_sticky() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let mode = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m));
+        // Anyone may rename entries of a 0777 directory: refused.
+        mode(0o777).unwrap();
+        let e = write_image(&path, &spec_of(euid()), &mut Pattern).unwrap_err();
+        assert!(e.to_string().contains("sticky"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Sticky (like /tmp): only the owner may rename their files.
+        mode(0o1777).unwrap();
+        write_image(&path, &spec_of(euid()), &mut Pattern).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        mode(0o700).unwrap();
+        // A directory of another user (not root) is refused whatever its mode:
+        // they may rename or replace anything in it.
+        let other = if euid() == 0 {
+            std::os::unix::fs::chown(dir.path(), Some(4242), None).unwrap();
+            1000
+        } else {
+            euid() + 1
+        };
+        let e = write_image(&path, &spec_of(other), &mut Pattern).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn another_users_file_at_the_image_name_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        std::fs::write(&path, b"theirs").unwrap();
+        // The file is the test user's; the image is another user's.
+        let other = if euid() == 0 { 1000 } else { euid() + 1 };
+        if euid() == 0 {
+            std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+        }
+        let e = write_image(&path, &spec_of(other), &mut Pattern).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -71,21 +71,21 @@ pub struct Creds {
 pub enum ViewError {
     /// cannot connect to the home's homed at {addr}: {source}; check that homed runs there and the address is its link port
     #[error(
-        "cannot connect to the home's homed at {addr}: {source}; check that homed runs there and the address is its link port"
+        "cannot connect to the home's homed at {addr}: {error}; check that homed runs there and the address is its link port"
     )]
     Connect {
         /// The home's link address.
         addr: SocketAddr,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also a `source()`).
+        error: std::io::Error,
     },
-    /// link to the home's homed at {addr} failed: {source}
-    #[error("link to the home's homed at {addr} failed: {source}")]
+    /// link to the home's homed at {addr} failed: {error}
+    #[error("link to the home's homed at {addr} failed: {error}")]
     Link {
         /// The home's link address.
         addr: SocketAddr,
-        /// What went wrong.
-        source: LinkError,
+        /// What went wrong (in the message, so not also a `source()`).
+        error: LinkError,
     },
     /// the home at {addr} refused the view session: {message}
     #[error("the home at {addr} refused the view session: {message}")]
@@ -169,12 +169,12 @@ impl std::fmt::Debug for ViewClient {
 
 fn open_link(addr: SocketAddr, key: &ClusterKey, node: &str) -> Result<Link<TcpStream>, ViewError> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|source| ViewError::Connect { addr, source })?;
+        .map_err(|error| ViewError::Connect { addr, error })?;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(LINK_TIMEOUT));
     let _ = stream.set_write_timeout(Some(LINK_TIMEOUT));
     let (link, _peer) = Link::connect(stream, key, Hello::new(node, Role::Remoted))
-        .map_err(|source| ViewError::Link { addr, source })?;
+        .map_err(|error| ViewError::Link { addr, error })?;
     Ok(link)
 }
 
@@ -191,7 +191,7 @@ fn open_session(
             .try_next_u64()
             .map_err(|e| ViewError::Random(e.to_string()))?;
     }
-    let link_err = |source| ViewError::Link { addr: home, source };
+    let link_err = |error| ViewError::Link { addr: home, error };
     let mut requests = open_link(home, &recipe.key, &recipe.node)?;
     requests
         .send(&Service::View(ViewOpen {
@@ -258,7 +258,7 @@ impl ViewClient {
             locks: crate::locks::LockHolders::default(),
             me: me.clone(),
         });
-        let link_err = |source| ViewError::Link { addr: home, source };
+        let link_err = |error| ViewError::Link { addr: home, error };
         client
             .start_reader(replies, 1)
             .map_err(|e| link_err(e.into()))?;
@@ -669,6 +669,30 @@ impl Drop for ViewClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn a_refused_connection_is_said_once() {
+        // Nothing listens on a port just released.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let key = ClusterKey::from_bytes([7; 32]);
+        let e = open_link(addr, &key, "n1").unwrap_err();
+        let said = chain(&e);
+        assert_eq!(said.matches("refused").count(), 1, "{said}");
+    }
     use mosix_proto::link::CLUSTER_KEY_LEN;
     use mosix_proto::view::{Bytes, ROOT_NODE};
     use std::net::TcpListener;

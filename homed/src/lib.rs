@@ -5,6 +5,7 @@
 //! deputies and the view's file server of the later issues.
 
 pub mod args;
+pub mod control;
 pub mod kids;
 pub mod migrate;
 pub mod procs;

@@ -5,7 +5,6 @@ use clap::Parser;
 use mosix_homed::args::Args;
 use mosix_homed::procs::Procs;
 use mosix_proto::config::Config;
-use mosix_proto::control::{ControlRequest, ControlResponse, HomeStatus};
 use mosix_proto::daemon::{bind_unix, serve_control};
 use mosix_proto::link::{ClusterKey, Hello, Link, LinkError, Role};
 use std::net::{TcpListener, TcpStream};
@@ -44,29 +43,12 @@ fn run(args: Args) -> Result<()> {
     tracing::info!(node = %config.node.name, socket = %socket.display(), "homed serving");
     mosix_proto::service::ready("serving");
     let node = config.node.name.clone();
-    serve_control(
-        listener,
-        Duration::from_secs(10),
-        move |creds, req| match req {
-            ControlRequest::HomeStatus => ControlResponse::HomeStatus {
-                status: HomeStatus {
-                    node: node.clone(),
-                    pid: std::process::id(),
-                },
-            },
-            ControlRequest::Process { request } => ControlResponse::Process {
-                response: engine.handle(creds, request),
-            },
-            ControlRequest::Status
-            | ControlRequest::Nodes
-            | ControlRequest::Block
-            | ControlRequest::Unblock
-            | ControlRequest::Expel
-            | ControlRequest::Params { .. } => ControlResponse::Error {
-                message: "node status and balancing are answered by remoted, not homed".into(),
-            },
-        },
-    );
+    let remoted = config.remoted_socket();
+    serve_control(listener, Duration::from_secs(10), move |creds, req| {
+        mosix_homed::control::answer(&engine, &node, creds, req, &|| {
+            mosix_homed::control::ask_membership(&remoted)
+        })
+    });
     Ok(())
 }
 

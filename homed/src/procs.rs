@@ -218,8 +218,10 @@ impl Procs {
                 address,
                 automatic,
             } => {
-                if !automatic && let Some(p) = self.lock_procs().get(&pid) {
-                    p.told.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Whose it is comes first: another user learns nothing
+                // about it, not even where it runs.
+                if let Err(e) = self.owned(caller, pid) {
+                    return ProcError::from(e).response();
                 }
                 let why = if automatic {
                     "load balancing".to_string()
@@ -241,10 +243,12 @@ impl Procs {
                             }
                         }
                     };
-                    return match self.move_away(caller, pid, to, why) {
+                    let response = match self.move_away(caller, pid, to, why) {
                         Ok(done) => ProcessResponse::Migrated { done },
                         Err(e) => e.response(),
                     };
+                    self.moved_by_hand(pid, automatic, &response);
+                    return response;
                 }
                 if home {
                     return ProcError::from(format!(
@@ -259,7 +263,7 @@ impl Procs {
                     .response();
                 };
                 let target = crate::migrate::Target { node, address };
-                match self.freeze(
+                let response = match self.freeze(
                     caller,
                     pid,
                     AfterCheckpoint::Continue,
@@ -273,8 +277,22 @@ impl Procs {
                         other.name()
                     ))
                     .response(),
-                }
+                };
+                self.moved_by_hand(pid, automatic, &response);
+                response
             }
+        }
+    }
+
+    /// A person moved `pid` (its owner or root: `response` says it moved),
+    /// which ends a `mosrun -h` pin. A refused or failed request changes
+    /// nothing.
+    fn moved_by_hand(&self, pid: i32, automatic: bool, response: &ProcessResponse) {
+        if !automatic
+            && matches!(response, ProcessResponse::Migrated { .. })
+            && let Some(p) = self.lock_procs().get(&pid)
+        {
+            p.told.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -1342,5 +1360,108 @@ impl From<String> for ProcError {
             message,
             cause: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn procs() -> Procs {
+        let config =
+            Config::parse("[node]\nname = \"n1\"\n", std::path::Path::new("test")).unwrap();
+        Procs::new(&config).unwrap()
+    }
+
+    /// A process of `uid` listed under `pid`, at home, pinned by `mosrun -h`,
+    /// whose connection thread is not serving it (it cannot be frozen).
+    fn listed(procs: &Procs, pid: i32, uid: u32) -> Arc<Proc> {
+        let (writer, _) = UnixStream::pair().unwrap();
+        let p = Arc::new(Proc {
+            pid,
+            uid,
+            gid: uid,
+            cmdline: vec!["sleep".into()],
+            restored: false,
+            checkpoint_file: None,
+            interval: None,
+            refuse: None,
+            freeze_signal: libc::SIGRTMIN() + 2,
+            writer: Mutex::new(writer),
+            op: Mutex::new(None),
+            busy: Mutex::new(()),
+            last_checkpoint: Mutex::new(Instant::now()),
+            away: Mutex::new(None),
+            mover: Mutex::new(None),
+            migrations: Default::default(),
+            moving: Default::default(),
+            pinned: procfs::Pinned::UntilTold,
+            told: Default::default(),
+            history: Default::default(),
+            parent: None,
+            wake: Mutex::new(None),
+        });
+        procs.lock_procs().insert(pid, p.clone());
+        p
+    }
+
+    fn migrate(procs: &Procs, uid: u32, pid: i32, node: &str) -> ProcessResponse {
+        let caller = Credentials {
+            pid: 1,
+            uid,
+            gid: uid,
+        };
+        procs.handle(
+            &caller,
+            ProcessRequest::Migrate {
+                pid,
+                node: node.into(),
+                address: "127.0.0.1:1".into(),
+                automatic: false,
+            },
+        )
+    }
+
+    fn message(r: &ProcessResponse) -> &str {
+        match r {
+            ProcessResponse::Error { message, .. } => message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_users_process_is_refused_before_anything_is_said_about_it() {
+        let procs = procs();
+        let p = listed(&procs, 999_999_002, 2000);
+        for node in ["home", "n1", "n2"] {
+            let r = migrate(&procs, 1000, p.pid, node);
+            assert!(
+                message(&r).starts_with("permission denied"),
+                "{node}: {r:?}"
+            );
+        }
+        // Its owner hears where it is.
+        let r = migrate(&procs, 2000, p.pid, "home");
+        assert!(message(&r).contains("already runs here"), "{r:?}");
+    }
+
+    #[test]
+    fn a_refused_or_failed_move_leaves_the_stay_home_pin() {
+        let procs = procs();
+        let p = listed(&procs, 999_999_001, 2000);
+        // Another user's request is refused...
+        let r = migrate(&procs, 1000, p.pid, "n2");
+        assert!(message(&r).contains("permission denied"), "{r:?}");
+        // ...and the owner's fails (it cannot be frozen here).
+        let r = migrate(&procs, 2000, p.pid, "n2");
+        message(&r);
+        // Neither was a move: the balancer still leaves it home.
+        assert!(!p.told.load(std::sync::atomic::Ordering::Relaxed));
+        let rows = procs.list(&Credentials {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+        });
+        assert!(rows[0].no_auto, "{rows:?}");
     }
 }

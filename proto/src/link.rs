@@ -128,6 +128,17 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// cluster key file {path} belongs to uid {uid}, but it must belong to root (who alone may hold the key: whoever can read it can run code on every node); run `chown root:root {path}` (and `chmod 600 {path}`)
+    #[error(
+        "cluster key file {path} belongs to uid {uid}, but it must belong to root (who alone may hold the key: whoever can read it can run code on every node); run `chown root:root {path}` (and `chmod 600 {path}`)",
+        path = path.display()
+    )]
+    Owner {
+        /// The key file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
     /// cluster key file {path} is malformed: {detail}; it must hold exactly 64 hex digits and an optional newline
     #[error(
         "cluster key file {path} is malformed: {detail}; it must hold exactly 64 hex digits and an optional newline",
@@ -218,10 +229,17 @@ impl ClusterKey {
         Ok(ClusterKey(bytes))
     }
 
-    /// Loads the key file at `path`, refusing one that group or others may
-    /// read or write: a leaked key lets anyone run code on every node.
+    /// Loads the key file at `path`, refusing one that is not root's or
+    /// that group or others may read or write: a leaked key lets anyone run
+    /// code on every node.
     pub fn load(path: &Path) -> Result<ClusterKey, KeyError> {
-        use std::os::unix::fs::PermissionsExt;
+        Self::load_owned_by(path, 0)
+    }
+
+    /// [`ClusterKey::load`], with the file's owner required to be `owner`
+    /// (tests run by a user).
+    fn load_owned_by(path: &Path, owner: u32) -> Result<ClusterKey, KeyError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let read_err = |error| KeyError::Read {
             path: path.to_path_buf(),
             error,
@@ -232,6 +250,12 @@ impl ClusterKey {
             return Err(KeyError::Format {
                 path: path.to_path_buf(),
                 detail: "not a regular file".into(),
+            });
+        }
+        if meta.uid() != owner {
+            return Err(KeyError::Owner {
+                path: path.to_path_buf(),
+                uid: meta.uid(),
             });
         }
         let mode = meta.permissions().mode() & 0o7777;
@@ -362,7 +386,7 @@ impl Hello {
 pub enum LinkError {
     /// I/O error on the link: {0}
     #[error("I/O error on the link: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// {0}
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -389,10 +413,10 @@ pub enum LinkError {
     },
     /// cannot decode message: {0}
     #[error("cannot decode message: {0}")]
-    Decode(#[source] rmp_serde::decode::Error),
+    Decode(rmp_serde::decode::Error),
     /// cannot encode message: {0}
     #[error("cannot encode message: {0}")]
-    Encode(#[source] rmp_serde::encode::Error),
+    Encode(rmp_serde::encode::Error),
     /// message of {len} bytes exceeds the {max}-byte limit; send it in parts
     #[error("message of {len} bytes exceeds the {max}-byte limit; send it in parts")]
     TooLarge {
@@ -413,6 +437,14 @@ pub enum LinkError {
         /// What snow said.
         detail: String,
     },
+}
+
+// Each cause is in its variant's message, so none is also a `source()`
+// (a caller printing the chain, like anyhow's `{:#}`, would say it twice).
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> LinkError {
+        LinkError::Io(e)
+    }
 }
 
 fn noise_local(err: snow::Error) -> LinkError {
@@ -1094,6 +1126,26 @@ fn flush<S: Write>(stream: &mut S, codec: &mut LinkCodec) -> Result<(), LinkErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = LinkError::from(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        let said = chain(&e);
+        assert_eq!(said.matches("refused").count(), 1, "{said}");
+        let e = decode::<Hello>(&[0xc1]).unwrap_err();
+        assert_eq!(chain(&e), e.to_string());
+    }
     use crate::frame::encode_frame;
     use crate::msg::{LoadEntry, PeerMessage};
     use std::os::unix::net::UnixStream;
@@ -1505,6 +1557,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cluster.key");
+        let me = nix::unistd::geteuid().as_raw();
         let k = ClusterKey::generate().unwrap();
         k.write_new(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -1512,27 +1565,53 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.len(), 65);
         assert!(text.ends_with('\n'));
-        assert_eq!(ClusterKey::load(&path).unwrap().bytes(), k.bytes());
+        assert_eq!(
+            ClusterKey::load_owned_by(&path, me).unwrap().bytes(),
+            k.bytes()
+        );
         // Never overwrites.
         assert!(matches!(
             ClusterKey::generate().unwrap().write_new(&path),
             Err(KeyError::Write { .. })
         ));
-        assert_eq!(ClusterKey::load(&path).unwrap().bytes(), k.bytes());
+        assert_eq!(
+            ClusterKey::load_owned_by(&path, me).unwrap().bytes(),
+            k.bytes()
+        );
 
         for bad_mode in [0o640, 0o604, 0o620, 0o602, 0o666] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad_mode)).unwrap();
-            let err = ClusterKey::load(&path).unwrap_err();
+            let err = ClusterKey::load_owned_by(&path, me).unwrap_err();
             assert!(matches!(err, KeyError::Permissions { .. }), "{bad_mode:o}");
             assert!(err.to_string().contains("chmod 600"), "{err}");
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
-        assert!(ClusterKey::load(&path).is_ok());
+        assert!(ClusterKey::load_owned_by(&path, me).is_ok());
 
         assert!(matches!(
-            ClusterKey::load(&dir.path().join("missing")),
+            ClusterKey::load_owned_by(&dir.path().join("missing"), me),
             Err(KeyError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_key_file_not_owned_by_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        ClusterKey::generate().unwrap().write_new(&path).unwrap();
+        // Mode 0600, but a user's: that user can read it and join.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+        }
+        let err = ClusterKey::load(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("must belong to root"), "{text}");
+        assert!(text.contains("chown root"), "{text}");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            assert!(ClusterKey::load(&path).is_ok());
+        }
     }
 
     #[test]

@@ -28,16 +28,16 @@ use thiserror::Error;
 pub enum LocalError {
     /// I/O error on local socket: {0}
     #[error("I/O error on local socket: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// {0}
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// cannot decode local message: {0}
     #[error("cannot decode local message: {0}")]
-    Decode(#[source] rmp_serde::decode::Error),
+    Decode(rmp_serde::decode::Error),
     /// cannot encode local message: {0}
     #[error("cannot encode local message: {0}")]
-    Encode(#[source] rmp_serde::encode::Error),
+    Encode(rmp_serde::encode::Error),
     /// local message of {len} bytes exceeds the {max}-byte limit
     #[error("local message of {len} bytes exceeds the {max}-byte limit")]
     TooLarge {
@@ -51,7 +51,15 @@ pub enum LocalError {
     Closed,
     /// cannot read the local socket peer's credentials (SO_PEERCRED): {0}
     #[error("cannot read the local socket peer's credentials (SO_PEERCRED): {0}")]
-    Credentials(#[source] nix::Error),
+    Credentials(nix::Error),
+}
+
+// Each cause is in its variant's message, so none is also a `source()`
+// (a caller printing the chain, like anyhow's `{:#}`, would say it twice).
+impl From<io::Error> for LocalError {
+    fn from(e: io::Error) -> LocalError {
+        LocalError::Io(e)
+    }
 }
 
 impl LocalError {
@@ -223,6 +231,29 @@ pub fn peer_credentials(stream: &UnixStream) -> Result<Credentials, LocalError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = LocalError::from(io::Error::from_raw_os_error(libc::EACCES));
+        let creds = LocalError::Credentials(nix::Error::EACCES);
+        for e in [io, creds] {
+            let said = chain(&e);
+            assert_eq!(said.matches("denied").count(), 1, "{said}");
+        }
+        let e = decode_local::<crate::control::ControlRequest>(&[0xc1]).unwrap_err();
+        assert_eq!(chain(&e), e.to_string());
+    }
     use crate::frame::PROTOCOL_VERSION;
     use serde::Deserialize;
 

@@ -11,7 +11,8 @@
 //! * `mosrun -R FILE [-O FD=PATH]...` restarts the process saved in FILE:
 //!   regular files are re-opened by path at their offsets, stdin, stdout
 //!   and stderr are this terminal's unless `-O` says otherwise, other
-//!   pipes, sockets and ttys become /dev/null (with a warning).
+//!   pipes, sockets and ttys become /dev/null (with a warning). Root
+//!   restarts a user's image as that user: the program never runs as root.
 //! * `mosrun -I FILE [--json]` shows what an image holds.
 
 use anyhow::{Context, Result, bail};
@@ -272,6 +273,25 @@ fn restart(file: &Path, overrides: &[String]) -> Result<()> {
             img.uid
         );
     }
+    // The image is opened now: root may restart an image only root can
+    // read, but everything else is done as its owner.
+    let image =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    if me == 0 {
+        let meta = image
+            .metadata()
+            .with_context(|| format!("cannot look at {}", file.display()))?;
+        if let Some((uid, gid, name)) = owner_ids(file, img.uid, &meta)? {
+            mosix_cli::sys::become_user(uid, gid, name.as_deref()).with_context(|| {
+                format!(
+                    "cannot become uid {uid} (gid {gid}), the owner of {}",
+                    file.display()
+                )
+            })?;
+        }
+    }
+    // SAFETY: getuid cannot fail.
+    let privileged = unsafe { libc::getuid() } == 0;
     let restorer = helper("mosix-restore")?;
     for r in &img.regions {
         if let Some(p) = &r.path {
@@ -370,8 +390,6 @@ fn restart(file: &Path, overrides: &[String]) -> Result<()> {
     }
     // Open everything first (above every target number), then move.
     let top = plan.keys().copied().max().unwrap_or(2).max(2) + 1;
-    let image =
-        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let image_fd = dup_above(image.into_raw_fd(), top, false)?;
     let mut opened: Vec<(i32, i32)> = Vec::new();
     for (&fd, src) in &plan {
@@ -412,7 +430,7 @@ fn restart(file: &Path, overrides: &[String]) -> Result<()> {
     }
     // Limits last: a low RLIMIT_NOFILE must not stop us placing high fds
     // the process already had.
-    apply_rlimits(&img.rlimits, me == 0);
+    apply_rlimits(&img.rlimits, privileged);
     // Close every other fd, so nothing of ours leaks into the process.
     let keep: Vec<i32> = plan.keys().copied().chain([image_fd]).collect();
     let ours: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
@@ -430,6 +448,45 @@ fn restart(file: &Path, overrides: &[String]) -> Result<()> {
         .arg(image_fd.to_string())
         .exec();
     bail!("cannot run {}: {err}", restorer.display())
+}
+
+/// Who root restarts the image `file` (of uid `image_uid`, the file's
+/// status `meta`) as: its owner, `(uid, gid, passwd name)`, or `None` for
+/// root's own image. The gid is the file's group when the file is the
+/// owner's (homed writes an image with the process's gid), else the
+/// owner's primary group. An image whose file belongs to a third user
+/// (who could have written any uid into it) is refused.
+fn owner_ids(
+    file: &Path,
+    image_uid: u32,
+    meta: &std::fs::Metadata,
+) -> Result<Option<(u32, u32, Option<CString>)>> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != 0 && meta.uid() != image_uid {
+        bail!(
+            "{} holds a process of uid {image_uid} but the file belongs to uid {}: not restarted (a user may write any uid into an image)",
+            file.display(),
+            meta.uid()
+        );
+    }
+    if image_uid == 0 {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(image_uid))
+        .ok()
+        .flatten();
+    let gid = if meta.uid() == image_uid {
+        meta.gid()
+    } else if let Some(u) = &user {
+        u.gid.as_raw()
+    } else {
+        bail!(
+            "{} belongs to root and holds a process of uid {image_uid}, who has no passwd entry: cannot tell its group; chown the image to uid {image_uid} to restart it as that user",
+            file.display()
+        );
+    };
+    let name = user.and_then(|u| CString::new(u.name).ok());
+    Ok(Some((image_uid, gid, name)))
 }
 
 /// Give this process (and so the restored one) the image's resource
@@ -495,4 +552,39 @@ fn dup_above(fd: i32, min: i32, cloexec: bool) -> Result<i32> {
     // SAFETY: closing the old number of an fd we own.
     unsafe { libc::close(fd) };
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_restarts_an_image_as_the_owner_of_its_file_only() {
+        let dir = std::env::temp_dir().join(format!("mosrun-owner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("img");
+        std::fs::write(&file, b"").unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        let owner = if root {
+            4242
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        if root {
+            std::os::unix::fs::chown(&file, Some(owner), Some(owner)).unwrap();
+        }
+        let meta = std::fs::metadata(&file).unwrap();
+        // The file's owner wrote an image of root, or of a third user.
+        for claimed in [0, owner + 1] {
+            let e = owner_ids(&file, claimed, &meta).unwrap_err().to_string();
+            assert!(e.contains(&format!("belongs to uid {owner}")), "{e}");
+        }
+        let (uid, gid, _) = owner_ids(&file, owner, &meta).unwrap().unwrap();
+        assert_eq!((uid, gid), (owner, owner_gid(&meta)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn owner_gid(meta: &std::fs::Metadata) -> u32 {
+        std::os::unix::fs::MetadataExt::gid(meta)
+    }
 }

@@ -90,13 +90,14 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why the body host could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    /// cannot listen for migrations on {addr}: {source}; is another remoted running?
-    #[error("cannot listen for migrations on {addr}: {source}; is another remoted running?")]
+    /// cannot listen for migrations on {addr}: {error}; is another remoted running?
+    #[error("cannot listen for migrations on {addr}: {error}; is another remoted running?")]
     Listen {
         /// The address.
         addr: SocketAddr,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message; not a `source`, so that
+        /// the cause is said once).
+        error: std::io::Error,
     },
     /// {0} is missing: install mosix-restore beside remoted
     #[error("{0} is missing: install mosix-restore beside remoted")]
@@ -147,7 +148,7 @@ pub fn start(
     if !restorer.exists() {
         return Err(HostError::NoRestorer(restorer));
     }
-    let listener = TcpListener::bind(addr).map_err(|source| HostError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr).map_err(|error| HostError::Listen { addr, error })?;
     // Bodies' children whose parent body ends first are reparented here,
     // to be reaped and reported (see `family`).
     if let Err(e) = family::become_subreaper() {
@@ -174,7 +175,7 @@ pub fn start(
                 }
             }
         })
-        .map_err(|source| HostError::Listen { addr, source })?;
+        .map_err(|error| HostError::Listen { addr, error })?;
     Ok(())
 }
 

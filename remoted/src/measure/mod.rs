@@ -33,13 +33,13 @@ const MAX_CGROUP_DEPTH: usize = 16;
 pub enum MeasureError {
     /// could not read a kernel file; check that /proc and the cgroup file system are mounted and readable
     #[error(
-        "could not read {path}: {source}; check that /proc and the cgroup file system are mounted and readable"
+        "could not read {path}: {error}; check that /proc and the cgroup file system are mounted and readable"
     )]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also a `source()`).
+        error: std::io::Error,
     },
     /// a kernel file does not hold what the kernel documents
     #[error("{path} does not hold {what} as expected; is this a Linux /proc or cgroup file?")]
@@ -57,9 +57,9 @@ pub enum MeasureError {
 }
 
 fn read(path: &Path) -> Result<String, MeasureError> {
-    std::fs::read_to_string(path).map_err(|source| MeasureError::Read {
+    std::fs::read_to_string(path).map_err(|error| MeasureError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -293,7 +293,7 @@ fn collect_tids(
         // A sub-cgroup removed while we walk is not an error; the node's
         // own cgroup vanishing is.
         Err(e) if depth > 0 && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(MeasureError::Read { path, source }),
+        Err(error) => return Err(MeasureError::Read { path, error }),
     }
     if depth >= MAX_CGROUP_DEPTH {
         return Ok(());

@@ -33,13 +33,20 @@ pub enum ParamError {
     },
     /// the values together are not usable: {0}
     #[error("the values together are not usable: {0}")]
-    Invalid(#[from] ConsiderError),
+    Invalid(ConsiderError),
     /// interval_ms must be between 100 and 60000 milliseconds
     #[error("interval_ms must be between 100 and 60000 milliseconds")]
     BadInterval,
     /// the leave parameters are not usable: {0}
     #[error("the leave parameters are not usable: {0}")]
     BadLeave(&'static str),
+}
+
+// The cause is in the message, so it is not also a `source()`.
+impl From<ConsiderError> for ParamError {
+    fn from(e: ConsiderError) -> ParamError {
+        ParamError::Invalid(e)
+    }
 }
 
 /// `(key, meaning with unit)` of every parameter, in display order.
@@ -204,6 +211,28 @@ fn set(b: &mut BalancerConfig, key: &str, value: &str) -> Result<(), ParamError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            s = format!("{s}: {c}");
+            next = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn an_inner_error_is_said_once() {
+        let e = ParamError::from(ConsiderError::BadMargin(-1.0));
+        let said = chain(&e);
+        assert_eq!(said.matches("stability margin").count(), 1, "{said}");
+        let e: super::super::procsim::ProcSimError =
+            super::super::load::LoadError::BadCpus(0.0).into();
+        let said = chain(&e);
+        assert_eq!(said.matches("CPU capacity").count(), 1, "{said}");
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

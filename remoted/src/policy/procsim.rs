@@ -236,13 +236,32 @@ pub enum ProcSimError {
     NoSuchNode(usize),
     /// a node's load calculator: {0}
     #[error("a node's load calculator: {0}")]
-    Load(#[from] LoadError),
+    Load(LoadError),
     /// a node's dissemination: {0}
     #[error("a node's dissemination: {0}")]
-    Dissemination(#[from] DisseminationError),
+    Dissemination(DisseminationError),
     /// a node's consideration: {0}
     #[error("a node's consideration: {0}")]
-    Consider(#[from] ConsiderError),
+    Consider(ConsiderError),
+}
+
+// Each cause is in its variant's message, so none is also a `source()`.
+impl From<LoadError> for ProcSimError {
+    fn from(e: LoadError) -> ProcSimError {
+        ProcSimError::Load(e)
+    }
+}
+
+impl From<DisseminationError> for ProcSimError {
+    fn from(e: DisseminationError) -> ProcSimError {
+        ProcSimError::Dissemination(e)
+    }
+}
+
+impl From<ConsiderError> for ProcSimError {
+    fn from(e: ConsiderError) -> ProcSimError {
+        ProcSimError::Consider(e)
+    }
 }
 
 struct Node {
