@@ -1025,21 +1025,10 @@ impl LoadedImage {
 mod tests {
     use super::*;
 
-    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut next = e.source();
-        while let Some(c) = next {
-            s = format!("{s}: {c}");
-            next = c.source();
-        }
-        s
-    }
-
     #[test]
     fn an_os_error_is_said_once() {
         let e = LoadedImage::open(Path::new("/nonexistent/mosix/img")).unwrap_err();
-        let said = chain(&e);
+        let said = mosix_proto::error_chain(&e);
         assert_eq!(said.matches("os error").count(), 1, "{said}");
         assert!(
             said.starts_with("cannot open /nonexistent/mosix/img: "),

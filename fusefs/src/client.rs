@@ -670,17 +670,6 @@ impl Drop for ViewClient {
 mod tests {
     use super::*;
 
-    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut next = e.source();
-        while let Some(c) = next {
-            s = format!("{s}: {c}");
-            next = c.source();
-        }
-        s
-    }
-
     #[test]
     fn a_refused_connection_is_said_once() {
         // Nothing listens on a port just released.
@@ -690,7 +679,7 @@ mod tests {
             .unwrap();
         let key = ClusterKey::from_bytes([7; 32]);
         let e = open_link(addr, &key, "n1").unwrap_err();
-        let said = chain(&e);
+        let said = mosix_proto::error_chain(&e);
         assert_eq!(said.matches("refused").count(), 1, "{said}");
     }
     use mosix_proto::link::CLUSTER_KEY_LEN;

@@ -19,3 +19,16 @@ pub mod process;
 pub mod reason;
 pub mod service;
 pub mod view;
+
+/// An error and every cause below it, as people read it (anyhow's `{:#}`
+/// prints the same): the tests of each error type use it to check that a
+/// cause is said once, not both in a message and again as its source.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        s = format!("{s}: {c}");
+        next = c.source();
+    }
+    s
+}

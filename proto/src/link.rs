@@ -1127,24 +1127,13 @@ fn flush<S: Write>(stream: &mut S, codec: &mut LinkCodec) -> Result<(), LinkErro
 mod tests {
     use super::*;
 
-    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut next = e.source();
-        while let Some(c) = next {
-            s = format!("{s}: {c}");
-            next = c.source();
-        }
-        s
-    }
-
     #[test]
     fn each_cause_is_said_once() {
         let e = LinkError::from(io::Error::from_raw_os_error(libc::ECONNREFUSED));
-        let said = chain(&e);
+        let said = crate::error_chain(&e);
         assert_eq!(said.matches("refused").count(), 1, "{said}");
         let e = decode::<Hello>(&[0xc1]).unwrap_err();
-        assert_eq!(chain(&e), e.to_string());
+        assert_eq!(crate::error_chain(&e), e.to_string());
     }
     use crate::frame::encode_frame;
     use crate::msg::{LoadEntry, PeerMessage};

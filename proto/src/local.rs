@@ -232,27 +232,16 @@ pub fn peer_credentials(stream: &UnixStream) -> Result<Credentials, LocalError> 
 mod tests {
     use super::*;
 
-    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut next = e.source();
-        while let Some(c) = next {
-            s = format!("{s}: {c}");
-            next = c.source();
-        }
-        s
-    }
-
     #[test]
     fn each_cause_is_said_once() {
         let io = LocalError::from(io::Error::from_raw_os_error(libc::EACCES));
         let creds = LocalError::Credentials(nix::Error::EACCES);
         for e in [io, creds] {
-            let said = chain(&e);
+            let said = crate::error_chain(&e);
             assert_eq!(said.matches("denied").count(), 1, "{said}");
         }
         let e = decode_local::<crate::control::ControlRequest>(&[0xc1]).unwrap_err();
-        assert_eq!(chain(&e), e.to_string());
+        assert_eq!(crate::error_chain(&e), e.to_string());
     }
     use crate::frame::PROTOCOL_VERSION;
     use serde::Deserialize;

@@ -258,20 +258,9 @@ fn real_cgroup_v1_with_half_a_cpu_and_one_busy_loop() {
     }
 }
 
-/// The error and its `source()` chain, as anyhow's `{:#}` prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(c) = next {
-        s = format!("{s}: {c}");
-        next = c.source();
-    }
-    s
-}
-
 #[test]
 fn an_unreadable_file_is_said_once() {
     let e = read(Path::new("/nonexistent/mosix/stat")).unwrap_err();
-    let said = chain(&e);
+    let said = mosix_proto::error_chain(&e);
     assert_eq!(said.matches("os error").count(), 1, "{said}");
 }

@@ -212,25 +212,14 @@ fn set(b: &mut BalancerConfig, key: &str, value: &str) -> Result<(), ParamError>
 mod tests {
     use super::*;
 
-    /// The error and its `source()` chain, as anyhow's `{:#}` prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut next = e.source();
-        while let Some(c) = next {
-            s = format!("{s}: {c}");
-            next = c.source();
-        }
-        s
-    }
-
     #[test]
     fn an_inner_error_is_said_once() {
         let e = ParamError::from(ConsiderError::BadMargin(-1.0));
-        let said = chain(&e);
+        let said = mosix_proto::error_chain(&e);
         assert_eq!(said.matches("stability margin").count(), 1, "{said}");
         let e: super::super::procsim::ProcSimError =
             super::super::load::LoadError::BadCpus(0.0).into();
-        let said = chain(&e);
+        let said = mosix_proto::error_chain(&e);
         assert_eq!(said.matches("CPU capacity").count(), 1, "{said}");
     }
 
