@@ -155,13 +155,7 @@ pub fn move_out(
             continue;
         };
         let input = match action {
-            Action::Connect(_) => match connect_host(who.home, who.key_file, target) {
-                Ok(l) => {
-                    link = Some(l);
-                    Input::Connected(Peer::Dest)
-                }
-                Err(e) => Input::Broken(Peer::Dest, e),
-            },
+            Action::Connect(_) => connect_dest(who, target, &mut link),
             Action::Send(_, msg) => match link.as_mut().map(|l| l.send(&msg)) {
                 Some(Ok(())) => continue,
                 Some(Err(e)) => Input::Broken(Peer::Dest, e.to_string()),
@@ -206,6 +200,18 @@ pub fn move_out(
             | Action::RestoreHere { .. } => continue,
         };
         pending = s.input(input, Instant::now()).into();
+    }
+}
+
+/// Open the link to the destination's body host into `slot`: what the
+/// session hears of it.
+fn connect_dest(who: &Mover<'_>, target: &Target, slot: &mut Option<Link<TcpStream>>) -> Input {
+    match connect_host(who.home, who.key_file, target) {
+        Ok(l) => {
+            *slot = Some(l);
+            Input::Connected(Peer::Dest)
+        }
+        Err(e) => Input::Broken(Peer::Dest, e),
     }
 }
 
@@ -829,13 +835,7 @@ fn move_direct(
             continue;
         };
         let input = match action {
-            Action::Connect(_) => match connect_host(who.home, who.key_file, target) {
-                Ok(l) => {
-                    dest = Some(l);
-                    Input::Connected(Peer::Dest)
-                }
-                Err(e) => Input::Broken(Peer::Dest, e),
-            },
+            Action::Connect(_) => connect_dest(who, target, &mut dest),
             Action::Send(peer, msg) => {
                 let sent = match peer {
                     Peer::Old => link.send(&msg).map_err(|e| e.to_string()),
@@ -930,7 +930,18 @@ fn bring_home(
     let pid = away.who.pid;
     let from = away.node.clone();
     let leg = Leg::ToHome { from: from.clone() };
-    let mut s = Source::new(leg, away.who.home, offer_facts(&away.who), 0);
+    // Coming home makes no offer: the facts an offer carries (read from
+    // /proc) are not needed, only who the process is.
+    let facts = OfferFacts {
+        home_pid: pid,
+        uid: away.who.uid,
+        gid: away.who.gid,
+        ctl_fd: away.who.ctl_fd,
+        freeze_signal: away.who.freeze_signal,
+        home: HomeFacts::default(),
+        clocks: None,
+    };
+    let mut s = Source::new(leg, away.who.home, facts, 0);
     let mut received: Option<Received> = None;
     let mut pending: VecDeque<Action> = s.start(Instant::now()).into();
     let outcome = loop {
